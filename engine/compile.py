@@ -1,0 +1,95 @@
+"""engine.compile: model def -> passes -> Relax -> scheduled TIR -> tvm.compile -> Artifact."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tvm
+
+from .. import __version__, passes
+from ..ir import Graph
+from ..model_defs import ModelDef
+from ..schedules import schedule_module
+from ..targets import TargetDesc, TargetError, resolve
+from . import manifest as mf
+from .lower import graph_signature, lower
+
+
+@dataclass
+class Artifact:
+    """A compiled model: the TVM executable plus its manifest. ``save`` writes both."""
+
+    executable: Any  # tvm.relax.Executable
+    manifest: dict[str, Any]
+    graphs: dict[str, Graph] = field(repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.executable.export_library(str(path / mf.LIBRARY))
+        mf.write(path, self.manifest)
+        return path
+
+
+def cast_params(graph: Graph, dtype: str) -> Graph:
+    """Store every float param as ``dtype`` (kernels widen to fp32 as they read)."""
+    from ..ir import param_node, rewrite
+
+    def fn(n, _old):
+        if n.op == "param" and n.dtype != dtype:
+            return param_node(n.name, n.type.with_dtype(dtype), **n.attr_dict)
+        return None
+
+    return rewrite(graph, fn)
+
+
+def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
+            max_seq_len: int | None = None, dump_dir: str | Path | None = None) -> Artifact:
+    """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
+
+    ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
+    accepts (default: the model's max_position_embeddings, at most 4096).
+    """
+    t0 = time.perf_counter()
+    tdesc = resolve(target)
+    if tdesc.kind not in md.spec.targets:
+        raise TargetError(f"{md.family} does not support target kind {tdesc.kind!r}")
+    if tdesc.kind != "llvm":
+        raise TargetError(f"target kind {tdesc.kind!r} is not implemented yet; use 'llvm'")
+    graph = md.graph if dtype is None else cast_params(md.graph, dtype)
+    forward = passes.run(graph, passes.default_passes(), dump_dir=dump_dir)
+    graphs = {"forward": forward}
+    t1 = time.perf_counter()
+    mod = schedule_module(lower(graphs), tdesc)
+    t2 = time.perf_counter()
+    with tdesc.to_tvm() as tgt:
+        ex = tvm.compile(mod, target=tgt)
+    t3 = time.perf_counter()
+    meta = forward.meta_dict()
+    max_pos = int(meta.get("max_position_embeddings", 4096))
+    manifest = {
+        "format": mf.FORMAT,
+        "format_version": mf.FORMAT_VERSION,
+        "family": md.family,
+        "family_version": md.spec.version,
+        "model_config": md.config_dict(),
+        "vocab_size": int(meta["vocab_size"]),
+        "max_seq_len": int(max_seq_len or min(max_pos, 4096)),
+        "functions": {name: graph_signature(g) for name, g in graphs.items()},
+        "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype, **p.attr_dict}
+                   for p in forward.params()],
+        "ignored_tensors": list(md.spec.ignored(md.config)),
+        "target": tdesc.tvm,
+        "device": tdesc.device,
+        "cpu_flags": list(tdesc.cpu_flags),
+        "tvm_version": tvm.__version__,
+        "inference_pio_version": __version__,
+    }
+    timings = {"passes_s": t1 - t0, "lower_schedule_s": t2 - t1, "tvm_compile_s": t3 - t2}
+    return Artifact(ex, manifest, graphs, timings)
+
+
+__all__ = ["Artifact", "cast_params", "compile"]

@@ -1,0 +1,84 @@
+"""Lowering: IR graphs -> one Relax IRModule of calls to our TE kernels.
+
+Each graph becomes a Relax function ``name(*inputs, *params)`` with attr ``num_input`` (the
+first inputs are per-call, the rest are weights). Every op node becomes one PrimFunc built
+from `schedules.kernels` and tagged with its op kind for the schedule rules; structurally
+equal kernels (the same op at the same shapes in every layer) are shared. Reshapes are Relax
+reshapes (views, no kernel). Symbolic dims become int64 TIR vars named after the dim.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import tvm
+from tvm import relax, tirx
+
+from ..ir import Graph, Node
+from ..ir.ops import inv_freq
+from ..schedules import KERNELS
+from ..schedules.registry import OP_KIND_ATTR
+
+
+def var_name(name: str) -> str:
+    """A Relax-friendly variable name for a weight or input name."""
+    return re.sub(r"\W", "_", name)
+
+
+class _Lowerer:
+    def __init__(self, bb: relax.BlockBuilder) -> None:
+        self.bb = bb
+        self.dims: dict[str, tirx.Var] = {}
+
+    def dim(self, d: int | str) -> Any:
+        if isinstance(d, int):
+            return d
+        return self.dims.setdefault(d, tirx.Var(d, "int64"))
+
+    def ty(self, n: Node) -> relax.TensorType:
+        return relax.TensorType([self.dim(d) for d in n.shape], n.dtype)
+
+    def emit(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
+        attrs = n.attr_dict
+        if n.op == "reshape":
+            return self.bb.emit(relax.op.reshape(args[0], [self.dim(d) for d in attrs["shape"]]))
+        if n.op == "rope_table":
+            args = args + [relax.const(inv_freq(attrs["theta"], attrs["rotary_dim"]))]
+            attrs = {"rotary_dim": attrs["rotary_dim"]}
+        if n.op == "linear" and n.inputs[0].ndim != 2:
+            raise NotImplementedError("linear lowering expects 2-D activations (T, K)")
+        return self.bb.emit_te(KERNELS[n.op], *args, **attrs, primfunc_name_hint=n.op,
+                               primfunc_attrs={OP_KIND_ATTR: n.op})
+
+
+def lower_graph(bb: relax.BlockBuilder, graph: Graph) -> None:
+    """Add ``graph`` to ``bb`` as a Relax function named after the graph."""
+    lw = _Lowerer(bb)
+    inputs = [relax.Var(var_name(n.name), lw.ty(n)) for n in graph.inputs]
+    params = graph.params()
+    pvars = [relax.Var(var_name(p.name), lw.ty(p)) for p in params]
+    env: dict[int, relax.Expr] = {id(n): v for n, v in zip(graph.inputs, inputs)}
+    env.update({id(p): v for p, v in zip(params, pvars)})
+    with bb.function(graph.name, inputs + pvars, attrs={"num_input": len(inputs)}):
+        with bb.dataflow():
+            for n in graph.ops():
+                env[id(n)] = lw.emit(n, [env[id(i)] for i in n.inputs])
+            outs = [env[id(v)] for _, v in graph.outputs]
+            result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
+        bb.emit_func_output(result)
+
+
+def lower(graphs: dict[str, Graph]) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    for g in graphs.values():
+        lower_graph(bb, g)
+    return bb.get()
+
+
+def graph_signature(graph: Graph) -> dict[str, Any]:
+    """The manifest entry for one compiled function: its inputs, params (by index) and outputs."""
+    def t(n: Node) -> dict[str, Any]:
+        return {"name": n.name, "shape": list(n.shape), "dtype": n.dtype}
+
+    return {"inputs": [t(n) for n in graph.inputs], "params": [p.name for p in graph.params()],
+            "outputs": [{**t(v), "name": k} for k, v in graph.outputs]}

@@ -1,0 +1,103 @@
+"""The runtime: load a saved artifact and its weights, run forward passes.
+
+Imports only ``tvm.runtime`` (never the compiler), so it works with TVM_USE_RUNTIME_LIB=1
+on a machine that has just TVM's runtime libraries.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..frontends.huggingface import load_weights
+from ..ir import TensorType, param_node
+from ..targets import host_cpu_flags
+from . import manifest as mf
+from .manifest import ArtifactError
+
+
+class InputError(ValueError):
+    """Bad input to a loaded model: token ids out of range, empty or too long contexts."""
+
+
+def _tvm_runtime():
+    import tvm.runtime
+    import tvm.runtime.vm  # noqa: F401  (registers VirtualMachine)
+
+    return tvm.runtime
+
+
+def _check_device(m: dict[str, Any], device: str) -> None:
+    if device != m["device"]:
+        raise ArtifactError(f"artifact was compiled for {m['device']!r} ({m['target'].get('kind')}) "
+                            f"but device={device!r} was requested")
+    if device == "cpu":
+        missing = sorted(set(m.get("cpu_flags", ())) - set(host_cpu_flags())) if host_cpu_flags() else []
+        if missing:
+            raise ArtifactError(f"artifact was compiled for a CPU with {missing}, which this CPU lacks; "
+                                "recompile it here (target='llvm')")
+
+
+def _check_weights_config(m: dict[str, Any], weights: Path) -> None:
+    cfg_file = weights / "config.json"
+    if not cfg_file.is_file():
+        return
+    hf = json.loads(cfg_file.read_text())
+    ours = m["model_config"]
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        if key in hf and key in ours and hf[key] != ours[key]:
+            raise ArtifactError(f"weights at {weights} have {key}={hf[key]} but the artifact was compiled "
+                                f"for {key}={ours[key]}")
+
+
+class Runtime:
+    """A compiled model with its weights on a device."""
+
+    def __init__(self, path: str | Path, weights: str | Path, device: str = "cpu") -> None:
+        path, weights = Path(path), Path(weights)
+        self.manifest = m = mf.read(path)
+        _check_device(m, device)
+        _check_weights_config(m, weights)
+        rt = _tvm_runtime()
+        self._rt = rt
+        self.device = rt.device(device, 0)
+        self.vm = rt.vm.VirtualMachine(rt.load_module(str(path / mf.LIBRARY)), self.device)
+        nodes = [param_node(p["name"], TensorType(tuple(p["shape"]), p["dtype"]),
+                            **{k: v for k, v in p.items() if k not in ("name", "shape", "dtype")})
+                 for p in m["params"]]
+        arrays = load_weights(nodes, weights, tuple(m.get("ignored_tensors", ())))
+        self.params = {n.name: rt.tensor(np.ascontiguousarray(arrays[n.name]), self.device) for n in nodes}
+        self.vocab_size: int = m["vocab_size"]
+        self.max_seq_len: int = m["max_seq_len"]
+
+    def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or arr.size == 0:
+            raise InputError(f"ids must be a non-empty list of token ids, got shape {arr.shape}")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(f"ids must be integers, got {arr.dtype}")
+        bad = arr[(arr < 0) | (arr >= self.vocab_size)]
+        if bad.size:
+            raise InputError(f"token id {int(bad[0])} is out of range [0, {self.vocab_size})")
+        if arr.size > self.max_seq_len:
+            raise InputError(f"context of {arr.size} tokens is longer than the compiled maximum {self.max_seq_len}")
+        return arr.astype(np.int32)
+
+    def _call(self, fn: str, feeds: dict[str, np.ndarray]):
+        sig = self.manifest["functions"][fn]
+        args = [self._rt.tensor(feeds[i["name"]], self.device) for i in sig["inputs"]]
+        args += [self.params[name] for name in sig["params"]]
+        return self.vm[fn](*args)
+
+    def logits(self, ids: Sequence[int]) -> np.ndarray:
+        """Full causal forward: float32 logits (T, vocab) for every position of ``ids``."""
+        arr = self._check_ids(ids)
+        out = self._call("forward", {"ids": arr, "positions": np.arange(arr.size, dtype=np.int32)})
+        return out.numpy().astype(np.float32, copy=False)
+
+
+def load(path: str | Path, weights: str | Path, device: str = "cpu") -> Runtime:
+    """Load an artifact saved by `Artifact.save` with the HF checkpoint at ``weights``."""
+    return Runtime(path, weights, device)

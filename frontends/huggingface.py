@@ -1,0 +1,108 @@
+"""Hugging Face checkpoints: config.json -> model def, safetensors -> parameter arrays.
+
+`model_def` needs only config.json. `load_weights` maps HF tensor names onto the graph's
+params (identity names; fused params are concatenations of their sources), checks every
+shape, and converts to the dtype the graph declares. Unused checkpoint tensors are an error
+unless the family says they may be ignored (e.g. lm_head under tied embeddings).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import model_defs
+from ..ir import Graph, Node, np_dtype
+from ..model_defs import ConfigError, ModelDef
+from .safetensors import SafetensorsFiles, WeightError
+
+
+def read_config(ckpt: str | Path) -> dict[str, Any]:
+    path = Path(ckpt) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"no config.json in {ckpt}")
+    try:
+        cfg = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    return cfg
+
+
+def model_def(ckpt: str | Path, dtype: str | None = None) -> ModelDef:
+    """The model def for an HF checkpoint directory (reads config.json only).
+
+    ``dtype`` sets the weight storage dtype (default: the config's ``dtype``/``torch_dtype``).
+    """
+    return model_defs.from_hf_config(read_config(ckpt), dtype)
+
+
+def open_checkpoint(ckpt: str | Path) -> SafetensorsFiles:
+    """Single ``model.safetensors``, or shards listed by ``model.safetensors.index.json``."""
+    ckpt = Path(ckpt)
+    index = ckpt / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = sorted({ckpt / f for f in weight_map.values()})
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise WeightError(f"{index} lists shards that do not exist: {missing}")
+        st = SafetensorsFiles(files)
+        for name, f in weight_map.items():
+            if name not in st:
+                raise WeightError(f"{index} says {name!r} is in {f}, but it is not there")
+        return st
+    files = sorted(ckpt.glob("*.safetensors"))
+    if not files:
+        raise WeightError(f"no safetensors weights in {ckpt}")
+    return SafetensorsFiles(files)
+
+
+def _sources(p: Node) -> tuple[str, ...]:
+    return tuple(p.attr("concat")) if p.attr("concat") else (p.name,)
+
+
+def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Arrays for ``graph_params`` (by name, in the params' dtypes) from the checkpoint at ``ckpt``."""
+    st = open_checkpoint(ckpt)
+    out: dict[str, np.ndarray] = {}
+    used: set[str] = set()
+    for p in graph_params:
+        parts = []
+        srcs = _sources(p)
+        axis = p.attr("axis", 0)
+        for s in srcs:
+            if s not in st:
+                raise WeightError(f"checkpoint {ckpt} is missing tensor {s!r}"
+                                  + (f" (needed for {p.name!r})" if s != p.name else ""))
+            parts.append(st.get(s))
+            used.add(s)
+        expected_src = None if len(srcs) > 1 else p.shape
+        for s, arr in zip(srcs, parts):
+            if expected_src is not None and tuple(arr.shape) != tuple(expected_src):
+                raise WeightError(f"tensor {s!r} has shape {tuple(arr.shape)} but the model expects {tuple(expected_src)}")
+        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+        if tuple(arr.shape) != tuple(p.shape):
+            raise WeightError(f"tensors {list(srcs)} concatenate to {tuple(arr.shape)} but {p.name!r} expects {p.shape}")
+        out[p.name] = _convert(arr, p.dtype)
+    unexpected = sorted(set(st.tensors) - used - set(ignored))
+    if unexpected:
+        more = f" (and {len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
+        raise WeightError(f"checkpoint {ckpt} has tensors the model does not use: {unexpected[:5]}{more}")
+    return out
+
+
+def _convert(arr: np.ndarray, dtype: str) -> np.ndarray:
+    want = np_dtype(dtype)
+    if arr.dtype == want:
+        return arr
+    if arr.dtype.kind not in "fV" and arr.dtype.name != "bfloat16":
+        raise WeightError(f"cannot convert a {arr.dtype} tensor to {dtype}")
+    return arr.astype(np.float32).astype(want) if arr.dtype.name == "bfloat16" or want.name == "bfloat16" else arr.astype(want)
+
+
+def load_for_graph(md: ModelDef, graph: Graph, ckpt: str | Path) -> dict[str, np.ndarray]:
+    return load_weights(graph.params(), ckpt, md.spec.ignored(md.config))

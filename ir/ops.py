@@ -1,0 +1,416 @@
+"""The op set: for each op, a type rule and a numpy reference that defines its meaning.
+
+The reference implementations are the semantics of the IR: the interpreter (`ir.interpret`)
+runs them, pass tests compare graphs before and after a rewrite with them, and kernel tests
+compare compiled kernels against them. They compute in float32 (or wider) whatever the
+storage dtype, as the kernels must.
+
+Conventions: ``x`` (..., K) are activations; weights keep the Hugging Face layout, so a
+linear weight is (N, K). Attention tensors are token-major: q (T, Hq, D), k/v (S, Hkv, D).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .graph import Dim, TensorType
+
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+class TypeError_(ValueError):
+    """An op applied to operands of the wrong shape or dtype."""
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    arity: int | tuple[int, int]  # exact, or (min, max)
+    infer: Callable[[Sequence[TensorType], dict[str, Any]], TensorType]
+    ref: Callable[..., np.ndarray]
+    doc: str = ""
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def _op(name: str, arity: int | tuple[int, int], doc: str = "") -> Callable:
+    def register(infer: Callable) -> Callable:
+        def wrap(ref: Callable) -> Callable:
+            OPS[name] = OpDef(name, arity, infer, ref, doc)
+            return ref
+        return wrap
+    return register
+
+
+def infer_type(op: str, types: Sequence[TensorType], attrs: dict[str, Any]) -> TensorType:
+    if op not in OPS:
+        raise TypeError_(f"unknown op {op!r}")
+    d = OPS[op]
+    lo, hi = (d.arity, d.arity) if isinstance(d.arity, int) else d.arity
+    if not lo <= len(types) <= hi:
+        raise TypeError_(f"{op}: expects {d.arity} operands, got {len(types)}")
+    try:
+        return d.infer(types, attrs)
+    except TypeError_ as e:
+        raise TypeError_(f"{op}({', '.join(map(str, types))}): {e}") from None
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise TypeError_(msg)
+
+
+def _float(t: TensorType) -> None:
+    _check(t.dtype in FLOAT_DTYPES, f"expected a float tensor, got {t.dtype}")
+
+
+def f32(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a).astype(np.float32)
+
+
+def _numel(shape: Sequence[Dim]) -> tuple[int, tuple[str, ...]]:
+    """A product of dims as (static factor, sorted symbolic factors)."""
+    static, syms = 1, []
+    for d in shape:
+        if isinstance(d, str):
+            syms.append(d)
+        else:
+            static *= d
+    return static, tuple(sorted(syms))
+
+
+def _same(types: Sequence[TensorType]) -> TensorType:
+    _check(all(t == types[0] for t in types), "operands must have equal types")
+    return types[0]
+
+
+def np_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype for an IR dtype name (bfloat16 through ml_dtypes)."""
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(dtype)
+
+
+def _cast_like(x: np.ndarray, dtype: str) -> np.ndarray:
+    return np.asarray(x).astype(np_dtype(dtype))
+
+
+# **** embedding, projections ****
+
+
+@_op("embedding", 2, "table (V, H), ids (...) -> (..., H) in out_dtype")
+def _embedding_t(ts, a):
+    table, ids = ts
+    _check(table.ndim == 2, "table must be 2-D")
+    _check(ids.dtype in ("int32", "int64"), "ids must be integers")
+    return TensorType(ids.shape + (table.shape[1],), a.get("out_dtype", "float32"))
+
+
+@_embedding_t
+def embedding(table, ids, out_dtype="float32"):
+    return _cast_like(f32(table)[ids], out_dtype)
+
+
+@_op("linear", (2, 4), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate")
+def _linear_t(ts, a):
+    x, w = ts[0], ts[1]
+    _float(x), _float(w)
+    _check(w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == w.shape[1],
+           f"x last dim {x.shape[-1:]} must equal weight dim 1 of {w.shape}")
+    out = TensorType(x.shape[:-1] + (w.shape[0],), a.get("out_dtype", "float32"))
+    extra = list(ts[2:])
+    _check(len(extra) == int(bool(a.get("bias"))) + int(bool(a.get("residual"))),
+           "extra operands must match the bias/residual flags")
+    if a.get("bias"):
+        b = extra.pop(0)
+        _check(b.shape == (w.shape[0],), f"bias shape {b.shape} != ({w.shape[0]},)")
+    if a.get("residual"):
+        r = extra.pop(0)
+        _check(r == out, f"residual {r} must equal the output type {out}")
+    return out
+
+
+@_linear_t
+def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32"):
+    y = f32(x) @ f32(w).T
+    extra = list(extra)
+    if bias:
+        y = y + f32(extra.pop(0))
+    if residual:
+        y = y + f32(extra.pop(0))
+    return _cast_like(y, out_dtype)
+
+
+@_op("matmul", 2, "batched a (..., M, K) @ b (..., K, N), fp32 accumulate")
+def _matmul_t(ts, a):
+    x, y = ts
+    _float(x), _float(y)
+    _check(x.ndim == y.ndim >= 2 and x.shape[:-2] == y.shape[:-2] and x.shape[-1] == y.shape[-2],
+           "batch dims must match and a's last dim must equal b's second to last")
+    return TensorType(x.shape[:-1] + (y.shape[-1],), a.get("out_dtype", "float32"))
+
+
+@_matmul_t
+def matmul(x, y, out_dtype="float32"):
+    return _cast_like(f32(x) @ f32(y), out_dtype)
+
+
+# **** normalization, elementwise ****
+
+
+@_op("rms_norm", 2, "x (..., D) * rsqrt(mean(x^2) + eps) * (offset + w (D))")
+def _rms_norm_t(ts, a):
+    x, w = ts
+    _float(x), _float(w)
+    _check(w.shape == x.shape[-1:], f"weight shape {w.shape} must equal x's last dim {x.shape[-1:]}")
+    _check(isinstance(a.get("eps"), float), "needs a float eps")
+    return x
+
+
+@_rms_norm_t
+def rms_norm(x, w, eps, offset=0.0):
+    x32 = f32(x)
+    y = x32 / np.sqrt(np.mean(x32 * x32, axis=-1, keepdims=True) + np.float32(eps))
+    return (y * (np.float32(offset) + f32(w))).astype(x.dtype)
+
+
+def _elementwise(name: str, fn: Callable[..., np.ndarray], arity: int, doc: str) -> None:
+    def infer(ts, a):
+        for t in ts:
+            _float(t)
+        return _same(ts)
+
+    OPS[name] = OpDef(name, arity, infer, lambda *xs: fn(*(f32(x) for x in xs)).astype(xs[0].dtype), doc)
+
+
+_elementwise("add", np.add, 2, "a + b (equal types)")
+_elementwise("mul", np.multiply, 2, "a * b (equal types)")
+_elementwise("silu", lambda x: x / (1 + np.exp(-x)), 1, "x * sigmoid(x)")
+_elementwise("sigmoid", lambda x: 1 / (1 + np.exp(-x)), 1, "1 / (1 + exp(-x))")
+
+
+@_op("scale", 1, "x * factor")
+def _scale_t(ts, a):
+    _float(ts[0])
+    _check(isinstance(a.get("factor"), float), "needs a float factor")
+    return ts[0]
+
+
+@_scale_t
+def scale(x, factor):
+    return (f32(x) * np.float32(factor)).astype(x.dtype)
+
+
+@_op("swiglu", 1, "x (..., 2F) -> silu(x[..., :F]) * x[..., F:]")
+def _swiglu_t(ts, a):
+    (x,) = ts
+    _float(x)
+    _check(isinstance(x.shape[-1], int) and x.shape[-1] % 2 == 0, "last dim must be even")
+    return x.with_shape(x.shape[:-1] + (x.shape[-1] // 2,))
+
+
+@_swiglu_t
+def swiglu(x):
+    g, u = np.split(f32(x), 2, axis=-1)
+    return (g / (1 + np.exp(-g)) * u).astype(x.dtype)
+
+
+@_op("cast", 1, "convert to dtype")
+def _cast_t(ts, a):
+    return ts[0].with_dtype(a["dtype"])
+
+
+@_cast_t
+def cast(x, dtype):
+    return _cast_like(x, dtype)
+
+
+@_op("softmax", 1, "softmax over the last axis")
+def _softmax_t(ts, a):
+    _float(ts[0])
+    return ts[0]
+
+
+@_softmax_t
+def softmax(x):
+    x32 = f32(x)
+    e = np.exp(x32 - x32.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(x.dtype)
+
+
+@_op("causal_mask", 1, "x (..., T, S): -inf where key s > query t + (S - T)")
+def _causal_mask_t(ts, a):
+    _float(ts[0])
+    _check(ts[0].ndim >= 2, "needs (..., T, S)")
+    return ts[0]
+
+
+@_causal_mask_t
+def causal_mask(x):
+    t, s = x.shape[-2:]
+    allowed = np.arange(s)[None, :] <= np.arange(t)[:, None] + (s - t)
+    return np.where(allowed, x, -np.inf).astype(x.dtype)
+
+
+# **** layout ****
+
+
+@_op("reshape", 1, "same elements, new shape")
+def _reshape_t(ts, a):
+    shape = tuple(a["shape"])
+    _check(_numel(shape) == _numel(ts[0].shape), f"cannot reshape {ts[0].shape} to {shape}")
+    return ts[0].with_shape(shape)
+
+
+@_reshape_t
+def reshape(x, shape):
+    return x.reshape([-1 if isinstance(d, str) else d for d in shape])
+
+
+@_op("transpose", 1, "permute axes")
+def _transpose_t(ts, a):
+    perm = tuple(a["perm"])
+    _check(sorted(perm) == list(range(ts[0].ndim)), f"perm {perm} is not a permutation of {ts[0].ndim} axes")
+    return ts[0].with_shape(ts[0].shape[p] for p in perm)
+
+
+@_transpose_t
+def transpose(x, perm):
+    return np.transpose(x, perm)
+
+
+def slice_extent(dim: Dim, start: int, stop: int | None) -> Dim:
+    """Extent of ``[start:stop]`` along ``dim``; symbolic dims allow only a tail (start < 0, no stop)."""
+    if isinstance(dim, int):
+        return len(range(dim)[start:stop])
+    _check(start < 0 and stop is None, f"slice [{start}:{stop}] of symbolic dim {dim!r} must be a tail [-k:]")
+    return -start
+
+
+@_op("slice", 1, "x[..., start:stop, ...] along axis")
+def _slice_t(ts, a):
+    x, ax = ts[0], a["axis"]
+    _check(0 <= ax < x.ndim, f"axis {ax} out of range")
+    ext = slice_extent(x.shape[ax], a["start"], a.get("stop"))
+    return x.with_shape(x.shape[:ax] + (ext,) + x.shape[ax + 1:])
+
+
+@_slice_t
+def slice_(x, axis, start, stop=None):
+    idx = [slice(None)] * x.ndim
+    idx[axis] = slice(start, stop)
+    return x[tuple(idx)]
+
+
+@_op("concat", (1, 16), "concatenate along a static axis")
+def _concat_t(ts, a):
+    ax = a["axis"]
+    first = ts[0]
+    _check(all(t.dtype == first.dtype and t.ndim == first.ndim for t in ts), "operands differ in dtype or rank")
+    _check(all(t.shape[:ax] + t.shape[ax + 1:] == first.shape[:ax] + first.shape[ax + 1:] for t in ts),
+           "operands differ outside the concat axis")
+    _check(all(isinstance(t.shape[ax], int) for t in ts), "concat axis must be static")
+    return first.with_shape(first.shape[:ax] + (sum(t.shape[ax] for t in ts),) + first.shape[ax + 1:])
+
+
+@_concat_t
+def concat(*xs, axis):
+    return np.concatenate(xs, axis=axis)
+
+
+@_op("repeat", 1, "repeat each slice along axis `times` times (repeat_interleave; GQA head sharing)")
+def _repeat_t(ts, a):
+    x, ax = ts[0], a["axis"]
+    _check(isinstance(x.shape[ax], int), "repeat axis must be static")
+    return x.with_shape(x.shape[:ax] + (x.shape[ax] * a["times"],) + x.shape[ax + 1:])
+
+
+@_repeat_t
+def repeat(x, axis, times):
+    return np.repeat(x, times, axis=axis)
+
+
+# **** positions and attention ****
+
+
+@_op("positional", 1, "abstract: rotary position embedding at positions 0..T-1 (insert_rotary lowers it)")
+def _positional_t(ts, a):
+    x = ts[0]
+    _float(x)
+    _check(x.ndim == 3, "expects (T, H, D)")
+    rd = a["rotary_dim"]
+    _check(rd % 2 == 0 and rd <= x.shape[2], f"rotary_dim {rd} must be even and <= head dim {x.shape[2]}")
+    return x
+
+
+@_positional_t
+def positional(x, theta, rotary_dim):
+    table = rope_table(np.arange(x.shape[0]), theta, rotary_dim)
+    return rotary(x, table)
+
+
+@_op("rope_table", 1, "positions (T) -> (T, R): cos(p * f) for R/2 freqs, then sin(p * f)")
+def _rope_table_t(ts, a):
+    (p,) = ts
+    _check(p.dtype in ("int32", "int64") and p.ndim == 1, "positions must be 1-D integers")
+    _check(a["rotary_dim"] % 2 == 0, "rotary_dim must be even")
+    return TensorType((p.shape[0], a["rotary_dim"]), "float32")
+
+
+def inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
+    """HF's ``1 / theta ** (arange(0, R, 2) / R)``, computed in float32 as transformers does."""
+    exps = np.arange(0, rotary_dim, 2, dtype=np.int64).astype(np.float32) / np.float32(rotary_dim)
+    return (1.0 / (np.float32(theta) ** exps)).astype(np.float32)
+
+
+@_rope_table_t
+def rope_table(positions, theta, rotary_dim):
+    ang = np.asarray(positions).astype(np.float32)[:, None] * inv_freq(theta, rotary_dim)[None, :]
+    return np.concatenate([np.cos(ang), np.sin(ang)], axis=-1).astype(np.float32)
+
+
+@_op("rotary", 2, "x (T, H, D) rotated neox-style (rotate_half) on its first R dims by table (T, R)")
+def _rotary_t(ts, a):
+    x, tab = ts
+    _float(x)
+    _check(x.ndim == 3 and tab.ndim == 2 and tab.shape[0] == x.shape[0], "expects x (T, H, D), table (T, R)")
+    _check(tab.shape[1] <= x.shape[2], f"rotary dim {tab.shape[1]} exceeds head dim {x.shape[2]}")
+    return x
+
+
+@_rotary_t
+def rotary(x, table):
+    r = table.shape[1]
+    cos, sin = table[:, None, : r // 2], table[:, None, r // 2:]
+    x32 = f32(x)
+    a, b, rest = x32[..., : r // 2], x32[..., r // 2: r], x32[..., r:]
+    return np.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1).astype(x.dtype)
+
+
+@_op("attention", 3, "softmax(q k^T * scale [+ causal mask]) v; q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv)")
+def _attention_t(ts, a):
+    q, k, v = ts
+    for t in ts:
+        _float(t)
+    _check(q.ndim == k.ndim == v.ndim == 3, "expects (T, H, D) operands")
+    _check(k.shape[:2] == v.shape[:2] and q.shape[2] == k.shape[2], "q/k/v shapes disagree")
+    _check(isinstance(q.shape[1], int) and isinstance(k.shape[1], int) and q.shape[1] % k.shape[1] == 0,
+           f"query heads {q.shape[1]} must be a multiple of kv heads {k.shape[1]}")
+    _check(isinstance(a.get("scale"), float), "needs a float scale")
+    return TensorType((q.shape[0], q.shape[1], v.shape[2]), q.dtype)
+
+
+@_attention_t
+def attention(q, k, v, scale, causal=True):
+    g = q.shape[1] // k.shape[1]
+    kk, vv = np.repeat(f32(k), g, axis=1), np.repeat(f32(v), g, axis=1)
+    s = np.einsum("thd,shd->hts", f32(q), kk) * np.float32(scale)
+    if causal:
+        s = causal_mask(s)
+    return np.einsum("hts,shd->thd", softmax(s), vv).astype(q.dtype)
+

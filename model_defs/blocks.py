@@ -1,0 +1,40 @@
+"""Building blocks shared by the model families, declared in the graph IR.
+
+Attention is declared plainly, as softmax(q k^T * scale + causal mask) v over the whole
+sequence, and positions abstractly (`positional`): `passes.rewrite_attention`,
+`passes.insert_rotary` and `passes.insert_kv_cache` turn these into fused and cached ops.
+"""
+from __future__ import annotations
+
+from ..ir import GraphBuilder, Node
+
+
+def linear(b: GraphBuilder, x: Node, name: str, n_in: int, n_out: int, dtype: str, bias: bool = False) -> Node:
+    """x (..., n_in) -> (..., n_out) with weight ``{name}.weight`` (n_out, n_in)."""
+    w = b.param(f"{name}.weight", (n_out, n_in), dtype)
+    if bias:
+        return b.linear(x, w, b.param(f"{name}.bias", (n_out,), dtype), bias=True)
+    return b.linear(x, w)
+
+
+def rms_norm(b: GraphBuilder, x: Node, name: str, eps: float, dtype: str) -> Node:
+    return b.rms_norm(x, b.param(f"{name}.weight", (x.shape[-1],), dtype), eps=eps)
+
+
+def plain_attention(b: GraphBuilder, q: Node, k: Node, v: Node, scale: float) -> Node:
+    """Causal GQA attention written out op by op. q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = b.repeat(k, axis=1, times=group), b.repeat(v, axis=1, times=group)  # (T, Hq, D)
+    qt = b.transpose(q, perm=(1, 0, 2))  # (Hq, T, D)
+    kt = b.transpose(k, perm=(1, 2, 0))  # (Hq, D, T)
+    vt = b.transpose(v, perm=(1, 0, 2))  # (Hq, T, D)
+    probs = b.softmax(b.causal_mask(b.scale(b.matmul(qt, kt), factor=scale)))  # (Hq, T, T)
+    return b.transpose(b.matmul(probs, vt), perm=(1, 0, 2))  # (T, Hq, D)
+
+
+def gated_mlp(b: GraphBuilder, x: Node, prefix: str, hidden: int, inter: int, dtype: str) -> Node:
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    gate = linear(b, x, f"{prefix}.gate_proj", hidden, inter, dtype)
+    up = linear(b, x, f"{prefix}.up_proj", hidden, inter, dtype)
+    return linear(b, b.mul(b.silu(gate), up), f"{prefix}.down_proj", inter, hidden, dtype)

@@ -1,0 +1,54 @@
+"""Epilogue fusions: fold elementwise work into the kernel that produces its operand.
+
+fuse_swiglu
+    Matches ``mul(silu(slice(y, 0:F)), slice(y, F:2F))`` over a (fused gate+up) tensor y
+    (..., 2F). Produces ``swiglu(y)``: one pass over y instead of three kernels.
+fuse_residual
+    Matches ``add(r, linear(...))`` (either operand order) where the linear has no other
+    user and no residual yet. Produces ``linear(..., residual=r)``: the residual add happens
+    in the matmul's epilogue, saving a round trip of the activations through memory.
+Both ensure numerics unchanged.
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Node, op_node, rewrite, users
+
+
+def _half_slices(a: Node, b: Node) -> Node | None:
+    if not (a.op == b.op == "slice" and a.inputs[0] is b.inputs[0]):
+        return None
+    y = a.inputs[0]
+    last, width = y.ndim - 1, y.shape[-1]
+    if not (a.attr("axis") == b.attr("axis") == last and isinstance(width, int) and width % 2 == 0):
+        return None
+    ok = (a.attr("start"), a.attr("stop"), b.attr("start"), b.attr("stop")) == (0, width // 2, width // 2, width)
+    return y if ok else None
+
+
+def fuse_swiglu(graph: Graph) -> Graph:
+    def fn(n: Node, _old: Node) -> Node | None:
+        if n.op != "mul":
+            return None
+        for gate, up in (n.inputs, n.inputs[::-1]):
+            if gate.op == "silu":
+                y = _half_slices(gate.inputs[0], up)
+                if y is not None:
+                    return op_node("swiglu", [y])
+        return None
+
+    return rewrite(graph, fn)
+
+
+def fuse_residual(graph: Graph) -> Graph:
+    readers = users(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "add":
+            return None
+        for i, (lin, r) in enumerate((n.inputs, n.inputs[::-1])):
+            old_lin = old.inputs[i]
+            if lin.op == "linear" and not lin.attr("residual") and len(readers[id(old_lin)]) == 1:
+                return op_node("linear", list(lin.inputs) + [r], **{**lin.attr_dict, "residual": True})
+        return None
+
+    return rewrite(graph, fn)

@@ -1,0 +1,65 @@
+"""The pass pipeline: one readable list, every step named; the IR is verified between steps.
+
+    graph = run(graph, default_passes())          # or run(..., dump_dir="dump/") to see each step
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from ..ir import Graph
+
+Pass = Callable[[Graph], Graph]
+
+
+class NamedPass(NamedTuple):
+    name: str
+    fn: Pass
+
+
+class PassError(RuntimeError):
+    """A pass raised or produced an invalid graph; names the pass and those that ran before."""
+
+
+def default_passes() -> list[NamedPass]:
+    from .fuse_epilogues import fuse_residual, fuse_swiglu
+    from .fuse_projections import fuse_projections
+    from .insert_rotary import insert_rotary
+    from .rewrite_attention import rewrite_attention
+
+    return [
+        # Phase 1. Make the abstract declarations explicit.
+        NamedPass("insert_rotary", insert_rotary),
+        NamedPass("rewrite_attention", rewrite_attention),
+        # Phase 2. Fusion. Projections first: fuse_swiglu matches the gate+up slices it leaves.
+        NamedPass("fuse_projections", fuse_projections),
+        NamedPass("fuse_swiglu", fuse_swiglu),
+        NamedPass("fuse_residual", fuse_residual),
+    ]
+
+
+def run(graph: Graph, passes: list[NamedPass], *, dump_dir: str | Path | None = None,
+        verify_each: bool = True) -> Graph:
+    """Apply ``passes`` in order. ``dump_dir`` (or $INFERENCE_PIO_DUMP) writes ``NN_<pass>.txt``."""
+    dump_dir = dump_dir or os.environ.get("INFERENCE_PIO_DUMP")
+    graph.verify()
+    done: list[str] = []
+    _dump(dump_dir, 0, "input", graph)
+    for i, p in enumerate(passes, 1):
+        try:
+            graph = p.fn(graph)
+            if verify_each:
+                graph.verify()
+        except Exception as e:
+            after = f" (after {', '.join(done)})" if done else ""
+            raise PassError(f"pass {p.name!r} failed{after}: {e}") from e
+        done.append(p.name)
+        _dump(dump_dir, i, p.name, graph)
+    return graph
+
+
+def _dump(dump_dir: str | Path | None, i: int, name: str, graph: Graph) -> None:
+    if dump_dir:
+        Path(dump_dir).mkdir(parents=True, exist_ok=True)
+        (Path(dump_dir) / f"{i:02d}_{name}.txt").write_text(str(graph) + "\n")

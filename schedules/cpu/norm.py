@@ -1,0 +1,23 @@
+"""rms_norm on CPU: one row per iteration, rows across cores; the sum of squares is computed
+right before its row is normalized, while the row is in L1."""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+from ...targets import TargetDesc
+from .generic import spatial_loops
+
+
+def rms_norm_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
+    sch = s_tir.Schedule(func)
+    try:
+        ss, norm = sch.get_sblock("sumsq"), sch.get_sblock("norm")
+    except Exception:  # noqa: BLE001
+        return None
+    rows = spatial_loops(sch, norm)[:-1]
+    if not rows:
+        return None
+    row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
+    sch.parallel(row)
+    sch.compute_at(ss, row)
+    return sch

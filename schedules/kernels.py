@@ -1,0 +1,216 @@
+"""Tensor-expression kernels, one per IR op; target independent, unscheduled.
+
+Each kernel takes TE tensors (and the op's attrs) and returns the output tensor, with
+the same meaning as the op's numpy reference in `ir.ops`. Reductions accumulate in float32
+whatever the storage dtype. Block names are stable ("matmul", "epilogue", ...): the
+schedule rules in `schedules.cpu` find blocks by these names.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from tvm import te, tirx
+
+F32 = "float32"
+
+
+def _f32(x: te.Tensor, *idx) -> tirx.PrimExpr:
+    v = x[idx]
+    return v if x.dtype == F32 else v.astype(F32)
+
+
+def embedding(table: te.Tensor, ids: te.Tensor, out_dtype: str = F32) -> te.Tensor:
+    # ids are range-checked by the runtime before the call
+    return te.compute((*ids.shape, table.shape[1]),
+                      lambda *i: table[ids[i[:-1]].astype("int64"), i[-1]].astype(out_dtype), name="embedding")
+
+
+def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
+           out_dtype: str = F32) -> te.Tensor:
+    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N)."""
+    t, n, kk = x.shape[0], w.shape[0], w.shape[1]
+    k = te.reduce_axis((0, kk), "k")
+    acc = te.compute((t, n), lambda i, j: te.sum(_f32(x, i, k) * _f32(w, j, k), axis=k), name="matmul")
+    b = extra[0] if bias else None
+    r = extra[-1] if residual else None
+
+    def epilogue(i, j):
+        v = acc[i, j]
+        if b is not None:
+            v = v + _f32(b, j)
+        if r is not None:
+            v = v + _f32(r, i, j)
+        return v.astype(out_dtype)
+
+    if b is None and r is None and out_dtype == F32:
+        return acc
+    return te.compute((t, n), epilogue, name="epilogue")
+
+
+def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:
+    """Batched (B, M, K) @ (B, K, N)."""
+    k = te.reduce_axis((0, a.shape[-1]), "k")
+    acc = te.compute((a.shape[0], a.shape[1], b.shape[2]),
+                     lambda z, i, j: te.sum(_f32(a, z, i, k) * _f32(b, z, k, j), axis=k), name="matmul")
+    if out_dtype == F32:
+        return acc
+    return te.compute(acc.shape, lambda *i: acc[i].astype(out_dtype), name="epilogue")
+
+
+def rms_norm(x: te.Tensor, w: te.Tensor, eps: float, offset: float = 0.0) -> te.Tensor:
+    """Normalize the last axis of x (R, D)."""
+    d = x.shape[-1]
+    k = te.reduce_axis((0, d), "k")
+    ss = te.compute(x.shape[:-1], lambda *i: te.sum(_f32(x, *i, k) * _f32(x, *i, k), axis=k), name="sumsq")
+
+    def norm(*i):
+        inv = tirx.rsqrt(ss[i[:-1]] / d.astype(F32) + tirx.const(eps, F32))
+        return (_f32(x, *i) * inv * (_f32(w, i[-1]) + tirx.const(offset, F32))).astype(x.dtype)
+
+    return te.compute(x.shape, norm, name="norm")
+
+
+def _ew(name: str, fn: Callable) -> Callable:
+    def kernel(*xs: te.Tensor) -> te.Tensor:
+        return te.compute(xs[0].shape, lambda *i: fn(*(_f32(x, *i) for x in xs)).astype(xs[0].dtype), name=name)
+
+    kernel.__name__ = name
+    return kernel
+
+
+add = _ew("add", lambda a, b: a + b)
+mul = _ew("mul", lambda a, b: a * b)
+silu = _ew("silu", lambda a: a * tirx.sigmoid(a))
+sigmoid = _ew("sigmoid", tirx.sigmoid)
+
+
+def scale(x: te.Tensor, factor: float) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: (_f32(x, *i) * tirx.const(factor, F32)).astype(x.dtype), name="scale")
+
+
+def cast(x: te.Tensor, dtype: str) -> te.Tensor:
+    return te.compute(x.shape, lambda *i: x[i].astype(dtype), name="cast")
+
+
+def swiglu(x: te.Tensor) -> te.Tensor:
+    f = x.shape[-1] // 2
+
+    def fn(*i):
+        g = _f32(x, *i[:-1], i[-1])
+        return (g * tirx.sigmoid(g) * _f32(x, *i[:-1], i[-1] + f)).astype(x.dtype)
+
+    return te.compute((*x.shape[:-1], f), fn, name="swiglu")
+
+
+def softmax(x: te.Tensor) -> te.Tensor:
+    n = x.shape[-1]
+    k1, k2 = te.reduce_axis((0, n), "k1"), te.reduce_axis((0, n), "k2")
+    mx = te.compute(x.shape[:-1], lambda *i: te.max(_f32(x, *i, k1), axis=k1), name="max")
+    den = te.compute(x.shape[:-1], lambda *i: te.sum(tirx.exp(_f32(x, *i, k2) - mx[i]), axis=k2), name="sum")
+    return te.compute(x.shape, lambda *i: (tirx.exp(_f32(x, *i) - mx[i[:-1]]) / den[i[:-1]]).astype(x.dtype),
+                      name="softmax")
+
+
+def causal_mask(x: te.Tensor) -> te.Tensor:
+    t, s = x.shape[-2], x.shape[-1]
+    return te.compute(x.shape, lambda *i: tirx.if_then_else(i[-1] <= i[-2] + (s - t), x[i],
+                                                             tirx.min_value(x.dtype)), name="causal_mask")
+
+
+def transpose(x: te.Tensor, perm: tuple[int, ...]) -> te.Tensor:
+    inv = [perm.index(a) for a in range(len(perm))]
+    return te.compute([x.shape[p] for p in perm], lambda *i: x[tuple(i[inv[a]] for a in range(len(perm)))],
+                      name="transpose")
+
+
+def slice_(x: te.Tensor, axis: int, start: int, stop: int | None = None) -> te.Tensor:
+    dim = x.shape[axis]
+    begin = start if start >= 0 else dim + start
+    end = dim if stop is None else (stop if stop >= 0 else dim + stop)
+    shape = list(x.shape)
+    shape[axis] = end - begin
+    return te.compute(shape, lambda *i: x[tuple(v + begin if a == axis else v for a, v in enumerate(i))],
+                      name="slice")
+
+
+def concat(*xs: te.Tensor, axis: int) -> te.Tensor:
+    offsets = [0]
+    for x in xs:
+        offsets.append(offsets[-1] + int(x.shape[axis]))
+    shape = list(xs[0].shape)
+    shape[axis] = offsets[-1]
+
+    def fn(*i):
+        v = xs[-1][tuple(a - offsets[-2] if d == axis else a for d, a in enumerate(i))]
+        for x, off, end in reversed(list(zip(xs[:-1], offsets, offsets[1:]))):
+            v = tirx.if_then_else(i[axis] < end, x[tuple(a - off if d == axis else a for d, a in enumerate(i))], v)
+        return v
+
+    return te.compute(shape, fn, name="concat")
+
+
+def repeat(x: te.Tensor, axis: int, times: int) -> te.Tensor:
+    shape = list(x.shape)
+    shape[axis] = shape[axis] * times
+    return te.compute(shape, lambda *i: x[tuple(v // times if a == axis else v for a, v in enumerate(i))],
+                      name="repeat")
+
+
+def rope_table(positions: te.Tensor, inv_freq: te.Tensor, rotary_dim: int) -> te.Tensor:
+    """(T, R): cos(p * f_j) for j < R/2, then sin. ``inv_freq`` (R/2) is a constant from `ir.ops.inv_freq`."""
+    half = rotary_dim // 2
+
+    def fn(t, j):
+        ang = positions[t].astype(F32) * inv_freq[tirx.floormod(j, half)]
+        return tirx.if_then_else(j < half, tirx.cos(ang), tirx.sin(ang))
+
+    return te.compute((positions.shape[0], rotary_dim), fn, name="rope_table")
+
+
+def rotary(x: te.Tensor, table: te.Tensor) -> te.Tensor:
+    """Neox-style rotation of the first R dims of x (T, H, D)."""
+    r = table.shape[1]
+    half = r // 2
+
+    def fn(t, h, d):
+        xv = _f32(x, t, h, d)
+        j = tirx.floormod(d, half)
+        cos, sin = table[t, j], table[t, j + half]
+        partner = tirx.if_then_else(d < half, -_f32(x, t, h, tirx.min(d + half, r - 1)),
+                                    _f32(x, t, h, tirx.max(d - half, 0)))
+        return tirx.if_then_else(d < r, xv * cos + partner * sin, xv).astype(x.dtype)
+
+    return te.compute(x.shape, fn, name="rotary")
+
+
+def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
+    """softmax(q k^T * scale) v with GQA: q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv) -> (T, Hq, Dv).
+
+    Materializes the (Hq, T, S) scores: fine for the cache-less forward at moderate T.
+    """
+    t, hq, d = q.shape
+    s, hkv = k.shape[0], k.shape[1]
+    g = hq // hkv
+    rd = te.reduce_axis((0, d), "d")
+    dots = te.compute((hq, t, s), lambda h, i, j: te.sum(_f32(q, i, h, rd) * _f32(k, j, h // g, rd), axis=rd),
+                      name="scores")
+
+    def logit(h, i, j):
+        x = dots[h, i, j] * tirx.const(scale, F32)
+        return tirx.if_then_else(j <= i + (s - t), x, tirx.min_value(F32)) if causal else x
+
+    k1, k2 = te.reduce_axis((0, s), "k1"), te.reduce_axis((0, s), "k2")
+    mx = te.compute((hq, t), lambda h, i: te.max(logit(h, i, k1), axis=k1), name="max")
+    den = te.compute((hq, t), lambda h, i: te.sum(tirx.exp(logit(h, i, k2) - mx[h, i]), axis=k2), name="sum")
+    p = te.compute((hq, t, s), lambda h, i, j: tirx.exp(logit(h, i, j) - mx[h, i]) / den[h, i], name="probs")
+    rs = te.reduce_axis((0, s), "s")
+    return te.compute((t, hq, v.shape[2]),
+                      lambda i, h, e: te.sum(p[h, i, rs] * _f32(v, rs, h // g, e), axis=rs), name="attn_out")
+
+
+KERNELS: dict[str, Callable[..., te.Tensor]] = {
+    "embedding": embedding, "linear": linear, "matmul": matmul, "rms_norm": rms_norm, "add": add,
+    "mul": mul, "silu": silu, "sigmoid": sigmoid, "scale": scale, "cast": cast, "swiglu": swiglu,
+    "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
+    "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "attention": attention,
+}

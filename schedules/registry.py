@@ -1,0 +1,67 @@
+"""Schedule rules, registered per op kind and target kind; swappable for tuning experiments.
+
+A rule is ``rule(func: PrimFunc, target: TargetDesc) -> s_tir.Schedule | None``; None means
+"not mine". For each PrimFunc (tagged with the IR op it implements, attr ``op_kind``) the
+rules registered for its op kind are tried in order, then the target's fallbacks. A
+scheduled function is tagged ``tirx.is_scheduled`` so nothing touches it again.
+
+    from inference_pio.schedules import registry
+    registry.register("llvm", "linear", my_rule, first=True)   # try mine before the default
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import tvm
+from tvm import s_tir, tirx
+
+from ..targets import TargetDesc
+
+Rule = Callable[[tirx.PrimFunc, TargetDesc], "s_tir.Schedule | None"]
+
+OP_KIND_ATTR = "op_kind"
+_RULES: dict[tuple[str, str], list[Rule]] = {}
+_FALLBACKS: dict[str, list[Rule]] = {}
+
+
+def register(target_kind: str, op_kind: str, rule: Rule, *, first: bool = False) -> None:
+    rules = _RULES.setdefault((target_kind, op_kind), [])
+    rules.insert(0, rule) if first else rules.append(rule)
+
+
+def register_fallback(target_kind: str, rule: Rule) -> None:
+    _FALLBACKS.setdefault(target_kind, []).append(rule)
+
+
+def rules_for(target_kind: str, op_kind: str) -> list[Rule]:
+    _load_builtin()
+    return _RULES.get((target_kind, op_kind), []) + _FALLBACKS.get(target_kind, [])
+
+
+def schedule_func(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
+    if func.attrs is not None and func.attrs.get("tirx.is_scheduled"):
+        return func
+    kind = str(func.attrs[OP_KIND_ATTR]) if func.attrs is not None and OP_KIND_ATTR in func.attrs else ""
+    for rule in rules_for(target.kind, kind):
+        sch = rule(func, target)
+        if sch is not None:
+            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return func
+
+
+def schedule_module(mod: tvm.IRModule, target: TargetDesc) -> tvm.IRModule:
+    """Schedule every PrimFunc of ``mod`` for ``target`` (in place, and returned)."""
+    for gv, func in list(mod.functions.items()):
+        if isinstance(func, tirx.PrimFunc):
+            mod.update_func(gv, schedule_func(func, target))
+    return mod
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import cpu  # noqa: F401  (registers the llvm rules)

@@ -1,0 +1,108 @@
+"""Target descriptions: what schedules need to know about a device, and the TVM target for it.
+
+    resolve("llvm")                          # the host CPU, features detected
+    resolve({"kind": "llvm", "mcpu": "znver4"})
+    resolve({"kind": "cuda", "arch": "sm_90a"})
+
+Schedules read these fields instead of branching on the TVM target inside each rule.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+# CPU flags (as /proc/cpuinfo spells them) that change the code we generate. An artifact
+# records the ones its target uses; loading it on a CPU that lacks one is refused.
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+              "avx512_vnni", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+class TargetError(ValueError):
+    """A target we cannot compile for."""
+
+
+@dataclass(frozen=True)
+class TargetDesc:
+    kind: str  # "llvm" or "cuda"
+    tvm: dict[str, Any]  # the TVM target as a dict
+    vector_lanes: int = 4  # fp32 lanes of one SIMD register (CPU)
+    num_cores: int = 1
+    cpu_flags: tuple[str, ...] = ()  # SIMD_FLAGS the generated code may use (CPU)
+    arch: str = ""  # e.g. "sm_90a" (CUDA)
+    max_threads_per_block: int = 1024
+    warp_size: int = 32
+    max_shared_memory_per_block: int = 49152
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_tvm(self):  # -> tvm.target.Target; compile-time only
+        import tvm
+
+        return tvm.target.Target(self.tvm)
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.kind == "llvm" else "cuda"
+
+
+def host_cpu_flags() -> tuple[str, ...]:
+    """The SIMD_FLAGS this machine's CPU has (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return tuple(fl for fl in SIMD_FLAGS if fl in have)
+    except OSError:
+        pass
+    return ()
+
+
+def _lanes(flags: tuple[str, ...]) -> int:
+    return 16 if "avx512f" in flags else 8 if "avx2" in flags or "avx" in flags else 4
+
+
+def _llvm(spec: dict[str, Any]) -> TargetDesc:
+    from tvm.target import codegen
+
+    spec = dict(spec)
+    cores = int(spec.pop("num-cores", 0) or os.cpu_count() or 1)
+    host = spec.get("mcpu") in (None, "native")
+    if host:
+        spec["mcpu"] = codegen.llvm_get_system_cpu()
+        flags = host_cpu_flags()
+    else:
+        import tvm
+
+        t = tvm.target.Target({"kind": "llvm", **spec})
+        llvm_names = {"sse4_2": "sse4.2", "avx512_bf16": "avx512bf16", "avx512_vnni": "avx512vnni",
+                      "avx512_fp16": "avx512fp16", "amx_tile": "amx-tile", "amx_bf16": "amx-bf16"}
+        flags = tuple(fl for fl in SIMD_FLAGS if codegen.target_has_features(llvm_names.get(fl, fl), t))
+    if platform.machine() not in ("x86_64", "AMD64"):
+        flags = ()
+    tvm_spec = {"kind": "llvm", **spec, "num-cores": cores}
+    return TargetDesc("llvm", tvm_spec, vector_lanes=_lanes(flags), num_cores=cores, cpu_flags=flags)
+
+
+def _cuda(spec: dict[str, Any]) -> TargetDesc:
+    arch = spec.get("arch", "sm_90a")
+    if not (isinstance(arch, str) and arch.startswith("sm_")):
+        raise TargetError(f"cuda arch {arch!r} must look like 'sm_90a'")
+    smem = spec.get("max_shared_memory_per_block", 232448 if arch.startswith("sm_90") else 49152)
+    tvm_spec = {"kind": "cuda", "arch": arch, "max_shared_memory_per_block": smem,
+                "max_threads_per_block": 1024, "thread_warp_size": 32}
+    return TargetDesc("cuda", tvm_spec, arch=arch, max_shared_memory_per_block=smem)
+
+
+def resolve(target: str | dict[str, Any] | TargetDesc) -> TargetDesc:
+    """A TargetDesc from "llvm", "cuda", a TVM-style dict, or a TargetDesc."""
+    if isinstance(target, TargetDesc):
+        return target
+    spec = {"kind": target} if isinstance(target, str) else dict(target)
+    kind = spec.get("kind")
+    if kind == "llvm":
+        return _llvm({k: v for k, v in spec.items() if k != "kind"})
+    if kind == "cuda":
+        return _cuda(spec)
+    raise TargetError(f"unsupported target {target!r}; expected 'llvm', 'cuda' or a dict with kind llvm/cuda")
