@@ -14,6 +14,7 @@ from ..model_defs import ModelDef
 from ..schedules import schedule_module
 from ..targets import TargetDesc, TargetError, resolve
 from . import manifest as mf
+from ..passes.insert_kv_cache import insert_kv_cache, specialize
 from .lower import graph_signature, lower
 
 
@@ -61,7 +62,13 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         raise TargetError(f"target kind {tdesc.kind!r} is not implemented yet; use 'llvm'")
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
     forward = passes.run(graph, passes.default_passes(), dump_dir=dump_dir)
-    graphs = {"forward": forward}
+    max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
+    max_seq_len = int(max_seq_len or min(max_pos, 4096))
+    weight_dtype = forward.params()[0].dtype
+    prefill = insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)
+    graphs = {"forward": forward, "prefill": prefill, "decode": specialize(prefill, "decode", seq_len=1)}
+    for g in graphs.values():
+        g.verify()
     t1 = time.perf_counter()
     mod = schedule_module(lower(graphs), tdesc)
     t2 = time.perf_counter()
@@ -69,7 +76,6 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         ex = tvm.compile(mod, target=tgt)
     t3 = time.perf_counter()
     meta = forward.meta_dict()
-    max_pos = int(meta.get("max_position_embeddings", 4096))
     manifest = {
         "format": mf.FORMAT,
         "format_version": mf.FORMAT_VERSION,
@@ -77,7 +83,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "family_version": md.spec.version,
         "model_config": md.config_dict(),
         "vocab_size": int(meta["vocab_size"]),
-        "max_seq_len": int(max_seq_len or min(max_pos, 4096)),
+        "max_seq_len": max_seq_len,
         "functions": {name: graph_signature(g) for name, g in graphs.items()},
         "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype, **p.attr_dict}
                    for p in forward.params()],

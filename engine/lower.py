@@ -16,7 +16,7 @@ from tvm import relax, tirx
 
 from ..ir import Graph, Node
 from ..ir.ops import inv_freq
-from ..schedules import KERNELS
+from ..schedules import KERNELS, kernels
 from ..schedules.registry import OP_KIND_ATTR
 
 
@@ -40,6 +40,13 @@ class _Lowerer:
 
     def emit(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
         attrs = n.attr_dict
+        # a shape-only operand (kv_len) is passed as its TIR var, not as a tensor
+        args = [self.dim(i.shape[0]) if i.attr("shape_only") else a for i, a in zip(n.inputs, args)]
+        if n.op == "kv_append":
+            cache, k = n.inputs[0], n.inputs[1]
+            func = kernels.kv_append(cache.shape, cache.dtype, k.dtype).with_attr(OP_KIND_ATTR, n.op)
+            gv = self.bb.add_func(func, "kv_append")
+            return self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[0], out_ty=self.ty(cache)))
         if n.op == "reshape":
             return self.bb.emit(relax.op.reshape(args[0], [self.dim(d) for d in attrs["shape"]]))
         if n.op == "rope_table":
@@ -54,7 +61,8 @@ class _Lowerer:
 def lower_graph(bb: relax.BlockBuilder, graph: Graph) -> None:
     """Add ``graph`` to ``bb`` as a Relax function named after the graph."""
     lw = _Lowerer(bb)
-    inputs = [relax.Var(var_name(n.name), lw.ty(n)) for n in graph.inputs]
+    inputs = [relax.Var(var_name(n.name), relax.ShapeType([lw.dim(d) for d in n.shape]) if n.attr("shape_only")
+                        else lw.ty(n)) for n in graph.inputs]
     params = graph.params()
     pvars = [relax.Var(var_name(p.name), lw.ty(p)) for p in params]
     env: dict[int, relax.Expr] = {id(n): v for n, v in zip(graph.inputs, inputs)}

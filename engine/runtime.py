@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from ..ir import TensorType, param_node
 from ..targets import host_cpu_flags
 from . import manifest as mf
 from .manifest import ArtifactError
+from .sampler import sample
+
+PREFILL_CHUNK = 256  # prompt tokens per prefill call: bounds the (heads, T, kv_len) score buffer
 
 
 class InputError(ValueError):
@@ -69,6 +72,7 @@ class Runtime:
                  for p in m["params"]]
         arrays = load_weights(nodes, weights, tuple(m.get("ignored_tensors", ())))
         self.params = {n.name: rt.tensor(np.ascontiguousarray(arrays[n.name]), self.device) for n in nodes}
+        self._cache: dict[str, Any] | None = None
         self.vocab_size: int = m["vocab_size"]
         self.max_seq_len: int = m["max_seq_len"]
 
@@ -85,11 +89,60 @@ class Runtime:
             raise InputError(f"context of {arr.size} tokens is longer than the compiled maximum {self.max_seq_len}")
         return arr.astype(np.int32)
 
-    def _call(self, fn: str, feeds: dict[str, np.ndarray]):
+    def _call(self, fn: str, feeds: dict[str, Any]):
         sig = self.manifest["functions"][fn]
-        args = [self._rt.tensor(feeds[i["name"]], self.device) for i in sig["inputs"]]
+        args = []
+        for i in sig["inputs"]:
+            v = feeds[i["name"]]
+            args.append(v if not isinstance(v, np.ndarray) else self._rt.tensor(v, self.device))
         args += [self.params[name] for name in sig["params"]]
         return self.vm[fn](*args)
+
+    def _caches(self) -> dict[str, Any]:
+        """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read)."""
+        if self._cache is None:
+            self._cache = {i["name"]: self._rt.empty(tuple(i["shape"]), i["dtype"], self.device)
+                           for i in self.manifest["functions"]["decode"]["inputs"] if i["name"].startswith("cache.")}
+        return self._cache
+
+    def _step(self, fn: str, ids: np.ndarray, start: int) -> np.ndarray:
+        """Run ``ids`` at positions start.. through ``fn`` (prefill/decode); logits of the last one."""
+        n = start + ids.size
+        feeds = {"ids": ids, "positions": np.arange(start, n, dtype=np.int32),
+                 "kv_len": self._rt.ShapeTuple([n]), **self._caches()}
+        return self._call(fn, feeds).numpy()[-1]
+
+    def stream(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = ()) -> Iterator[int]:
+        """Yield generated token ids one by one (KV-cached decode); ends after ``max_new_tokens``
+        or after yielding a token in ``stop``."""
+        arr = self._check_ids(ids)
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        if arr.size + max_new_tokens > self.max_seq_len:
+            raise InputError(f"{arr.size} prompt tokens + max_new_tokens={max_new_tokens} exceed the compiled "
+                             f"maximum context of {self.max_seq_len} tokens")
+        stop = set(stop)
+        rng = np.random.default_rng(seed)
+        if max_new_tokens == 0:
+            return
+        n = 0
+        for s in range(0, arr.size, PREFILL_CHUNK):
+            chunk = arr[s: s + PREFILL_CHUNK]
+            logits = self._step("prefill", chunk, n)
+            n += chunk.size
+        for i in range(max_new_tokens):
+            tok = sample(logits, rng, temperature, top_k, top_p)
+            yield tok
+            if tok in stop or i == max_new_tokens - 1:
+                return
+            logits = self._step("decode", np.array([tok], dtype=np.int32), n)
+            n += 1
+
+    def generate(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = ()) -> list[int]:
+        """The generated token ids (not including the prompt); greedy at temperature 0."""
+        return list(self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop))
 
     def logits(self, ids: Sequence[int]) -> np.ndarray:
         """Full causal forward: float32 logits (T, vocab) for every position of ``ids``."""

@@ -96,8 +96,10 @@ def make_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, _freeze(v)) for k, v in attrs.items() if v is not None))
 
 
-def input_node(name: str, type: TensorType) -> Node:
-    return Node("input", (), type, name=name)
+def input_node(name: str, type: TensorType, *, shape_only: bool = False) -> Node:
+    """A graph input. A ``shape_only`` input carries no data: it binds its (symbolic) dims,
+    e.g. ``kv_len`` for the number of valid KV-cache rows."""
+    return Node("input", (), type, make_attrs({"shape_only": True} if shape_only else {}), name=name)
 
 
 def param_node(name: str, type: TensorType, **attrs: Any) -> Node:
@@ -215,25 +217,31 @@ class GraphBuilder:
 RewriteFn = Callable[[Node, Node], "Node | None"]
 
 
-def rewrite(graph: Graph, fn: RewriteFn, *, name: str | None = None,
-            inputs: Iterable[Node] | None = None, **meta: Any) -> Graph:
+def rewrite(graph: Graph, fn: RewriteFn, *, name: str | None = None, inputs: Iterable[Node] | None = None,
+            attrs: Callable[[Node], dict[str, Any]] | None = None, **meta: Any) -> Graph:
     """Rebuild ``graph`` bottom-up. Each node is first re-created over its already rewritten
     operands, then ``fn(node, old)`` returns a replacement for it, or None to keep it. So
     patterns match the rewritten graph, and a replacement may reuse any node below the matched
     one; ``old`` is the original node, for facts about the input graph such as its users.
 
-    Passing ``inputs`` replaces the graph's input list; ``meta`` entries are merged in.
+    Passing ``inputs`` replaces the graph's input list; ``attrs(node)`` gives the attrs to
+    re-create a node with (e.g. reshape targets after a shape change); ``meta`` entries are merged in.
     """
     new: dict[int, Node] = {}
     for n in graph.nodes():
         ins = tuple(new[id(i)] for i in n.inputs)
-        cur = n if all(a is b for a, b in zip(ins, n.inputs)) else op_node(n.op, ins, **n.attr_dict)
+        same = all(a is b for a, b in zip(ins, n.inputs))
+        cur = n if same or n.op in ("input", "param") else op_node(n.op, ins, **(attrs or _attr_dict)(n))
         out = fn(cur, n)
         new[id(n)] = cur if out is None else out
     kept_inputs = tuple(new.get(id(i), i) for i in graph.inputs) if inputs is None else tuple(inputs)
     merged = {**graph.meta_dict(), **meta}
     return Graph(name or graph.name, kept_inputs, tuple((k, new[id(v)]) for k, v in graph.outputs),
                  make_attrs(merged))
+
+
+def _attr_dict(n: Node) -> dict[str, Any]:
+    return n.attr_dict
 
 
 def users(graph: Graph) -> dict[int, list[Node]]:
@@ -263,7 +271,7 @@ def format_graph(graph: Graph) -> str:
     args = []
     for n in graph.inputs:
         names[id(n)] = f"%{n.name}"
-        args.append(f"%{n.name}: {n.type}")
+        args.append(f"%{n.name}: {'shape' if n.attr('shape_only') else ''}{n.type}")
     lines.append(f"graph {graph.name}({', '.join(args)}) {{")
     for k, v in graph.meta:
         lines.append(f"  meta {k} = {_fmt_attr(v)}")

@@ -26,7 +26,7 @@ def interpret(graph: Graph, feeds: Mapping[str, np.ndarray],
     vals: dict[int, np.ndarray] = {}
     for n in graph.nodes():
         if n.op == "input":
-            vals[id(n)] = np.asarray(feeds[n.name]).astype(np_dtype(n.dtype))
+            vals[id(n)] = np.asarray(feeds[n.name]).astype(np_dtype(n.dtype), copy=False)  # caches: in place
         elif n.op == "param":
             vals[id(n)] = param_value(n, weights)
         else:

@@ -414,3 +414,39 @@ def attention(q, k, v, scale, causal=True):
         s = causal_mask(s)
     return np.einsum("hts,shd->thd", softmax(s), vv).astype(q.dtype)
 
+
+# **** KV cache ****
+# Caches are graph inputs (C, H, D) that `kv_append` updates in place: its result aliases the
+# cache operand (the numpy reference writes into the array it is given). ``kv_len`` is a
+# shape-only input (kv_len,) that binds the number of valid cache rows after the append.
+
+
+@_op("kv_append", 3, "write k (T, H, D) into cache (C, H, D) rows [kv_len - T, kv_len); in place")
+def _kv_append_t(ts, a):
+    cache, k, n = ts
+    _check(cache.ndim == 3 and k.ndim == 3 and cache.shape[1:] == k.shape[1:], f"cache {cache} vs new rows {k}")
+    _check(n.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+    return cache
+
+
+@_kv_append_t
+def kv_append(cache, k, kv_len):
+    n, t = kv_len.shape[0], k.shape[0]
+    if n > cache.shape[0]:
+        raise IndexError(f"kv_len {n} exceeds the cache capacity {cache.shape[0]}")
+    cache[n - t: n] = k.astype(cache.dtype)
+    return cache
+
+
+@_op("cache_attention", 4, "attention of q (T, Hq, D) over cache rows [0, kv_len), causal by position")
+def _cache_attention_t(ts, a):
+    q, kc, vc, n = ts
+    _check(n.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+    return OPS["attention"].infer([q, kc, vc], a)
+
+
+@_cache_attention_t
+def cache_attention(q, kc, vc, kv_len, scale):
+    n = kv_len.shape[0]
+    return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
+

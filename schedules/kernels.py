@@ -183,14 +183,11 @@ def rotary(x: te.Tensor, table: te.Tensor) -> te.Tensor:
     return te.compute(x.shape, fn, name="rotary")
 
 
-def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
-    """softmax(q k^T * scale) v with GQA: q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv) -> (T, Hq, Dv).
-
-    Materializes the (Hq, T, S) scores: fine for the cache-less forward at moderate T.
-    """
+def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale: float,
+               causal: bool) -> te.Tensor:
+    """softmax(q k^T * scale) v over key rows [0, s); query row i sits at position i + s - T."""
     t, hq, d = q.shape
-    s, hkv = k.shape[0], k.shape[1]
-    g = hq // hkv
+    g = hq // k.shape[1]
     rd = te.reduce_axis((0, d), "d")
     dots = te.compute((hq, t, s), lambda h, i, j: te.sum(_f32(q, i, h, rd) * _f32(k, j, h // g, rd), axis=rd),
                       name="scores")
@@ -204,8 +201,44 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bo
     den = te.compute((hq, t), lambda h, i: te.sum(tirx.exp(logit(h, i, k2) - mx[h, i]), axis=k2), name="sum")
     p = te.compute((hq, t, s), lambda h, i, j: tirx.exp(logit(h, i, j) - mx[h, i]) / den[h, i], name="probs")
     rs = te.reduce_axis((0, s), "s")
-    return te.compute((t, hq, v.shape[2]),
-                      lambda i, h, e: te.sum(p[h, i, rs] * _f32(v, rs, h // g, e), axis=rs), name="attn_out")
+    out = te.compute((t, hq, v.shape[2]),
+                     lambda i, h, e: te.sum(p[h, i, rs] * _f32(v, rs, h // g, e), axis=rs), name="attn_out")
+    return out if q.dtype == F32 else cast(out, q.dtype)
+
+
+def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
+    """GQA attention: q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv) -> (T, Hq, Dv).
+
+    Materializes the (Hq, T, S) scores: fine for the cache-less forward at moderate T.
+    """
+    return _attention(q, k, v, k.shape[0], scale, causal)
+
+
+def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var, scale: float) -> te.Tensor:
+    """Causal attention of q (T, Hq, D) over cache rows [0, kv_len) of kc/vc (C, Hkv, D)."""
+    return _attention(q, kc, vc, kv_len, scale, True)
+
+
+def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str) -> tirx.PrimFunc:
+    """In-place PrimFunc ``(cache, k, kv_len)``: cache[kv_len - T + i] = k[i] for the T rows of k.
+
+    Written in TIR, not TE: TE cannot express writing into an operand.
+    """
+    from tvm.script import tirx as T
+
+    c, h, d = cache_shape
+
+    @T.prim_func(private=True, s_tir=True)
+    def kv_append(var_cache: T.handle, var_k: T.handle, kv_len: T.int64):
+        cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+        t = T.int64()
+        k = T.match_buffer(var_k, (t, h, d), k_dtype)
+        for i, hh, dd in T.grid(t, h, d):
+            with T.sblock("append"):
+                vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
+                cache[kv_len - t + vi, vh, vd] = T.Cast(cache_dtype, k[vi, vh, vd])
+
+    return kv_append
 
 
 KERNELS: dict[str, Callable[..., te.Tensor]] = {
@@ -213,4 +246,5 @@ KERNELS: dict[str, Callable[..., te.Tensor]] = {
     "mul": mul, "silu": silu, "sigmoid": sigmoid, "scale": scale, "cast": cast, "swiglu": swiglu,
     "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
     "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "attention": attention,
+    "cache_attention": cache_attention,
 }
