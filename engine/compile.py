@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tvm
 
@@ -27,11 +27,16 @@ class Artifact:
     graphs: dict[str, Graph] = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, checkpoint: str | Path | None = None) -> Path:
+        """Write ``model.so`` and ``manifest.json`` into ``path``. ``checkpoint`` records where
+        the weights live, so loaders can find them without being told."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.executable.export_library(str(path / mf.LIBRARY))
-        mf.write(path, self.manifest)
+        m = dict(self.manifest)
+        if checkpoint is not None:
+            m["checkpoint"] = str(Path(checkpoint).resolve())
+        mf.write(path, m)
         return path
 
 
@@ -48,12 +53,16 @@ def cast_params(graph: Graph, dtype: str) -> Graph:
 
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
-            max_seq_len: int | None = None, dump_dir: str | Path | None = None) -> Artifact:
+            max_seq_len: int | None = None, dump_dir: str | Path | None = None,
+            progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
 
     ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
-    accepts (default: the model's max_position_embeddings, at most 4096).
+    accepts (default: the model's max_position_embeddings, at most 4096). ``progress`` is
+    called with the name of each stage as it starts.
     """
+    say = progress or (lambda stage: None)
+    say("passes")
     t0 = time.perf_counter()
     tdesc = resolve(target)
     if tdesc.kind not in md.spec.targets:
@@ -70,8 +79,10 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     for g in graphs.values():
         g.verify()
     t1 = time.perf_counter()
+    say("lower + schedule")
     mod = schedule_module(lower(graphs), tdesc)
     t2 = time.perf_counter()
+    say("tvm.compile")
     with tdesc.to_tvm() as tgt:
         ex = tvm.compile(mod, target=tgt)
     t3 = time.perf_counter()

@@ -82,7 +82,7 @@ def build(cfg: Qwen3Config) -> Graph:
         k = b.positional(k, theta=float(c.rope_theta), rotary_dim=d)
         o = blocks.plain_attention(b, q, k, heads["v"], scale=float(d) ** -0.5)  # (T, hq, d)
         o = b.reshape(o, shape=("seq_len", hq * d))
-        h = b.add(h, blocks.linear(b, o, f"{p}.self_attn.o_proj", hq * d, hidden, dt))
+        h = b.add(h, blocks.linear(b, o, f"{p}.self_attn.o_proj", hq * d, hidden, dt, bias=c.attention_bias))
         x = blocks.rms_norm(b, h, f"{p}.post_attention_layernorm", c.rms_norm_eps, dt)
         h = b.add(h, blocks.gated_mlp(b, x, f"{p}.mlp", hidden, c.intermediate_size, dt))
     h = blocks.rms_norm(b, h, "model.norm", c.rms_norm_eps, dt)

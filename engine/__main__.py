@@ -1,0 +1,146 @@
+"""The ``inference-pio`` command: compile, run, chat, bench. Subcommands import lazily."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _demo() -> Path:
+    from ..demo import CHECKPOINT
+
+    return CHECKPOINT
+
+
+def _progress(stages: list[str]):
+    """A one-line progress bar over named compile stages (stderr)."""
+    start = time.perf_counter()
+
+    def say(stage: str) -> None:
+        i = stages.index(stage) if stage in stages else len(stages)
+        bar = "#" * (i * 20 // len(stages)) + "." * (20 - i * 20 // len(stages))
+        print(f"\r[{bar}] {stage:<18} {time.perf_counter() - start:6.1f}s", end="", file=sys.stderr, flush=True)
+        if stage == "done":
+            print(file=sys.stderr)
+
+    return say
+
+
+STAGES = ["passes", "lower + schedule", "tvm.compile", "save", "done"]
+
+
+def cmd_compile(a: argparse.Namespace) -> None:
+    from .. import frontends
+    from .compile import compile as compile_model
+
+    say = _progress(STAGES)
+    md = frontends.huggingface.model_def(a.checkpoint, dtype=a.dtype)
+    art = compile_model(md, a.target, max_seq_len=a.max_seq_len, progress=say)
+    say("save")
+    art.save(a.output, checkpoint=a.checkpoint)
+    say("done")
+    t = art.timings
+    print(f"compiled {md.family} for {art.manifest['target']} -> {a.output} "
+          f"(passes {t['passes_s']:.2f}s, schedule {t['lower_schedule_s']:.2f}s, tvm {t['tvm_compile_s']:.2f}s)")
+
+
+def _model(a: argparse.Namespace):
+    from .text import load_model
+
+    return load_model(a.model or _demo(), device=a.device, dtype=a.dtype, weights=a.weights)
+
+
+def _sampling(a: argparse.Namespace) -> dict:
+    return {"temperature": a.temperature, "top_k": a.top_k, "top_p": a.top_p, "seed": a.seed}
+
+
+def cmd_run(a: argparse.Namespace) -> None:
+    model = _model(a)
+    print(a.prompt, end="", flush=True)
+    for piece in model.stream(a.prompt, a.max_new_tokens, **_sampling(a)):
+        print(piece, end="", flush=True)
+    print()
+
+
+def cmd_chat(a: argparse.Namespace) -> None:
+    model = _model(a)
+    messages: list[dict[str, str]] = []
+    if a.system:
+        messages.append({"role": "system", "content": a.system})
+    print("chat: empty line or Ctrl-D to quit", file=sys.stderr)
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            break
+        if not line:
+            break
+        messages.append({"role": "user", "content": line})
+        reply = []
+        for piece in model.stream(messages, a.max_new_tokens, **_sampling(a)):
+            reply.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        messages.append({"role": "assistant", "content": "".join(reply)})
+
+
+def cmd_bench(a: argparse.Namespace) -> None:
+    from .bench import run_bench
+
+    run_bench(a)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="HF checkpoint or compiled artifact directory (default: the embedded demo model)")
+    p.add_argument("--weights", help="checkpoint with the weights, when --model is an artifact that does not record it")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weight dtype (default: the checkpoint's)")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="inference-pio", description="Compile and run LLMs with TVM-generated kernels.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("compile", help="compile an HF checkpoint into an artifact directory")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="artifact directory to write")
+    p.add_argument("--target", default="llvm", help="llvm (this CPU) or cuda")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--max-seq-len", type=int, default=None)
+    p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("run", help="generate a continuation of a prompt, streamed")
+    p.add_argument("prompt")
+    _common(p)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("chat", help="interactive chat using the checkpoint's chat template")
+    p.add_argument("--system", default=None, help="system message")
+    _common(p)
+    p.set_defaults(fn=cmd_chat)
+    p = sub.add_parser("bench", help="prefill and decode speed of a compiled model")
+    p.add_argument("--model", help="HF checkpoint (default: the embedded demo model)")
+    p.add_argument("--prompt-len", type=int, nargs="+", default=[128])
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.set_defaults(fn=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        a.fn(a)
+    except (ValueError, FileNotFoundError) as e:  # our errors are ValueErrors that name the problem
+        print(f"inference-pio {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

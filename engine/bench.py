@@ -1,0 +1,38 @@
+"""``inference-pio bench``: prefill and decode throughput of our engine on one model.
+
+Warm-up runs are excluded; compile time is reported separately. Peer comparisons
+(llama.cpp, transformers) live in bench/ at the repo root.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def run_bench(a: argparse.Namespace) -> None:
+    from .. import frontends
+    from ..demo import CHECKPOINT
+    from .cache import compile_cached
+    from .runtime import load
+
+    ckpt = a.model or CHECKPOINT
+    md = frontends.huggingface.model_def(ckpt, dtype=a.dtype)
+    t0 = time.perf_counter()
+    path = compile_cached(md, "llvm", max_seq_len=max(a.prompt_len) + a.new_tokens + 1)
+    compile_s = time.perf_counter() - t0
+    rt = load(path, weights=ckpt)
+    rng = np.random.default_rng(0)
+    print(f"model {ckpt} ({md.family}, {rt.manifest['params'][0]['dtype']}), compile/cache {compile_s:.1f}s")
+    print(f"{'prompt':>7} {'prefill tok/s':>14} {'decode tok/s':>13}")
+    for n in a.prompt_len:
+        ids = rng.integers(0, rt.vocab_size, n).tolist()
+        rt.generate(ids[:8], max_new_tokens=2)  # warm-up
+        t = time.perf_counter()
+        rt.generate(ids, max_new_tokens=1)
+        prefill = time.perf_counter() - t
+        t = time.perf_counter()
+        out = rt.generate(ids, max_new_tokens=a.new_tokens + 1)
+        decode = (time.perf_counter() - t - prefill) / max(len(out) - 1, 1)
+        print(f"{n:>7} {n / prefill:>14.1f} {1 / decode:>13.1f}")

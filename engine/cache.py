@@ -1,0 +1,61 @@
+"""Compiled-artifact cache keyed by content: the same model + target + options + compiler
+code compiles once; later compiles are a directory lookup.
+
+The cache lives in $INFERENCE_PIO_CACHE, else ~/.cache/inference_pio.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from ..model_defs import ModelDef
+from ..targets import resolve
+from . import manifest as mf
+
+_PKG = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("INFERENCE_PIO_CACHE") or Path.home() / ".cache" / "inference_pio")
+
+
+def _code_hash() -> str:
+    """Hash of the compiler's own sources: a change to a pass or kernel invalidates the cache."""
+    h = hashlib.sha256()
+    for sub in ("ir", "model_defs", "passes", "schedules", "targets", "engine"):
+        for f in sorted((_PKG / sub).rglob("*.py")):
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def artifact_key(md: ModelDef, target: Any, options: dict[str, Any]) -> str:
+    import tvm
+
+    h = hashlib.sha256()
+    for part in (str(md.graph), json.dumps(resolve(target).tvm, sort_keys=True),
+                 json.dumps(options, sort_keys=True, default=str), tvm.__version__, _code_hash()):
+        h.update(part.encode())
+        h.update(b"\0")
+    return f"{md.family}-{h.hexdigest()[:24]}"
+
+
+def compile_cached(md: ModelDef, target: Any = "llvm", progress: Callable[[str], None] | None = None,
+                   **options: Any) -> Path:
+    """The directory of a saved artifact for ``md``: from the cache, or compiled and saved there."""
+    path = cache_dir() / artifact_key(md, target, options)
+    if (path / mf.MANIFEST).is_file():
+        return path
+    from .compile import compile as compile_model
+
+    art = compile_model(md, target, progress=progress, **options)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    art.save(tmp)
+    if path.exists():  # a concurrent compile won
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return path

@@ -1,0 +1,148 @@
+"""Tiny random Hugging Face Qwen3 checkpoints and reference logits from transformers.
+
+Checkpoints are made the way a user's would be: ``Qwen3ForCausalLM(Qwen3Config(...))`` then
+``save_pretrained``. Sizes are deliberately odd (hidden 40/56, 5 heads sharing 1 kv head,
+head_dim 6/10/14, intermediate 37/90, vocab 97/131) so that no kernel can lean on powers of
+two. Weights are re-drawn at a realistic scale (HF's init std of 0.02 makes attention
+nearly uniform, which would hide position and masking bugs).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# name -> (seed, Qwen3Config kwargs)
+QWEN3_CONFIGS: dict[str, dict[str, Any]] = {
+    # 5 query heads sharing 1 kv head, head_dim 6, odd intermediate/vocab, untied lm_head
+    "gqa5x1": dict(vocab_size=97, hidden_size=40, intermediate_size=37, num_hidden_layers=2,
+                   num_attention_heads=5, num_key_value_heads=1, head_dim=6, tie_word_embeddings=False),
+    # tied embeddings, q/k/v/o biases, 3 layers, head_dim 14
+    "tied_bias": dict(vocab_size=131, hidden_size=56, intermediate_size=90, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=14, tie_word_embeddings=True,
+                      attention_bias=True),
+    # one layer, no GQA sharing, head_dim 10, different rope theta and eps
+    "mha_theta": dict(vocab_size=101, hidden_size=48, intermediate_size=64, num_hidden_layers=1,
+                      num_attention_heads=3, num_key_value_heads=3, head_dim=10, tie_word_embeddings=False,
+                      rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    # stored in bfloat16 (see hf_fixtures.make_checkpoint(dtype=...))
+    "bf16": dict(vocab_size=97, hidden_size=40, intermediate_size=37, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=10, tie_word_embeddings=True),
+}
+
+SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3}
+
+
+def hf_config(name: str, **overrides: Any):
+    from transformers import Qwen3Config
+
+    return Qwen3Config(**{**QWEN3_CONFIGS[name], **overrides})
+
+
+def randomize(model, seed: int) -> None:
+    """Re-draw every parameter at a scale where attention is sharp and norms matter."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
+            elif name.endswith("bias"):
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+            elif p.ndim == 2 and "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=g))
+            else:  # linear weight (out, in)
+                p.copy_(torch.randn(p.shape, generator=g) * (1.5 / math.sqrt(p.shape[1])))
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model: Any  # the transformers model as saved (its dtype is the checkpoint's)
+    config: Any
+    seed: int
+    dtype: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def make_checkpoint(path: Path, name: str, seed: int | None = None, dtype: str = "float32",
+                    max_shard_size: str | None = None, **overrides: Any) -> Checkpoint:
+    """Save a random Qwen3 checkpoint for config ``name`` at ``path``."""
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    seed = SEEDS[name] if seed is None else seed
+    torch.manual_seed(seed)
+    cfg = hf_config(name, **overrides)
+    model = Qwen3ForCausalLM(cfg).eval()
+    randomize(model, seed)
+    if cfg.tie_word_embeddings:
+        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
+    kw = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(str(path), **kw)
+    return Checkpoint(Path(path), model, cfg, seed, dtype)
+
+
+def hf_logits(model, ids, dtype: str | None = None) -> np.ndarray:
+    """transformers' logits (T, vocab) as float32. ``dtype`` runs a copy of the model in that dtype."""
+    import copy
+
+    import torch
+
+    m = model
+    if dtype is not None and getattr(torch, dtype) != model.dtype:
+        m = copy.deepcopy(model).to(getattr(torch, dtype))
+    with torch.no_grad():
+        out = m(torch.tensor([list(ids)], dtype=torch.long)).logits[0]
+    return out.float().numpy()
+
+
+def rounded_reference(model, dtype: str):
+    """A float32 copy of ``model`` whose weights were rounded to ``dtype``: what an engine that
+    stores weights in ``dtype`` but computes in float32 should reproduce almost exactly."""
+    import copy
+
+    import torch
+
+    m = copy.deepcopy(model).to(getattr(torch, dtype)).to(torch.float32)
+    return m
+
+
+def engine_compile(md, target="llvm", **kwargs):
+    """``engine.compile(md, ...)``, robust to the submodule-shadowing bug.
+
+    BUG (engine/__init__.py): the first ``engine.compile(...)`` call imports the submodule
+    ``inference_pio.engine.compile``, and importing a submodule rebinds the package attribute
+    of the same name, so afterwards ``engine.compile`` is a module and a second call raises
+    "TypeError: 'module' object is not callable". See tests/engine/test_api.py (xfail).
+    """
+    from inference_pio import engine
+
+    fn = engine.compile
+    if not callable(fn):
+        fn = fn.compile
+    return fn(md, target, **kwargs)
+
+
+def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
+    """max|ours - ref| / max|ref| (NaNs count as infinitely wrong)."""
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    if not np.all(np.isfinite(ours)):
+        return float("inf")
+    return float(np.abs(ours - ref).max() / np.abs(ref).max())
+
+
+def token_ids(vocab: int, n: int, seed: int = 0) -> list[int]:
+    """n ids in range that include both ends of the vocabulary."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, vocab, size=n).tolist()
+    if n >= 2:
+        ids[0], ids[-1] = vocab - 1, 0
+    return ids
