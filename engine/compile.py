@@ -70,10 +70,10 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     if tdesc.kind != "llvm":
         raise TargetError(f"target kind {tdesc.kind!r} is not implemented yet; use 'llvm'")
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
-    forward = passes.run(graph, passes.default_passes(), dump_dir=dump_dir)
+    forward = passes.run(graph, passes.default_passes() + passes.cpu_passes(), dump_dir=dump_dir)
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
-    weight_dtype = forward.params()[0].dtype
+    weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype
     prefill = insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)
     graphs = {"forward": forward, "prefill": prefill, "decode": specialize(prefill, "decode", seq_len=1)}
     for g in graphs.values():

@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import model_defs
 from ..ir import Graph, Node, np_dtype
+from ..ir.ops import pack_rows
 from ..model_defs import ConfigError, ModelDef
 from .safetensors import SafetensorsFiles, WeightError
 
@@ -65,29 +66,37 @@ def _sources(p: Node) -> tuple[str, ...]:
     return tuple(p.attr("concat")) if p.attr("concat") else (p.name,)
 
 
+def param_source_shape(p: Node) -> tuple[int, ...]:
+    """The shape a param has before packing: what its checkpoint tensors concatenate to."""
+    if p.attr("pack"):
+        return (p.attr("rows"), p.shape[1])
+    return tuple(p.shape)
+
+
 def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Arrays for ``graph_params`` (by name, in the params' dtypes) from the checkpoint at ``ckpt``."""
+    """Arrays for ``graph_params`` (by name, in the params' dtypes and layouts) from the checkpoint at ``ckpt``."""
     st = open_checkpoint(ckpt)
     out: dict[str, np.ndarray] = {}
     used: set[str] = set()
     for p in graph_params:
-        parts = []
         srcs = _sources(p)
-        axis = p.attr("axis", 0)
+        want = param_source_shape(p)
+        parts = []
         for s in srcs:
             if s not in st:
                 raise WeightError(f"checkpoint {ckpt} is missing tensor {s!r}"
                                   + (f" (needed for {p.name!r})" if s != p.name else ""))
-            parts.append(st.get(s))
+            arr = st.get(s)
+            if len(srcs) == 1 and tuple(arr.shape) != want:
+                raise WeightError(f"tensor {s!r} has shape {tuple(arr.shape)} but the model expects {want}")
+            parts.append(arr)
             used.add(s)
-        expected_src = None if len(srcs) > 1 else p.shape
-        for s, arr in zip(srcs, parts):
-            if expected_src is not None and tuple(arr.shape) != tuple(expected_src):
-                raise WeightError(f"tensor {s!r} has shape {tuple(arr.shape)} but the model expects {tuple(expected_src)}")
-        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
-        if tuple(arr.shape) != tuple(p.shape):
-            raise WeightError(f"tensors {list(srcs)} concatenate to {tuple(arr.shape)} but {p.name!r} expects {p.shape}")
-        out[p.name] = _convert(arr, p.dtype)
+        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))
+        if tuple(arr.shape) != want:
+            raise WeightError(f"tensors {list(srcs)} with shapes {[tuple(a.shape) for a in parts]} concatenate "
+                              f"to {tuple(arr.shape)} but {p.name!r} expects {want}")
+        arr = _convert(arr, p.dtype)
+        out[p.name] = pack_rows(arr, p.attr("pack")) if p.attr("pack") else arr
     unexpected = sorted(set(st.tensors) - used - set(ignored))
     if unexpected:
         more = f" (and {len(unexpected) - 5} more)" if len(unexpected) > 5 else ""

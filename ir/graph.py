@@ -223,6 +223,8 @@ def rewrite(graph: Graph, fn: RewriteFn, *, name: str | None = None, inputs: Ite
     operands, then ``fn(node, old)`` returns a replacement for it, or None to keep it. So
     patterns match the rewritten graph, and a replacement may reuse any node below the matched
     one; ``old`` is the original node, for facts about the input graph such as its users.
+    A node that no longer type-checks over its new operands reaches ``fn`` as is and must be
+    replaced (its type error is raised otherwise).
 
     Passing ``inputs`` replaces the graph's input list; ``attrs(node)`` gives the attrs to
     re-create a node with (e.g. reshape targets after a shape change); ``meta`` entries are merged in.
@@ -230,9 +232,17 @@ def rewrite(graph: Graph, fn: RewriteFn, *, name: str | None = None, inputs: Ite
     new: dict[int, Node] = {}
     for n in graph.nodes():
         ins = tuple(new[id(i)] for i in n.inputs)
-        same = all(a is b for a, b in zip(ins, n.inputs))
-        cur = n if same or n.op in ("input", "param") else op_node(n.op, ins, **(attrs or _attr_dict)(n))
+        error = None
+        if all(a is b for a, b in zip(ins, n.inputs)) or n.op in ("input", "param"):
+            cur = n
+        else:
+            try:
+                cur = op_node(n.op, ins, **(attrs or _attr_dict)(n))
+            except ValueError as e:  # ill-typed over the new operands: only fn may keep it alive
+                cur, error = Node(n.op, ins, n.type, n.attrs, n.name), e
         out = fn(cur, n)
+        if out is None and error is not None:
+            raise error
         new[id(n)] = cur if out is None else out
     kept_inputs = tuple(new.get(id(i), i) for i in graph.inputs) if inputs is None else tuple(inputs)
     merged = {**graph.meta_dict(), **meta}

@@ -6,17 +6,20 @@ from typing import Mapping
 import numpy as np
 
 from .graph import Graph, Node
-from .ops import OPS, np_dtype
+from .ops import OPS, np_dtype, pack_rows
 
 
 def param_value(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
-    """A param's array: looked up by name, or built from its ``concat`` sources."""
+    """A param's array: looked up by name, or built from its ``concat`` sources, then packed
+    (`ir.ops.pack_rows`) if the param says ``pack``."""
     if node.name in weights:
         arr = np.asarray(weights[node.name])
     elif node.attr("concat"):
         arr = np.concatenate([np.asarray(weights[s]) for s in node.attr("concat")], axis=node.attr("axis", 0))
     else:
         raise KeyError(f"no weight for param {node.name!r}")
+    if node.attr("pack"):
+        arr = pack_rows(arr, node.attr("pack"))
     return arr.astype(np_dtype(node.dtype))
 
 

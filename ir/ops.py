@@ -103,16 +103,33 @@ def _cast_like(x: np.ndarray, dtype: str) -> np.ndarray:
 # **** embedding, projections ****
 
 
-@_op("embedding", 2, "table (V, H), ids (...) -> (..., H) in out_dtype")
+def pack_rows(w: np.ndarray, block: int) -> np.ndarray:
+    """(N, K) -> (ceil(N / block), K, block): each block of ``block`` rows interleaved along K,
+    zero-padded, so a kernel streams one contiguous panel per block of outputs."""
+    n, k = w.shape
+    nb = -(-n // block)
+    padded = np.zeros((nb * block, k), dtype=w.dtype)
+    padded[:n] = w
+    return np.ascontiguousarray(padded.reshape(nb, block, k).transpose(0, 2, 1))
+
+
+def unpack_rows(wp: np.ndarray, n: int) -> np.ndarray:
+    nb, k, block = wp.shape
+    return wp.transpose(0, 2, 1).reshape(nb * block, k)[:n]
+
+
+@_op("embedding", 2, "table (V, H) [or packed (V/B, H, B) with pack=B], ids (...) -> (..., H) in out_dtype")
 def _embedding_t(ts, a):
     table, ids = ts
-    _check(table.ndim == 2, "table must be 2-D")
+    _check(table.ndim == (3 if a.get("pack") else 2), "table must be (V, H), or (V/B, H, B) when packed")
     _check(ids.dtype in ("int32", "int64"), "ids must be integers")
     return TensorType(ids.shape + (table.shape[1],), a.get("out_dtype", "float32"))
 
 
 @_embedding_t
-def embedding(table, ids, out_dtype="float32"):
+def embedding(table, ids, out_dtype="float32", pack=None):
+    if pack:
+        table = unpack_rows(table, table.shape[0] * pack)
     return _cast_like(f32(table)[ids], out_dtype)
 
 
@@ -144,6 +161,21 @@ def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32"):
     if residual:
         y = y + f32(extra.pop(0))
     return _cast_like(y, out_dtype)
+
+
+@_op("linear_packed", (2, 4), "linear with a packed weight (N/B, K, B) (see pack_rows); n = true N")
+def _linear_packed_t(ts, a):
+    x, wp = ts[0], ts[1]
+    _check(wp.ndim == 3 and x.shape[-1] == wp.shape[1], f"x {x} does not match packed weight {wp}")
+    n = a["n"]
+    _check(wp.shape[0] * wp.shape[2] >= n > (wp.shape[0] - 1) * wp.shape[2], f"n={n} does not fit {wp.shape}")
+    unpacked = [x, wp.with_shape((n, wp.shape[1])), *ts[2:]]
+    return OPS["linear"].infer(unpacked, {k: v for k, v in a.items() if k != "n"})
+
+
+@_linear_packed_t
+def linear_packed(x, wp, *extra, n, **kw):
+    return linear(x, unpack_rows(wp, n), *extra, **kw)
 
 
 @_op("matmul", 2, "batched a (..., M, K) @ b (..., K, N), fp32 accumulate")

@@ -44,13 +44,13 @@ def insert_kv_cache(graph: Graph, max_seq_len: int, cache_dtype: str = "float32"
 def last_token_logits(graph: Graph) -> Graph:
     """logits = linear(x, w) -> linear(x[-1:], w): (1, vocab) instead of (T, vocab)."""
     out = graph.output("logits")
-    if out.op != "linear" or out.attr("residual") or out.attr("bias"):
+    if out.op not in ("linear", "linear_packed") or out.attr("residual") or out.attr("bias"):
         raise ValueError(f"last_token_logits: expected logits = linear(x, w), got {out.op}")
 
     def fn(n: Node, old: Node) -> Node | None:
         if old is out:
             x = op_node("slice", [n.inputs[0]], axis=0, start=-1)
-            return op_node("linear", [x, *n.inputs[1:]], **n.attr_dict)
+            return op_node(n.op, [x, *n.inputs[1:]], **n.attr_dict)
         return None
 
     return rewrite(graph, fn)

@@ -39,6 +39,16 @@ def default_passes() -> list[NamedPass]:
     ]
 
 
+def cpu_passes(block: int = 16) -> list[NamedPass]:
+    """Layout passes for the llvm target, after `default_passes`."""
+    from functools import partial
+
+    from .pack_weights import pack_weights
+
+    # after fusion: pack the fused q+k+v / gate+up weights, not their parts
+    return [NamedPass("pack_weights", partial(pack_weights, block=block))]
+
+
 def run(graph: Graph, passes: list[NamedPass], *, dump_dir: str | Path | None = None,
         verify_each: bool = True) -> Graph:
     """Apply ``passes`` in order. ``dump_dir`` (or $INFERENCE_PIO_DUMP) writes ``NN_<pass>.txt``."""

@@ -19,10 +19,14 @@ def _f32(x: te.Tensor, *idx) -> tirx.PrimExpr:
     return v if x.dtype == F32 else v.astype(F32)
 
 
-def embedding(table: te.Tensor, ids: te.Tensor, out_dtype: str = F32) -> te.Tensor:
+def embedding(table: te.Tensor, ids: te.Tensor, out_dtype: str = F32, pack: int | None = None) -> te.Tensor:
+    """Rows of table (V, H), or of a packed table (V/B, H, B) (see `ir.ops.pack_rows`)."""
     # ids are range-checked by the runtime before the call
-    return te.compute((*ids.shape, table.shape[1]),
-                      lambda *i: table[ids[i[:-1]].astype("int64"), i[-1]].astype(out_dtype), name="embedding")
+    def row(*i):
+        v = ids[i[:-1]].astype("int64")
+        return (table[v // pack, i[-1], v % pack] if pack else table[v, i[-1]]).astype(out_dtype)
+
+    return te.compute((*ids.shape, table.shape[1]), row, name="embedding")
 
 
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
@@ -44,6 +48,31 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
 
     if b is None and r is None and out_dtype == F32:
         return acc
+    return te.compute((t, n), epilogue, name="epilogue")
+
+
+def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: bool = False,
+                  residual: bool = False, out_dtype: str = F32) -> te.Tensor:
+    """x (T, K) @ packed w (N/B, K, B) [+ bias] [+ residual] -> (T, N).
+
+    "matmul" computes (T, N/B, B) blocks of outputs; "epilogue" unblocks them, drops the
+    padding rows and applies bias, residual and the output cast.
+    """
+    t, (nb, kk, blk) = x.shape[0], wp.shape
+    k = te.reduce_axis((0, kk), "k")
+    acc = te.compute((t, nb, blk), lambda i, jb, jj: te.sum(_f32(x, i, k) * _f32(wp, jb, k, jj), axis=k),
+                     name="matmul")
+    b = extra[0] if bias else None
+    r = extra[-1] if residual else None
+
+    def epilogue(i, j):
+        v = acc[i, j // blk, j % blk]
+        if b is not None:
+            v = v + _f32(b, j)
+        if r is not None:
+            v = v + _f32(r, i, j)
+        return v.astype(out_dtype)
+
     return te.compute((t, n), epilogue, name="epilogue")
 
 
@@ -242,7 +271,7 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str)
 
 
 KERNELS: dict[str, Callable[..., te.Tensor]] = {
-    "embedding": embedding, "linear": linear, "matmul": matmul, "rms_norm": rms_norm, "add": add,
+    "embedding": embedding, "linear": linear, "linear_packed": linear_packed, "matmul": matmul, "rms_norm": rms_norm, "add": add,
     "mul": mul, "silu": silu, "sigmoid": sigmoid, "scale": scale, "cast": cast, "swiglu": swiglu,
     "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
     "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "attention": attention,

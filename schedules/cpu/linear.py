@@ -51,3 +51,43 @@ def linear_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | Non
         return sch
     sch.reverse_compute_at(epi, i0)
     return sch
+
+
+def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
+    """linear_packed: each core takes blocks of B outputs. For T > 1, R rows of x at a time
+    accumulate R x B sums in registers while the (K, B) weight panel streams from cache; the
+    epilogue unblocks the tile right after. For T = 1 (decode) the panel streams from memory
+    once, with K split over SPLIT_K independent accumulators to hide FMA latency."""
+    sch = s_tir.Schedule(func)
+    try:
+        mm, epi = sch.get_sblock("matmul"), sch.get_sblock("epilogue")
+    except Exception:  # noqa: BLE001  (not a packed linear kernel)
+        return None
+    i, jb, jj, k = sch.get_loops(mm)
+    t, kk = sch.get(i).extent, sch.get(k).extent
+    if isinstance(t, tirx.IntImm) and int(t) == 1 and int(kk) % SPLIT_K == 0:
+        ko, ki = sch.split(k, [None, SPLIT_K])
+        rf = sch.rfactor(ki, 2)  # rf (T, NB, SPLIT_K, B) partial sums
+        ri, rjb, rjj, rko, rki = sch.get_loops(rf)
+        sch.reorder(rjb, ri, rko, rki, rjj)
+        sch.unroll(rki)
+        sch.vectorize(rjj)
+        sch.parallel(rjb)
+        sch.reverse_compute_at(mm, ri)
+        sch.reverse_compute_at(epi, ri)
+        init = sch.decompose_reduction(rf, rko)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+    io, ii = sch.split(i, [None, PACKED_ROWS])
+    sch.reorder(jb, io, k, ii, jj)
+    sch.reverse_compute_at(epi, io)
+    sch.unroll(ii)
+    sch.vectorize(jj)
+    sch.parallel(jb)
+    init = sch.decompose_reduction(mm, k)
+    sch.vectorize(sch.get_loops(init)[-1])
+    return sch
+
+
+PACKED_ROWS = 4  # rows of x per register tile (R x B accumulators)
+SPLIT_K = 4  # independent accumulator chains in the T=1 GEMV

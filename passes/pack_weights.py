@@ -1,0 +1,40 @@
+"""pack_weights: store linear weights in the layout CPU kernels stream best.
+
+Matches: every weight param read only by ``linear`` (as its weight) and ``embedding`` (as
+its table), e.g. projections and a tied embedding / lm_head.
+Produces: the same param (same name) with type (ceil(N/B), K, B) and attrs ``pack=B``,
+``rows=N`` (the loader packs it with `ir.ops.pack_rows`); ``linear`` becomes
+``linear_packed(..., n=N)`` and ``embedding`` gets ``pack=B``.
+Ensures: numerics unchanged. Each block of B outputs reads one contiguous (K, B) panel: a
+GEMV streams memory linearly and a GEMM reuses the panel from cache across rows.
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Node, op_node, param_node, rewrite, users
+
+
+def _packable(p: Node, readers: list[Node]) -> bool:
+    return p.op == "param" and p.ndim == 2 and all(
+        (r.op == "linear" and r.inputs[1] is p and p not in r.inputs[2:]) or
+        (r.op == "embedding" and r.inputs[0] is p) for r in readers)
+
+
+def pack_weights(graph: Graph, block: int = 16) -> Graph:
+    readers = users(graph)
+    packed: dict[int, Node] = {}
+    for p in graph.params():
+        if _packable(p, readers.get(id(p), [])):
+            n, k = p.shape
+            packed[id(p)] = param_node(p.name, p.type.with_shape((-(-n // block), k, block)),
+                                       **p.attr_dict, pack=block, rows=n)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if id(old) in packed:
+            return packed[id(old)]
+        if n.op == "linear" and n.inputs[1].attr("pack"):
+            return op_node("linear_packed", n.inputs, n=n.shape[-1], **n.attr_dict)
+        if n.op == "embedding" and n.inputs[0].attr("pack"):
+            return op_node("embedding", n.inputs, pack=n.inputs[0].attr("pack"), **n.attr_dict)
+        return None
+
+    return rewrite(graph, fn)

@@ -1,0 +1,86 @@
+"""KV-cached generation: greedy equals transformers' greedy, sampling is seeded, stops and
+context limits behave."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inference_pio.engine import InputError
+
+PROMPT = [3, 17, 5, 42, 8, 1, 29]
+
+
+def hf_greedy(model, ids: list[int], n: int) -> list[int]:
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                             pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
+@pytest.mark.parametrize("name,seed", [("gqa5x1", 0), ("gqa5x1", 7), ("tied_bias", 1), ("mha_theta", 2)])
+def test_greedy_matches_transformers(models, name, seed):
+    rt = models.runtime(name, seed=seed)
+    ck = models.checkpoint(name, seed=seed)
+    assert rt.generate(PROMPT, max_new_tokens=40) == hf_greedy(ck.model, PROMPT, 40)
+
+
+def test_greedy_matches_transformers_with_chunked_prefill(models, monkeypatch):
+    from inference_pio.engine import runtime
+
+    monkeypatch.setattr(runtime, "PREFILL_CHUNK", 3)  # the 7-token prompt takes 3 prefill calls
+    rt, ck = models.runtime("gqa5x1"), models.checkpoint("gqa5x1")
+    assert rt.generate(PROMPT, max_new_tokens=33) == hf_greedy(ck.model, PROMPT, 33)
+
+
+def test_decode_logits_match_full_forward(models):
+    """The cached path's next-token choice at every step equals the cache-less forward's."""
+    rt = models.runtime("tied_bias")
+    toks = rt.generate(PROMPT, max_new_tokens=12)
+    full = rt.logits(PROMPT + toks[:-1])
+    assert toks == [int(i) for i in np.argmax(full[len(PROMPT) - 1:], axis=-1)]
+
+
+def test_stream_yields_the_same_tokens(models):
+    rt = models.runtime("gqa5x1")
+    assert list(rt.stream(PROMPT, max_new_tokens=10)) == rt.generate(PROMPT, max_new_tokens=10)
+
+
+def test_sampling_is_deterministic_with_a_seed(models):
+    rt = models.runtime("gqa5x1")
+    kw = dict(max_new_tokens=24, temperature=1.0, top_k=20, top_p=0.9)
+    a, b = rt.generate(PROMPT, seed=123, **kw), rt.generate(PROMPT, seed=123, **kw)
+    assert a == b
+    others = {tuple(rt.generate(PROMPT, seed=s, **kw)) for s in range(4)}
+    assert len(others) > 1
+
+
+def test_top_k_1_is_greedy(models):
+    rt = models.runtime("gqa5x1")
+    assert rt.generate(PROMPT, max_new_tokens=16, temperature=0.7, top_k=1, seed=5) == \
+        rt.generate(PROMPT, max_new_tokens=16)
+
+
+def test_stop_ids_end_generation(models):
+    rt = models.runtime("gqa5x1")
+    greedy = rt.generate(PROMPT, max_new_tokens=20)
+    stop = greedy[4]
+    out = rt.generate(PROMPT, max_new_tokens=20, stop=[stop])
+    assert out == greedy[: greedy.index(stop) + 1]
+    assert rt.generate(PROMPT, max_new_tokens=0) == []
+
+
+def test_context_limit_is_a_clear_error(models):
+    rt = models.runtime("gqa5x1")  # compiled with max_seq_len=64
+    with pytest.raises(InputError, match="exceed the compiled maximum context of 64"):
+        rt.generate(PROMPT, max_new_tokens=60)
+    with pytest.raises(InputError, match="longer than the compiled maximum 64"):
+        rt.generate(list(range(65)), max_new_tokens=1)
+    assert len(rt.generate(PROMPT, max_new_tokens=64 - len(PROMPT))) == 64 - len(PROMPT)
+
+
+def test_bad_sampling_settings(models):
+    rt = models.runtime("gqa5x1")
+    with pytest.raises(ValueError, match="bad sampling settings"):
+        rt.generate(PROMPT, max_new_tokens=2, temperature=1.0, top_p=0.0)
