@@ -1,5 +1,6 @@
 """Schedule rules for the llvm (CPU) target: one file per op kind, plus the generic fallback."""
 from ..registry import register, register_fallback
+from .attention import attention_rows
 from .generic import parallel_outer
 from .linear import linear_packed_rows, linear_rows
 from .norm import rms_norm_rows
@@ -7,4 +8,6 @@ from .norm import rms_norm_rows
 register("llvm", "linear", linear_rows)
 register("llvm", "linear_packed", linear_packed_rows)
 register("llvm", "rms_norm", rms_norm_rows)
+register("llvm", "attention", attention_rows)
+register("llvm", "cache_attention", attention_rows)
 register_fallback("llvm", parallel_outer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
-from .generic import spatial_loops
+from .generic import is_small, spatial_loops
 
 
 def rms_norm_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
@@ -18,6 +18,7 @@ def rms_norm_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | N
     if not rows:
         return None
     row = sch.fuse(*rows) if len(rows) > 1 else rows[0]
-    sch.parallel(row)
+    if not is_small(sch, spatial_loops(sch, norm)):
+        sch.parallel(row)
     sch.compute_at(ss, row)
     return sch
