@@ -18,8 +18,8 @@ def _progress(stages: list[str]):
     start = time.perf_counter()
 
     def say(stage: str) -> None:
-        i = stages.index(stage) if stage in stages else len(stages)
-        bar = "#" * (i * 20 // len(stages)) + "." * (20 - i * 20 // len(stages))
+        filled = 20 * stages.index(stage) // (len(stages) - 1)
+        bar = "#" * filled + "." * (20 - filled)
         print(f"\r[{bar}] {stage:<18} {time.perf_counter() - start:6.1f}s", end="", file=sys.stderr, flush=True)
         if stage == "done":
             print(file=sys.stderr)

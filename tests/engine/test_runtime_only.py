@@ -1,0 +1,31 @@
+"""engine.load + generate in a fresh process with TVM_USE_RUNTIME_LIB=1: no compiler, no tvm.relax."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = """
+import json, sys
+from inference_pio import engine
+rt = engine.load(sys.argv[1], weights=sys.argv[2], device="cpu")
+out = {"logits": rt.logits([1, 2, 3]).tolist(), "gen": rt.generate([1, 2, 3], max_new_tokens=8),
+       "relax": any(m.startswith("tvm.relax") for m in sys.modules)}
+print(json.dumps(out))
+"""
+
+
+def test_load_and_generate_without_the_compiler(models):
+    art, ck = models.artifact("gqa5x1"), models.checkpoint("gqa5x1")
+    env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(art), str(ck.path)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["relax"] is False
+    rt = models.runtime("gqa5x1")
+    assert out["gen"] == rt.generate([1, 2, 3], max_new_tokens=8)
+    import numpy as np
+
+    np.testing.assert_allclose(np.array(out["logits"]), rt.logits([1, 2, 3]), rtol=0, atol=1e-5)
