@@ -70,7 +70,9 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     if tdesc.kind != "llvm":
         raise TargetError(f"target kind {tdesc.kind!r} is not implemented yet; use 'llvm'")
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
-    forward = passes.run(graph, passes.default_passes() + passes.cpu_passes(), dump_dir=dump_dir)
+    # a packed weight block is two SIMD registers wide: 16 fp32 lanes on AVX2, 32 on AVX-512
+    layout = passes.cpu_passes(block=2 * tdesc.vector_lanes)
+    forward = passes.run(graph, passes.default_passes() + layout, dump_dir=dump_dir)
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
     weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype

@@ -15,6 +15,7 @@ from ..frontends.huggingface import load_weights
 from ..ir import TensorType, param_node
 from ..targets import host_cpu_flags
 from . import manifest as mf
+from .arena import to_device_tensors
 from .manifest import ArtifactError
 from .sampler import sample
 
@@ -71,7 +72,7 @@ class Runtime:
                             **{k: v for k, v in p.items() if k not in ("name", "shape", "dtype")})
                  for p in m["params"]]
         arrays = load_weights(nodes, weights, tuple(m.get("ignored_tensors", ())))
-        self.params = {n.name: rt.tensor(np.ascontiguousarray(arrays[n.name]), self.device) for n in nodes}
+        self.params = to_device_tensors(arrays, rt, self.device)
         self._cache: dict[str, Any] | None = None
         self.vocab_size: int = m["vocab_size"]
         self.max_seq_len: int = m["max_seq_len"]
