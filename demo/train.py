@@ -32,6 +32,7 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS", "RAYON_R
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import pathlib  # noqa: E402
@@ -43,6 +44,8 @@ from dataclasses import dataclass  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers  # noqa: E402
 
 ENDOFTEXT = "<|endoftext|>"
@@ -63,6 +66,10 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+# "def " ends in a lone space token, which in training mostly precedes
+# punctuation (e.g. "  # comment"); "def" without the space is the natural prompt.
+SAMPLE_PROMPTS = ["def ", "def", "import os\n", "class Foo:\n    def __init__(self"]
 
 SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "pydoc_data", "encodings", "__pycache__"}
 MAX_FILE_BYTES = 300_000
@@ -147,10 +154,8 @@ def encode_corpus(tokenizer: Tokenizer, texts: list[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def build_model(vocab_size: int, shape: ModelShape, special_ids: dict[str, int]) -> torch.nn.Module:
+def build_model(vocab_size: int, shape: ModelShape, special_ids: dict[str, int]) -> Qwen3ForCausalLM:
     """Create a freshly initialised ``Qwen3ForCausalLM``."""
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     config = Qwen3Config(
         vocab_size=vocab_size,
         hidden_size=shape.hidden_size,
@@ -229,10 +234,8 @@ def tokenizer_config(tokenizer: Tokenizer) -> dict[str, object]:
     }
 
 
-def save_checkpoint(model: torch.nn.Module, tokenizer: Tokenizer, out: pathlib.Path) -> None:
+def save_checkpoint(model: Qwen3ForCausalLM, tokenizer: Tokenizer, out: pathlib.Path) -> None:
     """Write the checkpoint (bf16 weights) to ``out``, replacing what was there."""
-    import copy
-
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -268,8 +271,6 @@ def save_checkpoint(model: torch.nn.Module, tokenizer: Tokenizer, out: pathlib.P
 
 def sample(out: pathlib.Path, prompts: list[str], max_new_tokens: int, seed: int) -> None:
     """Reload the checkpoint with ``transformers`` and print greedy / T=0.8 samples."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
     model.eval()
@@ -292,7 +293,12 @@ def sample(out: pathlib.Path, prompts: list[str], max_new_tokens: int, seed: int
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=25.0, help="wall-clock training budget")
-    parser.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0: time only)")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="train this many steps with the lr schedule by step (0: by time); --minutes still caps the run",
+    )
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(__file__).parent / "pystdlib")
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--seq-len", type=int, default=256)
@@ -306,12 +312,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--save-every-minutes", type=float, default=5.0)
     parser.add_argument("--sample-tokens", type=int, default=120)
     parser.add_argument("--no-sample", action="store_true", help="skip the samples at the end")
+    parser.add_argument("--sample-only", action="store_true", help="only sample from the checkpoint in --out")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    transformers.utils.logging.disable_progress_bar()
     torch.set_num_threads(1)
+    if args.sample_only:
+        sample(args.out, SAMPLE_PROMPTS, args.sample_tokens, args.seed)
+        return 0
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.use_deterministic_algorithms(True)
@@ -365,11 +376,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[train] budget {args.minutes:g} min, batch {args.batch_size}x{args.seq_len}, lr {args.lr:g}", flush=True)
     while True:
         elapsed = time.monotonic() - t_train
-        progress = elapsed / budget_s
-        if args.max_steps:
-            progress = max(progress, step / args.max_steps)
-        if progress >= 1.0:
+        if elapsed >= budget_s or (args.max_steps and step >= args.max_steps):
             break
+        # With --max-steps the schedule follows steps only, so runs are reproducible.
+        progress = step / args.max_steps if args.max_steps else elapsed / budget_s
         lr = learning_rate(step, progress, args.lr, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -407,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[save] total {total:,} bytes; wall time {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
 
     if not args.no_sample:
-        sample(args.out, ["def ", "import os\n", "class "], args.sample_tokens, args.seed)
+        sample(args.out, SAMPLE_PROMPTS, args.sample_tokens, args.seed)
     return 0
 
 

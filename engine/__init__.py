@@ -13,7 +13,7 @@ from .runtime import InputError, Runtime, load
 
 def compile(md: Any, target: Any = "llvm", **kwargs: Any) -> Any:  # noqa: A001  (the public name)
     """See `engine.compile.compile`."""
-    from .compile import compile as _compile
+    from .compiler import compile as _compile
 
     return _compile(md, target, **kwargs)
 

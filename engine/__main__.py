@@ -32,7 +32,7 @@ STAGES = ["passes", "lower + schedule", "tvm.compile", "save", "done"]
 
 def cmd_compile(a: argparse.Namespace) -> None:
     from .. import frontends
-    from .compile import compile as compile_model
+    from .compiler import compile as compile_model
 
     say = _progress(STAGES)
     md = frontends.huggingface.model_def(a.checkpoint, dtype=a.dtype)

@@ -49,7 +49,7 @@ def compile_cached(md: ModelDef, target: Any = "llvm", progress: Callable[[str],
     path = cache_dir() / artifact_key(md, target, options)
     if (path / mf.MANIFEST).is_file():
         return path
-    from .compile import compile as compile_model
+    from .compiler import compile as compile_model
 
     art = compile_model(md, target, progress=progress, **options)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

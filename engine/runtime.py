@@ -48,9 +48,13 @@ def _check_weights_config(m: dict[str, Any], weights: Path) -> None:
     cfg_file = weights / "config.json"
     if not cfg_file.is_file():
         return
-    hf = json.loads(cfg_file.read_text())
+    try:
+        hf = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{cfg_file} is not valid JSON: {e}") from None
     ours = m["model_config"]
-    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+    for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "head_dim", "intermediate_size"):
         if key in hf and key in ours and hf[key] != ours[key]:
             raise ArtifactError(f"weights at {weights} have {key}={hf[key]} but the artifact was compiled "
                                 f"for {key}={ours[key]}")

@@ -73,6 +73,15 @@ def param_source_shape(p: Node) -> tuple[int, ...]:
     return tuple(p.shape)
 
 
+def _part_shapes(p: Node, want: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The shape each source tensor of ``p`` must have."""
+    srcs = _sources(p)
+    if len(srcs) == 1:
+        return [want]
+    axis = p.attr("axis", 0)
+    return [want[:axis] + (n,) + want[axis + 1:] for n in p.attr("splits")]
+
+
 def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
     """Arrays for ``graph_params`` (by name, in the params' dtypes and layouts) from the checkpoint at ``ckpt``."""
     st = open_checkpoint(ckpt)
@@ -82,13 +91,14 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
         srcs = _sources(p)
         want = param_source_shape(p)
         parts = []
-        for s in srcs:
+        for s, part_shape in zip(srcs, _part_shapes(p, want)):
             if s not in st:
                 raise WeightError(f"checkpoint {ckpt} is missing tensor {s!r}"
                                   + (f" (needed for {p.name!r})" if s != p.name else ""))
             arr = st.get(s)
-            if len(srcs) == 1 and tuple(arr.shape) != want:
-                raise WeightError(f"tensor {s!r} has shape {tuple(arr.shape)} but the model expects {want}")
+            if tuple(arr.shape) != part_shape:
+                raise WeightError(f"tensor {s!r} has shape {tuple(arr.shape)} but the model expects {part_shape}"
+                                  + (f" (a part of {p.name!r}, {want})" if len(srcs) > 1 else ""))
             parts.append(arr)
             used.add(s)
         arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))

@@ -5,7 +5,7 @@ fuse_swiglu
     (..., 2F). Produces ``swiglu(y)``: one pass over y instead of three kernels.
 fuse_residual
     Matches ``add(r, linear(...))`` (either operand order) where the linear has no other
-    user and no residual yet. Produces ``linear(..., residual=r)``: the residual add happens
+    user (a graph output counts as one) and no residual yet. Produces ``linear(..., residual=r)``: the residual add happens
     in the matmul's epilogue, saving a round trip of the activations through memory.
 Both ensure numerics unchanged.
 """
@@ -41,6 +41,8 @@ def fuse_swiglu(graph: Graph) -> Graph:
 
 def fuse_residual(graph: Graph) -> Graph:
     readers = users(graph)
+    for _, out in graph.outputs:  # an output is read by the caller too
+        readers.setdefault(id(out), []).append(out)
 
     def fn(n: Node, old: Node) -> Node | None:
         if n.op != "add":

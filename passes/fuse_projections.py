@@ -4,7 +4,8 @@ Matches: two or more ``linear(x, w_i)`` (same x, no residual, same bias flag, pl
 params of one dtype), e.g. q/k/v or gate/up projections.
 Produces: ``linear(x, w_fused)`` followed by one `slice` per original output. The fused
 param is named after its parts (``...self_attn.q+k+v_proj.weight``) and records its
-sources (``concat``) so the loader builds it from the checkpoint's tensors.
+sources (``concat``) and their row counts (``splits``) so the loader builds it from the
+checkpoint's tensors and checks each one.
 Ensures: numerics unchanged; one weight stream per input instead of several (fewer, larger
 kernels, the win for decode).
 """
@@ -27,7 +28,7 @@ def fused_name(names: list[str]) -> str:
 def _fused_param(params: list[Node]) -> Node:
     rows = sum(p.shape[0] for p in params)
     return param_node(fused_name([p.name for p in params]), params[0].type.with_shape((rows,) + params[0].shape[1:]),
-                      concat=tuple(p.name for p in params), axis=0)
+                      concat=tuple(p.name for p in params), splits=tuple(p.shape[0] for p in params), axis=0)
 
 
 def _fusable(n: Node) -> bool:

@@ -77,13 +77,14 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
 
 
 def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:
-    """Batched (B, M, K) @ (B, K, N)."""
+    """Batched (..., M, K) @ (..., K, N); any number of batch dims (including none)."""
     k = te.reduce_axis((0, a.shape[-1]), "k")
-    acc = te.compute((a.shape[0], a.shape[1], b.shape[2]),
-                     lambda z, i, j: te.sum(_f32(a, z, i, k) * _f32(b, z, k, j), axis=k), name="matmul")
+    shape = (*a.shape[:-1], b.shape[-1])
+    acc = te.compute(shape, lambda *i: te.sum(_f32(a, *i[:-1], k) * _f32(b, *i[:-2], k, i[-1]), axis=k),
+                     name="matmul")
     if out_dtype == F32:
         return acc
-    return te.compute(acc.shape, lambda *i: acc[i].astype(out_dtype), name="epilogue")
+    return te.compute(shape, lambda *i: acc[i].astype(out_dtype), name="epilogue")
 
 
 def rms_norm(x: te.Tensor, w: te.Tensor, eps: float, offset: float = 0.0) -> te.Tensor:

@@ -37,11 +37,11 @@ class Models:
         """The saved artifact for config ``name`` (compiled from its default checkpoint's config.json)."""
         key = (name, ckpt_dtype, compile_dtype, max_seq_len)
         if key not in self._arts:
-            from inference_pio import frontends
+            from inference_pio import engine, frontends
 
             ck = self.checkpoint(name, dtype=ckpt_dtype)
             md = frontends.huggingface.model_def(ck.path)
-            art = hf_fixtures.engine_compile(md, target="llvm", dtype=compile_dtype, max_seq_len=max_seq_len)
+            art = engine.compile(md, target="llvm", dtype=compile_dtype, max_seq_len=max_seq_len)
             out = self._tmp.mktemp(f"art_{name}_{ckpt_dtype}_{compile_dtype}_{max_seq_len}")
             art.save(out)
             self._arts[key] = out

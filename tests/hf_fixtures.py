@@ -86,48 +86,44 @@ def make_checkpoint(path: Path, name: str, seed: int | None = None, dtype: str =
         model = model.to(getattr(torch, dtype))
     kw = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
     model.save_pretrained(str(path), **kw)
+    if dtype != "float32":
+        model = load_reference(path, dtype)
     return Checkpoint(Path(path), model, cfg, seed, dtype)
 
 
-def hf_logits(model, ids, dtype: str | None = None) -> np.ndarray:
-    """transformers' logits (T, vocab) as float32. ``dtype`` runs a copy of the model in that dtype."""
-    import copy
+def load_reference(path: Path, dtype: str):
+    """The checkpoint at ``path`` loaded by transformers in ``dtype`` (as a user would load it).
 
+    Prefer this to ``model.to(dtype)``: ``.to`` also rounds the rotary ``inv_freq`` buffer,
+    which ``from_pretrained`` keeps in float32.
+    """
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    return Qwen3ForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).eval()
+
+
+def hf_logits(model, ids) -> np.ndarray:
+    """transformers' logits (T, vocab) as float32."""
     import torch
 
-    m = model
-    if dtype is not None and getattr(torch, dtype) != model.dtype:
-        m = copy.deepcopy(model).to(getattr(torch, dtype))
     with torch.no_grad():
-        out = m(torch.tensor([list(ids)], dtype=torch.long)).logits[0]
+        out = model(torch.tensor([list(ids)], dtype=torch.long)).logits[0]
     return out.float().numpy()
 
 
 def rounded_reference(model, dtype: str):
-    """A float32 copy of ``model`` whose weights were rounded to ``dtype``: what an engine that
-    stores weights in ``dtype`` but computes in float32 should reproduce almost exactly."""
+    """A float32 copy of ``model`` whose parameters (not buffers) were rounded to ``dtype``: what
+    an engine that stores weights in ``dtype`` but computes in float32 should reproduce."""
     import copy
 
     import torch
 
-    m = copy.deepcopy(model).to(getattr(torch, dtype)).to(torch.float32)
+    m = copy.deepcopy(model).float()
+    with torch.no_grad():
+        for prm in m.parameters():
+            prm.copy_(prm.to(getattr(torch, dtype)).float())
     return m
-
-
-def engine_compile(md, target="llvm", **kwargs):
-    """``engine.compile(md, ...)``, robust to the submodule-shadowing bug.
-
-    BUG (engine/__init__.py): the first ``engine.compile(...)`` call imports the submodule
-    ``inference_pio.engine.compile``, and importing a submodule rebinds the package attribute
-    of the same name, so afterwards ``engine.compile`` is a module and a second call raises
-    "TypeError: 'module' object is not callable". See tests/engine/test_api.py (xfail).
-    """
-    from inference_pio import engine
-
-    fn = engine.compile
-    if not callable(fn):
-        fn = fn.compile
-    return fn(md, target, **kwargs)
 
 
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:

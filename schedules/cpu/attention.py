@@ -25,9 +25,9 @@ def attention_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | 
     for b in (probs, den, mx, scores):
         sch.compute_at(b, ih)
     d = sch.get_loops(scores)[-1]
-    d_extent = int(sch.get(d).extent)
+    d_extent = sch.get(d).extent
     lanes = target.vector_lanes
-    if d_extent % lanes == 0:
+    if isinstance(d_extent, tirx.IntImm) and int(d_extent) % lanes == 0:
         _, di = sch.split(d, [None, lanes])
         rf = sch.rfactor(di, 0)
         sch.vectorize(sch.get_loops(rf)[-1])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_fixtures import hf_logits, rel_err, rounded_reference, token_ids
+from hf_fixtures import hf_logits, load_reference, rel_err, rounded_reference, token_ids
 
 FP32_TOL = 1e-4
 BF16_TOL = 2e-2  # transformers computing in bf16 vs ours computing in fp32 over bf16 weights
@@ -80,7 +80,7 @@ def test_bf16_checkpoint(models, n):
     ids = token_ids(97, n, seed=n)
     ours = rt.logits(ids)
     # Exactly the bf16 weights, computed in fp32: what we do.
-    assert rel_err(ours, hf_logits(ck.model, ids, dtype="float32")) <= FP32_TOL
+    assert rel_err(ours, hf_logits(load_reference(ck.path, "float32"), ids)) <= FP32_TOL
     # transformers computing in bf16 throughout.
     assert rel_err(ours, hf_logits(ck.model, ids)) <= BF16_TOL
 

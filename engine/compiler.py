@@ -1,4 +1,4 @@
-"""engine.compile: model def -> passes -> Relax -> scheduled TIR -> tvm.compile -> Artifact."""
+"""engine.compile (this module is engine.compiler): model def -> passes -> Relax -> scheduled TIR -> tvm.compile -> Artifact."""
 from __future__ import annotations
 
 import time

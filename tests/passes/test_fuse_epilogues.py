@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from graph_helpers import assert_same_numerics, op_counts, random_weights
+from inference_pio.ir import GraphBuilder
+from inference_pio.passes import fuse_residual, fuse_swiglu
+
+
+def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
+    b = GraphBuilder("swiglu")
+    y = b.input("y", ("T", 2 * f), "float32")
+    start2, stop1 = stops or (f, f)
+    gate = b.slice(y, axis=1, start=0, stop=stop1)
+    up = b.slice(y, axis=1, start=start2, stop=2 * f)
+    s = b.silu(gate)
+    return b.build({"o": b.mul(up, s) if swap else b.mul(s, up)})
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_swiglu_fused(swap):
+    g = swiglu_graph(swap)
+    g2 = fuse_swiglu(g)
+    assert op_counts(g2) == {"swiglu": 1}
+    assert "%0 = swiglu(%y) : f32[T, 5]" in str(g2)
+    rng = np.random.default_rng(0)
+    assert_same_numerics(g, g2, {"y": rng.standard_normal((4, 10)).astype(np.float32)}, {})
+
+
+def test_swiglu_not_fused_for_other_slices():
+    b = GraphBuilder("g")
+    y = b.input("y", ("T", 10), "float32")
+    g = b.build({"o": b.mul(b.silu(b.slice(y, axis=1, start=0, stop=4)), b.slice(y, axis=1, start=6, stop=10))})
+    assert str(fuse_swiglu(g)) == str(g)
+
+
+def residual_graph(swap: bool = False, extra_user: str = "", bias: bool = False):
+    b = GraphBuilder("res")
+    x = b.input("x", ("T", 4), "float32")
+    r = b.input("r", ("T", 3), "float32")
+    extra = [b.param("w.bias", (3,), "float32")] if bias else []
+    lin = b.linear(x, b.param("w.weight", (3, 4), "bfloat16"), *extra, bias=bias)
+    out = {"o": b.add(lin, r) if swap else b.add(r, lin)}
+    if extra_user == "node":
+        out["s"] = b.silu(lin)
+    elif extra_user == "output":
+        out["lin"] = lin
+    return b.build(out)
+
+
+@pytest.mark.parametrize("swap", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_residual_folded_into_linear(swap, bias):
+    g = residual_graph(swap, bias=bias)
+    g2 = fuse_residual(g)
+    assert op_counts(g2) == {"linear": 1}
+    lin = g2.output("o")
+    assert lin.op == "linear" and lin.attr("residual") is True and lin.inputs[-1] is g.inputs[1]
+    assert ("residual=True" in str(g2)) and ("add(" not in str(g2))
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((3, 4)).astype(np.float32), "r": rng.standard_normal((3, 3)).astype(np.float32)}
+    assert_same_numerics(g, g2, feeds, random_weights(g, rng))
+
+
+def test_residual_not_folded_when_linear_has_other_users():
+    g = residual_graph(extra_user="node")
+    assert str(fuse_residual(g)) == str(g)
+
+
+def test_residual_not_folded_when_linear_is_also_an_output():
+    g = residual_graph(extra_user="output")
+    g2 = fuse_residual(g)
+    assert g2.count("linear") == 1
+    assert str(g2) == str(g)
+
+
+def test_residual_chain_folds_once_per_add():
+    b = GraphBuilder("chain")
+    x = b.input("x", ("T", 3), "float32")
+    h = x
+    for i in range(3):
+        h = b.add(h, b.linear(h, b.param(f"w{i}", (3, 3), "float32")))
+    g = b.build({"h": h})
+    g2 = fuse_residual(g)
+    assert op_counts(g2) == {"linear": 3}
+    assert sum(1 for n in g2.ops() if n.attr("residual")) == 3
+    rng = np.random.default_rng(2)
+    assert_same_numerics(g, g2, {"x": rng.standard_normal((2, 3)).astype(np.float32)}, random_weights(g, rng))

@@ -1,0 +1,412 @@
+"""Every op's TE kernel, lowered and scheduled for the CPU exactly as `engine.compile` does,
+against the op's numpy reference (`ir.OPS[op].ref`, run by `ir.interpret`).
+
+Shapes are drawn by hypothesis and kept small; the leading (token) axis is usually the
+symbolic dim ``T`` as in the model, so one compiled kernel serves several lengths.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inference_pio.ir import OPS, GraphBuilder, interpret, np_dtype
+from inference_pio.schedules import KERNELS
+from kernel_harness import run_graph
+
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+seeds = st.integers(0, 2**31 - 1)
+float_dtypes = st.sampled_from(["float32", "bfloat16"])
+small = st.integers(1, 9)
+
+
+def rand(rng: np.random.Generator, shape, dtype: str = "float32", scale: float = 1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32).astype(np_dtype(dtype))
+
+
+def assert_close(ours: np.ndarray, ref: np.ndarray, dtype: str = "float32", rtol: float = 2e-5) -> None:
+    """fp32: within rtol of the largest reference value. bf16/f16 outputs: within one rounding
+    step of each value (both sides round the same fp32 result, which may differ in the last bits)."""
+    assert ours.dtype == ref.dtype, (ours.dtype, ref.dtype)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    o, r = ours.astype(np.float64), ref.astype(np.float64)
+    scale = max(float(np.abs(r).max(initial=0.0)), 1e-6)
+    if dtype == "float32":
+        np.testing.assert_allclose(o, r, rtol=0, atol=rtol * scale)
+    else:
+        ulp = 2.0**-7 if dtype == "bfloat16" else 2.0**-10
+        np.testing.assert_array_less(np.abs(o - r), ulp * np.abs(r) + 1e-5 * scale + 1e-30)
+
+
+def check(graph, feeds, weights=None, dtype="float32", rtol=2e-5):
+    ours = run_graph(graph, feeds, weights)
+    ref = interpret(graph, feeds, weights or {})
+    for k in ref:
+        assert_close(ours[k], ref[k], dtype, rtol)
+    return ours, ref
+
+
+# ops that deliberately have no TE kernel, and why
+NO_KERNEL = {"positional": "abstract; insert_rotary lowers it to rope_table + rotary",
+             "reshape": "lowered to a Relax reshape (a view)",
+             "kv_append": "an in-place TIR function built by engine.lower"}
+
+
+def test_every_op_has_a_kernel():
+    assert set(OPS) - set(KERNELS) <= set(NO_KERNEL)
+    assert set(KERNELS) <= set(OPS)
+
+
+# **** projections ****
+
+
+@SETTINGS
+@given(t=small, k=st.sampled_from([1, 3, 16, 37, 64, 96]) | st.integers(1, 80), n=st.integers(1, 40),
+       wdt=st.sampled_from(["float32", "bfloat16", "float16"]), bias=st.booleans(), residual=st.booleans(),
+       out=st.sampled_from(["float32", "bfloat16"]), static=st.booleans(), seed=seeds)
+def test_linear(t, k, n, wdt, bias, residual, out, static, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("linear")
+    x = b.input("x", (t if static else "T", k), "float32")
+    w = b.param("w", (n, k), wdt)
+    extra, feeds, weights = [], {"x": rand(rng, (t, k))}, {"w": rand(rng, (n, k), wdt, 1 / np.sqrt(k))}
+    if bias:
+        extra.append(b.param("b", (n,), wdt))
+        weights["b"] = rand(rng, (n,), wdt)
+    if residual:
+        extra.append(b.input("r", (t if static else "T", n), out))
+        feeds["r"] = rand(rng, (t, n), out)
+    g = b.build({"y": b.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out)})
+    check(g, feeds, weights, out, rtol=5e-5)
+
+
+@SETTINGS
+@given(t=st.sampled_from([1, 1, 2, 5, 9]), k=st.sampled_from([4, 8, 12, 40, 64]) | st.integers(1, 50),
+       n=st.integers(1, 40), block=st.sampled_from([4, 16]), wdt=st.sampled_from(["float32", "bfloat16"]),
+       bias=st.booleans(), residual=st.booleans(), static=st.booleans(), seed=seeds)
+def test_linear_packed(t, k, n, block, wdt, bias, residual, static, seed):
+    """linear after pack_weights: weight (ceil(N/B), K, B), including the static T=1 (decode) GEMV."""
+    from inference_pio.passes.pack_weights import pack_weights
+
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("linear_packed")
+    rows = t if static else "T"
+    x = b.input("x", (rows, k), "float32")
+    extra, feeds, weights = [], {"x": rand(rng, (t, k))}, {"w": rand(rng, (n, k), wdt, 1 / np.sqrt(k))}
+    if bias:
+        extra.append(b.param("b", (n,), wdt))
+        weights["b"] = rand(rng, (n,), wdt)
+    if residual:
+        extra.append(b.input("r", (rows, n), "float32"))
+        feeds["r"] = rand(rng, (t, n))
+    g = pack_weights(b.build({"y": b.linear(x, b.param("w", (n, k), wdt), *extra, bias=bias, residual=residual)}),
+                     block=block)
+    assert g.count("linear_packed") == 1 and g.count("linear") == 0
+    check(g, feeds, weights, rtol=5e-5)
+
+
+@SETTINGS
+@given(v=st.integers(1, 40), h=small, t=small, block=st.sampled_from([4, 16]), dt=float_dtypes, seed=seeds)
+def test_embedding_packed(v, h, t, block, dt, seed):
+    from inference_pio.passes.pack_weights import pack_weights
+
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("embedding_packed")
+    g = pack_weights(b.build({"y": b.embedding(b.param("table", (v, h), dt), b.input("ids", ("T",), "int32"))}),
+                     block=block)
+    assert g.output("y").attr("pack") == block
+    ids = rng.integers(0, v, size=t).astype(np.int32)
+    ids[-1] = v - 1
+    ours, ref = check(g, {"ids": ids}, {"table": rand(rng, (v, h), dt)})
+    assert (ours["y"] == ref["y"]).all()
+
+
+@SETTINGS
+@given(t=small, k=st.integers(1, 40), n=st.integers(1, 20), seed=seeds)
+def test_linear_bf16_activations(t, k, n, seed):
+    """bf16 x and w, fp32 accumulation (the reference widens both)."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("linear_bf16")
+    g = b.build({"y": b.linear(b.input("x", ("T", k), "bfloat16"), b.param("w", (n, k), "bfloat16"))})
+    check(g, {"x": rand(rng, (t, k), "bfloat16")}, {"w": rand(rng, (n, k), "bfloat16")}, rtol=5e-5)
+
+
+@SETTINGS
+@given(bat=st.integers(1, 5), m=small, k=small, n=small, dt=float_dtypes,
+       out=st.sampled_from(["float32", "bfloat16"]), seed=seeds)
+def test_matmul_batched(bat, m, k, n, dt, out, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("matmul")
+    g = b.build({"y": b.matmul(b.input("a", (bat, "T", k), dt), b.input("b", (bat, k, n), dt), out_dtype=out)})
+    check(g, {"a": rand(rng, (bat, m, k), dt), "b": rand(rng, (bat, k, n), dt)}, dtype=out)
+
+
+@pytest.mark.parametrize("batch", [(), (2, 3)], ids=["2d", "4d"])
+def test_matmul_other_ranks(batch):
+    rng = np.random.default_rng(0)
+    b = GraphBuilder("matmul_rank")
+    g = b.build({"y": b.matmul(b.input("a", (*batch, 3, 4), "float32"), b.input("b", (*batch, 4, 5), "float32"))})
+    check(g, {"a": rand(rng, (*batch, 3, 4)), "b": rand(rng, (*batch, 4, 5))})
+
+
+@SETTINGS
+@given(v=st.integers(1, 40), h=small, t=small, dt=st.sampled_from(["float32", "bfloat16", "float16"]),
+       out=st.sampled_from(["float32", "bfloat16"]), seed=seeds)
+def test_embedding(v, h, t, dt, out, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("embedding")
+    g = b.build({"y": b.embedding(b.param("table", (v, h), dt), b.input("ids", ("T",), "int32"), out_dtype=out)})
+    ids = rng.integers(0, v, size=t).astype(np.int32)
+    ids[0] = v - 1
+    ours, ref = check(g, {"ids": ids}, {"table": rand(rng, (v, h), dt)}, out)
+    assert (ours["y"] == ref["y"]).all()  # a gather: bit exact
+
+
+# **** normalization and elementwise ****
+
+
+@SETTINGS
+@given(rows=st.lists(small, min_size=1, max_size=2), d=st.integers(1, 70), xdt=float_dtypes, wdt=float_dtypes,
+       eps=st.sampled_from([1e-6, 1e-5, 0.1]), offset=st.sampled_from([0.0, 1.0]), seed=seeds)
+def test_rms_norm(rows, d, xdt, wdt, eps, offset, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("rms_norm")
+    shape = ("T", *rows[1:], d)
+    g = b.build({"y": b.rms_norm(b.input("x", shape, xdt), b.param("w", (d,), wdt), eps=eps, offset=offset)})
+    check(g, {"x": rand(rng, (rows[0], *rows[1:], d), xdt, 3.0)}, {"w": rand(rng, (d,), wdt)}, xdt)
+
+
+def _ew_shape(draw_dims):
+    return ("T", *draw_dims[1:]), tuple(draw_dims)
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), dt=float_dtypes,
+       op=st.sampled_from(["add", "mul", "silu", "sigmoid"]), seed=seeds)
+def test_elementwise(dims, dt, op, seed):
+    rng = np.random.default_rng(seed)
+    sym, shape = _ew_shape(dims)
+    b = GraphBuilder(op)
+    n = 2 if op in ("add", "mul") else 1
+    xs = [b.input(f"x{i}", sym, dt) for i in range(n)]
+    g = b.build({"y": getattr(b, op)(*xs)})
+    check(g, {f"x{i}": rand(rng, shape, dt, 3.0) for i in range(n)}, dtype=dt)
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), dt=float_dtypes, factor=st.floats(-4, 4, width=32),
+       seed=seeds)
+def test_scale(dims, dt, factor, seed):
+    rng = np.random.default_rng(seed)
+    sym, shape = _ew_shape(dims)
+    b = GraphBuilder("scale")
+    g = b.build({"y": b.scale(b.input("x", sym, dt), factor=float(factor))})
+    check(g, {"x": rand(rng, shape, dt)}, dtype=dt)
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), src=st.sampled_from(["float32", "bfloat16", "float16"]),
+       dst=st.sampled_from(["float32", "bfloat16", "float16"]), seed=seeds)
+def test_cast(dims, src, dst, seed):
+    rng = np.random.default_rng(seed)
+    sym, shape = _ew_shape(dims)
+    b = GraphBuilder("cast")
+    g = b.build({"y": b.cast(b.input("x", sym, src), dtype=dst)})
+    check(g, {"x": rand(rng, shape, src, 5.0)}, dtype=dst)
+
+
+@SETTINGS
+@given(rows=st.lists(small, min_size=1, max_size=2), f=st.integers(1, 40), dt=float_dtypes, seed=seeds)
+def test_swiglu(rows, f, dt, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("swiglu")
+    g = b.build({"y": b.swiglu(b.input("x", ("T", *rows[1:], 2 * f), dt))})
+    check(g, {"x": rand(rng, (*rows, 2 * f), dt, 3.0)}, dtype=dt)
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), last=st.integers(1, 40), dt=float_dtypes,
+       scale=st.sampled_from([1.0, 30.0]), seed=seeds)
+def test_softmax(dims, last, dt, scale, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("softmax")
+    g = b.build({"y": b.softmax(b.input("x", ("T", *dims[1:], last), dt))})
+    ours, _ = check(g, {"x": rand(rng, (*dims, last), dt, scale)}, dtype=dt)
+    np.testing.assert_allclose(ours["y"].astype(np.float32).sum(-1), 1.0, rtol=2e-2 if dt != "float32" else 1e-5)
+
+
+@SETTINGS
+@given(h=small, t=small, extra=st.integers(0, 4), seed=seeds)
+def test_causal_mask_then_softmax(h, t, extra, seed):
+    """causal_mask with more keys than queries (S = T + extra), as its numpy reference defines."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("masked_softmax")
+    g = b.build({"y": b.softmax(b.causal_mask(b.input("x", (h, t, t + extra), "float32")))})
+    ours, _ = check(g, {"x": rand(rng, (h, t, t + extra), "float32", 3.0)})
+    allowed = np.arange(t + extra)[None, :] <= np.arange(t)[:, None] + extra
+    assert (ours["y"][:, ~allowed] == 0).all()
+
+
+def test_causal_mask_alone():
+    """Masked logits are -inf in the reference; the kernel may use the dtype's lowest finite
+    value instead (same result after softmax). Allowed positions pass through unchanged."""
+    rng = np.random.default_rng(1)
+    b = GraphBuilder("mask")
+    g = b.build({"y": b.causal_mask(b.input("x", (2, "T", "T"), "float32"))})
+    x = rand(rng, (2, 5, 5))
+    ours, ref = run_graph(g, {"x": x})["y"], interpret(g, {"x": x}, {})["y"]
+    allowed = np.isfinite(ref)
+    assert (ours[allowed] == ref[allowed]).all()
+    assert (ours[~allowed] <= np.finfo(np.float32).min).all()
+    assert allowed.sum() == 2 * 15
+
+
+# **** layout ****
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), data=st.data(), dt=float_dtypes, seed=seeds)
+def test_slice(dims, data, dt, seed):
+    rng = np.random.default_rng(seed)
+    axis = data.draw(st.integers(0, len(dims) - 1), "axis")
+    n = dims[axis]
+    start = data.draw(st.integers(-n, n - 1), "start")
+    stop = data.draw(st.none() | st.integers(-n, n), "stop")
+    if len(range(n)[start:stop]) == 0:
+        stop = None
+    b = GraphBuilder("slice")
+    g = b.build({"y": b.slice(b.input("x", tuple(dims), dt), axis=axis, start=start, stop=stop)})
+    ours, ref = check(g, {"x": rand(rng, dims, dt)}, dtype=dt)
+    assert (ours["y"] == ref["y"]).all()
+
+
+@SETTINGS
+@given(t=small, k=st.integers(1, 5), seed=seeds)
+def test_slice_tail_of_symbolic_dim(t, k, seed):
+    """A symbolic dim may only be sliced as a tail [-k:] (e.g. the last token's logits)."""
+    if k > t:
+        k = t
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("tail")
+    g = b.build({"y": b.slice(b.input("x", ("T", 3), "float32"), axis=0, start=-k)})
+    x = rand(rng, (t, 3))
+    assert (run_graph(g, {"x": x})["y"] == x[-k:]).all()
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), data=st.data(), dt=float_dtypes, seed=seeds)
+def test_concat(dims, data, dt, seed):
+    rng = np.random.default_rng(seed)
+    axis = data.draw(st.integers(0, len(dims) - 1), "axis")
+    widths = data.draw(st.lists(small, min_size=1, max_size=4), "widths")
+    b = GraphBuilder("concat")
+    shapes = [tuple(w if a == axis else d for a, d in enumerate(dims)) for w in widths]
+    xs = [b.input(f"x{i}", s, dt) for i, s in enumerate(shapes)]
+    g = b.build({"y": b.concat(*xs, axis=axis)})
+    ours, ref = check(g, {f"x{i}": rand(rng, s, dt) for i, s in enumerate(shapes)}, dtype=dt)
+    assert (ours["y"] == ref["y"]).all()
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=3), data=st.data(), times=st.integers(1, 4), seed=seeds)
+def test_repeat(dims, data, times, seed):
+    rng = np.random.default_rng(seed)
+    axis = data.draw(st.integers(0, len(dims) - 1), "axis")
+    b = GraphBuilder("repeat")
+    g = b.build({"y": b.repeat(b.input("x", tuple(dims), "float32"), axis=axis, times=times)})
+    ours, ref = check(g, {"x": rand(rng, dims)})
+    assert (ours["y"] == ref["y"]).all()
+
+
+@SETTINGS
+@given(dims=st.lists(small, min_size=1, max_size=4), data=st.data(), dt=float_dtypes, seed=seeds)
+def test_transpose(dims, data, dt, seed):
+    rng = np.random.default_rng(seed)
+    perm = tuple(data.draw(st.permutations(range(len(dims))), "perm"))
+    b = GraphBuilder("transpose")
+    g = b.build({"y": b.transpose(b.input("x", ("T", *dims[1:]), dt), perm=perm)})
+    ours, ref = check(g, {"x": rand(rng, dims, dt)}, dtype=dt)
+    assert (ours["y"] == ref["y"]).all()
+
+
+# **** positions and attention ****
+
+
+@SETTINGS
+@given(t=small, offset=st.sampled_from([0, 7, 1000, 30000]), theta=st.sampled_from([1e4, 1e6, 5e5]),
+       half=st.integers(1, 16))
+def test_rope_table(t, offset, theta, half):
+    b = GraphBuilder("rope")
+    g = b.build({"y": b.rope_table(b.input("positions", ("T",), "int32"), theta=theta, rotary_dim=2 * half)})
+    pos = (offset + np.arange(t)).astype(np.int32)
+    ours, ref = run_graph(g, {"positions": pos})["y"], interpret(g, {"positions": pos}, {})["y"]
+    # |cos|, |sin| <= 1; the angle itself is rounded to fp32 identically on both sides
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 if offset < 1000 else 5e-5)
+
+
+@SETTINGS
+@given(t=small, h=st.integers(1, 5), half=st.integers(1, 8), extra=st.integers(0, 6), dt=float_dtypes,
+       seed=seeds)
+def test_rotary(t, h, half, extra, dt, seed):
+    """Rotates the first R = 2*half dims of (T, H, D >= R) by a (T, R) table."""
+    rng = np.random.default_rng(seed)
+    r, d = 2 * half, 2 * half + extra
+    b = GraphBuilder("rotary")
+    g = b.build({"y": b.rotary(b.input("x", ("T", h, d), dt), b.input("table", ("T", r), "float32"))})
+    ang = rng.uniform(-np.pi, np.pi, size=(t, half)).astype(np.float32)
+    table = np.concatenate([np.cos(ang), np.sin(ang)], axis=-1)
+    ours, ref = check(g, {"x": rand(rng, (t, h, d), dt), "table": table}, dtype=dt)
+    if extra:  # the tail beyond the rotary dims passes through untouched
+        assert (ours["y"][..., r:] == ref["y"][..., r:]).all()
+
+
+@SETTINGS
+@given(t=small, hkv=st.integers(1, 3), group=st.integers(1, 3), d=st.integers(2, 12), dv=st.integers(1, 8),
+       causal=st.booleans(), dt=float_dtypes, scale=st.sampled_from([0.3, 1.0]), seed=seeds)
+def test_attention_self(t, hkv, group, d, dv, causal, dt, scale, seed):
+    """Self attention as the model uses it: q and k/v share the symbolic length T; GQA groups."""
+    rng = np.random.default_rng(seed)
+    hq = hkv * group
+    b = GraphBuilder("attention")
+    q, k, v = (b.input("q", ("T", hq, d), dt), b.input("k", ("T", hkv, d), dt), b.input("v", ("T", hkv, dv), dt))
+    g = b.build({"o": b.attention(q, k, v, scale=scale, causal=causal)})
+    feeds = {"q": rand(rng, (t, hq, d), dt, 2.0), "k": rand(rng, (t, hkv, d), dt, 2.0),
+             "v": rand(rng, (t, hkv, dv), dt)}
+    check(g, feeds, dtype=dt, rtol=5e-5)
+
+
+def test_attention_head_dim_1_symbolic_length():
+    rng = np.random.default_rng(0)
+    b = GraphBuilder("attention_d1")
+    q, k, v = (b.input("q", ("T", 2, 1), "float32"), b.input("k", ("T", 1, 1), "float32"),
+               b.input("v", ("T", 1, 1), "float32"))
+    g = b.build({"o": b.attention(q, k, v, scale=1.0, causal=True)})
+    check(g, {"q": rand(rng, (3, 2, 1)), "k": rand(rng, (3, 1, 1)), "v": rand(rng, (3, 1, 1))})
+
+
+@SETTINGS
+@given(t=small, extra=st.integers(0, 5), hkv=st.integers(1, 2), group=st.integers(1, 3), d=small,
+       causal=st.booleans(), seed=seeds)
+def test_attention_more_keys_than_queries(t, extra, hkv, group, d, causal, seed):
+    """S = T + extra keys (the shape decode with a cache produces): query i sees keys <= i + extra."""
+    rng = np.random.default_rng(seed)
+    hq, s = hkv * group, t + extra
+    b = GraphBuilder("attention_ts")
+    q, k, v = (b.input("q", (t, hq, d), "float32"), b.input("k", (s, hkv, d), "float32"),
+               b.input("v", (s, hkv, d), "float32"))
+    g = b.build({"o": b.attention(q, k, v, scale=float(d) ** -0.5, causal=causal)})
+    check(g, {"q": rand(rng, (t, hq, d)), "k": rand(rng, (s, hkv, d)), "v": rand(rng, (s, hkv, d))}, rtol=5e-5)
+
+
+def test_symbolic_kernel_serves_several_lengths():
+    """One compiled graph with a symbolic T runs at T = 1, 3, 17."""
+    rng = np.random.default_rng(2)
+    b = GraphBuilder("norm_linear")
+    x = b.input("x", ("T", 24), "float32")
+    y = b.linear(b.rms_norm(x, b.param("g", (24,), "float32"), eps=1e-6), b.param("w", (5, 24), "bfloat16"))
+    g = b.build({"y": y})
+    w = {"g": rand(rng, (24,)), "w": rand(rng, (5, 24), "bfloat16")}
+    for t in (1, 3, 17):
+        check(g, {"x": rand(rng, (t, 24))}, w)
