@@ -51,16 +51,23 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     return te.compute((t, n), epilogue, name="epilogue")
 
 
+ROW_TILE = 4  # linear_packed computes rows in multiples of this, so row tiles have no tail
+
+
 def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: bool = False,
                   residual: bool = False, out_dtype: str = F32) -> te.Tensor:
     """x (T, K) @ packed w (N/B, K, B) [+ bias] [+ residual] -> (T, N).
 
-    "matmul" computes (T, N/B, B) blocks of outputs; "epilogue" unblocks them, drops the
-    padding rows and applies bias, residual and the output cast.
+    "matmul" computes (T', N/B, B) blocks of outputs, T' = T rounded up to ROW_TILE (the
+    extra rows repeat the last one, so no row tile needs a bounds check); "epilogue"
+    unblocks the first T rows, drops the padding columns and applies bias, residual and the
+    output cast.
     """
     t, (nb, kk, blk) = x.shape[0], wp.shape
+    rows = t if isinstance(t, tirx.IntImm) and int(t) == 1 else (t + ROW_TILE - 1) // ROW_TILE * ROW_TILE
     k = te.reduce_axis((0, kk), "k")
-    acc = te.compute((t, nb, blk), lambda i, jb, jj: te.sum(_f32(x, i, k) * _f32(wp, jb, k, jj), axis=k),
+    acc = te.compute((rows, nb, blk),
+                     lambda i, jb, jj: te.sum(_f32(x, tirx.min(i, t - 1), k) * _f32(wp, jb, k, jj), axis=k),
                      name="matmul")
     b = extra[0] if bias else None
     r = extra[-1] if residual else None

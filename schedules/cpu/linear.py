@@ -11,6 +11,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
+from ..kernels import ROW_TILE
 
 ROWS = 4  # output features per register tile
 
@@ -78,16 +79,16 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
         init = sch.decompose_reduction(rf, rko)
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
-    io, ii = sch.split(i, [None, PACKED_ROWS])
+    io, ii = sch.split(i, [None, ROW_TILE])  # exact: the kernel pads rows to ROW_TILE
     sch.reorder(jb, io, k, ii, jj)
+    acc = sch.cache_write(mm, 0, "local")  # the R x B tile lives in registers across k
+    sch.reverse_compute_at(acc, io)
     sch.reverse_compute_at(epi, io)
     sch.unroll(ii)
     sch.vectorize(jj)
     sch.parallel(jb)
     init = sch.decompose_reduction(mm, k)
     sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(acc)[-1])
     return sch
-
-
-PACKED_ROWS = 4  # rows of x per register tile (R x B accumulators)
 SPLIT_K = 4  # independent accumulator chains in the T=1 GEMV
