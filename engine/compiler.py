@@ -67,11 +67,13 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     tdesc = resolve(target)
     if tdesc.kind not in md.spec.targets:
         raise TargetError(f"{md.family} does not support target kind {tdesc.kind!r}")
-    if tdesc.kind != "llvm":
-        raise TargetError(f"target kind {tdesc.kind!r} is not implemented yet; use 'llvm'")
+    if tdesc.kind == "cuda":
+        from ..targets.cuda_host import enable_cuda_codegen
+
+        enable_cuda_codegen()
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
     # a packed weight block is two SIMD registers wide: 16 fp32 lanes on AVX2, 32 on AVX-512
-    layout = passes.cpu_passes(block=2 * tdesc.vector_lanes)
+    layout = passes.cpu_passes(block=2 * tdesc.vector_lanes) if tdesc.kind == "llvm" else []
     forward = passes.run(graph, passes.default_passes() + layout, dump_dir=dump_dir)
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))

@@ -26,11 +26,30 @@ class InputError(ValueError):
     """Bad input to a loaded model: token ids out of range, empty or too long contexts."""
 
 
-def _tvm_runtime():
+def _tvm_runtime(device: str = "cpu"):
     import tvm.runtime
     import tvm.runtime.vm  # noqa: F401  (registers VirtualMachine)
 
+    if device == "cuda":
+        _load_cuda_runtime()
     return tvm.runtime
+
+
+def _load_cuda_runtime() -> None:
+    """Runtime-only TVM does not load its CUDA backend by itself: load it before the artifact."""
+    import ctypes
+    import os
+
+    import tvm
+
+    if tvm.get_global_func("ffi.Module.load_from_bytes.cuda", allow_missing=True) is not None:
+        return
+    lib = os.path.join(os.path.dirname(tvm.__file__), "lib", "libtvm_runtime_cuda.so")
+    try:
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    except OSError as e:
+        raise ArtifactError(f"cannot load TVM's CUDA runtime ({e}); a CUDA artifact needs an NVIDIA driver "
+                            "and libcudart.so.13 on the library path") from None
 
 
 def _check_device(m: dict[str, Any], device: str) -> None:
@@ -68,7 +87,7 @@ class Runtime:
         self.manifest = m = mf.read(path)
         _check_device(m, device)
         _check_weights_config(m, weights)
-        rt = _tvm_runtime()
+        rt = _tvm_runtime(device)
         self._rt = rt
         self.device = rt.device(device, 0)
         self.vm = rt.vm.VirtualMachine(rt.load_module(str(path / mf.LIBRARY)), self.device)

@@ -65,3 +65,4 @@ def _load_builtin() -> None:
     if not _loaded:
         _loaded = True
         from . import cpu  # noqa: F401  (registers the llvm rules)
+        from . import cuda  # noqa: F401  (registers the cuda rules)

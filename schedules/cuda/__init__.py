@@ -1,0 +1,31 @@
+"""Schedule rules for the cuda target. The baseline is TVM's dlight rule list (GEMV for
+decode, Matmul for prefill, reductions, then a thread-binding fallback), tried in order on
+each kernel; op-specific rules registered before them take precedence."""
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight as dl
+
+from ...targets import TargetDesc
+from ..registry import register_fallback
+
+_DLIGHT = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+           dl.gpu.RMSNorm(), dl.gpu.Fallback())
+
+
+def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
+    tgt = target.to_tvm()
+    with tgt:
+        for rule in _DLIGHT:
+            try:
+                sch = rule.apply(func, tgt, False)
+            except Exception:  # noqa: BLE001  (a rule that does not understand this kernel)
+                continue
+            if isinstance(sch, list):
+                sch = sch[0] if sch else None
+            if sch is not None:
+                return sch
+    return None
+
+
+register_fallback("cuda", dlight_baseline)

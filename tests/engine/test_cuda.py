@@ -1,0 +1,57 @@
+"""The CUDA target: artifacts compile on a machine without a GPU and hold device binaries;
+on a machine with one, they match transformers."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+import hf_fixtures
+from inference_pio import engine, frontends
+
+CUDA = {"kind": "cuda", "arch": "sm_90a"}
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+
+
+def _has_gpu() -> bool:
+    try:
+        import tvm
+
+        return tvm.cuda(0).exist
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture(scope="module")
+def cuda_artifact(models, tmp_path_factory):
+    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
+    return engine.compile(md, target=CUDA, max_seq_len=64).save(tmp_path_factory.mktemp("cuda_art"))
+
+
+@needs_nvcc
+def test_cuda_artifact_holds_device_binaries_not_source(cuda_artifact):
+    import json
+
+    lib = (cuda_artifact / "model.so").read_bytes()
+    assert b"__global__" not in lib, "CUDA source was embedded instead of a binary"
+    assert b".nv.info" in lib and b"sm_90a" in lib  # an sm_90a ELF cubin
+    m = json.loads((cuda_artifact / "manifest.json").read_text())
+    assert m["device"] == "cuda" and m["target"]["arch"] == "sm_90a"
+    assert set(m["functions"]) == {"forward", "prefill", "decode"}
+
+
+@needs_nvcc
+def test_cuda_artifact_refuses_cpu(cuda_artifact, models):
+    with pytest.raises(engine.ArtifactError, match="compiled for 'cuda'"):
+        engine.load(cuda_artifact, weights=models.checkpoint("gqa5x1").path, device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="needs a CUDA GPU")
+def test_cuda_logits_and_greedy_match_transformers(cuda_artifact, models):
+    ck = models.checkpoint("gqa5x1")
+    rt = engine.load(cuda_artifact, weights=ck.path, device="cuda")
+    ids = [3, 17, 5, 42, 8, 1, 29]
+    assert hf_fixtures.rel_err(rt.logits(ids), hf_fixtures.hf_logits(ck.model, ids)) <= 1e-4
+    assert rt.generate(ids, max_new_tokens=16) == models.runtime("gqa5x1").generate(ids, max_new_tokens=16)
