@@ -97,6 +97,7 @@ class Runtime:
         arrays = load_weights(nodes, weights, tuple(m.get("ignored_tensors", ())))
         self.params = to_device_tensors(arrays, rt, self.device)
         self._cache: dict[str, Any] | None = None
+        self._param_args: dict[str, list[Any]] = {}
         self.vocab_size: int = m["vocab_size"]
         self.max_seq_len: int = m["max_seq_len"]
 
@@ -115,12 +116,13 @@ class Runtime:
 
     def _call(self, fn: str, feeds: dict[str, Any]):
         sig = self.manifest["functions"][fn]
+        if fn not in self._param_args:  # weights in the function's order, looked up once
+            self._param_args[fn] = [self.params[name] for name in sig["params"]]
         args = []
         for i in sig["inputs"]:
             v = feeds[i["name"]]
             args.append(v if not isinstance(v, np.ndarray) else self._rt.tensor(v, self.device))
-        args += [self.params[name] for name in sig["params"]]
-        return self.vm[fn](*args)
+        return self.vm[fn](*args, *self._param_args[fn])
 
     def _caches(self) -> dict[str, Any]:
         """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read)."""

@@ -424,6 +424,19 @@ def rotary(x, table):
     return np.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1).astype(x.dtype)
 
 
+@_op("norm_rotary", 3, "rotary(rms_norm(x, w, eps), table): per-head qk-norm and RoPE in one pass")
+def _norm_rotary_t(ts, a):
+    x, w, tab = ts
+    OPS["rms_norm"].infer([x, w], a)
+    return OPS["rotary"].infer([x, tab], {})
+
+
+@_norm_rotary_t
+def norm_rotary(x, w, table, eps):
+    # the normalized value stays float32 between the two steps (it is never stored)
+    return rotary(rms_norm(f32(x), f32(w), eps), table).astype(x.dtype)
+
+
 @_op("attention", 3, "softmax(q k^T * scale [+ causal mask]) v; q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv)")
 def _attention_t(ts, a):
     q, k, v = ts

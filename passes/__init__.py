@@ -1,5 +1,5 @@
 """Graph -> graph rewrites. Each pass is a pure function in its own file; `pipeline` orders them."""
-from .fuse_epilogues import fuse_residual, fuse_swiglu
+from .fuse_epilogues import fuse_norm_rotary, fuse_residual, fuse_swiglu
 from .fuse_projections import fuse_projections
 from .insert_kv_cache import insert_kv_cache, last_token_logits, specialize
 from .insert_rotary import insert_rotary
@@ -7,5 +7,5 @@ from .pack_weights import pack_weights
 from .pipeline import NamedPass, PassError, cpu_passes, default_passes, run
 from .rewrite_attention import rewrite_attention
 
-__all__ = ["NamedPass", "PassError", "cpu_passes", "default_passes", "pack_weights", "fuse_projections", "fuse_residual", "fuse_swiglu",
+__all__ = ["NamedPass", "PassError", "cpu_passes", "default_passes", "pack_weights", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu",
            "insert_kv_cache", "insert_rotary", "last_token_logits", "rewrite_attention", "run", "specialize"]

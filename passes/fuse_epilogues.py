@@ -7,7 +7,11 @@ fuse_residual
     Matches ``add(r, linear(...))`` (either operand order) where the linear has no other
     user (a graph output counts as one) and no residual yet. Produces ``linear(..., residual=r)``: the residual add happens
     in the matmul's epilogue, saving a round trip of the activations through memory.
-Both ensure numerics unchanged.
+fuse_norm_rotary
+    Matches ``rotary(rms_norm(x, w), table)`` where the norm has no other user (Qwen3's
+    qk-norm). Produces ``norm_rotary(x, w, table)``: one kernel, the normalized head never
+    stored.
+All ensure numerics unchanged.
 """
 from __future__ import annotations
 
@@ -54,3 +58,18 @@ def fuse_residual(graph: Graph) -> Graph:
         return None
 
     return rewrite(graph, fn)
+
+
+def fuse_norm_rotary(graph: Graph) -> Graph:
+    readers = users(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "rotary" or n.inputs[0].op != "rms_norm" or n.inputs[0].attr("offset"):
+            return None
+        if len(readers[id(old.inputs[0])]) != 1 or any(v is old.inputs[0] for _, v in graph.outputs):
+            return None
+        x, w = n.inputs[0].inputs
+        return op_node("norm_rotary", [x, w, n.inputs[1]], eps=n.inputs[0].attr("eps"))
+
+    return rewrite(graph, fn)
+

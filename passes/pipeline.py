@@ -23,7 +23,7 @@ class PassError(RuntimeError):
 
 
 def default_passes() -> list[NamedPass]:
-    from .fuse_epilogues import fuse_residual, fuse_swiglu
+    from .fuse_epilogues import fuse_norm_rotary, fuse_residual, fuse_swiglu
     from .fuse_projections import fuse_projections
     from .insert_rotary import insert_rotary
     from .rewrite_attention import rewrite_attention
@@ -36,6 +36,7 @@ def default_passes() -> list[NamedPass]:
         NamedPass("fuse_projections", fuse_projections),
         NamedPass("fuse_swiglu", fuse_swiglu),
         NamedPass("fuse_residual", fuse_residual),
+        NamedPass("fuse_norm_rotary", fuse_norm_rotary),  # after insert_rotary made the rotary explicit
     ]
 
 

@@ -243,6 +243,30 @@ def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale
     return out if q.dtype == F32 else cast(out, q.dtype)
 
 
+def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float) -> te.Tensor:
+    """rotary(rms_norm(x, w), table) for x (T, H, D): the normalized row is never stored.
+
+    Block names match rms_norm's ("sumsq", "norm"), so its schedule rules apply.
+    """
+    d = x.shape[-1]
+    r, half = table.shape[1], table.shape[1] // 2
+    k = te.reduce_axis((0, d), "k")
+    ss = te.compute(x.shape[:-1], lambda t, h: te.sum(_f32(x, t, h, k) * _f32(x, t, h, k), axis=k), name="sumsq")
+
+    def normed(t, h, e):
+        inv = tirx.rsqrt(ss[t, h] / d.astype(F32) + tirx.const(eps, F32))
+        return _f32(x, t, h, e) * inv * _f32(w, e)
+
+    def fn(t, h, e):
+        j = tirx.floormod(e, half)
+        cos, sin = table[t, j], table[t, j + half]
+        partner = tirx.if_then_else(e < half, -normed(t, h, tirx.min(e + half, r - 1)),
+                                    normed(t, h, tirx.max(e - half, 0)))
+        return tirx.if_then_else(e < r, normed(t, h, e) * cos + partner * sin, normed(t, h, e)).astype(x.dtype)
+
+    return te.compute(x.shape, fn, name="norm")
+
+
 def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
     """GQA attention: q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv) -> (T, Hq, Dv).
 
@@ -282,6 +306,6 @@ KERNELS: dict[str, Callable[..., te.Tensor]] = {
     "embedding": embedding, "linear": linear, "linear_packed": linear_packed, "matmul": matmul, "rms_norm": rms_norm, "add": add,
     "mul": mul, "silu": silu, "sigmoid": sigmoid, "scale": scale, "cast": cast, "swiglu": swiglu,
     "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
-    "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "attention": attention,
+    "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "norm_rotary": norm_rotary, "attention": attention,
     "cache_attention": cache_attention,
 }

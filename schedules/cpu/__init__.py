@@ -8,6 +8,7 @@ from .norm import rms_norm_rows
 register("llvm", "linear", linear_rows)
 register("llvm", "linear_packed", linear_packed_rows)
 register("llvm", "rms_norm", rms_norm_rows)
+register("llvm", "norm_rotary", rms_norm_rows)
 register("llvm", "attention", attention_rows)
 register("llvm", "cache_attention", attention_rows)
 register_fallback("llvm", parallel_outer)

@@ -5,7 +5,7 @@ import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_residual, fuse_swiglu
+from inference_pio.passes import fuse_norm_rotary, fuse_residual, fuse_swiglu
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -87,3 +87,27 @@ def test_residual_chain_folds_once_per_add():
     assert sum(1 for n in g2.ops() if n.attr("residual")) == 3
     rng = np.random.default_rng(2)
     assert_same_numerics(g, g2, {"x": rng.standard_normal((2, 3)).astype(np.float32)}, random_weights(g, rng))
+
+
+def norm_rotary_graph(extra_user: bool = False, rotary_dim: int = 6):
+    b = GraphBuilder("qk")
+    x = b.input("x", ("T", 3, 8), "float32")
+    pos = b.input("positions", ("T",), "int32")
+    n = b.rms_norm(x, b.param("w", (8,), "float32"), eps=1e-6)
+    r = b.rotary(n, b.rope_table(pos, theta=1e4, rotary_dim=rotary_dim))
+    return b.build({"o": b.add(r, n)} if extra_user else {"o": r})
+
+
+@pytest.mark.parametrize("rotary_dim", [8, 6])
+def test_norm_rotary_fused(rotary_dim):
+    g = norm_rotary_graph(rotary_dim=rotary_dim)
+    g2 = fuse_norm_rotary(g)
+    assert op_counts(g2) == {"norm_rotary": 1, "rope_table": 1}
+    rng = np.random.default_rng(1)
+    feeds = {"x": rng.standard_normal((5, 3, 8)).astype(np.float32), "positions": np.arange(3, 8)}
+    assert_same_numerics(g, g2, feeds, random_weights(g, rng))
+
+
+def test_norm_rotary_not_fused_when_the_norm_is_used_elsewhere():
+    g = norm_rotary_graph(extra_user=True)
+    assert str(fuse_norm_rotary(g)) == str(g)

@@ -362,6 +362,21 @@ def test_rotary(t, h, half, extra, dt, seed):
         assert (ours["y"][..., r:] == ref["y"][..., r:]).all()
 
 
+
+@SETTINGS
+@given(t=small, h=st.integers(1, 4), half=st.integers(1, 6), extra=st.integers(0, 3),
+       dt=st.sampled_from(["float32", "bfloat16"]), seed=seeds)
+def test_norm_rotary(t, h, half, extra, dt, seed):
+    """qk-norm + RoPE in one kernel equals rms_norm then rotary."""
+    rng = np.random.default_rng(seed)
+    r, d = 2 * half, 2 * half + extra
+    b = GraphBuilder("norm_rotary")
+    x, tab = b.input("x", ("T", h, d), dt), b.input("table", ("T", r), "float32")
+    g = b.build({"y": b.norm_rotary(x, b.param("w", (d,), dt), tab, eps=1e-6)})
+    ang = rng.uniform(-np.pi, np.pi, size=(t, half)).astype(np.float32)
+    table = np.concatenate([np.cos(ang), np.sin(ang)], axis=-1)
+    check(g, {"x": rand(rng, (t, h, d), dt), "table": table}, {"w": rand(rng, (d,), dt)}, dtype=dt)
+
 @SETTINGS
 @given(t=small, hkv=st.integers(1, 3), group=st.integers(1, 3), d=st.integers(2, 12), dv=st.integers(1, 8),
        causal=st.booleans(), dt=float_dtypes, scale=st.sampled_from([0.3, 1.0]), seed=seeds)
