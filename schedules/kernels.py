@@ -235,11 +235,12 @@ def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale
 
     k1, k2 = te.reduce_axis((0, s), "k1"), te.reduce_axis((0, s), "k2")
     mx = te.compute((hq, t), lambda h, i: te.max(logit(h, i, k1), axis=k1), name="max")
-    den = te.compute((hq, t), lambda h, i: te.sum(tirx.exp(logit(h, i, k2) - mx[h, i]), axis=k2), name="sum")
-    p = te.compute((hq, t, s), lambda h, i, j: tirx.exp(logit(h, i, j) - mx[h, i]) / den[h, i], name="probs")
+    p = te.compute((hq, t, s), lambda h, i, j: tirx.exp(logit(h, i, j) - mx[h, i]), name="probs")  # unnormalized
+    den = te.compute((hq, t), lambda h, i: te.sum(p[h, i, k2], axis=k2), name="sum")
     rs = te.reduce_axis((0, s), "s")
-    out = te.compute((t, hq, v.shape[2]),
+    acc = te.compute((t, hq, v.shape[2]),
                      lambda i, h, e: te.sum(p[h, i, rs] * _f32(v, rs, h // g, e), axis=rs), name="attn_out")
+    out = te.compute(acc.shape, lambda i, h, e: acc[i, h, e] / den[h, i], name="attn_norm")
     return out if q.dtype == F32 else cast(out, q.dtype)
 
 

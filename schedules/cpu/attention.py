@@ -1,9 +1,10 @@
 """attention / cache_attention on CPU.
 
-One (query row, head) pair per task, all stages computed at that pair: the dot products
-over D run as SIMD partial sums (rfactor) across a key row, then max, sum and
-probabilities over the key rows, then the weighted sum of value rows with the head dim in
-SIMD lanes. Scores never leave L1.
+One (query row, head) pair per task, every stage computed at that pair so a row of scores
+never leaves L1: each key's dot product over D accumulates in one SIMD register (rfactor
+over D, reduced per key); then max, exp and their sum over the key row; then the weighted
+sum of value rows with the head dim in SIMD lanes, accumulated in a local tile, normalized
+once at the end.
 """
 from __future__ import annotations
 
@@ -13,28 +14,58 @@ from ...targets import TargetDesc
 
 
 def attention_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
-    sch = s_tir.Schedule(func)
+    names = ("scores", "max", "probs", "sum", "attn_out", "attn_norm")
     try:
-        scores, mx, den, probs, out = (sch.get_sblock(n) for n in ("scores", "max", "sum", "probs", "attn_out"))
+        s_tir.Schedule(func).get_sblock(names[0])
     except Exception:  # noqa: BLE001  (not an attention kernel)
         return None
-    i, h, e, rs = sch.get_loops(out)
+    try:
+        return _schedule(func, target, names, simd=True)
+    except Exception:  # noqa: BLE001  degenerate static extents (e.g. head dim 1): no SIMD stages
+        return _schedule(func, target, names, simd=False)
+
+
+def _schedule(func: tirx.PrimFunc, target: TargetDesc, names: tuple[str, ...], simd: bool) -> s_tir.Schedule:
+    sch = s_tir.Schedule(func)
+    scores, mx, probs, den, acc, norm = (sch.get_sblock(n) for n in names)
+    i, h = sch.get_loops(norm)[:2]
     ih = sch.fuse(i, h)
-    sch.reorder(ih, rs, e)
     sch.parallel(ih)
-    for b in (probs, den, mx, scores):
+    for b in (acc, den, probs, mx, scores):
         sch.compute_at(b, ih)
-    d = sch.get_loops(scores)[-1]
-    d_extent = sch.get(d).extent
-    lanes = target.vector_lanes
-    if isinstance(d_extent, tirx.IntImm) and int(d_extent) % lanes == 0:
-        _, di = sch.split(d, [None, lanes])
-        rf = sch.rfactor(di, 0)
-        sch.vectorize(sch.get_loops(rf)[-1])
-    sch.vectorize(sch.get_loops(out)[-1])
-    sch.decompose_reduction(out, rs)
+    if simd:
+        _dot_products(sch, scores, target.vector_lanes)
+        _weighted_sum(sch, acc)
+        sch.vectorize(sch.get_loops(norm)[-1])
     try:
         sch.reverse_compute_at(sch.get_sblock("cast"), ih)
     except Exception:  # noqa: BLE001  (fp32 output: no cast stage)
         pass
     return sch
+
+
+def _dot_products(sch: s_tir.Schedule, scores, lanes: int) -> None:
+    """scores[j] = q . k_j with D split into SIMD lanes that stay in one register per key."""
+    j, d = sch.get_loops(scores)[-2:]
+    d_extent = sch.get(d).extent
+    if not (isinstance(d_extent, tirx.IntImm) and int(d_extent) % lanes == 0):
+        return
+    _, di = sch.split(d, [None, lanes])
+    rf = sch.rfactor(di, 0)
+    sch.compute_at(rf, j)
+    lane, do = sch.get_loops(rf)[-2:]
+    sch.reorder(do, lane)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(rf, do)
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _weighted_sum(sch: s_tir.Schedule, acc) -> None:
+    """acc[e] += p[s] * v[s, e] over keys s, the head dim e in SIMD lanes of a local tile."""
+    e, s = sch.get_loops(acc)[-2:]
+    sch.reorder(s, e)
+    tile = sch.cache_write(acc, 0, "local")  # written back right after, still under the row task
+    sch.vectorize(e)
+    init = sch.decompose_reduction(acc, s)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.vectorize(sch.get_loops(tile)[-1])
