@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 from ..model_defs import ModelDef
-from ..targets import resolve
+from ..targets import TargetDesc, host_cpu_flags
 from . import manifest as mf
 
 _PKG = Path(__file__).resolve().parent.parent
@@ -32,12 +34,29 @@ def _code_hash() -> str:
     return h.hexdigest()
 
 
-def artifact_key(md: ModelDef, target: Any, options: dict[str, Any]) -> str:
-    import tvm
+def _target_key(target: Any) -> str:
+    """The target as the cache sees it, without importing TVM (3 s): a host "llvm" target is
+    identified by this CPU's model name and SIMD flags."""
+    if isinstance(target, TargetDesc):
+        return json.dumps(target.tvm, sort_keys=True)
+    spec = {"kind": target} if isinstance(target, str) else dict(target)
+    if spec.get("kind") == "llvm" and spec.get("mcpu") in (None, "native"):
+        spec = {**spec, "host": _cpu_model(), "flags": list(host_cpu_flags()), "cores": os.cpu_count()}
+    return json.dumps(spec, sort_keys=True, default=str)
 
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        return platform.processor()
+
+
+def artifact_key(md: ModelDef, target: Any, options: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    for part in (str(md.graph), json.dumps(resolve(target).tvm, sort_keys=True),
-                 json.dumps(options, sort_keys=True, default=str), tvm.__version__, _code_hash()):
+    for part in (str(md.graph), _target_key(target), json.dumps(options, sort_keys=True, default=str),
+                 metadata.version("apache-tvm"), _code_hash()):
         h.update(part.encode())
         h.update(b"\0")
     return f"{md.family}-{h.hexdigest()[:24]}"

@@ -71,3 +71,15 @@ def test_bench_prints_a_table(tmp_path):
     r = cli("bench", "--prompt-len", "16", "--new-tokens", "4", env={"INFERENCE_PIO_CACHE": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     assert "prefill tok/s" in r.stdout and "decode tok/s" in r.stdout
+
+
+def test_second_compile_is_served_from_the_cache(tmp_path):
+    env = {"INFERENCE_PIO_CACHE": str(tmp_path / "cache")}
+    outs = []
+    for i in range(2):
+        r = cli("compile", str(CHECKPOINT), "-o", str(tmp_path / f"out{i}"), "--max-seq-len", "128", env=env)
+        assert r.returncode == 0, r.stderr
+        outs.append(r.stdout.split("(cache: ")[1])
+    assert outs[0] == outs[1]
+    assert len(list((tmp_path / "cache").glob("qwen3-*"))) == 1
+    assert (tmp_path / "out0" / "model.so").read_bytes() == (tmp_path / "out1" / "model.so").read_bytes()
