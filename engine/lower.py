@@ -55,7 +55,14 @@ class _Lowerer:
         if n.op == "linear" and n.inputs[0].ndim != 2:
             raise NotImplementedError("linear lowering expects 2-D activations (T, K)")
         return self.bb.emit_te(KERNELS[n.op], *args, **attrs, primfunc_name_hint=n.op,
-                               primfunc_attrs={OP_KIND_ATTR: n.op})
+                               primfunc_attrs={OP_KIND_ATTR: n.op, **_schedule_hints(n)})
+
+
+def _schedule_hints(n: Node) -> dict[str, Any]:
+    """Facts a schedule rule wants that the TE kernel does not spell out, as PrimFunc attrs."""
+    if n.op in ("attention", "cache_attention"):
+        return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1]}
+    return {}
 
 
 def lower_graph(bb: relax.BlockBuilder, graph: Graph) -> None:

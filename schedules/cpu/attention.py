@@ -1,7 +1,8 @@
 """attention / cache_attention on CPU.
 
-One (query row, head) pair per task, every stage computed at that pair so a row of scores
-never leaves L1: each key's dot product over D accumulates in one SIMD register (rfactor
+One (query row, kv head) pair per task, every stage computed at that pair for the query heads
+sharing the kv head (GQA), so key and value rows are read once and rows of scores never
+leave L1: each key's dot product over D accumulates in one SIMD register (rfactor
 over D, reduced per key); then max, exp and their sum over the key row; then the weighted
 sum of value rows with the head dim in SIMD lanes, accumulated in a local tile, normalized
 once at the end.
@@ -28,14 +29,20 @@ def attention_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | 
 def _schedule(func: tirx.PrimFunc, target: TargetDesc, names: tuple[str, ...], simd: bool) -> s_tir.Schedule:
     sch = s_tir.Schedule(func)
     scores, mx, probs, den, acc, norm = (sch.get_sblock(n) for n in names)
+    group = int(func.attrs["gqa_group"]) if func.attrs is not None and "gqa_group" in func.attrs else 1
     i, h = sch.get_loops(norm)[:2]
+    if group > 1:  # one task per kv head: its key and value rows are read once for all query heads
+        h, _ = sch.split(h, [None, group])
     ih = sch.fuse(i, h)
     sch.parallel(ih)
     for b in (acc, den, probs, mx, scores):
         sch.compute_at(b, ih)
     if simd:
+        if group > 1:
+            gi, j = sch.get_loops(scores)[-3:-1]
+            sch.reorder(j, gi)  # each key row meets the group's query heads in turn
         _dot_products(sch, scores, target.vector_lanes)
-        _weighted_sum(sch, acc)
+        _weighted_sum(sch, acc, group)
         sch.vectorize(sch.get_loops(norm)[-1])
     try:
         sch.reverse_compute_at(sch.get_sblock("cast"), ih)
@@ -60,10 +67,15 @@ def _dot_products(sch: s_tir.Schedule, scores, lanes: int) -> None:
     sch.vectorize(sch.get_loops(init)[-1])
 
 
-def _weighted_sum(sch: s_tir.Schedule, acc) -> None:
-    """acc[e] += p[s] * v[s, e] over keys s, the head dim e in SIMD lanes of a local tile."""
-    e, s = sch.get_loops(acc)[-2:]
-    sch.reorder(s, e)
+def _weighted_sum(sch: s_tir.Schedule, acc, group: int) -> None:
+    """acc[g, e] += p[g, s] * v[s, e] over keys s, the head dim e in SIMD lanes of a local tile;
+    each value row is read once for the group's query heads."""
+    if group > 1:
+        gi, e, s = sch.get_loops(acc)[-3:]
+        sch.reorder(s, gi, e)
+    else:
+        e, s = sch.get_loops(acc)[-2:]
+        sch.reorder(s, e)
     tile = sch.cache_write(acc, 0, "local")  # written back right after, still under the row task
     sch.vectorize(e)
     init = sch.decompose_reduction(acc, s)
