@@ -31,7 +31,8 @@ def main() -> None:
     vm = relax.VirtualMachine(art.executable, tvm.cpu())
     rt.vm = vm
     rng = np.random.default_rng(0)
-    rt.generate(rng.integers(0, rt.vocab_size, a.context).tolist(), max_new_tokens=1)  # fill the cache
+    if a.context:
+        rt.generate(rng.integers(0, rt.vocab_size, a.context).tolist(), max_new_tokens=1)  # fill the cache
     fn, n = ("prefill", a.prefill) if a.prefill else ("decode", 1)
     ids = rng.integers(0, rt.vocab_size, n).astype(np.int32)
     feeds = {"ids": ids, "positions": np.arange(a.context, a.context + n, dtype=np.int32),
