@@ -15,7 +15,7 @@ from ..frontends.huggingface import load_weights
 from ..ir import TensorType, param_node
 from ..targets import host_cpu_flags
 from . import manifest as mf
-from .arena import to_device_tensors
+from .arena import Arena
 from .manifest import ArtifactError
 from .sampler import sample
 
@@ -94,8 +94,14 @@ class Runtime:
         nodes = [param_node(p["name"], TensorType(tuple(p["shape"]), p["dtype"]),
                             **{k: v for k, v in p.items() if k not in ("name", "shape", "dtype")})
                  for p in m["params"]]
-        arrays = load_weights(nodes, weights, tuple(m.get("ignored_tensors", ())))
-        self.params = to_device_tensors(arrays, rt, self.device)
+        ignored = tuple(m.get("ignored_tensors", ()))
+        if device == "cpu":  # weights land in one huge-page arena, once; tensors are views of it
+            self._arena = Arena(nodes)
+            load_weights(nodes, weights, ignored, out=self._arena.array)
+            self.params = self._arena.tensors(rt)
+        else:
+            arrays = load_weights(nodes, weights, ignored)
+            self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
         self._param_args: dict[str, list[Any]] = {}
         self.vocab_size: int = m["vocab_size"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -82,36 +82,53 @@ def _part_shapes(p: Node, want: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [want[:axis] + (n,) + want[axis + 1:] for n in p.attr("splits")]
 
 
-def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """Arrays for ``graph_params`` (by name, in the params' dtypes and layouts) from the checkpoint at ``ckpt``."""
+def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str, ...] = (),
+                 out: Callable[[Node], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Arrays for ``graph_params`` (by name, in the params' dtypes and layouts) from the checkpoint
+    at ``ckpt``. Every tensor is checked (from the file headers) before anything is read.
+    ``out(param)``, when given, returns the array to fill for that param (e.g. a view of a
+    weight arena), so a param is written once, without an intermediate copy."""
     st = open_checkpoint(ckpt)
-    out: dict[str, np.ndarray] = {}
+    _check_tensors(graph_params, st, ckpt, ignored)
+    arrays: dict[str, np.ndarray] = {}
+    for p in graph_params:
+        parts = [st.get(s) for s in _sources(p)]
+        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))
+        arr = _convert(arr, p.dtype)
+        dst = out(p) if out is not None else None
+        if p.attr("pack"):
+            arr = pack_rows(arr, p.attr("pack"), out=dst)
+        elif dst is not None:
+            dst[...] = arr
+            arr = dst
+        arrays[p.name] = arr
+        for s in _sources(p):
+            st.release(s)
+    return arrays
+
+
+def _check_tensors(graph_params: list[Node], st: SafetensorsFiles, ckpt: str | Path, ignored: tuple[str, ...]) -> None:
     used: set[str] = set()
     for p in graph_params:
-        srcs = _sources(p)
-        want = param_source_shape(p)
-        parts = []
+        srcs, want = _sources(p), param_source_shape(p)
         for s, part_shape in zip(srcs, _part_shapes(p, want)):
             if s not in st:
                 raise WeightError(f"checkpoint {ckpt} is missing tensor {s!r}"
                                   + (f" (needed for {p.name!r})" if s != p.name else ""))
-            arr = st.get(s)
-            if tuple(arr.shape) != part_shape:
-                raise WeightError(f"tensor {s!r} has shape {tuple(arr.shape)} but the model expects {part_shape}"
+            shape = st.tensors[s].shape
+            if shape != part_shape:
+                raise WeightError(f"tensor {s!r} has shape {shape} but the model expects {part_shape}"
                                   + (f" (a part of {p.name!r}, {want})" if len(srcs) > 1 else ""))
-            parts.append(arr)
             used.add(s)
-        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))
-        if tuple(arr.shape) != want:
-            raise WeightError(f"tensors {list(srcs)} with shapes {[tuple(a.shape) for a in parts]} concatenate "
-                              f"to {tuple(arr.shape)} but {p.name!r} expects {want}")
-        arr = _convert(arr, p.dtype)
-        out[p.name] = pack_rows(arr, p.attr("pack")) if p.attr("pack") else arr
+        if len(srcs) > 1:
+            axis = p.attr("axis", 0)
+            total = sum(st.tensors[s].shape[axis] for s in srcs)
+            if total != want[axis]:
+                raise WeightError(f"tensors {list(srcs)} concatenate to {total} rows but {p.name!r} expects {want}")
     unexpected = sorted(set(st.tensors) - used - set(ignored))
     if unexpected:
         more = f" (and {len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
         raise WeightError(f"checkpoint {ckpt} has tensors the model does not use: {unexpected[:5]}{more}")
-    return out
 
 
 def _convert(arr: np.ndarray, dtype: str) -> np.ndarray:

@@ -84,6 +84,19 @@ class SafetensorsFiles:
     def __contains__(self, name: str) -> bool:
         return name in self.tensors
 
+    def release(self, name: str) -> None:
+        """Drop the pages of ``name`` from this process (they stay in the page cache), so a
+        loader that copied the tensor does not hold the file mapped twice over in RSS."""
+        info = self.tensors[name]
+        mm = self._maps.get(info.file)
+        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = info.begin - info.begin % mmap.PAGESIZE
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, start, info.end - start)
+        except OSError:
+            pass
+
     def get(self, name: str) -> np.ndarray:
         """A read-only array backed by the file's memory map (no copy)."""
         info = self.tensors[name]

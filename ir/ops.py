@@ -103,14 +103,20 @@ def _cast_like(x: np.ndarray, dtype: str) -> np.ndarray:
 # **** embedding, projections ****
 
 
-def pack_rows(w: np.ndarray, block: int) -> np.ndarray:
+def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None) -> np.ndarray:
     """(N, K) -> (ceil(N / block), K, block): each block of ``block`` rows interleaved along K,
-    zero-padded, so a kernel streams one contiguous panel per block of outputs."""
+    zero-padded, so a kernel streams one contiguous panel per block of outputs. Writes into
+    ``out`` when given."""
     n, k = w.shape
     nb = -(-n // block)
-    padded = np.zeros((nb * block, k), dtype=w.dtype)
-    padded[:n] = w
-    return np.ascontiguousarray(padded.reshape(nb, block, k).transpose(0, 2, 1))
+    if out is None:
+        out = np.empty((nb, k, block), dtype=w.dtype)
+    full = n // block
+    out[:full] = w[: full * block].reshape(full, block, k).transpose(0, 2, 1)
+    if full < nb:  # the last, partial block: zero rows after the real ones
+        out[full:] = 0
+        out[full, :, : n - full * block] = w[full * block:].T
+    return out
 
 
 def unpack_rows(wp: np.ndarray, n: int) -> np.ndarray:
