@@ -57,7 +57,8 @@ def _check_device(m: dict[str, Any], device: str) -> None:
         raise ArtifactError(f"artifact was compiled for {m['device']!r} ({m['target'].get('kind')}) "
                             f"but device={device!r} was requested")
     if device == "cpu":
-        missing = sorted(set(m.get("cpu_flags", ())) - set(host_cpu_flags())) if host_cpu_flags() else []
+        have = host_cpu_flags()  # empty where /proc/cpuinfo cannot be read: nothing to check against
+        missing = sorted(set(m.get("cpu_flags", ())) - set(have)) if have else []
         if missing:
             raise ArtifactError(f"artifact was compiled for a CPU with {missing}, which this CPU lacks; "
                                 "recompile it here (target='llvm')")

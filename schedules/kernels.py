@@ -29,26 +29,31 @@ def embedding(table: te.Tensor, ids: te.Tensor, out_dtype: str = F32, pack: int 
     return te.compute((*ids.shape, table.shape[1]), row, name="embedding")
 
 
-def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-           out_dtype: str = F32) -> te.Tensor:
-    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N)."""
-    t, n, kk = x.shape[0], w.shape[0], w.shape[1]
-    k = te.reduce_axis((0, kk), "k")
-    acc = te.compute((t, n), lambda i, j: te.sum(_f32(x, i, k) * _f32(w, j, k), axis=k), name="matmul")
+def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual: bool, out_dtype: str) -> Callable:
+    """out[i, j] = acc(i, j) [+ bias[j]] [+ residual[i, j]], cast: the tail of both linear kernels."""
     b = extra[0] if bias else None
     r = extra[-1] if residual else None
 
-    def epilogue(i, j):
-        v = acc[i, j]
+    def fn(i, j):
+        v = acc(i, j)
         if b is not None:
             v = v + _f32(b, j)
         if r is not None:
             v = v + _f32(r, i, j)
         return v.astype(out_dtype)
 
-    if b is None and r is None and out_dtype == F32:
+    return fn
+
+
+def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
+           out_dtype: str = F32) -> te.Tensor:
+    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N)."""
+    t, n, kk = x.shape[0], w.shape[0], w.shape[1]
+    k = te.reduce_axis((0, kk), "k")
+    acc = te.compute((t, n), lambda i, j: te.sum(_f32(x, i, k) * _f32(w, j, k), axis=k), name="matmul")
+    if not (bias or residual) and out_dtype == F32:
         return acc
-    return te.compute((t, n), epilogue, name="epilogue")
+    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
 
 
 ROW_TILE = 4  # linear_packed computes rows in multiples of this, so row tiles have no tail
@@ -69,18 +74,8 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
     acc = te.compute((rows, nb, blk),
                      lambda i, jb, jj: te.sum(_f32(x, tirx.min(i, t - 1), k) * _f32(wp, jb, k, jj), axis=k),
                      name="matmul")
-    b = extra[0] if bias else None
-    r = extra[-1] if residual else None
-
-    def epilogue(i, j):
-        v = acc[i, j // blk, j % blk]
-        if b is not None:
-            v = v + _f32(b, j)
-        if r is not None:
-            v = v + _f32(r, i, j)
-        return v.astype(out_dtype)
-
-    return te.compute((t, n), epilogue, name="epilogue")
+    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j // blk, j % blk], extra, bias, residual, out_dtype),
+                      name="epilogue")
 
 
 def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:

@@ -169,23 +169,26 @@ def test_weights_config_json_not_json(art, weights, tmp_path):
         engine.load(art, weights=d)
 
 
-def test_weights_missing_a_tensor(art, weights, tmp_path):
+def edited_weights(weights, tmp_path, edit):
+    """A copy of the checkpoint with ``edit(tensors)`` applied to its safetensors."""
     d = tmp_path / "w"
     shutil.copytree(weights, d)
     t = load_file(str(d / "model.safetensors"))
-    del t["model.layers.1.self_attn.v_proj.weight"]
+    edit(t)
     save_file(t, str(d / "model.safetensors"))
+    return d
+
+
+def test_weights_missing_a_tensor(art, weights, tmp_path):
+    d = edited_weights(weights, tmp_path, lambda t: t.pop("model.layers.1.self_attn.v_proj.weight"))
     with pytest.raises(WeightError, match=r"missing tensor 'model.layers.1.self_attn.v_proj.weight' "
                                           r"\(needed for 'model.layers.1.self_attn.q\+k\+v_proj.weight'\)"):
         engine.load(art, weights=d)
 
 
 def test_weights_with_a_misshapen_tensor(art, weights, tmp_path):
-    d = tmp_path / "w"
-    shutil.copytree(weights, d)
-    t = load_file(str(d / "model.safetensors"))
-    t["model.layers.0.post_attention_layernorm.weight"] = np.ones(39, np.float32)
-    save_file(t, str(d / "model.safetensors"))
+    d = edited_weights(weights, tmp_path,
+                       lambda t: t.update({"model.layers.0.post_attention_layernorm.weight": np.ones(39, np.float32)}))
     with pytest.raises(WeightError, match=r"tensor 'model.layers.0.post_attention_layernorm.weight' has shape "
                                           r"\(39,\) but the model expects \(40,\)"):
         engine.load(art, weights=d)
