@@ -61,7 +61,8 @@ class _Lowerer:
 def _schedule_hints(n: Node) -> dict[str, Any]:
     """Facts a schedule rule wants that the TE kernel does not spell out, as PrimFunc attrs."""
     if n.op in ("attention", "cache_attention"):
-        return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1]}
+        return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
+                "causal": bool(n.attr("causal", True))}
     return {}
 
 

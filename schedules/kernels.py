@@ -56,7 +56,7 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
 
 
-ROW_TILE = 4  # linear_packed computes rows in multiples of this, so row tiles have no tail
+ROW_TILE = 6  # linear_packed computes rows in multiples of this, so row tiles have no tail
 
 
 def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: bool = False,
@@ -69,10 +69,14 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
     output cast.
     """
     t, (nb, kk, blk) = x.shape[0], wp.shape
-    rows = t if isinstance(t, tirx.IntImm) and int(t) == 1 else (t + ROW_TILE - 1) // ROW_TILE * ROW_TILE
     k = te.reduce_axis((0, kk), "k")
-    acc = te.compute((rows, nb, blk),
-                     lambda i, jb, jj: te.sum(_f32(x, tirx.min(i, t - 1), k) * _f32(wp, jb, k, jj), axis=k),
+    if isinstance(t, tirx.IntImm) and int(t) == 1:
+        rows, xf = t, lambda i, kk_: _f32(x, i, kk_)
+    else:  # x in fp32, rows padded: the row tile's inner loop broadcasts straight from memory
+        rows = (t + ROW_TILE - 1) // ROW_TILE * ROW_TILE
+        xc = te.compute((rows, kk), lambda i, kk_: _f32(x, tirx.min(i, t - 1), kk_), name="xconv")
+        xf = lambda i, kk_: xc[i, kk_]  # noqa: E731
+    acc = te.compute((rows, nb, blk), lambda i, jb, jj: te.sum(xf(i, k) * _f32(wp, jb, k, jj), axis=k),
                      name="matmul")
     return te.compute((t, n), _epilogue(lambda i, j: acc[i, j // blk, j % blk], extra, bias, residual, out_dtype),
                       name="epilogue")

@@ -1,7 +1,8 @@
 """Schedule rules, registered per op kind and target kind; swappable for tuning experiments.
 
-A rule is ``rule(func: PrimFunc, target: TargetDesc) -> s_tir.Schedule | None``; None means
-"not mine". For each PrimFunc (tagged with the IR op it implements, attr ``op_kind``) the
+A rule is ``rule(func: PrimFunc, target: TargetDesc) -> s_tir.Schedule | PrimFunc | None``;
+None means "not mine". A rule may return a schedule of ``func`` or a hand-written PrimFunc
+with the same parameters that replaces it (e.g. a tiled attention kernel). For each PrimFunc (tagged with the IR op it implements, attr ``op_kind``) the
 rules registered for its op kind are tried in order, then the target's fallbacks. A
 scheduled function is tagged ``tirx.is_scheduled`` so nothing touches it again.
 
@@ -17,7 +18,7 @@ from tvm import s_tir, tirx
 
 from ..targets import TargetDesc
 
-Rule = Callable[[tirx.PrimFunc, TargetDesc], "s_tir.Schedule | None"]
+Rule = Callable[[tirx.PrimFunc, TargetDesc], "s_tir.Schedule | tirx.PrimFunc | None"]
 
 OP_KIND_ATTR = "op_kind"
 _RULES: dict[tuple[str, str], list[Rule]] = {}
@@ -44,6 +45,8 @@ def schedule_func(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
     kind = str(func.attrs[OP_KIND_ATTR]) if func.attrs is not None and OP_KIND_ATTR in func.attrs else ""
     for rule in rules_for(target.kind, kind):
         sch = rule(func, target)
+        if isinstance(sch, tirx.PrimFunc):  # a replacement kernel: keep the original's attrs
+            return sch.with_attrs({**dict(func.attrs), "tirx.is_scheduled": True})
         if sch is not None:
             return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return func

@@ -46,7 +46,9 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
 
     vm = compile_graph(graph)
     dev = tvm.cpu()
-    args = [tvm.runtime.tensor(np.ascontiguousarray(np.asarray(feeds[n.name]).astype(_np(n.dtype))), dev)
+    # a shape-only input (kv_len) is fed as any array of its shape and passed as that shape
+    args = [tvm.runtime.ShapeTuple(list(np.shape(feeds[n.name]))) if n.attr("shape_only") else
+            tvm.runtime.tensor(np.ascontiguousarray(np.asarray(feeds[n.name]).astype(_np(n.dtype))), dev)
             for n in graph.inputs]
     args += [tvm.runtime.tensor(np.ascontiguousarray(param_value(p, weights or {})), dev)
              for p in graph.params()]

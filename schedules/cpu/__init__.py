@@ -1,6 +1,7 @@
 """Schedule rules for the llvm (CPU) target: one file per op kind, plus the generic fallback."""
 from ..registry import register, register_fallback
 from .attention import attention_rows
+from .flash_attention import flash_attention
 from .generic import parallel_outer
 from .linear import linear_packed_rows, linear_rows
 from .norm import rms_norm_rows
@@ -9,6 +10,8 @@ register("llvm", "linear", linear_rows)
 register("llvm", "linear_packed", linear_packed_rows)
 register("llvm", "rms_norm", rms_norm_rows)
 register("llvm", "norm_rotary", rms_norm_rows)
+register("llvm", "attention", flash_attention)  # T > 1
 register("llvm", "attention", attention_rows)
+register("llvm", "cache_attention", flash_attention)
 register("llvm", "cache_attention", attention_rows)
 register_fallback("llvm", parallel_outer)

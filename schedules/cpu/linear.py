@@ -14,6 +14,7 @@ from ...targets import TargetDesc
 from ..kernels import ROW_TILE
 
 ROWS = 4  # output features per register tile
+ROW_BLOCK = 8  # row tiles per pass over the weights: their fp32 rows of x stay in L2
 
 
 def _lanes_dividing(k: int, lanes: int) -> int:
@@ -55,10 +56,15 @@ def linear_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | Non
 
 
 def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
-    """linear_packed: each core takes blocks of B outputs. For T > 1, R rows of x at a time
-    accumulate R x B sums in registers while the (K, B) weight panel streams from cache; the
-    epilogue unblocks the tile right after. For T = 1 (decode) the panel streams from memory
-    once, with K split over SPLIT_K independent accumulators to hide FMA latency."""
+    """linear_packed: each core takes blocks of B outputs.
+
+    T > 1: x is converted to fp32 once ("xconv"), so the inner loop broadcasts its values
+    straight from memory. For each block of ROW_BLOCK x ROW_TILE rows (their x rows stay in
+    L2), every (K, B) weight panel streams past ROW_TILE rows at a time, accumulating a
+    ROW_TILE x B tile in registers (6 x 2 vectors: 12 of AVX2's 16); the epilogue unblocks
+    the tile right after.
+    T = 1 (decode): the panel streams from memory once, with K split over SPLIT_K
+    independent accumulators to hide FMA latency."""
     sch = s_tir.Schedule(func)
     try:
         mm, epi = sch.get_sblock("matmul"), sch.get_sblock("epilogue")
@@ -79,8 +85,12 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
         init = sch.decompose_reduction(rf, rko)
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
-    io, ii = sch.split(i, [None, ROW_TILE])  # exact: the kernel pads rows to ROW_TILE
-    sch.reorder(jb, io, k, ii, jj)
+    if not (isinstance(t, tirx.IntImm) and int(t) == 1):  # T = 1 reads x as is, no fp32 copy
+        xi, xk = sch.get_loops(sch.get_sblock("xconv"))
+        sch.parallel(xi)
+        sch.vectorize(xk)
+    ib, io, ii = sch.split(i, [None, ROW_BLOCK, ROW_TILE])  # ii exact: the kernel pads rows to ROW_TILE
+    sch.reorder(ib, jb, io, k, ii, jj)
     acc = sch.cache_write(mm, 0, "local")  # the R x B tile lives in registers across k
     sch.reverse_compute_at(acc, io)
     sch.reverse_compute_at(epi, io)

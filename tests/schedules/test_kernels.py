@@ -415,6 +415,43 @@ def test_attention_more_keys_than_queries(t, extra, hkv, group, d, causal, seed)
     check(g, {"q": rand(rng, (t, hq, d)), "k": rand(rng, (s, hkv, d)), "v": rand(rng, (s, hkv, d))}, rtol=5e-5)
 
 
+@pytest.mark.parametrize("t,extra,hkv,group,d,dv,causal", [
+    (130, 0, 2, 2, 13, 16, True),   # several key blocks and query blocks, a tail in both
+    (70, 75, 1, 3, 8, 12, True),    # keys past the queries (prefill after a cached prefix)
+    (200, 0, 1, 1, 16, 5, False),
+    (64, 64, 2, 4, 7, 8, True),     # exact block multiples
+])
+def test_attention_long(t, extra, hkv, group, d, dv, causal):
+    """Lengths past one key block (64) and one query block: the tiled prefill kernel's
+    online softmax, block skipping and tails."""
+    rng = np.random.default_rng(t + extra)
+    hq, s = hkv * group, t + extra
+    b = GraphBuilder("attention_long")
+    q, k, v = (b.input("q", ("T", hq, d), "float32"), b.input("k", (s, hkv, d), "float32"),
+               b.input("v", (s, hkv, dv), "float32"))
+    g = b.build({"o": b.attention(q, k, v, scale=float(d) ** -0.5, causal=causal)})
+    check(g, {"q": rand(rng, (t, hq, d), scale=3.0), "k": rand(rng, (s, hkv, d)), "v": rand(rng, (s, hkv, dv))},
+          rtol=5e-5)
+
+
+@pytest.mark.parametrize("t,kv_len,dt", [(1, 37, "float32"), (1, 130, "bfloat16"), (5, 5, "float32"),
+                                         (96, 150, "float32"), (40, 40, "bfloat16")])
+def test_cache_attention(t, kv_len, dt):
+    """Attention over the first kv_len rows of a (C, Hkv, D) cache, as prefill (T > 1) and
+    decode (T = 1) run it; rows past kv_len hold garbage that must not leak in."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(kv_len)
+    cap, hkv, group, d = 160, 2, 2, 16
+    q = input_node("q", TensorType(("T", hkv * group, d), dt))
+    kc, vc = (input_node(n, TensorType((cap, hkv, d), dt)) for n in ("kc", "vc"))
+    n = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    g = Graph("cache_attention", (q, kc, vc, n), (("o", op_node("cache_attention", [q, kc, vc, n], scale=0.25)),))
+    cache = lambda: rand(rng, (cap, hkv, d), dt) * np.where(np.arange(cap) < kv_len, 1, 1e4)[:, None, None]  # noqa: E731
+    check(g, {"q": rand(rng, (t, hkv * group, d), dt), "kc": cache(), "vc": cache(), "kv_len": np.zeros(kv_len)},
+          dtype=dt, rtol=5e-5)
+
+
 def test_symbolic_kernel_serves_several_lengths():
     """One compiled graph with a symbolic T runs at T = 1, 3, 17."""
     rng = np.random.default_rng(2)

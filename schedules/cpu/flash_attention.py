@@ -1,0 +1,198 @@
+"""Tiled (flash-style) attention for CPU, for prefill and the cache-less forward (T > 1).
+
+The TE kernel materializes every (query, key) score; this one replaces it (same signature)
+with a hand-written TIR kernel. One task per (kv head, block of BQ query rows): the block's
+query rows for all G query heads of the kv head (R = G * BQ rows) are transposed once into a
+(D, R) panel, then key blocks of KB rows stream past it:
+
+    S^T (KB, R) = K_blk (KB, D) @ Q^T (D, R)     register tiles of JT keys x R rows
+    online softmax down the key axis              vectorized over the R rows
+    O (R, Dv) += P (R, KB) @ V_blk (KB, Dv)       register tiles of RT rows x EV head dims
+
+Key blocks past the block's last causal position are never visited. Small register tiles
+are "global"-scope buffers: TVM's CPU lowering puts those on the stack (where LLVM keeps
+them in registers), while "local" ones become heap workspace that LLVM re-stores every step.
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.tirx.buffer import is_buffer_var
+
+from ...targets import TargetDesc
+
+F32 = "float32"
+KB = 64  # keys per block
+JT = 2  # keys per S^T register tile
+RT = 4  # rows per O register tile
+NEG = -3.0e38  # masked score: exp() of it minus any real max is 0; finite, so no NaNs
+
+_LOG2E = 1.4426950408889634
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
+_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+             5.0000001201e-1)
+
+
+def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """exp(x) as 2^n * p(r), |r| <= ln2/2 (Cephes expf, rel. err ~1e-7); vectorizes, unlike
+    the libm call that exp() lowers to. Inputs below -88 give 0."""
+    c = lambda v: tirx.const(v, F32)  # noqa: E731
+    x = tirx.max(tirx.min(x, c(88.0)), c(-88.0))
+    n = tirx.floor(x * c(_LOG2E) + c(0.5))
+    r = x - n * c(_LN2_HI) - n * c(_LN2_LO)
+    p = c(_EXP_POLY[0])
+    for k in _EXP_POLY[1:]:
+        p = p * r + c(k)
+    p = p * r * r + r + c(1.0)
+    return p * tirx.reinterpret(F32, tirx.shift_left(n.astype("int32") + 127, 23))
+
+
+def _head_tile(dv: int) -> int:
+    return next(e for e in (16, 8, 4, 2, 1) if dv % e == 0)
+
+
+def flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The tiled kernel for an attention / cache_attention PrimFunc with T > 1, else None."""
+    attrs = func.attrs
+    if attrs is None or "scale" not in attrs:
+        return None
+    buffers = [p for p in func.params if is_buffer_var(p)]  # q, k, v, out; kv_len may sit among them
+    q, k, v, out = buffers
+    if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1:
+        return None  # decode: the row-parallel schedule is the better fit
+    _, hq, d = (x if i == 0 else int(x) for i, x in enumerate(q.shape))
+    hkv, dv = int(k.shape[1]), int(v.shape[2])
+    cache = len(func.params) == 5
+    f = _kernel(hq=hq, hkv=hkv, d=d, dv=dv, cache_rows=int(k.shape[0]) if cache else None,
+                dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]),
+                causal=bool(attrs.get("causal", True)))
+    # same parameter order as the kernel it replaces
+    mine = iter([p for p in f.params if is_buffer_var(p)])
+    scalar = [p for p in f.params if not is_buffer_var(p)]
+    params = [next(mine) if is_buffer_var(p) else scalar[0] for p in func.params]
+    return tirx.PrimFunc(params, f.body, f.ret_type, f.attrs)
+
+
+def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
+            causal: bool) -> tirx.PrimFunc:
+    """cache_rows=None: attention(q, k, v, out) over all S rows of k and v; else
+    cache_attention(q, kc, vc, out, kv_len) over cache rows [0, kv_len)."""
+    from tvm.script import tirx as T
+
+    qdt, kdt, vdt, odt = dtypes
+    g = hq // hkv
+    bq = 4 * max(1, 8 // g)  # query rows per block: R = g * bq rows, a multiple of RT
+    r_ = g * bq
+    ev = _head_tile(dv)
+
+    def last_key(kv_len, i0, t):  # exclusive bound on the keys any row of the block sees
+        return tirx.min(kv_len, i0 + bq + kv_len - t) if causal else kv_len
+
+    def visible(j, i, kv_len, t, kmax):  # may query row i see key j
+        return tirx.all(j <= i + kv_len - t, j < kmax) if causal else j < kmax
+
+    @T.macro
+    def body(q, kc, vc, out, t, kv_len):
+        nb = (t + bq - 1) // bq
+        for task in T.parallel(hkv * nb):
+            with T.sblock("task"):
+                T.reads()
+                T.writes()
+                qt = T.sblock_alloc_buffer((d, r_), F32)
+                kf = T.sblock_alloc_buffer((KB, d), F32)
+                vf = T.sblock_alloc_buffer((KB, dv), F32)
+                st = T.sblock_alloc_buffer((KB, r_), F32)
+                acc = T.sblock_alloc_buffer((r_, dv), F32)
+                m = T.sblock_alloc_buffer((r_,), F32)
+                mn = T.sblock_alloc_buffer((r_,), F32)
+                corr = T.sblock_alloc_buffer((r_,), F32)
+                den = T.sblock_alloc_buffer((r_,), F32)
+                h = task // nb
+                i0 = task % nb * bq
+                kmax = last_key(kv_len, i0, t)
+                # query rows (padded past t), pre-scaled, transposed to (D, R)
+                for r in range(r_):
+                    for e in range(d):
+                        qt[e, r] = T.if_then_else(
+                            i0 + r // g < t, T.Cast(F32, q[T.min(i0 + r // g, t - 1), h * g + r % g, e]),
+                            T.float32(0)) * T.float32(scale)
+                    for e in T.vectorized(dv):
+                        acc[r, e] = T.float32(0)
+                for r in T.vectorized(r_):
+                    m[r] = T.float32(NEG)
+                    den[r] = T.float32(0)
+                for kb in range((kmax + KB - 1) // KB):
+                    j0 = kb * KB
+                    for jj in range(KB):  # the key block in fp32; value rows past kmax are 0
+                        for e in T.vectorized(d):
+                            kf[jj, e] = T.Cast(F32, kc[T.min(j0 + jj, kmax - 1), h, e])
+                        for e in T.vectorized(dv):
+                            vf[jj, e] = T.if_then_else(j0 + jj < kmax, T.Cast(F32, vc[T.min(j0 + jj, kmax - 1), h, e]),
+                                                       T.float32(0))
+                    for jo in range(KB // JT):  # S^T = K_blk Q^T
+                        sreg = T.alloc_buffer((JT, r_), F32)
+                        for ji in T.unroll(JT):
+                            for r in T.vectorized(r_):
+                                sreg[ji, r] = T.float32(0)
+                        for e in range(d):
+                            for ji in T.unroll(JT):
+                                for r in T.vectorized(r_):
+                                    sreg[ji, r] = sreg[ji, r] + kf[jo * JT + ji, e] * qt[e, r]
+                        for ji in T.unroll(JT):
+                            for r in T.vectorized(r_):
+                                st[jo * JT + ji, r] = sreg[ji, r]
+                    # online softmax down the keys, all R rows at once
+                    for r in T.vectorized(r_):
+                        mn[r] = m[r]
+                    for jj in range(KB):
+                        for r in T.vectorized(r_):
+                            st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t, kmax),
+                                                           st[jj, r], T.float32(NEG))
+                            mn[r] = T.max(mn[r], st[jj, r])
+                    for r in T.vectorized(r_):
+                        corr[r] = fast_exp(m[r] - mn[r])
+                        m[r] = mn[r]
+                        den[r] = den[r] * corr[r]
+                    for jj in range(KB):
+                        for r in T.vectorized(r_):
+                            st[jj, r] = fast_exp(st[jj, r] - mn[r])
+                            den[r] = den[r] + st[jj, r]
+                    for ro in range(r_ // RT):  # O = O * corr + P V_blk
+                        for eo in range(dv // ev):
+                            areg = T.alloc_buffer((RT, ev), F32)
+                            for ri in T.unroll(RT):
+                                for ei in T.vectorized(ev):
+                                    areg[ri, ei] = acc[ro * RT + ri, eo * ev + ei] * corr[ro * RT + ri]
+                            for jj in range(KB):
+                                for ri in T.unroll(RT):
+                                    for ei in T.vectorized(ev):
+                                        areg[ri, ei] = areg[ri, ei] + st[jj, ro * RT + ri] * vf[jj, eo * ev + ei]
+                            for ri in T.unroll(RT):
+                                for ei in T.vectorized(ev):
+                                    acc[ro * RT + ri, eo * ev + ei] = areg[ri, ei]
+                for r in range(r_):
+                    if i0 + r // g < t:
+                        for e in T.vectorized(dv):
+                            out[i0 + r // g, h * g + r % g, e] = T.Cast(odt, acc[r, e] / den[r])
+
+    if cache_rows is None:
+        @T.prim_func(private=True, s_tir=True)
+        def attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_out: T.handle):
+            t, s = T.int64(), T.int64()
+            q = T.match_buffer(var_q, (t, hq, d), qdt)
+            k = T.match_buffer(var_k, (s, hkv, d), kdt)
+            v = T.match_buffer(var_v, (s, hkv, dv), vdt)
+            out = T.match_buffer(var_out, (t, hq, dv), odt)
+            body(q, k, v, out, t, s)
+
+        return attention
+
+    @T.prim_func(private=True, s_tir=True)
+    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
+        t = T.int64()
+        q = T.match_buffer(var_q, (t, hq, d), qdt)
+        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+        out = T.match_buffer(var_out, (t, hq, dv), odt)
+        body(q, kc, vc, out, t, kv_len)
+
+    return cache_attention
