@@ -36,7 +36,8 @@ def main() -> None:
     fn, n = ("prefill", a.prefill) if a.prefill else ("decode", 1)
     ids = rng.integers(0, rt.vocab_size, n).astype(np.int32)
     feeds = {"ids": ids, "positions": np.arange(a.context, a.context + n, dtype=np.int32),
-             "kv_len": tvm.runtime.ShapeTuple([a.context + n]), **rt._caches()}
+             "kv_len": tvm.runtime.ShapeTuple([a.context + n]), **rt._caches(),
+             "inv_temperature": np.zeros(1, np.float32), "sample_key": np.zeros(1, np.int32)}
     sig = rt.manifest["functions"][fn]
     args = [feeds[i["name"]] if not isinstance(feeds[i["name"]], np.ndarray) else tvm.runtime.tensor(feeds[i["name"]])
             for i in sig["inputs"]] + [rt.params[p] for p in sig["params"]]

@@ -15,6 +15,7 @@ from ..schedules import schedule_module
 from ..targets import TargetDesc, TargetError, resolve
 from . import manifest as mf
 from ..passes.insert_kv_cache import insert_kv_cache, specialize
+from ..passes.insert_sampler import insert_sampler
 from .lower import graph_signature, lower
 
 
@@ -78,7 +79,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
     weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype
-    prefill = insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)
+    prefill = insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype))
     graphs = {"forward": forward, "prefill": prefill, "decode": specialize(prefill, "decode", seq_len=1)}
     for g in graphs.values():
         g.verify()

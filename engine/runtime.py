@@ -17,7 +17,7 @@ from ..targets import host_cpu_flags
 from . import manifest as mf
 from .arena import Arena
 from .manifest import ArtifactError
-from .sampler import sample
+from .sampler import check_settings, sample
 
 PREFILL_CHUNK = 256  # prompt tokens per prefill call: bounds the (heads, T, kv_len) score buffer
 
@@ -131,6 +131,9 @@ class Runtime:
             args.append(v if not isinstance(v, np.ndarray) else self._rt.tensor(v, self.device))
         return self.vm[fn](*args, *self._param_args[fn])
 
+    def _outputs(self, fn: str) -> list[str]:
+        return [o["name"] for o in self.manifest["functions"][fn]["outputs"]]
+
     def _caches(self) -> dict[str, Any]:
         """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read)."""
         if self._cache is None:
@@ -138,12 +141,16 @@ class Runtime:
                            for i in self.manifest["functions"]["decode"]["inputs"] if i["name"].startswith("cache.")}
         return self._cache
 
-    def _step(self, fn: str, ids: np.ndarray, start: int) -> np.ndarray:
-        """Run ``ids`` at positions start.. through ``fn`` (prefill/decode); logits of the last one."""
+    def _step(self, fn: str, ids: np.ndarray, start: int, inv_temperature: float, key: int) -> dict[str, Any]:
+        """Run ``ids`` at positions start.. through ``fn`` (prefill/decode); its outputs by name,
+        on the device: the last token's logits, and the drawn token where the artifact draws it."""
         n = start + ids.size
         feeds = {"ids": ids, "positions": np.arange(start, n, dtype=np.int32),
-                 "kv_len": self._rt.ShapeTuple([n]), **self._caches()}
-        return self._call(fn, feeds).numpy()[-1]
+                 "kv_len": self._rt.ShapeTuple([n]), **self._caches(),
+                 "inv_temperature": np.array([inv_temperature], np.float32), "sample_key": np.array([key], np.int32)}
+        out = self._call(fn, feeds)
+        names = self._outputs(fn)
+        return dict(zip(names, out)) if len(names) > 1 else {names[0]: out}
 
     def stream(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = ()) -> Iterator[int]:
@@ -155,21 +162,35 @@ class Runtime:
         if arr.size + max_new_tokens > self.max_seq_len:
             raise InputError(f"{arr.size} prompt tokens + max_new_tokens={max_new_tokens} exceed the compiled "
                              f"maximum context of {self.max_seq_len} tokens")
+        check_settings(temperature, top_k, top_p)
         stop = set(stop)
         rng = np.random.default_rng(seed)
         if max_new_tokens == 0:
             return
+        # the compiled sampler (greedy / plain temperature) runs where the logits are; top-k and
+        # top-p copy the logits to the host
+        on_device = "token" in self._outputs("decode") and top_k in (0, self.vocab_size) and top_p == 1.0
+        inv_t = 0.0 if temperature == 0 else 1.0 / temperature
+
+        def step(fn: str, ids: np.ndarray, start: int) -> int:
+            out = self._step(fn, ids, start, inv_t, int(rng.integers(0, 2**31 - 1)))
+            if on_device:
+                return int(out["token"].numpy()[0])
+            return sample(out["logits"].numpy()[-1], rng, temperature, top_k, top_p)
+
         n = 0
         for s in range(0, arr.size, PREFILL_CHUNK):
             chunk = arr[s: s + PREFILL_CHUNK]
-            logits = self._step("prefill", chunk, n)
+            if s + PREFILL_CHUNK < arr.size:  # an earlier chunk only fills the cache
+                self._step("prefill", chunk, n, inv_t, 0)
+            else:
+                tok = step("prefill", chunk, n)
             n += chunk.size
         for i in range(max_new_tokens):
-            tok = sample(logits, rng, temperature, top_k, top_p)
             yield tok
             if tok in stop or i == max_new_tokens - 1:
                 return
-            logits = self._step("decode", np.array([tok], dtype=np.int32), n)
+            tok = step("decode", np.array([tok], dtype=np.int32), n)
             n += 1
 
     def generate(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,

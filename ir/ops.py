@@ -501,3 +501,49 @@ def cache_attention(q, kc, vc, kv_len, scale):
     n = kv_len.shape[0]
     return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
 
+
+
+# **** sampling ****
+# The next token is drawn where the logits are (on the GPU, only 4 bytes come back): greedy
+# argmax, or the Gumbel-max trick, argmax(z / temperature + g) with g ~ Gumbel(0, 1), which
+# samples softmax(z / temperature) exactly. The uniforms behind g come from a 32-bit integer
+# hash of (key, token index), so a step needs only a fresh key from the host.
+
+GOLDEN32 = 0x9E3779B9
+
+
+def hash32(x: np.ndarray) -> np.ndarray:
+    """lowbias32 (C. Wellons): a uint32 -> uint32 mix with good avalanche; the kernels use the same."""
+    x = np.asarray(x, dtype=np.uint32)
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def gumbel_uniform(key: int, n: int) -> np.ndarray:
+    """The uniforms in (0, 1) for token indices 0..n-1 under ``key``: 24 hash bits, centered."""
+    with np.errstate(over="ignore"):
+        h = hash32(np.arange(n, dtype=np.uint32) + np.uint32(key & 0xFFFFFFFF) * np.uint32(GOLDEN32))
+    return ((h >> np.uint32(8)).astype(np.float32) + np.float32(0.5)) * np.float32(2.0**-24)
+
+
+@_op("sample_token", 3, "logits (1, V), inv_temperature (1,), key (1,) int32 -> token (1,) int32: "
+     "argmax(logits) at inv_temperature 0, else Gumbel-max sampling of softmax(logits * inv_temperature)")
+def _sample_token_t(ts, a):
+    z, inv_t, key = ts
+    _float(z)
+    _check(z.ndim == 2 and z.shape[0] == 1, f"expects logits (1, V), got {z}")
+    _check(inv_t.shape == (1,) and inv_t.dtype == "float32", f"inv_temperature must be (1,) float32, got {inv_t}")
+    _check(key.shape == (1,) and key.dtype == "int32", f"key must be (1,) int32, got {key}")
+    return TensorType((1,), "int32")
+
+
+@_sample_token_t
+def sample_token(z, inv_temperature, key):
+    v = f32(z)[0]
+    it = np.float32(inv_temperature[0])
+    if it > 0:
+        v = v * it - np.log(-np.log(gumbel_uniform(int(key[0]), v.size)))
+    return np.array([np.argmax(v)], dtype=np.int32)

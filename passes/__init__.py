@@ -3,9 +3,10 @@ from .fuse_epilogues import fuse_norm_rotary, fuse_residual, fuse_swiglu
 from .fuse_projections import fuse_projections
 from .insert_kv_cache import insert_kv_cache, last_token_logits, specialize
 from .insert_rotary import insert_rotary
+from .insert_sampler import insert_sampler
 from .pack_weights import pack_weights
 from .pipeline import NamedPass, PassError, cpu_passes, default_passes, run
 from .rewrite_attention import rewrite_attention
 
 __all__ = ["NamedPass", "PassError", "cpu_passes", "default_passes", "pack_weights", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu",
-           "insert_kv_cache", "insert_rotary", "last_token_logits", "rewrite_attention", "run", "specialize"]
+           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "rewrite_attention", "run", "specialize"]

@@ -302,10 +302,47 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str)
     return kv_append
 
 
+def _hash32(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """`ir.ops.hash32` on a uint32 expression (multiplication wraps mod 2^32)."""
+    u = lambda v: tirx.const(v, "uint32")  # noqa: E731
+    x = tirx.bitwise_xor(x, tirx.shift_right(x, u(16)))
+    x = x * u(0x7FEB352D)
+    x = tirx.bitwise_xor(x, tirx.shift_right(x, u(15)))
+    x = x * u(0x846CA68B)
+    return tirx.bitwise_xor(x, tirx.shift_right(x, u(16)))
+
+
+def sample_token(z: te.Tensor, inv_t: te.Tensor, key: te.Tensor) -> te.Tensor:
+    """argmax over V of z (1, V) [* inv_t + Gumbel noise from hash(key, index)] -> (1,) int32.
+
+    Three stages with plain reducers (which every backend's cross-thread reduction knows):
+    "scores" per token (the noise is computed only when sampling), "max", then the lowest
+    index holding the max ("argmax"), as numpy's argmax breaks ties.
+    """
+    from ..ir.ops import GOLDEN32
+
+    v = z.shape[1]
+    seed = key[0].astype("uint32") * tirx.const(GOLDEN32, "uint32")
+
+    def score(i, j):
+        h = _hash32(j.astype("uint32") + seed)
+        u = (tirx.shift_right(h, tirx.const(8, "uint32")).astype(F32) + tirx.const(0.5, F32)) \
+            * tirx.const(2.0**-24, F32)
+        noisy = _f32(z, i, j) * inv_t[0] - tirx.log(-tirx.log(u))
+        return tirx.if_then_else(inv_t[0] > tirx.const(0.0, F32), noisy, _f32(z, i, j))  # lazy: greedy skips logs
+
+    sc = te.compute((1, v), score, name="scores")
+    k1, k2 = te.reduce_axis((0, v), "k1"), te.reduce_axis((0, v), "k2")
+    mx = te.compute((1,), lambda i: te.max(sc[i, k1], axis=k1), name="max")
+    big = tirx.const(2**31 - 1, "int32")
+    return te.compute((1,), lambda i: te.min(tirx.if_then_else(sc[i, k2] == mx[i], k2.astype("int32"), big),
+                                             axis=k2), name="argmax")
+
+
 KERNELS: dict[str, Callable[..., te.Tensor]] = {
     "embedding": embedding, "linear": linear, "linear_packed": linear_packed, "matmul": matmul, "rms_norm": rms_norm, "add": add,
     "mul": mul, "silu": silu, "sigmoid": sigmoid, "scale": scale, "cast": cast, "swiglu": swiglu,
     "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
     "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "norm_rotary": norm_rotary, "attention": attention,
-    "cache_attention": cache_attention,
+    "cache_attention": cache_attention, "sample_token": sample_token,
 }

@@ -7,7 +7,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir import dlight as dl
 
 from ...targets import TargetDesc
-from ..registry import register_fallback
+from ..registry import register, register_fallback
+from .sample import sample_block
 
 _DLIGHT = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
            dl.gpu.RMSNorm(), dl.gpu.Fallback())
@@ -28,4 +29,5 @@ def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule |
     return None
 
 
+register("cuda", "sample_token", sample_block)
 register_fallback("cuda", dlight_baseline)

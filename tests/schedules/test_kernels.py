@@ -452,6 +452,39 @@ def test_cache_attention(t, kv_len, dt):
           dtype=dt, rtol=5e-5)
 
 
+def _sample_graph(v: int, dt: str = "float32"):
+    b = GraphBuilder("sample")
+    z, it, key = b.input("z", (1, v), dt), b.input("it", (1,), "float32"), b.input("key", (1,), "int32")
+    return b.build({"tok": b.sample_token(z, it, key)})
+
+
+def test_sample_token_greedy_takes_the_first_maximum():
+    g = _sample_graph(9)
+    z = np.array([[0, 3, 1, 3, -2, 3, 0, 0, 1]], np.float32)
+    check(g, {"z": z, "it": np.zeros(1, np.float32), "key": np.array([5], np.int32)})
+    assert run_graph(g, {"z": z, "it": np.zeros(1, np.float32), "key": np.array([5], np.int32)})["tok"][0] == 1
+
+
+@pytest.mark.parametrize("v,dt", [(37, "float32"), (1000, "bfloat16")])
+def test_sample_token_matches_the_reference_draw(v, dt):
+    """The kernel's hash and Gumbel noise are the reference's: the same token for every key."""
+    rng = np.random.default_rng(v)
+    g = _sample_graph(v, dt)
+    z = rand(rng, (1, v), dt, 2.0)
+    for key in rng.integers(-2**31, 2**31 - 1, 40):
+        check(g, {"z": z, "it": np.array([1.3], np.float32), "key": np.array([key], np.int32)})
+
+
+def test_sample_token_reference_is_a_softmax_draw():
+    from inference_pio.ir.ops import sample_token
+
+    z = np.array([[0.0, 1.0, 2.0, -1.0]], np.float32)
+    draws = np.bincount([sample_token(z, np.array([1 / 0.7], np.float32), np.array([k], np.int32))[0]
+                         for k in range(6000)], minlength=4) / 6000
+    p = np.exp(z[0] / 0.7)
+    np.testing.assert_allclose(draws, p / p.sum(), atol=0.02)
+
+
 def test_symbolic_kernel_serves_several_lengths():
     """One compiled graph with a symbolic T runs at T = 1, 3, 17."""
     rng = np.random.default_rng(2)
