@@ -88,7 +88,9 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
     if not (isinstance(t, tirx.IntImm) and int(t) == 1):  # T = 1 reads x as is, no fp32 copy
         xi, xk = sch.get_loops(sch.get_sblock("xconv"))
         sch.parallel(xi)
-        sch.vectorize(xk)
+        lanes = _lanes_dividing(int(kk), target.vector_lanes)
+        if lanes > 1:  # vectorize SIMD-wide chunks; a whole-row vector (K lanes) takes LLVM ages
+            sch.vectorize(sch.split(xk, [None, lanes])[1])
     ib, io, ii = sch.split(i, [None, ROW_BLOCK, ROW_TILE])  # ii exact: the kernel pads rows to ROW_TILE
     sch.reorder(ib, jb, io, k, ii, jj)
     acc = sch.cache_write(mm, 0, "local")  # the R x B tile lives in registers across k
