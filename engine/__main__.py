@@ -43,7 +43,8 @@ def cmd_compile(a: argparse.Namespace) -> None:
     say = _progress(STAGES)
     t = time.perf_counter()
     md = frontends.huggingface.model_def(a.checkpoint, dtype=a.dtype)
-    cached = compile_cached(md, a.target, progress=say, max_seq_len=a.max_seq_len)
+    opts = {"cuda_graph": True} if a.cuda_graph else {}
+    cached = compile_cached(md, a.target, progress=say, max_seq_len=a.max_seq_len, **opts)
     say("save")
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="llvm", help="llvm (this CPU) or cuda")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-seq-len", type=int, default=None)
+    p.add_argument("--cuda-graph", action="store_true", help="cuda: replay the static kernel stretches as CUDA graphs")
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("run", help="generate a continuation of a prompt, streamed")
     p.add_argument("prompt")

@@ -54,13 +54,15 @@ def cast_params(graph: Graph, dtype: str) -> Graph:
 
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
-            max_seq_len: int | None = None, dump_dir: str | Path | None = None,
+            max_seq_len: int | None = None, cuda_graph: bool = False, dump_dir: str | Path | None = None,
             progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
 
     ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
-    accepts (default: the model's max_position_embeddings, at most 4096). ``progress`` is
-    called with the name of each stage as it starts.
+    accepts (default: the model's max_position_embeddings, at most 4096). ``cuda_graph``
+    (cuda only) has TVM capture the static stretches of each call (the kernels between the
+    ones that read per-call inputs: ids, positions, the KV cache) as CUDA graphs, replayed on
+    later calls. ``progress`` is called with the name of each stage as it starts.
     """
     say = progress or (lambda stage: None)
     say("passes")
@@ -68,6 +70,8 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     tdesc = resolve(target)
     if tdesc.kind not in md.spec.targets:
         raise TargetError(f"{md.family} does not support target kind {tdesc.kind!r}")
+    if cuda_graph and tdesc.kind != "cuda":
+        raise TargetError(f"cuda_graph=True needs a cuda target, not {tdesc.kind!r}")
     if tdesc.kind == "cuda":
         from ..targets.cuda_host import enable_cuda_codegen
 
@@ -88,7 +92,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     mod = schedule_module(lower(graphs), tdesc)
     t2 = time.perf_counter()
     say("tvm.compile")
-    with tdesc.to_tvm() as tgt:
+    with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):
         ex = tvm.compile(mod, target=tgt)
     t3 = time.perf_counter()
     meta = forward.meta_dict()
@@ -107,6 +111,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "target": tdesc.tvm,
         "device": tdesc.device,
         "cpu_flags": list(tdesc.cpu_flags),
+        "cuda_graph": cuda_graph,
         "tvm_version": tvm.__version__,
         "inference_pio_version": __version__,
     }

@@ -653,6 +653,10 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str) -> None:
               "sanity_ids": sanity_ids}
     res["ours"] = r.worker("ours_bench", {**common, "artifact": art["path"], "sanity_out": str(bw / "ours.npy")},
                            f"{preset}_ours")
+    graph = p["artifacts"].get(f"{a.device}_graph")
+    if graph is not None:  # the same model compiled with cuda_graph=True
+        res["ours_graph"] = r.worker("ours_bench", {**common, "artifact": graph["path"],
+                                                    "sanity_out": str(bw / "ours_graph.npy")}, f"{preset}_ours_graph")
     for mode in a.hf_modes:
         job = {**common, "mode": mode, "sanity_out": str(bw / "hf_fp32.npy") if mode == "eager" else None}
         res[f"hf_{mode}"] = r.worker("hf_bench", job, f"{preset}_hf_{mode}", timeout_key=f"hf_{mode}")
@@ -680,7 +684,7 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str) -> None:
     kv_per_tok = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 2
     peak = results["device"].get("peak_bw")
     res["decode_bytes"] = {"weights": wbytes, "kv_per_context_token": kv_per_tok}
-    for eng in ["ours"] + [f"hf_{m}" for m in a.hf_modes]:
+    for eng in ["ours", "ours_graph"] + [f"hf_{m}" for m in a.hf_modes]:
         for P, d in res.get(eng, {}).get("lengths", {}).items():
             if "step_ms" not in d:
                 continue
@@ -747,7 +751,9 @@ def tables(results: dict, a: argparse.Namespace) -> str:
             if "error" in res and not any(k in res for k in ("ours", "weights")):
                 lines.append(f"| {preset} | all | | {_short(res['error'], 100)} |")
                 continue
-            for eng in ["ours"] + [f"hf_{m}" for m in a.hf_modes]:
+            for eng in ["ours", "ours_graph"] + [f"hf_{m}" for m in a.hf_modes]:
+                if eng == "ours_graph" and eng not in res:
+                    continue
                 e = res.get(eng, {})
                 L = e.get("lengths", {})
                 notes = []

@@ -18,6 +18,7 @@ and no network. The bundle therefore holds:
   ckpt/<name>/    tiny random HF Qwen3 checkpoints (tests/hf_fixtures.py), fp32 and bf16
   configs/<preset>/config.json       real Qwen3-0.6B / Qwen3-4B shapes (bench/random_checkpoint.py PRESETS)
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above
+  artifacts/cuda_graph/<preset>/     the real-shape presets again, compiled with cuda_graph=True
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
   bundle.json     what is in it; remote.py reads it
 
@@ -232,12 +233,12 @@ def preset_config(preset: dict, dtype: str = "bfloat16") -> dict:
             "attention_bias": False, "use_sliding_window": False, **preset}
 
 
-def compile_one(cfg_dir: Path, out: Path, target, max_seq_len: int) -> dict:
+def compile_one(cfg_dir: Path, out: Path, target, max_seq_len: int, **options) -> dict:
     from inference_pio import engine, frontends
 
     t = time.perf_counter()
     md = frontends.huggingface.model_def(cfg_dir)
-    art = engine.compile(md, target=target, max_seq_len=max_seq_len)
+    art = engine.compile(md, target=target, max_seq_len=max_seq_len, **options)
     art.save(out)
     lib = (out / "model.so").read_bytes()
     if art.manifest["device"] == "cuda" and (b"__global__" in lib or b".nv.info" not in lib):
@@ -310,6 +311,10 @@ def main() -> None:
         ent["artifacts"][dev] = {"path": f"artifacts/{dev}/{preset}",
                                  **compile_one(cfg_dir, out / "artifacts" / dev / preset,
                                                cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN)}
+        if dev == "cuda":  # the same with CUDA graphs, benchmarked as a second "ours" row
+            ent["artifacts"]["cuda_graph"] = {"path": f"artifacts/cuda_graph/{preset}",
+                                              **compile_one(cfg_dir, out / "artifacts" / "cuda_graph" / preset, cuda,
+                                                            BENCH_MAX_SEQ_LEN, cuda_graph=True)}
 
     sizes = {p.name: dir_size(p) for p in sorted(out.iterdir()) if p.is_dir()}
     total = dir_size(out)

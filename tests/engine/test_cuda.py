@@ -55,3 +55,19 @@ def test_cuda_logits_and_greedy_match_transformers(cuda_artifact, models):
     ids = [3, 17, 5, 42, 8, 1, 29]
     assert hf_fixtures.rel_err(rt.logits(ids), hf_fixtures.hf_logits(ck.model, ids)) <= 1e-4
     assert rt.generate(ids, max_new_tokens=16) == models.runtime("gqa5x1").generate(ids, max_new_tokens=16)
+
+
+@needs_nvcc
+def test_cuda_graph_option_captures_the_static_kernels(models, cuda_artifact, tmp_path):
+    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
+    art = engine.compile(md, target=CUDA, max_seq_len=64, cuda_graph=True).save(tmp_path / "graph")
+    lib = (art / "model.so").read_bytes()
+    assert b"vm.builtin.cuda_graph.run_or_capture" in lib and b".nv.info" in lib
+    # the default artifact launches every kernel itself
+    assert b"vm.builtin.cuda_graph.run_or_capture" not in (cuda_artifact / "model.so").read_bytes()
+
+
+def test_cuda_graph_needs_a_cuda_target(models):
+    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
+    with pytest.raises(ValueError, match="cuda_graph=True needs a cuda target"):
+        engine.compile(md, target="llvm", cuda_graph=True)
