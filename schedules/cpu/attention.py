@@ -42,7 +42,7 @@ def _schedule(func: tirx.PrimFunc, target: TargetDesc, names: tuple[str, ...], s
             gi, j = sch.get_loops(scores)[-3:-1]
             sch.reorder(j, gi)  # each key row meets the group's query heads in turn
         _dot_products(sch, scores, target.vector_lanes)
-        _weighted_sum(sch, acc, group)
+        _weighted_sum(sch, acc, group, target.vector_lanes)
         sch.vectorize(sch.get_loops(norm)[-1])
     try:
         sch.reverse_compute_at(sch.get_sblock("cast"), ih)
@@ -67,14 +67,21 @@ def _dot_products(sch: s_tir.Schedule, scores, lanes: int) -> None:
     sch.vectorize(sch.get_loops(init)[-1])
 
 
-def _weighted_sum(sch: s_tir.Schedule, acc, group: int) -> None:
+def _weighted_sum(sch: s_tir.Schedule, acc, group: int, lanes: int) -> None:
     """acc[g, e] += p[g, s] * v[s, e] over keys s, the head dim e in SIMD lanes of a local tile;
-    each value row is read once for the group's query heads."""
-    if group > 1:
-        gi, e, s = sch.get_loops(acc)[-3:]
-        sch.reorder(s, gi, e)
+    each value row is read once for the group's query heads. The head dim goes in chunks of
+    at most 8 registers for the whole group (a full 128-wide row per head would spill every
+    accumulator on each key); each chunk runs over all the keys."""
+    loops = sch.get_loops(acc)
+    e, s = (loops[-2], loops[-1])
+    e_extent = sch.get(e).extent
+    chunk = lanes * max(1, 8 // group)
+    if isinstance(e_extent, tirx.IntImm) and int(e_extent) % chunk == 0 and int(e_extent) > chunk:
+        eo, e = sch.split(e, [None, chunk])
+        sch.reorder(eo, s, *([loops[-3]] if group > 1 else []), e)
+    elif group > 1:
+        sch.reorder(s, loops[-3], e)
     else:
-        e, s = sch.get_loops(acc)[-2:]
         sch.reorder(s, e)
     tile = sch.cache_write(acc, 0, "local")  # written back right after, still under the row task
     sch.vectorize(e)
