@@ -19,7 +19,8 @@ from .arena import Arena
 from .manifest import ArtifactError
 from .sampler import check_settings, sample
 
-PREFILL_CHUNK = 256  # prompt tokens per prefill call: bounds the (heads, T, kv_len) score buffer
+PREFILL_CHUNK = 256  # prompt tokens per prefill call: bounds activations (and the (heads, T, kv_len)
+# score buffer where attention is not tiled, e.g. the CUDA baseline)
 
 
 class InputError(ValueError):
@@ -105,6 +106,9 @@ class Runtime:
             self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
         self._param_args: dict[str, list[Any]] = {}
+        # each function's output names, in order (prefill/decode also return the drawn "token")
+        self._outputs: dict[str, list[str]] = {fn: [o["name"] for o in sig["outputs"]]
+                                               for fn, sig in m["functions"].items()}
         self.vocab_size: int = m["vocab_size"]
         self.max_seq_len: int = m["max_seq_len"]
 
@@ -131,9 +135,6 @@ class Runtime:
             args.append(v if not isinstance(v, np.ndarray) else self._rt.tensor(v, self.device))
         return self.vm[fn](*args, *self._param_args[fn])
 
-    def _outputs(self, fn: str) -> list[str]:
-        return [o["name"] for o in self.manifest["functions"][fn]["outputs"]]
-
     def _caches(self) -> dict[str, Any]:
         """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read)."""
         if self._cache is None:
@@ -149,7 +150,7 @@ class Runtime:
                  "kv_len": self._rt.ShapeTuple([n]), **self._caches(),
                  "inv_temperature": np.array([inv_temperature], np.float32), "sample_key": np.array([key], np.int32)}
         out = self._call(fn, feeds)
-        names = self._outputs(fn)
+        names = self._outputs[fn]
         return dict(zip(names, out)) if len(names) > 1 else {names[0]: out}
 
     def stream(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
@@ -169,7 +170,7 @@ class Runtime:
             return
         # the compiled sampler (greedy / plain temperature) runs where the logits are; top-k and
         # top-p copy the logits to the host
-        on_device = "token" in self._outputs("decode") and top_k in (0, self.vocab_size) and top_p == 1.0
+        on_device = "token" in self._outputs["decode"] and top_k in (0, self.vocab_size) and top_p == 1.0
         inv_t = 0.0 if temperature == 0 else 1.0 / temperature
 
         def step(fn: str, ids: np.ndarray, start: int) -> int:

@@ -2,9 +2,10 @@
 
 A rule is ``rule(func: PrimFunc, target: TargetDesc) -> s_tir.Schedule | PrimFunc | None``;
 None means "not mine". A rule may return a schedule of ``func`` or a hand-written PrimFunc
-with the same parameters that replaces it (e.g. a tiled attention kernel). For each PrimFunc (tagged with the IR op it implements, attr ``op_kind``) the
-rules registered for its op kind are tried in order, then the target's fallbacks. A
-scheduled function is tagged ``tirx.is_scheduled`` so nothing touches it again.
+with the same parameters that replaces it (e.g. a tiled attention kernel). For each
+PrimFunc (tagged with the IR op it implements, attr ``op_kind``) the rules registered for
+its op kind are tried in order, then the target's fallbacks. A scheduled function is
+tagged ``tirx.is_scheduled`` so nothing touches it again.
 
     from inference_pio.schedules import registry
     registry.register("llvm", "linear", my_rule, first=True)   # try mine before the default

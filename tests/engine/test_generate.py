@@ -92,7 +92,7 @@ def test_compiled_sampler_is_seeded_and_used(models, monkeypatch):
     from inference_pio.engine import runtime
 
     rt = models.runtime("gqa5x1")
-    assert "token" in rt._outputs("decode") and "token" in rt._outputs("prefill")
+    assert "token" in rt._outputs["decode"] and "token" in rt._outputs["prefill"]
     host_calls = []
     monkeypatch.setattr(runtime, "sample", lambda *a, **k: host_calls.append(1) or 0)
     kw = dict(max_new_tokens=24, temperature=1.0)
