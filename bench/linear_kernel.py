@@ -1,0 +1,62 @@
+"""Time one packed linear kernel alone, as the CPU schedule registry builds it.
+
+    python bench/linear_kernel.py --tokens 256 --k 1024 --n 6144     # Qwen3-0.6B gate+up, prefill
+    python bench/linear_kernel.py --tokens 1 --k 1024 --n 6144       # the same at decode
+
+Weights packed as `passes/pack_weights.py` packs them for this CPU (blocks of two SIMD
+registers), --dtype weights and activations, fp32 accumulation. Median and best over --reps
+calls; prints ms and GFLOP/s (and weight GB/s, the figure that matters at --tokens 1).
+Handy when swapping a linear schedule rule.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    import tvm
+    from tvm import te, tirx
+
+    from inference_pio.ir import np_dtype
+    from inference_pio.schedules import kernels
+    from inference_pio.schedules.registry import OP_KIND_ATTR, schedule_func
+    from inference_pio.targets import resolve
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", type=int, default=256, help="rows of x (1 = decode)")
+    ap.add_argument("--k", type=int, default=1024)
+    ap.add_argument("--n", type=int, default=6144)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    ap.add_argument("--reps", type=int, default=25)
+    a = ap.parse_args()
+    td = resolve("llvm")
+    blk = 2 * td.vector_lanes
+    t = 1 if a.tokens == 1 else tirx.Var("T", "int64")
+    x = te.placeholder((t, a.k), a.dtype, "x")
+    wp = te.placeholder((-(-a.n // blk), a.k, blk), a.dtype, "wp")
+    out = kernels.linear_packed(x, wp, n=a.n, out_dtype=a.dtype)
+    func = te.create_prim_func([x, wp, out]).with_attr(OP_KIND_ATTR, "linear_packed")
+    func = schedule_func(func, td).with_attr("global_symbol", "main")
+    with td.to_tvm() as tgt:
+        fn = tvm.compile(tvm.IRModule({"main": func}), target=tgt)["main"]
+    rng, dev, npdt = np.random.default_rng(0), tvm.cpu(), np_dtype(a.dtype)
+    xa = tvm.runtime.tensor(rng.standard_normal((a.tokens, a.k)).astype(npdt), dev)
+    wa = tvm.runtime.tensor(rng.standard_normal(tuple(int(s) for s in wp.shape)).astype(npdt), dev)
+    oa = tvm.runtime.tensor(np.zeros((a.tokens, a.n), npdt), dev)
+    fn(xa, wa, oa)
+    ts = []
+    for _ in range(a.reps):
+        t0 = time.perf_counter()
+        fn(xa, wa, oa)
+        ts.append(time.perf_counter() - t0)
+    med, best = float(np.median(ts)), min(ts)
+    flop, wbytes = 2 * a.tokens * a.k * a.n, a.k * a.n * npdt.itemsize
+    print(f"linear_packed T={a.tokens} K={a.k} N={a.n} {a.dtype}: median {med * 1e3:.2f} ms, "
+          f"best {best * 1e3:.2f} ms = {flop / best / 1e9:.1f} GFLOP/s, weights {wbytes / best / 1e9:.1f} GB/s")
+
+
+if __name__ == "__main__":
+    main()
