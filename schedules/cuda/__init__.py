@@ -8,6 +8,7 @@ from tvm.s_tir import dlight as dl
 
 from ...targets import TargetDesc
 from ..registry import register, register_fallback
+from .attention import cuda_attention
 from .sample import sample_block
 
 _DLIGHT = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
@@ -29,5 +30,7 @@ def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule |
     return None
 
 
+register("cuda", "attention", cuda_attention)
+register("cuda", "cache_attention", cuda_attention)
 register("cuda", "sample_token", sample_block)
 register_fallback("cuda", dlight_baseline)

@@ -1,0 +1,342 @@
+"""attention / cache_attention on CUDA: hand-written TIR kernels replacing the TE ones.
+
+The TE kernel materializes every (query, key) score in global memory, stage by stage; these
+kernels never store a score outside shared memory.
+
+Decode (one query row), split over the keys ("flash decoding"): one thread block per
+(kv head, chunk of KC keys) so that even a short context fills many SMs; the block serves
+the G query heads sharing the kv head, so each key and value row is read once. In the block:
+
+    stage the chunk's K and V rows in shared memory (coalesced, storage dtype)
+    scores (G, KC): one thread per (head, key), a dot product over D from shared memory
+    softmax over the chunk: the max m and sum l per head, p = exp(s - m)
+    o (G, Dv) = p @ V, one thread per output column
+
+and writes the unnormalized (o, m, l) of the chunk. A second kernel merges the chunks of each
+query head: with M = max m_c, out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c.
+
+Prefill (T > 1), flash attention: one block per (query head, tile of BQ query rows); key
+tiles of BK rows stream through shared memory with an online softmax. Each thread owns a
+(TR x TC) register tile of the (BQ, BK) scores and a (TR x Dv/TC...) slice of the output;
+key tiles past the tile's last causal position are never visited.
+
+Every phase is a loop over the block's threads, and phases only share data through shared
+memory, so the kernels are race free and mean the same run serially: tests check them on the
+CPU that way (tests/cuda_emulation.py).
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.tirx.buffer import is_buffer_var
+
+from ...targets import TargetDesc
+
+F32 = "float32"
+THREADS = 128
+KC = 64  # decode: keys per block
+NEG = -3.0e38  # a masked score: finite, so exp(NEG - m) is 0 and never NaN
+
+
+def _ceil(a, b):
+    return (a + b - 1) // b
+
+
+# Launch extents must be expressions of the kernel's parameters, not names bound in its body.
+def _i32(kv_len: tirx.PrimExpr) -> tirx.PrimExpr:
+    return tirx.Cast("int32", kv_len)  # thread indices are int32
+
+
+def _chunks(kv_len: tirx.PrimExpr) -> tirx.PrimExpr:
+    return _ceil(_i32(kv_len), KC)
+
+
+def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The decode kernel for cache_attention with one query row, the flash kernel for attention
+    and cache_attention with T rows; None for anything else."""
+    attrs = func.attrs
+    if attrs is None or "scale" not in attrs:
+        return None
+    q, k, v, out = [p for p in func.params if is_buffer_var(p)]
+    cache = len(func.params) == 5
+    dims = dict(hq=int(q.shape[1]), hkv=int(k.shape[1]), d=int(q.shape[2]), dv=int(v.shape[2]),
+                dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]))
+    if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1 and cache:
+        return _same_params(_decode_kernel(cache_rows=int(k.shape[0]), **dims), func)
+    if dims["dv"] % TC:
+        return None
+    f = _flash_kernel(cache_rows=int(k.shape[0]) if cache else None, causal=bool(attrs.get("causal", True)), **dims)
+    return _same_params(f, func)
+
+
+def _vector(row: int, dtype: str) -> int:
+    """Elements per load: 16 bytes where the row length allows."""
+    width = 16 // (4 if dtype == F32 else 2)
+    return next(v for v in (width, width // 2, width // 4, 2, 1) if v >= 1 and row % v == 0)
+
+
+def _same_params(f: tirx.PrimFunc, like: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``f`` with its parameters in ``like``'s order (kv_len may sit anywhere among the buffers)."""
+    mine = iter([p for p in f.params if is_buffer_var(p)])
+    scalar = [p for p in f.params if not is_buffer_var(p)]
+    params = [next(mine) if is_buffer_var(p) else scalar[0] for p in like.params]
+    return tirx.PrimFunc(params, f.body, f.ret_type, f.attrs)
+
+
+def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
+                   scale: float) -> tirx.PrimFunc:
+    from tvm.script import tirx as T
+
+    qdt, kdt, vdt, odt = dtypes
+    g = hq // hkv
+    max_chunks = _ceil(cache_rows, KC)
+    vk, vv = _vector(d, kdt), _vector(dv, vdt)
+
+    @T.prim_func(private=True, s_tir=True)
+    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
+        q = T.match_buffer(var_q, (1, hq, d), qdt)
+        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+        out = T.match_buffer(var_out, (1, hq, dv), odt)
+        with T.sblock("root"):
+            T.reads()
+            T.writes()
+            part_o = T.sblock_alloc_buffer((hq, max_chunks, dv), F32)
+            part_m = T.sblock_alloc_buffer((hq, max_chunks), F32)
+            part_l = T.sblock_alloc_buffer((hq, max_chunks), F32)
+            for bx in T.thread_binding(hkv * _chunks(kv_len), thread="blockIdx.x"):
+                with T.sblock("chunk"):
+                    T.reads()
+                    T.writes()
+                    qs = T.sblock_alloc_buffer((g, d), F32, scope="shared")
+                    ks = T.sblock_alloc_buffer((KC * d,), kdt, scope="shared")  # row-major (KC, D)
+                    vs = T.sblock_alloc_buffer((KC * dv,), vdt, scope="shared")
+                    ps = T.sblock_alloc_buffer((g, KC), F32, scope="shared")
+                    ms = T.sblock_alloc_buffer((g,), F32, scope="shared")
+                    h = bx // _chunks(kv_len)
+                    j0 = bx % _chunks(kv_len) * KC
+                    nk = T.min(_i32(kv_len) - j0, KC)  # keys in this chunk
+                    for it in range(_ceil(g * d, THREADS)):
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < g * d:
+                                qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
+                                    F32, q[0, h * g + (it * THREADS + tx) // d, (it * THREADS + tx) % d]
+                                ) * T.float32(scale)
+                    for it in range(_ceil(KC * d // vk, THREADS)):  # vectors of vk elements of one row
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < KC * d // vk:
+                                for u in T.vectorized(vk):
+                                    ks[(it * THREADS + tx) * vk + u] = kc[
+                                        T.min(j0 + (it * THREADS + tx) * vk // d, _i32(kv_len) - 1), h,
+                                        (it * THREADS + tx) * vk % d + u]
+                    for it in range(_ceil(KC * dv // vv, THREADS)):
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < KC * dv // vv:
+                                for u in T.vectorized(vv):
+                                    vs[(it * THREADS + tx) * vv + u] = vc[
+                                        T.min(j0 + (it * THREADS + tx) * vv // dv, _i32(kv_len) - 1), h,
+                                        (it * THREADS + tx) * vv % dv + u]
+                    for it in range(_ceil(g * KC, THREADS)):  # scores, one thread per (head, key)
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < g * KC:
+                                with T.sblock("dot"):
+                                    T.reads()
+                                    T.writes()
+                                    acc = T.sblock_alloc_buffer((1,), F32, scope="local")
+                                    gi = (it * THREADS + tx) // KC
+                                    j = (it * THREADS + tx) % KC
+                                    acc[0] = T.float32(0)
+                                    for e in range(d):  # from column j: a warp's 32 rows hit distinct banks
+                                        acc[0] = acc[0] + qs[gi, (e + j) % d] * T.Cast(F32, ks[j * d + (e + j) % d])
+                                    ps[gi, j] = T.if_then_else(j < nk, acc[0], T.float32(NEG))
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # the chunk's max per head
+                        if tx < g:
+                            with T.sblock("max"):
+                                T.reads()
+                                T.writes()
+                                mx = T.sblock_alloc_buffer((1,), F32, scope="local")
+                                mx[0] = T.float32(NEG)
+                                for j in range(KC):
+                                    mx[0] = T.max(mx[0], ps[tx, j])
+                                ms[tx] = mx[0]
+                    for it in range(_ceil(g * KC, THREADS)):
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < g * KC:
+                                ps[(it * THREADS + tx) // KC, (it * THREADS + tx) % KC] = T.exp(
+                                    ps[(it * THREADS + tx) // KC, (it * THREADS + tx) % KC]
+                                    - ms[(it * THREADS + tx) // KC])
+                    for it in range(_ceil(g * dv, THREADS)):  # o = p @ V, and l, per (head, column)
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < g * dv:
+                                with T.sblock("pv"):
+                                    T.reads()
+                                    T.writes()
+                                    acc = T.sblock_alloc_buffer((1,), F32, scope="local")
+                                    gi = (it * THREADS + tx) // dv
+                                    e = (it * THREADS + tx) % dv
+                                    acc[0] = T.float32(0)
+                                    for j in range(KC):
+                                        acc[0] = acc[0] + ps[gi, j] * T.Cast(F32, vs[j * dv + e])
+                                    part_o[h * g + gi, bx % _chunks(kv_len), e] = acc[0]
+                                    if e == 0:
+                                        acc[0] = T.float32(0)
+                                        for j in range(KC):
+                                            acc[0] = acc[0] + ps[gi, j]
+                                        part_l[h * g + gi, bx % _chunks(kv_len)] = acc[0]
+                                        part_m[h * g + gi, bx % _chunks(kv_len)] = ms[gi]
+            for bx in T.thread_binding(hq, thread="blockIdx.x"):  # merge the chunks of each head
+                for it in range(_ceil(dv, THREADS)):
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                        if it * THREADS + tx < dv:
+                            with T.sblock("merge"):
+                                T.reads()
+                                T.writes()
+                                st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
+                                st[0] = T.float32(NEG)
+                                for c in range(_chunks(kv_len)):
+                                    st[0] = T.max(st[0], part_m[bx, c])
+                                st[1] = T.float32(0)
+                                st[2] = T.float32(0)
+                                for c in range(_chunks(kv_len)):
+                                    st[1] = st[1] + T.exp(part_m[bx, c] - st[0]) * part_o[bx, c, it * THREADS + tx]
+                                    st[2] = st[2] + T.exp(part_m[bx, c] - st[0]) * part_l[bx, c]
+                                out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
+
+    return cache_attention
+
+
+# prefill: a block computes BQ query rows of one head against key tiles of BK rows, with
+# THREADS = TR * TC threads; thread (tr, tc) owns query rows tr*RR .. tr*RR+RR-1, keys
+# tc + TC*c of each tile (c < BK/TC) and output columns tc + TC*c (c < Dv/TC): interleaved,
+# so a warp's shared-memory reads fall in distinct banks.
+BQ, BK, TR, TC = 64, 64, 16, 8
+RR, KK = BQ // TR, BK // TC
+
+
+def _flash_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...],
+                  scale: float, causal: bool) -> tirx.PrimFunc:
+    """cache_rows=None: attention(q, k, v, out) over all S rows of k and v; else
+    cache_attention(q, kc, vc, out, kv_len) over cache rows [0, kv_len)."""
+    from tvm.script import tirx as T
+
+    qdt, kdt, vdt, odt = dtypes
+    g = hq // hkv
+    dc = dv // TC
+
+    def last_key(s, t, i0):  # exclusive bound on the keys any row of the block sees
+        return T.min(s, i0 + BQ + s - t) if causal else s
+
+    def visible(j, i, s, t):
+        return tirx.all(j < s, j <= i + s - t) if causal else j < s
+
+    @T.macro
+    def body(q, kc, vc, out, t, s):
+        for bx in T.thread_binding(hq * ((t + BQ - 1) // BQ), thread="blockIdx.x"):
+            with T.sblock("tile"):
+                T.reads()
+                T.writes()
+                qs = T.sblock_alloc_buffer((d, BQ), F32, scope="shared.dyn")  # Q^T of the block, scaled
+                ks = T.sblock_alloc_buffer((d, BK), kdt, scope="shared.dyn")  # K^T of the key tile
+                vs = T.sblock_alloc_buffer((BK, dv), vdt, scope="shared.dyn")
+                ps = T.sblock_alloc_buffer((BQ, BK + 1), F32, scope="shared.dyn")  # +1: rows in distinct banks
+                pm = T.sblock_alloc_buffer((TC, BQ), F32, scope="shared.dyn")  # per-thread row maxima
+                sr = T.sblock_alloc_buffer((THREADS, RR, KK), F32, scope="local")  # registers, per thread
+                o = T.sblock_alloc_buffer((THREADS, RR, dc), F32, scope="local")
+                m = T.sblock_alloc_buffer((THREADS, RR), F32, scope="local")
+                lp = T.sblock_alloc_buffer((THREADS, RR), F32, scope="local")  # this thread's share of the row sum
+                corr = T.sblock_alloc_buffer((THREADS, RR), F32, scope="local")
+                h = bx % hq
+                i0 = bx // hq * BQ
+                for it in range(_ceil(BQ * d, THREADS)):
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                        if it * THREADS + tx < BQ * d:
+                            qs[(it * THREADS + tx) % d, (it * THREADS + tx) // d] = T.Cast(
+                                F32, q[T.min(i0 + (it * THREADS + tx) // d, t - 1), h, (it * THREADS + tx) % d]
+                            ) * T.float32(scale)
+                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                    for r in T.unroll(RR):
+                        m[tx, r] = T.float32(NEG)
+                        lp[tx, r] = T.float32(0)
+                        for c in T.unroll(dc):
+                            o[tx, r, c] = T.float32(0)
+                for kb in range((last_key(s, t, i0) + BK - 1) // BK):
+                    for it in range(_ceil(BK * d, THREADS)):
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < BK * d:
+                                ks[(it * THREADS + tx) % d, (it * THREADS + tx) // d] = kc[
+                                    T.min(kb * BK + (it * THREADS + tx) // d, s - 1), h // g, (it * THREADS + tx) % d]
+                    for it in range(_ceil(BK * dv, THREADS)):
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < BK * dv:
+                                vs[(it * THREADS + tx) // dv, (it * THREADS + tx) % dv] = T.if_then_else(
+                                    kb * BK + (it * THREADS + tx) // dv < s,
+                                    vc[T.min(kb * BK + (it * THREADS + tx) // dv, s - 1), h // g,
+                                       (it * THREADS + tx) % dv], T.Cast(vdt, 0))
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # S = Q K^T, masked
+                        for r in T.unroll(RR):
+                            for c in T.unroll(KK):
+                                sr[tx, r, c] = T.float32(0)
+                        for e in range(d):
+                            for r in T.unroll(RR):
+                                for c in T.unroll(KK):
+                                    sr[tx, r, c] = sr[tx, r, c] + qs[e, tx // TC * RR + r] * T.Cast(
+                                        F32, ks[e, tx % TC + TC * c])
+                        for r in T.unroll(RR):
+                            pm[tx % TC, tx // TC * RR + r] = T.float32(NEG)
+                            for c in T.unroll(KK):
+                                sr[tx, r, c] = T.if_then_else(
+                                    visible(kb * BK + tx % TC + TC * c, i0 + tx // TC * RR + r, s, t),
+                                    sr[tx, r, c], T.float32(NEG))
+                                pm[tx % TC, tx // TC * RR + r] = T.max(pm[tx % TC, tx // TC * RR + r], sr[tx, r, c])
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # online softmax
+                        for r in T.unroll(RR):
+                            corr[tx, r] = m[tx, r]  # the old max, for now
+                            for c in T.unroll(TC):
+                                m[tx, r] = T.max(m[tx, r], pm[c, tx // TC * RR + r])
+                            corr[tx, r] = T.exp(corr[tx, r] - m[tx, r])
+                            lp[tx, r] = lp[tx, r] * corr[tx, r]
+                            for c in T.unroll(KK):
+                                ps[tx // TC * RR + r, tx % TC + TC * c] = T.exp(sr[tx, r, c] - m[tx, r])
+                                lp[tx, r] = lp[tx, r] + ps[tx // TC * RR + r, tx % TC + TC * c]
+                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # O = O * corr + P V
+                        for r in T.unroll(RR):
+                            for c in T.unroll(dc):
+                                o[tx, r, c] = o[tx, r, c] * corr[tx, r]
+                        for j in range(BK):
+                            for r in T.unroll(RR):
+                                for c in T.unroll(dc):
+                                    o[tx, r, c] = o[tx, r, c] + ps[tx // TC * RR + r, j] * T.Cast(
+                                        F32, vs[j, tx % TC + TC * c])
+                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # the row sums, through shared
+                    for r in T.unroll(RR):
+                        pm[tx % TC, tx // TC * RR + r] = lp[tx, r]
+                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                    for r in T.unroll(RR):
+                        lp[tx, r] = T.float32(0)
+                        for c in T.unroll(TC):
+                            lp[tx, r] = lp[tx, r] + pm[c, tx // TC * RR + r]
+                        if i0 + tx // TC * RR + r < t:
+                            for c in T.unroll(dc):
+                                out[i0 + tx // TC * RR + r, h, tx % TC + TC * c] = T.Cast(odt, o[tx, r, c] / lp[tx, r])
+
+    if cache_rows is None:
+        @T.prim_func(private=True, s_tir=True)
+        def attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_out: T.handle):
+            t, s = T.int64(), T.int64()
+            q = T.match_buffer(var_q, (t, hq, d), qdt)
+            k = T.match_buffer(var_k, (s, hkv, d), kdt)
+            v = T.match_buffer(var_v, (s, hkv, dv), vdt)
+            out = T.match_buffer(var_out, (t, hq, dv), odt)
+            body(q, k, v, out, _i32(t), _i32(s))
+
+        return attention
+
+    @T.prim_func(private=True, s_tir=True)
+    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
+        t = T.int64()
+        q = T.match_buffer(var_q, (t, hq, d), qdt)
+        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+        out = T.match_buffer(var_out, (t, hq, dv), odt)
+        body(q, kc, vc, out, _i32(t), _i32(kv_len))
+
+    return cache_attention

@@ -1,0 +1,71 @@
+"""Run a CUDA-scheduled PrimFunc on the CPU, to check a GPU schedule's numerics without a GPU.
+
+A race-free scheduled TIR kernel means the same thing when its thread-bound loops run one
+after another: every phase between two barriers is a sibling loop over the threads, so
+running each such loop to completion before the next is what the barriers guarantee. So
+`serialize` turns every ``T.thread_binding`` into ``T.serial`` and GPU memory scopes into
+"global", and the result compiles for llvm. Cross-thread reductions become plain
+reductions. What this cannot check: tensor-core intrinsics (tensorize), warp-level
+primitives written by hand, and timing. TVM 0.27's Python API has no statement mutator, so
+this goes through the printed TVMScript.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+_BIND = re.compile(r'T\.thread_binding\((.*), thread="[^"]+"(?:, annotations=(\{.*\}))?\):$', re.M)
+_SCOPE = re.compile(r'scope="(shared|shared\.dyn|warp|local)"')
+
+
+def serialize(func):
+    """``func`` (a scheduled CUDA PrimFunc) with every thread loop serial and every buffer global."""
+    import tvm
+
+    src = func.script()
+    src = _BIND.sub(lambda m: f"T.serial({m.group(1)}" + (f", annotations={m.group(2)}):" if m.group(2) else "):"), src)
+    src = _SCOPE.sub('scope="global"', src)
+    out = tvm.script.from_source(src)
+    return out["main"] if isinstance(out, tvm.IRModule) else out
+
+
+def run(func, *args):
+    """Compile ``serialize(func)`` for llvm and call it with ``args`` in parameter order: numpy
+    arrays (inputs, and outputs written in place) and Python scalars; returns the arrays read back."""
+    import tvm
+
+    ex = tvm.compile(tvm.IRModule({"main": serialize(func).with_attr("global_symbol", "main")}), target="llvm")
+    conv = [tvm.runtime.tensor(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
+    ex["main"](*conv)
+    return [c.numpy() for c in conv if not isinstance(c, (int, float))]
+
+
+def compile_emulated(md, cuda_target: dict, **kwargs):
+    """``engine.compile(md, ...)`` with every kernel scheduled for ``cuda_target`` (CUDA layout
+    passes, CUDA schedule rules) and then serialized for this CPU: the artifact runs the CUDA
+    schedules' loop nests here, through the normal runtime."""
+    import tvm
+    from tvm import tirx
+
+    from inference_pio import passes
+    from inference_pio.engine import compiler
+    from inference_pio.schedules import schedule_module
+    from inference_pio.targets import resolve
+
+    cuda = resolve(cuda_target)
+
+    def schedule_serialized(mod, _target):
+        mod = schedule_module(mod, cuda)
+        for gv, func in list(mod.functions.items()):
+            if isinstance(func, tirx.PrimFunc):
+                mod.update_func(gv, serialize(func).with_attrs(dict(func.attrs)))
+        return mod
+
+    saved = compiler.schedule_module, passes.cpu_passes
+    compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block: []
+    try:
+        return compiler.compile(md, target="llvm", **kwargs)
+    finally:
+        compiler.schedule_module, passes.cpu_passes = saved
+        del tvm
