@@ -54,15 +54,17 @@ def cast_params(graph: Graph, dtype: str) -> Graph:
 
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
-            max_seq_len: int | None = None, cuda_graph: bool = False, dump_dir: str | Path | None = None,
-            progress: Callable[[str], None] | None = None) -> Artifact:
+            max_seq_len: int | None = None, cuda_graph: bool = False, static_decode: bool | None = None,
+            dump_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
 
     ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
     accepts (default: the model's max_position_embeddings, at most 4096). ``cuda_graph``
-    (cuda only) has TVM capture the static stretches of each call (the kernels between the
-    ones that read per-call inputs: ids, positions, the KV cache) as CUDA graphs, replayed on
-    later calls. ``progress`` is called with the name of each stage as it starts.
+    (cuda only) has TVM capture CUDA graphs, replayed on later calls: all of a decode step
+    (see ``static_decode``), and in prefill the stretches between the kernels that read
+    per-call inputs. ``static_decode`` (default: ``cuda_graph``) compiles decode with static
+    shapes over persistent input buffers (`passes.static_decode`); the runtime follows the
+    manifest. ``progress`` is called with the name of each stage as it starts.
     """
     say = progress or (lambda stage: None)
     say("passes")
@@ -84,7 +86,10 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
     weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype
     prefill = insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype))
-    graphs = {"forward": forward, "prefill": prefill, "decode": specialize(prefill, "decode", seq_len=1)}
+    decode = specialize(prefill, "decode", seq_len=1)
+    if cuda_graph if static_decode is None else static_decode:
+        decode = passes.static_decode(decode)
+    graphs = {"forward": forward, "prefill": prefill, "decode": decode}
     for g in graphs.values():
         g.verify()
     t1 = time.perf_counter()

@@ -44,7 +44,8 @@ class _Lowerer:
         args = [self.dim(i.shape[0]) if i.attr("shape_only") else a for i, a in zip(n.inputs, args)]
         if n.op == "kv_append":
             cache, k = n.inputs[0], n.inputs[1]
-            func = kernels.kv_append(cache.shape, cache.dtype, k.dtype).with_attr(OP_KIND_ATTR, n.op)
+            func = kernels.kv_append(cache.shape, cache.dtype, k.dtype, bool(attrs.get("kv_len_tensor"))
+                                     ).with_attr(OP_KIND_ATTR, n.op)
             gv = self.bb.add_func(func, "kv_append")
             return self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[0], out_ty=self.ty(cache)))
         if n.op == "reshape":
@@ -62,7 +63,7 @@ def _schedule_hints(n: Node) -> dict[str, Any]:
     """Facts a schedule rule wants that the TE kernel does not spell out, as PrimFunc attrs."""
     if n.op in ("attention", "cache_attention"):
         return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
-                "causal": bool(n.attr("causal", True))}
+                "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}
     return {}
 
 
@@ -75,7 +76,10 @@ def lower_graph(bb: relax.BlockBuilder, graph: Graph) -> None:
     pvars = [relax.Var(var_name(p.name), lw.ty(p)) for p in params]
     env: dict[int, relax.Expr] = {id(n): v for n, v in zip(graph.inputs, inputs)}
     env.update({id(p): v for p, v in zip(params, pvars)})
-    with bb.function(graph.name, inputs + pvars, attrs={"num_input": len(inputs)}):
+    # a function whose inputs are persistent buffers (`passes.static_decode`) declares none
+    # per-call: everything it reads then counts as static, so one CUDA graph can capture it
+    num_input = 0 if graph.meta_dict().get("static_inputs") else len(inputs)
+    with bb.function(graph.name, inputs + pvars, attrs={"num_input": num_input}):
         with bb.dataflow():
             for n in graph.ops():
                 env[id(n)] = lw.emit(n, [env[id(i)] for i in n.inputs])
@@ -96,5 +100,8 @@ def graph_signature(graph: Graph) -> dict[str, Any]:
     def t(n: Node) -> dict[str, Any]:
         return {"name": n.name, "shape": list(n.shape), "dtype": n.dtype}
 
-    return {"inputs": [t(n) for n in graph.inputs], "params": [p.name for p in graph.params()],
-            "outputs": [{**t(v), "name": k} for k, v in graph.outputs]}
+    sig = {"inputs": [t(n) for n in graph.inputs], "params": [p.name for p in graph.params()],
+           "outputs": [{**t(v), "name": k} for k, v in graph.outputs]}
+    if graph.meta_dict().get("static_inputs"):
+        sig["static_inputs"] = True  # the caller passes the same input buffers every call
+    return sig

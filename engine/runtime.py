@@ -106,6 +106,7 @@ class Runtime:
             self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
         self._param_args: dict[str, list[Any]] = {}
+        self._input_bufs: dict[str, Any] = {}  # the persistent inputs of static_inputs functions
         # each function's output names, in order (prefill/decode also return the drawn "token")
         self._outputs: dict[str, list[str]] = {fn: [o["name"] for o in sig["outputs"]]
                                                for fn, sig in m["functions"].items()}
@@ -132,6 +133,13 @@ class Runtime:
         args = []
         for i in sig["inputs"]:
             v = feeds[i["name"]]
+            if isinstance(v, np.ndarray) and sig.get("static_inputs"):
+                # the same buffers on every call (a captured CUDA graph reads them): refill in place
+                key = f"{fn}:{i['name']}"
+                if key not in self._input_bufs:
+                    self._input_bufs[key] = self._rt.empty(tuple(i["shape"]), i["dtype"], self.device)
+                self._input_bufs[key].copyfrom(v)
+                v = self._input_bufs[key]
             args.append(v if not isinstance(v, np.ndarray) else self._rt.tensor(v, self.device))
         return self.vm[fn](*args, *self._param_args[fn])
 
@@ -146,8 +154,9 @@ class Runtime:
         """Run ``ids`` at positions start.. through ``fn`` (prefill/decode); its outputs by name,
         on the device: the last token's logits, and the drawn token where the artifact draws it."""
         n = start + ids.size
+        static = self.manifest["functions"][fn].get("static_inputs", False)  # kv_len is data, not a shape
         feeds = {"ids": ids, "positions": np.arange(start, n, dtype=np.int32),
-                 "kv_len": self._rt.ShapeTuple([n]), **self._caches(),
+                 "kv_len": np.array([n], np.int32) if static else self._rt.ShapeTuple([n]), **self._caches(),
                  "inv_temperature": np.array([inv_temperature], np.float32), "sample_key": np.array([key], np.int32)}
         out = self._call(fn, feeds)
         names = self._outputs[fn]
@@ -176,7 +185,10 @@ class Runtime:
         def step(fn: str, ids: np.ndarray, start: int) -> int:
             out = self._step(fn, ids, start, inv_t, int(rng.integers(0, 2**31 - 1)))
             if on_device:
-                return int(out["token"].numpy()[0])
+                tok = int(out["token"].numpy()[0])
+                if not 0 <= tok < self.vocab_size:  # argmax found no maximum: NaN logits
+                    raise RuntimeError(f"{fn}: no token could be drawn (the logits are not finite)")
+                return tok
             return sample(out["logits"].numpy()[-1], rng, temperature, top_k, top_p)
 
         n = 0

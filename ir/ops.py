@@ -468,23 +468,36 @@ def attention(q, k, v, scale, causal=True):
 
 # **** KV cache ****
 # Caches are graph inputs (C, H, D) that `kv_append` updates in place: its result aliases the
-# cache operand (the numpy reference writes into the array it is given). ``kv_len`` is a
-# shape-only input (kv_len,) that binds the number of valid cache rows after the append.
+# cache operand (the numpy reference writes into the array it is given). ``kv_len`` (the
+# number of valid cache rows after the append) is either a shape-only input (kv_len,), a
+# symbolic dim, or, with attr ``kv_len_tensor``, a (1,) int32 tensor holding it: then every
+# shape is static and the length is data (see `passes.static_decode`).
+
+
+def _check_kv_len(n: TensorType, a: dict[str, Any]) -> None:
+    if a.get("kv_len_tensor"):
+        _check(n.shape == (1,) and n.dtype == "int32", f"kv_len must be a (1,) int32 tensor, got {n}")
+    else:
+        _check(n.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+
+
+def _kv_len_value(kv_len: np.ndarray, kv_len_tensor: bool) -> int:
+    return int(kv_len[0]) if kv_len_tensor else kv_len.shape[0]
 
 
 @_op("kv_append", 3, "write k (T, H, D) into cache (C, H, D) rows [kv_len - T, kv_len); in place")
 def _kv_append_t(ts, a):
     cache, k, n = ts
     _check(cache.ndim == 3 and k.ndim == 3 and cache.shape[1:] == k.shape[1:], f"cache {cache} vs new rows {k}")
-    _check(n.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+    _check_kv_len(n, a)
     return cache
 
 
 @_kv_append_t
-def kv_append(cache, k, kv_len):
-    n, t = kv_len.shape[0], k.shape[0]
-    if n > cache.shape[0]:
-        raise IndexError(f"kv_len {n} exceeds the cache capacity {cache.shape[0]}")
+def kv_append(cache, k, kv_len, kv_len_tensor=False):
+    n, t = _kv_len_value(kv_len, kv_len_tensor), k.shape[0]
+    if not t <= n <= cache.shape[0]:
+        raise IndexError(f"kv_len {n} is outside [{t}, {cache.shape[0]}] (the new rows .. the cache capacity)")
     cache[n - t: n] = k.astype(cache.dtype)
     return cache
 
@@ -492,13 +505,13 @@ def kv_append(cache, k, kv_len):
 @_op("cache_attention", 4, "attention of q (T, Hq, D) over cache rows [0, kv_len), causal by position")
 def _cache_attention_t(ts, a):
     q, kc, vc, n = ts
-    _check(n.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+    _check_kv_len(n, a)
     return OPS["attention"].infer([q, kc, vc], a)
 
 
 @_cache_attention_t
-def cache_attention(q, kc, vc, kv_len, scale):
-    n = kv_len.shape[0]
+def cache_attention(q, kc, vc, kv_len, scale, kv_len_tensor=False):
+    n = _kv_len_value(kv_len, kv_len_tensor)
     return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
 
 

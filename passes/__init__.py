@@ -7,6 +7,8 @@ from .insert_sampler import insert_sampler
 from .pack_weights import pack_weights
 from .pipeline import NamedPass, PassError, cpu_passes, default_passes, run
 from .rewrite_attention import rewrite_attention
+from .static_decode import static_decode
 
 __all__ = ["NamedPass", "PassError", "cpu_passes", "default_passes", "pack_weights", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu",
-           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "rewrite_attention", "run", "specialize"]
+           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "rewrite_attention", "run", "specialize",
+           "static_decode"]

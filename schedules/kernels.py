@@ -220,25 +220,33 @@ def rotary(x: te.Tensor, table: te.Tensor) -> te.Tensor:
 
 
 def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale: float,
-               causal: bool) -> te.Tensor:
-    """softmax(q k^T * scale) v over key rows [0, s); query row i sits at position i + s - T."""
+               causal: bool, rows: tirx.PrimExpr | None = None) -> te.Tensor:
+    """softmax(q k^T * scale) v over key rows [0, s); query row i sits at position i + s - T.
+
+    ``rows`` (default s) is the number of key rows the loops cover: where s is data (read from
+    a tensor), the loops cover the whole cache and the causal mask hides rows >= s.
+    """
     t, hq, d = q.shape
     g = hq // k.shape[1]
+    rows = s if rows is None else rows
     rd = te.reduce_axis((0, d), "d")
-    dots = te.compute((hq, t, s), lambda h, i, j: te.sum(_f32(q, i, h, rd) * _f32(k, j, h // g, rd), axis=rd),
+    dots = te.compute((hq, t, rows), lambda h, i, j: te.sum(_f32(q, i, h, rd) * _f32(k, j, h // g, rd), axis=rd),
                       name="scores")
 
     def logit(h, i, j):
         x = dots[h, i, j] * tirx.const(scale, F32)
         return tirx.if_then_else(j <= i + (s - t), x, tirx.min_value(F32)) if causal else x
 
-    k1, k2 = te.reduce_axis((0, s), "k1"), te.reduce_axis((0, s), "k2")
+    k1, k2 = te.reduce_axis((0, rows), "k1"), te.reduce_axis((0, rows), "k2")
     mx = te.compute((hq, t), lambda h, i: te.max(logit(h, i, k1), axis=k1), name="max")
-    p = te.compute((hq, t, s), lambda h, i, j: tirx.exp(logit(h, i, j) - mx[h, i]), name="probs")  # unnormalized
+    p = te.compute((hq, t, rows), lambda h, i, j: tirx.exp(logit(h, i, j) - mx[h, i]), name="probs")  # unnormalized
     den = te.compute((hq, t), lambda h, i: te.sum(p[h, i, k2], axis=k2), name="sum")
-    rs = te.reduce_axis((0, s), "s")
-    acc = te.compute((t, hq, v.shape[2]),
-                     lambda i, h, e: te.sum(p[h, i, rs] * _f32(v, rs, h // g, e), axis=rs), name="attn_out")
+    rs = te.reduce_axis((0, rows), "s")
+    if rows is s:
+        pv = lambda i, h, e: p[h, i, rs] * _f32(v, rs, h // g, e)  # noqa: E731
+    else:  # rows past s may hold anything, NaN included: 0 * NaN is NaN, so select, don't multiply
+        pv = lambda i, h, e: tirx.if_then_else(rs < s, p[h, i, rs] * _f32(v, rs, h // g, e), 0.0)  # noqa: E731
+    acc = te.compute((t, hq, v.shape[2]), lambda i, h, e: te.sum(pv(i, h, e), axis=rs), name="attn_out")
     out = te.compute(acc.shape, lambda i, h, e: acc[i, h, e] / den[h, i], name="attn_norm")
     return out if q.dtype == F32 else cast(out, q.dtype)
 
@@ -275,13 +283,19 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bo
     return _attention(q, k, v, k.shape[0], scale, causal)
 
 
-def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var, scale: float) -> te.Tensor:
-    """Causal attention of q (T, Hq, D) over cache rows [0, kv_len) of kc/vc (C, Hkv, D)."""
+def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var | te.Tensor, scale: float,
+                    kv_len_tensor: bool = False) -> te.Tensor:
+    """Causal attention of q (T, Hq, D) over cache rows [0, kv_len) of kc/vc (C, Hkv, D);
+    ``kv_len_tensor``: kv_len is a (1,) int32 tensor, so the loops cover all C rows."""
+    if kv_len_tensor:
+        return _attention(q, kc, vc, kv_len[0].astype("int64"), scale, True, rows=kc.shape[0])
     return _attention(q, kc, vc, kv_len, scale, True)
 
 
-def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str) -> tirx.PrimFunc:
+def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
+              kv_len_tensor: bool = False) -> tirx.PrimFunc:
     """In-place PrimFunc ``(cache, k, kv_len)``: cache[kv_len - T + i] = k[i] for the T rows of k.
+    kv_len is an int64 scalar, or with ``kv_len_tensor`` a (1,) int32 buffer holding it.
 
     Written in TIR, not TE: TE cannot express writing into an operand.
     """
@@ -289,15 +303,29 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str)
 
     c, h, d = cache_shape
 
+    @T.macro
+    def body(cache, k, t, n):
+        for i, hh, dd in T.grid(t, h, d):
+            with T.sblock("append"):
+                vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
+                cache[n - t + vi, vh, vd] = T.Cast(cache_dtype, k[vi, vh, vd])
+
+    if kv_len_tensor:
+        @T.prim_func(private=True, s_tir=True)
+        def kv_append_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32")):
+            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+            t = T.int64()
+            k = T.match_buffer(var_k, (t, h, d), k_dtype)
+            body(cache, k, t, T.Cast("int64", kv_len[0]))
+
+        return kv_append_at
+
     @T.prim_func(private=True, s_tir=True)
     def kv_append(var_cache: T.handle, var_k: T.handle, kv_len: T.int64):
         cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
         t = T.int64()
         k = T.match_buffer(var_k, (t, h, d), k_dtype)
-        for i, hh, dd in T.grid(t, h, d):
-            with T.sblock("append"):
-                vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
-                cache[kv_len - t + vi, vh, vd] = T.Cast(cache_dtype, k[vi, vh, vd])
+        body(cache, k, t, kv_len)
 
     return kv_append
 

@@ -56,12 +56,17 @@ def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
     attrs = func.attrs
     if attrs is None or "scale" not in attrs:
         return None
-    q, k, v, out = [p for p in func.params if is_buffer_var(p)]
+    buffers = [p for p in func.params if is_buffer_var(p)]
+    data_len = bool(attrs.get("kv_len_tensor"))  # static decode: (q, kc, vc, kv_len, out), all buffers
+    q, k, v, out = buffers[:3] + buffers[-1:] if data_len else buffers
     cache = len(func.params) == 5
     dims = dict(hq=int(q.shape[1]), hkv=int(k.shape[1]), d=int(q.shape[2]), dv=int(v.shape[2]),
                 dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]))
     if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1 and cache:
-        return _same_params(_decode_kernel(cache_rows=int(k.shape[0]), **dims), func)
+        f = _decode_kernel(cache_rows=int(k.shape[0]), kv_len_tensor=data_len, **dims)
+        return f if data_len else _same_params(f, func)
+    if data_len:
+        return None
     if dims["dv"] % TC:
         return None
     f = _flash_kernel(cache_rows=int(k.shape[0]) if cache else None, causal=bool(attrs.get("causal", True)), **dims)
@@ -83,7 +88,9 @@ def _same_params(f: tirx.PrimFunc, like: tirx.PrimFunc) -> tirx.PrimFunc:
 
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
-                   scale: float) -> tirx.PrimFunc:
+                   scale: float, kv_len_tensor: bool = False) -> tirx.PrimFunc:
+    """cache_attention(q, kc, vc, out, kv_len) for one query row; ``kv_len_tensor``: the
+    static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache."""
     from tvm.script import tirx as T
 
     qdt, kdt, vdt, odt = dtypes
@@ -91,19 +98,15 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     max_chunks = _ceil(cache_rows, KC)
     vk, vv = _vector(d, kdt), _vector(dv, vdt)
 
-    @T.prim_func(private=True, s_tir=True)
-    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
-        q = T.match_buffer(var_q, (1, hq, d), qdt)
-        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-        out = T.match_buffer(var_out, (1, hq, dv), odt)
+    @T.macro
+    def body(q, kc, vc, out, n, grid):  # n keys (int32), in a grid of `grid` chunk slots per kv head
         with T.sblock("root"):
             T.reads()
             T.writes()
             part_o = T.sblock_alloc_buffer((hq, max_chunks, dv), F32)
             part_m = T.sblock_alloc_buffer((hq, max_chunks), F32)
             part_l = T.sblock_alloc_buffer((hq, max_chunks), F32)
-            for bx in T.thread_binding(hkv * _chunks(kv_len), thread="blockIdx.x"):
+            for bx in T.thread_binding(hkv * grid, thread="blockIdx.x"):
                 with T.sblock("chunk"):
                     T.reads()
                     T.writes()
@@ -112,32 +115,34 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     vs = T.sblock_alloc_buffer((KC * dv,), vdt, scope="shared")
                     ps = T.sblock_alloc_buffer((g, KC), F32, scope="shared")
                     ms = T.sblock_alloc_buffer((g,), F32, scope="shared")
-                    h = bx // _chunks(kv_len)
-                    j0 = bx % _chunks(kv_len) * KC
-                    nk = T.min(_i32(kv_len) - j0, KC)  # keys in this chunk
+                    h = bx // grid
+                    j0 = bx % grid * KC
+                    live = j0 < n  # a slot past kv_len (static grid) idles; a guard per phase, as
+                    # barriers cannot sit inside a condition
+                    nk = T.min(n - j0, KC)  # keys in this chunk
                     for it in range(_ceil(g * d, THREADS)):
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < g * d:
+                            if live and it * THREADS + tx < g * d:
                                 qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
                                     F32, q[0, h * g + (it * THREADS + tx) // d, (it * THREADS + tx) % d]
                                 ) * T.float32(scale)
                     for it in range(_ceil(KC * d // vk, THREADS)):  # vectors of vk elements of one row
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < KC * d // vk:
+                            if live and it * THREADS + tx < KC * d // vk:
                                 for u in T.vectorized(vk):
                                     ks[(it * THREADS + tx) * vk + u] = kc[
-                                        T.min(j0 + (it * THREADS + tx) * vk // d, _i32(kv_len) - 1), h,
+                                        T.min(j0 + (it * THREADS + tx) * vk // d, n - 1), h,
                                         (it * THREADS + tx) * vk % d + u]
                     for it in range(_ceil(KC * dv // vv, THREADS)):
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < KC * dv // vv:
+                            if live and it * THREADS + tx < KC * dv // vv:
                                 for u in T.vectorized(vv):
                                     vs[(it * THREADS + tx) * vv + u] = vc[
-                                        T.min(j0 + (it * THREADS + tx) * vv // dv, _i32(kv_len) - 1), h,
+                                        T.min(j0 + (it * THREADS + tx) * vv // dv, n - 1), h,
                                         (it * THREADS + tx) * vv % dv + u]
                     for it in range(_ceil(g * KC, THREADS)):  # scores, one thread per (head, key)
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < g * KC:
+                            if live and it * THREADS + tx < g * KC:
                                 with T.sblock("dot"):
                                     T.reads()
                                     T.writes()
@@ -149,7 +154,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         acc[0] = acc[0] + qs[gi, (e + j) % d] * T.Cast(F32, ks[j * d + (e + j) % d])
                                     ps[gi, j] = T.if_then_else(j < nk, acc[0], T.float32(NEG))
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # the chunk's max per head
-                        if tx < g:
+                        if live and tx < g:
                             with T.sblock("max"):
                                 T.reads()
                                 T.writes()
@@ -160,13 +165,13 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 ms[tx] = mx[0]
                     for it in range(_ceil(g * KC, THREADS)):
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < g * KC:
+                            if live and it * THREADS + tx < g * KC:
                                 ps[(it * THREADS + tx) // KC, (it * THREADS + tx) % KC] = T.exp(
                                     ps[(it * THREADS + tx) // KC, (it * THREADS + tx) % KC]
                                     - ms[(it * THREADS + tx) // KC])
                     for it in range(_ceil(g * dv, THREADS)):  # o = p @ V, and l, per (head, column)
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < g * dv:
+                            if live and it * THREADS + tx < g * dv:
                                 with T.sblock("pv"):
                                     T.reads()
                                     T.writes()
@@ -176,13 +181,13 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                     acc[0] = T.float32(0)
                                     for j in range(KC):
                                         acc[0] = acc[0] + ps[gi, j] * T.Cast(F32, vs[j * dv + e])
-                                    part_o[h * g + gi, bx % _chunks(kv_len), e] = acc[0]
+                                    part_o[h * g + gi, bx % grid, e] = acc[0]
                                     if e == 0:
                                         acc[0] = T.float32(0)
                                         for j in range(KC):
                                             acc[0] = acc[0] + ps[gi, j]
-                                        part_l[h * g + gi, bx % _chunks(kv_len)] = acc[0]
-                                        part_m[h * g + gi, bx % _chunks(kv_len)] = ms[gi]
+                                        part_l[h * g + gi, bx % grid] = acc[0]
+                                        part_m[h * g + gi, bx % grid] = ms[gi]
             for bx in T.thread_binding(hq, thread="blockIdx.x"):  # merge the chunks of each head
                 for it in range(_ceil(dv, THREADS)):
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
@@ -192,14 +197,34 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 T.writes()
                                 st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
                                 st[0] = T.float32(NEG)
-                                for c in range(_chunks(kv_len)):
+                                for c in range((n + KC - 1) // KC):
                                     st[0] = T.max(st[0], part_m[bx, c])
                                 st[1] = T.float32(0)
                                 st[2] = T.float32(0)
-                                for c in range(_chunks(kv_len)):
+                                for c in range((n + KC - 1) // KC):
                                     st[1] = st[1] + T.exp(part_m[bx, c] - st[0]) * part_o[bx, c, it * THREADS + tx]
                                     st[2] = st[2] + T.exp(part_m[bx, c] - st[0]) * part_l[bx, c]
                                 out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
+
+    if kv_len_tensor:  # static shapes: a slot for every chunk of the cache, idle past kv_len
+        @T.prim_func(private=True, s_tir=True)
+        def cache_attention_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, kv_len: T.Buffer((1,), "int32"),
+                               var_out: T.handle):
+            q = T.match_buffer(var_q, (1, hq, d), qdt)
+            kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+            vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+            out = T.match_buffer(var_out, (1, hq, dv), odt)
+            body(q, kc, vc, out, kv_len[0], max_chunks)
+
+        return cache_attention_at
+
+    @T.prim_func(private=True, s_tir=True)
+    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
+        q = T.match_buffer(var_q, (1, hq, d), qdt)
+        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+        out = T.match_buffer(var_out, (1, hq, dv), odt)
+        body(q, kc, vc, out, _i32(kv_len), _chunks(kv_len))
 
     return cache_attention
 

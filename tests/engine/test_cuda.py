@@ -2,6 +2,7 @@
 on a machine with one, they match transformers."""
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -57,11 +58,23 @@ def test_cuda_logits_and_greedy_match_transformers(cuda_artifact, models):
     assert rt.generate(ids, max_new_tokens=16) == models.runtime("gqa5x1").generate(ids, max_new_tokens=16)
 
 
+def _kernel_calls(vm_text: str, fn: str) -> list[str]:
+    """The kernels a VM function launches itself (not through a captured CUDA graph)."""
+    body = vm_text.split(f"@{fn}:\n", 1)[1].split("\n\n", 1)[0]
+    return [m for m in re.findall(r"^\s*call\s+(\S+)", body, re.M) if not m.startswith("vm.builtin.")]
+
+
 @needs_nvcc
-def test_cuda_graph_option_captures_the_static_kernels(models, cuda_artifact, tmp_path):
+def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_path):
     md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
-    art = engine.compile(md, target=CUDA, max_seq_len=64, cuda_graph=True).save(tmp_path / "graph")
-    lib = (art / "model.so").read_bytes()
+    art = engine.compile(md, target=CUDA, max_seq_len=64, cuda_graph=True)
+    # one graph replay, then only the two kernels whose outputs are returned (a graph's memory is its own)
+    text = art.executable.as_text()
+    assert len(_kernel_calls(text, "decode")) == 2, _kernel_calls(text, "decode")
+    assert len(_kernel_calls(text, "decode_cuda_graph_capture")) > 10
+    assert "vm.builtin.cuda_graph.run_or_capture" in text.split("@decode:", 1)[1].split("\n\n")[0]
+    assert art.manifest["functions"]["decode"]["static_inputs"] is True
+    lib = (art.save(tmp_path / "graph") / "model.so").read_bytes()
     assert b"vm.builtin.cuda_graph.run_or_capture" in lib and b".nv.info" in lib
     # the default artifact launches every kernel itself
     assert b"vm.builtin.cuda_graph.run_or_capture" not in (cuda_artifact / "model.so").read_bytes()

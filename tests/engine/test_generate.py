@@ -112,3 +112,18 @@ def test_compiled_sampler_follows_the_softmax(models):
     draws = [rt.generate(PROMPT, max_new_tokens=1, temperature=0.5, seed=s)[0] for s in range(300)]
     top = int(np.argmax(p))
     assert abs(draws.count(top) / 300 - p[top]) < 0.1
+
+
+def test_static_decode_generates_the_same_tokens(models, tmp_path):
+    """decode compiled for whole-step CUDA graphs (persistent inputs, kv_len as data) runs on the
+    CPU too: the same greedy tokens as transformers, the same seeded samples as the default."""
+    from inference_pio import engine, frontends
+
+    ck = models.checkpoint("tied_bias")
+    md = frontends.huggingface.model_def(ck.path)
+    art = engine.compile(md, target="llvm", max_seq_len=64, static_decode=True)
+    assert art.manifest["functions"]["decode"].get("static_inputs") is True
+    rt = engine.load(art.save(tmp_path / "static"), weights=ck.path)
+    assert rt.generate(PROMPT, max_new_tokens=30) == hf_greedy(ck.model, PROMPT, 30)
+    ref = models.runtime("tied_bias")
+    assert rt.generate(PROMPT, 20, temperature=0.9, seed=4) == ref.generate(PROMPT, 20, temperature=0.9, seed=4)

@@ -34,13 +34,19 @@ def _randn(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-def test_decode_kernel_merges_key_chunks(rng):
+@pytest.mark.parametrize("kv_len_tensor", [False, True])
+def test_decode_kernel_merges_key_chunks(rng, kv_len_tensor):
     cache = 3 * KC + 5
-    f = _decode_kernel(HQ, HKV, 36, 36, cache, ("float32",) * 4, 0.3)
+    f = _decode_kernel(HQ, HKV, 36, 36, cache, ("float32",) * 4, 0.3, kv_len_tensor=kv_len_tensor)
+    # rows past kv_len are garbage, NaN included: they must never be read
     kc, vc = _randn(rng, cache, HKV, 36), _randn(rng, cache, HKV, 36)
     for kv_len in (1, KC - 1, KC, KC + 1, cache):  # one partial chunk .. several, the last one partial
         q = _randn(rng, 1, HQ, 36)
-        got = cuda_emulation.run(f, q, kc, vc, np.zeros((1, HQ, 36), np.float32), kv_len)[3]
+        kcn, vcn = kc.copy(), vc.copy()
+        kcn[kv_len:], vcn[kv_len:] = np.nan, np.nan
+        out = np.zeros((1, HQ, 36), np.float32)
+        args = (q, kcn, vcn, np.array([kv_len], np.int32), out) if kv_len_tensor else (q, kcn, vcn, out, kv_len)
+        got = cuda_emulation.run(f, *args)[-1 if kv_len_tensor else 3]
         ref = reference(q, kc, vc, kv_len, 0.3)
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), kv_len
 
@@ -64,11 +70,13 @@ def test_flash_kernel_over_the_cache(rng, t, kv_len):
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("name,dtype,tol", [("gqa5x1", "float32", 1e-4), ("bf16", "bfloat16", None)])
-def test_model_with_cuda_schedules_matches_transformers(models, tmp_path, name, dtype, tol):
+@pytest.mark.parametrize("name,dtype,tol,static", [("gqa5x1", "float32", 1e-4, False),
+                                                   ("bf16", "bfloat16", None, True)])
+def test_model_with_cuda_schedules_matches_transformers(models, tmp_path, name, dtype, tol, static):
+    """static: decode compiled as for whole-step CUDA graphs (`passes.static_decode`)."""
     ck = models.checkpoint(name, dtype=dtype)
     md = frontends.huggingface.model_def(ck.path)
-    art = cuda_emulation.compile_emulated(md, CUDA, max_seq_len=96).save(tmp_path / "art")
+    art = cuda_emulation.compile_emulated(md, CUDA, max_seq_len=96, static_decode=static).save(tmp_path / "art")
     rt = engine.load(art, weights=ck.path, device="cpu")
     ids = [int(i) for i in np.arange(3, 3 + BQ + 5) % md.config.vocab_size]  # two query tiles
     if tol is not None:

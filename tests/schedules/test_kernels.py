@@ -452,6 +452,26 @@ def test_cache_attention(t, kv_len, dt):
           dtype=dt, rtol=5e-5)
 
 
+@pytest.mark.parametrize("kv_len,dt", [(1, "float32"), (37, "float32"), (160, "bfloat16")])
+def test_cache_attention_and_append_with_kv_len_as_data(kv_len, dt):
+    """The static-decode forms (`passes.static_decode`): kv_len is a (1,) int32 tensor, the
+    loops cover the whole cache, and rows past kv_len must still not leak in."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(kv_len)
+    cap, hkv, group, d = 160, 2, 2, 16
+    q, k = input_node("q", TensorType((1, hkv * group, d), dt)), input_node("k", TensorType((1, hkv, d), dt))
+    kc, vc = (input_node(n, TensorType((cap, hkv, d), dt)) for n in ("kc", "vc"))
+    n = input_node("kv_len", TensorType((1,), "int32"))
+    ka = op_node("kv_append", [kc, k, n], kv_len_tensor=True)
+    o = op_node("cache_attention", [q, ka, vc, n], scale=0.25, kv_len_tensor=True)
+    g = Graph("static_step", (q, k, kc, vc, n), (("o", o),))
+    # rows past kv_len hold garbage, NaN included (a fresh cache is uninitialized memory)
+    cache = lambda: rand(rng, (cap, hkv, d), dt) * np.where(np.arange(cap) < kv_len, 1, np.nan)[:, None, None]  # noqa: E731
+    check(g, {"q": rand(rng, (1, hkv * group, d), dt), "k": rand(rng, (1, hkv, d), dt), "kc": cache(), "vc": cache(),
+              "kv_len": np.array([kv_len], np.int32)}, dtype=dt, rtol=5e-5)
+
+
 def _sample_graph(v: int, dt: str = "float32"):
     b = GraphBuilder("sample")
     z, it, key = b.input("z", (1, v), dt), b.input("it", (1,), "float32"), b.input("key", (1,), "int32")

@@ -1,0 +1,34 @@
+"""static_decode: make a decode function whose every shape is static, for whole-step CUDA graphs.
+
+Matches: a decode function from `insert_kv_cache` + `specialize(seq_len=1)`, whose shape-only
+``kv_len`` input is the one symbolic dim left.
+Produces: ``kv_len`` as a (1,) int32 *data* input, read by `kv_append` and `cache_attention`
+(attr ``kv_len_tensor``), so no kernel's shape depends on the step. The graph is marked
+``static_inputs``: its caller passes the same input buffers on every call and writes the
+step's values (token, position, kv_len, sampler settings) into them. Lowering then declares no
+per-call inputs, everything the function reads counts as static, and TVM's RewriteCUDAGraph
+can capture the whole step as one CUDA graph, replayed with one launch per token.
+Costs: attention kernels are launched over the whole cache capacity and skip the rows past
+kv_len inside (on CUDA: blocks past the last key chunk exit at once).
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
+
+
+def static_decode(graph: Graph) -> Graph:
+    old = [n for n in graph.inputs if n.attr("shape_only")]
+    if [n.name for n in old] != ["kv_len"]:
+        raise ValueError(f"static_decode: expected one shape-only input kv_len, got {[n.name for n in old]}")
+    kv_len = input_node("kv_len", TensorType((1,), "int32"))
+    dynamic = [d for n in graph.nodes() for d in n.shape if isinstance(d, str) and d != "kv_len"]
+    if dynamic:
+        raise ValueError(f"static_decode: symbolic dims {sorted(set(dynamic))} remain (specialize seq_len first)")
+
+    def fn(n: Node, _old: Node) -> Node | None:
+        if n.op in ("kv_append", "cache_attention"):
+            return op_node(n.op, [*n.inputs[:-1], kv_len], **{**n.attr_dict, "kv_len_tensor": True})
+        return None
+
+    inputs = [kv_len if n is old[0] else n for n in graph.inputs]
+    return rewrite(graph, fn, inputs=inputs, static_inputs=True)
