@@ -85,8 +85,9 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
     weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype
-    prefill = insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype))
-    decode = specialize(prefill, "decode", seq_len=1)
+    # fold_slices again: kv_append now reads the v window, and decode's last-row slice is the whole row
+    prefill = passes.fold_slices(insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)))
+    decode = passes.fold_slices(specialize(prefill, "decode", seq_len=1))
     if cuda_graph if static_decode is None else static_decode:
         decode = passes.static_decode(decode)
     graphs = {"forward": forward, "prefill": prefill, "decode": decode}

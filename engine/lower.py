@@ -44,8 +44,8 @@ class _Lowerer:
         args = [self.dim(i.shape[0]) if i.attr("shape_only") else a for i, a in zip(n.inputs, args)]
         if n.op == "kv_append":
             cache, k = n.inputs[0], n.inputs[1]
-            func = kernels.kv_append(cache.shape, cache.dtype, k.dtype, bool(attrs.get("kv_len_tensor"))
-                                     ).with_attr(OP_KIND_ATTR, n.op)
+            func = kernels.kv_append(cache.shape, cache.dtype, k.dtype, bool(attrs.get("kv_len_tensor")),
+                                     attrs.get("start"), k.shape[-1]).with_attr(OP_KIND_ATTR, n.op)
             gv = self.bb.add_func(func, "kv_append")
             return self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[0], out_ty=self.ty(cache)))
         if n.op == "reshape":

@@ -430,15 +430,37 @@ def rotary(x, table):
     return np.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1).astype(x.dtype)
 
 
-@_op("norm_rotary", 3, "rotary(rms_norm(x, w, eps), table): per-head qk-norm and RoPE in one pass")
+# A head window: with attr ``start`` (and ``heads`` where the op cannot tell), an op given a
+# (T, N) operand reads its columns [start, start + heads * D) as (T, heads, D). So a slice of a
+# fused projection's output needs no copy (`passes.fold_slices`).
+
+
+def _window_t(x: TensorType, start: Any, heads: Any, d: int) -> TensorType:
+    _check(x.ndim == 2, f"a head window needs a (T, N) operand, got {x}")
+    _check(isinstance(start, int) and isinstance(heads, int) and start >= 0 and heads > 0,
+           f"bad head window start={start} heads={heads}")
+    _check(isinstance(x.shape[1], int) and start + heads * d <= x.shape[1],
+           f"head window [{start}, {start + heads * d}) exceeds {x.shape[1]} columns")
+    return x.with_shape((x.shape[0], heads, d))
+
+
+def _window(x: np.ndarray, start: int | None, heads: int, d: int) -> np.ndarray:
+    return x if start is None else x[:, start: start + heads * d].reshape(x.shape[0], heads, d)
+
+
+@_op("norm_rotary", 3, "rotary(rms_norm(x, w, eps), table): per-head qk-norm and RoPE in one pass; "
+     "x (T, H, D), or a head window (attrs start, heads) of x (T, N)")
 def _norm_rotary_t(ts, a):
     x, w, tab = ts
+    if a.get("start") is not None:
+        x = _window_t(x, a["start"], a.get("heads"), w.shape[0])
     OPS["rms_norm"].infer([x, w], a)
     return OPS["rotary"].infer([x, tab], {})
 
 
 @_norm_rotary_t
-def norm_rotary(x, w, table, eps):
+def norm_rotary(x, w, table, eps, start=None, heads=None):
+    x = _window(x, start, heads, w.shape[0])
     # the normalized value stays float32 between the two steps (it is never stored)
     return rotary(rms_norm(f32(x), f32(w), eps), table).astype(x.dtype)
 
@@ -485,16 +507,20 @@ def _kv_len_value(kv_len: np.ndarray, kv_len_tensor: bool) -> int:
     return int(kv_len[0]) if kv_len_tensor else kv_len.shape[0]
 
 
-@_op("kv_append", 3, "write k (T, H, D) into cache (C, H, D) rows [kv_len - T, kv_len); in place")
+@_op("kv_append", 3, "write k (T, H, D), or a head window (attr start) of k (T, N), into cache (C, H, D) "
+     "rows [kv_len - T, kv_len); in place")
 def _kv_append_t(ts, a):
     cache, k, n = ts
+    if a.get("start") is not None and cache.ndim == 3:
+        k = _window_t(k, a["start"], cache.shape[1], cache.shape[2])
     _check(cache.ndim == 3 and k.ndim == 3 and cache.shape[1:] == k.shape[1:], f"cache {cache} vs new rows {k}")
     _check_kv_len(n, a)
     return cache
 
 
 @_kv_append_t
-def kv_append(cache, k, kv_len, kv_len_tensor=False):
+def kv_append(cache, k, kv_len, kv_len_tensor=False, start=None):
+    k = _window(k, start, cache.shape[1], cache.shape[2])
     n, t = _kv_len_value(kv_len, kv_len_tensor), k.shape[0]
     if not t <= n <= cache.shape[0]:
         raise IndexError(f"kv_len {n} is outside [{t}, {cache.shape[0]}] (the new rows .. the cache capacity)")

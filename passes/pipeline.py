@@ -23,6 +23,7 @@ class PassError(RuntimeError):
 
 
 def default_passes() -> list[NamedPass]:
+    from .fold_slices import fold_slices
     from .fuse_epilogues import fuse_norm_rotary, fuse_residual, fuse_swiglu
     from .fuse_projections import fuse_projections
     from .insert_rotary import insert_rotary
@@ -37,6 +38,7 @@ def default_passes() -> list[NamedPass]:
         NamedPass("fuse_swiglu", fuse_swiglu),
         NamedPass("fuse_residual", fuse_residual),
         NamedPass("fuse_norm_rotary", fuse_norm_rotary),  # after insert_rotary made the rotary explicit
+        NamedPass("fold_slices", fold_slices),  # q/k windows of the fused q+k+v output, read in place
     ]
 
 

@@ -251,19 +251,24 @@ def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale
     return out if q.dtype == F32 else cast(out, q.dtype)
 
 
-def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float) -> te.Tensor:
-    """rotary(rms_norm(x, w), table) for x (T, H, D): the normalized row is never stored.
+def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float, start: int | None = None,
+                heads: int | None = None) -> te.Tensor:
+    """rotary(rms_norm(x, w), table) for x (T, H, D), or for the head window of x (T, N) at
+    column ``start`` (``heads`` heads of D): the normalized row is never stored.
 
     Block names match rms_norm's ("sumsq", "norm"), so its schedule rules apply.
     """
-    d = x.shape[-1]
+    d = int(w.shape[0])
+    shape = (x.shape[0], heads, d) if start is not None else x.shape
+    xv = (lambda t, h, e: _f32(x, t, start + h * d + e)) if start is not None else \
+        (lambda t, h, e: _f32(x, t, h, e))
     r, half = table.shape[1], table.shape[1] // 2
     k = te.reduce_axis((0, d), "k")
-    ss = te.compute(x.shape[:-1], lambda t, h: te.sum(_f32(x, t, h, k) * _f32(x, t, h, k), axis=k), name="sumsq")
+    ss = te.compute(shape[:-1], lambda t, h: te.sum(xv(t, h, k) * xv(t, h, k), axis=k), name="sumsq")
 
     def normed(t, h, e):
-        inv = tirx.rsqrt(ss[t, h] / d.astype(F32) + tirx.const(eps, F32))
-        return _f32(x, t, h, e) * inv * _f32(w, e)
+        inv = tirx.rsqrt(ss[t, h] / tirx.const(float(d), F32) + tirx.const(eps, F32))
+        return xv(t, h, e) * inv * _f32(w, e)
 
     def fn(t, h, e):
         j = tirx.floormod(e, half)
@@ -272,7 +277,7 @@ def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float) -> te.
                                     normed(t, h, tirx.max(e - half, 0)))
         return tirx.if_then_else(e < r, normed(t, h, e) * cos + partner * sin, normed(t, h, e)).astype(x.dtype)
 
-    return te.compute(x.shape, fn, name="norm")
+    return te.compute(shape, fn, name="norm")
 
 
 def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
@@ -293,29 +298,34 @@ def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var
 
 
 def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
-              kv_len_tensor: bool = False) -> tirx.PrimFunc:
+              kv_len_tensor: bool = False, start: int | None = None, k_cols: int | None = None) -> tirx.PrimFunc:
     """In-place PrimFunc ``(cache, k, kv_len)``: cache[kv_len - T + i] = k[i] for the T rows of k.
-    kv_len is an int64 scalar, or with ``kv_len_tensor`` a (1,) int32 buffer holding it.
+    kv_len is an int64 scalar, or with ``kv_len_tensor`` a (1,) int32 buffer holding it. With
+    ``start``, k is (T, k_cols) and its columns [start, start + H * D) are the rows' heads.
 
     Written in TIR, not TE: TE cannot express writing into an operand.
     """
     from tvm.script import tirx as T
 
     c, h, d = cache_shape
+    k_shape = (lambda t: (t, k_cols)) if start is not None else (lambda t: (t, h, d))
+
+    def k_at(k, i, hh, dd):
+        return k[i, start + hh * d + dd] if start is not None else k[i, hh, dd]
 
     @T.macro
     def body(cache, k, t, n):
         for i, hh, dd in T.grid(t, h, d):
             with T.sblock("append"):
                 vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
-                cache[n - t + vi, vh, vd] = T.Cast(cache_dtype, k[vi, vh, vd])
+                cache[n - t + vi, vh, vd] = T.Cast(cache_dtype, k_at(k, vi, vh, vd))
 
     if kv_len_tensor:
         @T.prim_func(private=True, s_tir=True)
         def kv_append_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32")):
             cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
             t = T.int64()
-            k = T.match_buffer(var_k, (t, h, d), k_dtype)
+            k = T.match_buffer(var_k, k_shape(t), k_dtype)
             body(cache, k, t, T.Cast("int64", kv_len[0]))
 
         return kv_append_at
@@ -324,7 +334,7 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
     def kv_append(var_cache: T.handle, var_k: T.handle, kv_len: T.int64):
         cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
         t = T.int64()
-        k = T.match_buffer(var_k, (t, h, d), k_dtype)
+        k = T.match_buffer(var_k, k_shape(t), k_dtype)
         body(cache, k, t, kv_len)
 
     return kv_append

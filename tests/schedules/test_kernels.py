@@ -472,6 +472,26 @@ def test_cache_attention_and_append_with_kv_len_as_data(kv_len, dt):
               "kv_len": np.array([kv_len], np.int32)}, dtype=dt, rtol=5e-5)
 
 
+@pytest.mark.parametrize("dt", ["float32", "bfloat16"])
+def test_head_windows_of_a_fused_projection(dt):
+    """norm_rotary and kv_append reading (T, H, D) heads in place from columns of a (T, N) tensor."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(3)
+    t, d, cap = 5, 6, 9
+    x = input_node("x", TensorType((t, 31), dt))
+    w = input_node("w", TensorType((d,), dt))
+    pos = input_node("pos", TensorType((t,), "int32"))
+    kc = input_node("kc", TensorType((cap, 2, d), dt))
+    n = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    table = op_node("rope_table", [pos], rotary_dim=4, theta=100.0)
+    g = Graph("windows", (x, w, pos, kc, n), (
+        ("q", op_node("norm_rotary", [x, w, table], eps=1e-6, start=7, heads=3)),
+        ("kc2", op_node("kv_append", [kc, x, n], start=19))))
+    check(g, {"x": rand(rng, (t, 31), dt), "w": rand(rng, (d,), dt), "pos": np.arange(3, 3 + t, dtype=np.int32),
+              "kc": rand(rng, (cap, 2, d), dt), "kv_len": np.zeros(7)}, dtype=dt, rtol=5e-5)
+
+
 def _sample_graph(v: int, dt: str = "float32"):
     b = GraphBuilder("sample")
     z, it, key = b.input("z", (1, v), dt), b.input("it", (1,), "float32"), b.input("key", (1,), "int32")
