@@ -84,3 +84,23 @@ def test_model_with_cuda_schedules_matches_transformers(models, tmp_path, name, 
     cpu = models.runtime(name, ckpt_dtype=dtype, max_seq_len=96)
     np.testing.assert_allclose(rt.logits(ids[:9]), cpu.logits(ids[:9]), rtol=0, atol=0.05 if tol is None else 1e-4)
     assert rt.generate(ids[:9], max_new_tokens=12) == cpu.generate(ids[:9], max_new_tokens=12)
+
+
+def test_kernels_at_qwen3_head_shapes_in_bf16(rng):
+    """Head dim 128 in bf16: the decode kernel's 16-byte (8-element) row loads, GQA group 4."""
+    import ml_dtypes
+
+    bf16 = ml_dtypes.bfloat16
+    hq, hkv, d, cache, kv_len = 8, 2, 128, 2 * KC + 3, 2 * KC + 1
+    q = _randn(rng, 1, hq, d).astype(bf16)
+    kc, vc = _randn(rng, cache, hkv, d).astype(bf16), _randn(rng, cache, hkv, d).astype(bf16)
+    f = _decode_kernel(hq, hkv, d, d, cache, ("bfloat16",) * 4, d ** -0.5)
+    got = cuda_emulation.run(f, q, kc, vc, np.zeros((1, hq, d), bf16), kv_len)[3].astype(np.float32)
+    ref = reference(*(a.astype(np.float32) for a in (q, kc, vc)), kv_len, d ** -0.5)
+    assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max()
+    t = 9
+    q = _randn(rng, t, hq, d).astype(bf16)
+    f = _flash_kernel(hq, hkv, d, d, cache, ("bfloat16",) * 4, d ** -0.5, causal=True)
+    got = cuda_emulation.run(f, q, kc, vc, np.zeros((t, hq, d), bf16), kv_len)[3].astype(np.float32)
+    ref = reference(*(a.astype(np.float32) for a in (q, kc, vc)), kv_len, d ** -0.5)
+    assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max()
