@@ -20,6 +20,7 @@ and no network. The bundle therefore holds:
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above
   artifacts/cuda_graph/<preset>/     the real-shape presets again, compiled with cuda_graph=True
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
+  artifacts/cpu_graph/<preset>/      (--cpu-dry-run) the small preset with static_decode=True, for the graph row
   bundle.json     what is in it; remote.py reads it
 
 Weights for the real shapes are not carried: remote.py generates them on the GPU machine.
@@ -315,6 +316,10 @@ def main() -> None:
             ent["artifacts"]["cuda_graph"] = {"path": f"artifacts/cuda_graph/{preset}",
                                               **compile_one(cfg_dir, out / "artifacts" / "cuda_graph" / preset, cuda,
                                                             BENCH_MAX_SEQ_LEN, cuda_graph=True)}
+        else:  # its CPU stand-in: the same static decode (persistent inputs, kv_len as data), no graph
+            ent["artifacts"]["cpu_graph"] = {"path": f"artifacts/cpu_graph/{preset}",
+                                             **compile_one(cfg_dir, out / "artifacts" / "cpu_graph" / preset, "llvm",
+                                                           BENCH_MAX_SEQ_LEN, static_decode=True)}
 
     sizes = {p.name: dir_size(p) for p in sorted(out.iterdir()) if p.is_dir()}
     total = dir_size(out)
