@@ -297,6 +297,51 @@ def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var
     return _attention(q, kc, vc, kv_len, scale, True)
 
 
+def attention_tir(body, hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...],
+                  index: Callable = lambda x: x) -> tirx.PrimFunc:
+    """A hand-written TIR replacement for the attention TE kernels, with their signatures:
+    ``body(q, k, v, out, t, s)`` (a ``T.macro``: T query rows over key rows [0, s)) wrapped as
+    attention(q, k, v, out) (cache_rows None) or cache_attention(q, kc, vc, out, kv_len).
+    ``index`` converts t and s (int64) to the body's index type. Pass the result to
+    `same_params` to match the parameter order of the PrimFunc it replaces."""
+    from tvm.script import tirx as T
+
+    qdt, kdt, vdt, odt = dtypes
+    if cache_rows is None:
+        @T.prim_func(private=True, s_tir=True)
+        def attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_out: T.handle):
+            t, s = T.int64(), T.int64()
+            q = T.match_buffer(var_q, (t, hq, d), qdt)
+            k = T.match_buffer(var_k, (s, hkv, d), kdt)
+            v = T.match_buffer(var_v, (s, hkv, dv), vdt)
+            out = T.match_buffer(var_out, (t, hq, dv), odt)
+            body(q, k, v, out, index(t), index(s))
+
+        return attention
+
+    @T.prim_func(private=True, s_tir=True)
+    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
+        t = T.int64()
+        q = T.match_buffer(var_q, (t, hq, d), qdt)
+        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+        out = T.match_buffer(var_out, (t, hq, dv), odt)
+        body(q, kc, vc, out, index(t), index(kv_len))
+
+    return cache_attention
+
+
+def same_params(f: tirx.PrimFunc, like: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``f`` with its parameters in ``like``'s order: its buffers in turn, and its one scalar
+    (kv_len) wherever ``like`` has its scalar (emit_te may put it before the output)."""
+    from tvm.tirx.buffer import is_buffer_var
+
+    mine = iter([p for p in f.params if is_buffer_var(p)])
+    scalar = [p for p in f.params if not is_buffer_var(p)]
+    params = [next(mine) if is_buffer_var(p) else scalar[0] for p in like.params]
+    return tirx.PrimFunc(params, f.body, f.ret_type, f.attrs)
+
+
 def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
               kv_len_tensor: bool = False, start: int | None = None, k_cols: int | None = None) -> tirx.PrimFunc:
     """In-place PrimFunc ``(cache, k, kv_len)``: cache[kv_len - T + i] = k[i] for the T rows of k.

@@ -19,6 +19,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
+from ..kernels import attention_tir, same_params
 
 F32 = "float32"
 KB = 64  # keys per block
@@ -65,11 +66,7 @@ def flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | 
     f = _kernel(hq=hq, hkv=hkv, d=d, dv=dv, cache_rows=int(k.shape[0]) if cache else None,
                 dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]),
                 causal=bool(attrs.get("causal", True)))
-    # same parameter order as the kernel it replaces
-    mine = iter([p for p in f.params if is_buffer_var(p)])
-    scalar = [p for p in f.params if not is_buffer_var(p)]
-    params = [next(mine) if is_buffer_var(p) else scalar[0] for p in func.params]
-    return tirx.PrimFunc(params, f.body, f.ret_type, f.attrs)
+    return same_params(f, func)
 
 
 def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
@@ -174,25 +171,4 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                         for e in T.vectorized(dv):
                             out[i0 + r // g, h * g + r % g, e] = T.Cast(odt, acc[r, e] / den[r])
 
-    if cache_rows is None:
-        @T.prim_func(private=True, s_tir=True)
-        def attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_out: T.handle):
-            t, s = T.int64(), T.int64()
-            q = T.match_buffer(var_q, (t, hq, d), qdt)
-            k = T.match_buffer(var_k, (s, hkv, d), kdt)
-            v = T.match_buffer(var_v, (s, hkv, dv), vdt)
-            out = T.match_buffer(var_out, (t, hq, dv), odt)
-            body(q, k, v, out, t, s)
-
-        return attention
-
-    @T.prim_func(private=True, s_tir=True)
-    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
-        t = T.int64()
-        q = T.match_buffer(var_q, (t, hq, d), qdt)
-        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-        out = T.match_buffer(var_out, (t, hq, dv), odt)
-        body(q, kc, vc, out, t, kv_len)
-
-    return cache_attention
+    return attention_tir(body, hq, hkv, d, dv, cache_rows, dtypes)

@@ -30,6 +30,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
+from ..kernels import attention_tir, same_params
 
 F32 = "float32"
 THREADS = 128
@@ -64,27 +65,19 @@ def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
                 dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]))
     if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1 and cache:
         f = _decode_kernel(cache_rows=int(k.shape[0]), kv_len_tensor=data_len, **dims)
-        return f if data_len else _same_params(f, func)
+        return f if data_len else same_params(f, func)
     if data_len:
         return None
     if dims["dv"] % TC:
         return None
     f = _flash_kernel(cache_rows=int(k.shape[0]) if cache else None, causal=bool(attrs.get("causal", True)), **dims)
-    return _same_params(f, func)
+    return same_params(f, func)
 
 
 def _vector(row: int, dtype: str) -> int:
     """Elements per load: 16 bytes where the row length allows."""
     width = 16 // (4 if dtype == F32 else 2)
     return next(v for v in (width, width // 2, width // 4, 2, 1) if v >= 1 and row % v == 0)
-
-
-def _same_params(f: tirx.PrimFunc, like: tirx.PrimFunc) -> tirx.PrimFunc:
-    """``f`` with its parameters in ``like``'s order (kv_len may sit anywhere among the buffers)."""
-    mine = iter([p for p in f.params if is_buffer_var(p)])
-    scalar = [p for p in f.params if not is_buffer_var(p)]
-    params = [next(mine) if is_buffer_var(p) else scalar[0] for p in like.params]
-    return tirx.PrimFunc(params, f.body, f.ret_type, f.attrs)
 
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
@@ -343,25 +336,4 @@ def _flash_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dt
                             for c in T.unroll(dc):
                                 out[i0 + tx // TC * RR + r, h, tx % TC + TC * c] = T.Cast(odt, o[tx, r, c] / lp[tx, r])
 
-    if cache_rows is None:
-        @T.prim_func(private=True, s_tir=True)
-        def attention(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_out: T.handle):
-            t, s = T.int64(), T.int64()
-            q = T.match_buffer(var_q, (t, hq, d), qdt)
-            k = T.match_buffer(var_k, (s, hkv, d), kdt)
-            v = T.match_buffer(var_v, (s, hkv, dv), vdt)
-            out = T.match_buffer(var_out, (t, hq, dv), odt)
-            body(q, k, v, out, _i32(t), _i32(s))
-
-        return attention
-
-    @T.prim_func(private=True, s_tir=True)
-    def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
-        t = T.int64()
-        q = T.match_buffer(var_q, (t, hq, d), qdt)
-        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-        out = T.match_buffer(var_out, (t, hq, dv), odt)
-        body(q, kc, vc, out, _i32(t), _i32(kv_len))
-
-    return cache_attention
+    return attention_tir(body, hq, hkv, d, dv, cache_rows, dtypes, index=_i32)

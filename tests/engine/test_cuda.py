@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 
-import numpy as np
 import pytest
 
 import hf_fixtures

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from tvm import tirx
 
 from inference_pio.ir import GraphBuilder
