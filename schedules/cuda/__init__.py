@@ -1,6 +1,7 @@
-"""Schedule rules for the cuda target. The baseline is TVM's dlight rule list (GEMV for
-decode, Matmul for prefill, reductions, then a thread-binding fallback), tried in order on
-each kernel; op-specific rules registered before them take precedence."""
+"""Schedule rules for the cuda target. Ours: attention (split-key decode, flash prefill) and
+the sampler. The baseline for everything else is TVM's dlight rule list (GEMV for decode,
+Matmul for prefill, reductions, then a thread-binding fallback), tried in order on each
+kernel after the op-specific rules."""
 from __future__ import annotations
 
 from tvm import s_tir, tirx
