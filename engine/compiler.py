@@ -88,7 +88,9 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     # fold_slices again: kv_append now reads the v window, and decode's last-row slice is the whole row
     prefill = passes.fold_slices(insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)))
     decode = passes.fold_slices(specialize(prefill, "decode", seq_len=1))
-    if cuda_graph if static_decode is None else static_decode:
+    if static_decode is None:
+        static_decode = cuda_graph
+    if static_decode:
         decode = passes.static_decode(decode)
     graphs = {"forward": forward, "prefill": prefill, "decode": decode}
     for g in graphs.values():

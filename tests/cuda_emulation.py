@@ -45,7 +45,6 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
     """``engine.compile(md, ...)`` with every kernel scheduled for ``cuda_target`` (CUDA layout
     passes, CUDA schedule rules) and then serialized for this CPU: the artifact runs the CUDA
     schedules' loop nests here, through the normal runtime."""
-    import tvm
     from tvm import tirx
 
     from inference_pio import passes
@@ -68,4 +67,3 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
         return compiler.compile(md, target="llvm", **kwargs)
     finally:
         compiler.schedule_module, passes.cpu_passes = saved
-        del tvm

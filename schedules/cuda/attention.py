@@ -92,6 +92,17 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     vk, vv = _vector(d, kdt), _vector(dv, vdt)
 
     @T.macro
+    def stage_rows(dst, src, cols, vec, h, j0, n, live):
+        """The chunk's KC rows of head h of src (C, Hkv, cols) into dst (KC * cols), vec elements
+        of one row per load; rows past the n valid ones repeat row n - 1."""
+        for it in range(_ceil(KC * cols // vec, THREADS)):
+            for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                if live and it * THREADS + tx < KC * cols // vec:
+                    for u in T.vectorized(vec):
+                        dst[(it * THREADS + tx) * vec + u] = src[
+                            T.min(j0 + (it * THREADS + tx) * vec // cols, n - 1), h, (it * THREADS + tx) * vec % cols + u]
+
+    @T.macro
     def body(q, kc, vc, out, n, grid):  # n keys (int32), in a grid of `grid` chunk slots per kv head
         with T.sblock("root"):
             T.reads()
@@ -119,20 +130,8 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
                                     F32, q[0, h * g + (it * THREADS + tx) // d, (it * THREADS + tx) % d]
                                 ) * T.float32(scale)
-                    for it in range(_ceil(KC * d // vk, THREADS)):  # vectors of vk elements of one row
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if live and it * THREADS + tx < KC * d // vk:
-                                for u in T.vectorized(vk):
-                                    ks[(it * THREADS + tx) * vk + u] = kc[
-                                        T.min(j0 + (it * THREADS + tx) * vk // d, n - 1), h,
-                                        (it * THREADS + tx) * vk % d + u]
-                    for it in range(_ceil(KC * dv // vv, THREADS)):
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if live and it * THREADS + tx < KC * dv // vv:
-                                for u in T.vectorized(vv):
-                                    vs[(it * THREADS + tx) * vv + u] = vc[
-                                        T.min(j0 + (it * THREADS + tx) * vv // dv, n - 1), h,
-                                        (it * THREADS + tx) * vv % dv + u]
+                    stage_rows(ks, kc, d, vk, h, j0, n, live)
+                    stage_rows(vs, vc, dv, vv, h, j0, n, live)
                     for it in range(_ceil(g * KC, THREADS)):  # scores, one thread per (head, key)
                         for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
                             if live and it * THREADS + tx < g * KC:
