@@ -56,6 +56,42 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
 
 
+def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
+                 out_dtype: str = F32, tile: int = 16) -> te.Tensor:
+    """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX): x (fp32) is
+    split into hi = dt(x) and lo = dt(x - hi), dt = w's 16-bit dtype, and both parts multiply
+    the same weight row, so the reduction runs over 2K: x @ w^T = hi @ w^T + lo @ w^T up to
+    dt's unit roundoff squared (bf16: 2^-16 of |x|, against 2^-8 for dt(x) alone).
+
+    The parts alternate in runs of ``tile`` along the reduction ("x_split" and "w_twice",
+    (T, 2Kp) and (N, 2Kp), Kp = K rounded up to ``tile`` with zeros), so the two copies of a
+    weight column are read one right after the other. All dims are int64, as the tensor-core
+    schedules' layout rewrites require."""
+    t, kk, n, dt = x.shape[0], int(x.shape[1]), w.shape[0], w.dtype
+    kp = (kk + tile - 1) // tile * tile
+    r2 = tirx.IntImm("int64", 2 * kp)
+    zero = tirx.const(0, dt)
+
+    def src(r):  # the column of x and w behind reduction index r
+        return r // (2 * tile) * tile + r % tile
+
+    def guarded(v, k):
+        return v if kp == kk else tirx.if_then_else(k < kk, v, zero)
+
+    def part(i, r):
+        v = _f32(x, i, src(r))
+        hi = v.astype(dt)
+        return guarded(tirx.if_then_else(r // tile % 2 == 0, hi, (v - hi.astype(F32)).astype(dt)), src(r))
+
+    a = te.compute((t, r2), part, name="x_split")
+    b = te.compute((n, r2), lambda j, r: guarded(w[j, src(r)], src(r)), name="w_twice")
+    r = te.reduce_axis((0, r2), "r")
+    acc = te.compute((t, n), lambda i, j: te.sum(a[i, r].astype(F32) * b[j, r].astype(F32), axis=r), name="matmul")
+    if not (bias or residual) and out_dtype == F32:
+        return acc
+    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
+
+
 ROW_TILE = 6  # linear_packed computes rows in multiples of this, so row tiles have no tail
 
 

@@ -5,8 +5,9 @@ after another: every phase between two barriers is a sibling loop over the threa
 running each such loop to completion before the next is what the barriers guarantee. So
 `serialize` turns every ``T.thread_binding`` into ``T.serial`` and GPU memory scopes into
 "global", and the result compiles for llvm. Cross-thread reductions become plain
-reductions. What this cannot check: tensor-core intrinsics (tensorize), warp-level
-primitives written by hand, and timing. TVM 0.27's Python API has no statement mutator, so
+reductions. What this cannot check: tensor-core intrinsics (the tensor-core GEMM is
+emulated with its 16x16 tiles left as loops, `schedules.cuda.matmul.untensorized`),
+warp-level primitives written by hand, and timing. TVM 0.27's Python API has no statement mutator, so
 this goes through the printed TVMScript.
 """
 from __future__ import annotations
@@ -16,7 +17,10 @@ import re
 import numpy as np
 
 _BIND = re.compile(r'T\.thread_binding\((.*), thread="[^"]+"(?:, annotations=(\{.*\}))?\):$', re.M)
-_SCOPE = re.compile(r'scope="(shared|shared\.dyn|warp|local)"')
+_SCOPE = re.compile(r'scope="(shared|shared\.dyn|warp|local|wmma\.\w+)"')
+# GPU-only stage/pipeline hints that need shared memory (or do nothing useful serially)
+_GPU_HINTS = re.compile(r'"(tirx\.manifest_shared_memory_local_stage|double_buffer_scope)": \d+(, )?'
+                        r'|, annotations=\{"software_pipeline_order": \[[\d, ]*\], "software_pipeline_stage": \[[\d, ]*\]\}')
 
 
 def serialize(func):
@@ -26,6 +30,7 @@ def serialize(func):
     src = func.script()
     src = _BIND.sub(lambda m: f"T.serial({m.group(1)}" + (f", annotations={m.group(2)}):" if m.group(2) else "):"), src)
     src = _SCOPE.sub('scope="global"', src)
+    src = _GPU_HINTS.sub("", src)
     out = tvm.script.from_source(src)
     return out["main"] if isinstance(out, tvm.IRModule) else out
 
@@ -50,12 +55,14 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
     from inference_pio import passes
     from inference_pio.engine import compiler
     from inference_pio.schedules import schedule_module
+    from inference_pio.schedules.cuda.matmul import untensorized
     from inference_pio.targets import resolve
 
     cuda = resolve(cuda_target)
 
     def schedule_serialized(mod, _target):
-        mod = schedule_module(mod, cuda)
+        with untensorized():  # tensor-core tiles as plain loops
+            mod = schedule_module(mod, cuda)
         for gv, func in list(mod.functions.items()):
             if isinstance(func, tirx.PrimFunc):
                 mod.update_func(gv, serialize(func).with_attrs(dict(func.attrs)))

@@ -1,7 +1,8 @@
-"""Schedule rules for the cuda target. Ours: attention (split-key decode, flash prefill) and
-the sampler. The baseline for everything else is TVM's dlight rule list (GEMV for decode,
-Matmul for prefill, reductions, then a thread-binding fallback), tried in order on each
-kernel after the op-specific rules."""
+"""Schedule rules for the cuda target. Ours: attention (split-key decode, flash prefill),
+tensor-core GEMMs for linears over T rows with bf16 weights, and the sampler. The baseline
+for everything else is TVM's dlight rule list (GEMV for decode, Matmul for prefill,
+reductions, then a thread-binding fallback), tried in order on each kernel after the
+op-specific rules."""
 from __future__ import annotations
 
 from tvm import s_tir, tirx
@@ -10,6 +11,7 @@ from tvm.s_tir import dlight as dl
 from ...targets import TargetDesc
 from ..registry import register, register_fallback
 from .attention import cuda_attention
+from .matmul import tensor_core_linear
 from .sample import sample_block
 
 _DLIGHT = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
@@ -33,5 +35,6 @@ def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule |
 
 register("cuda", "attention", cuda_attention)
 register("cuda", "cache_attention", cuda_attention)
+register("cuda", "linear", tensor_core_linear)
 register("cuda", "sample_token", sample_block)
 register_fallback("cuda", dlight_baseline)

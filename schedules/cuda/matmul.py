@@ -1,0 +1,207 @@
+"""linear on CUDA tensor cores (prefill and forward: T rows; bf16 weights, fp32 out).
+
+Tensor cores multiply 16-bit inputs and accumulate in fp32; our activations are fp32. The
+kernel is `kernels.linear_split`: x = hi + lo, both bf16, against the same weights, which
+keeps the result at fp32's accuracy (2^-16 of |x| per product instead of 2^-8) for twice the
+multiplies, still far cheaper than fp32 FMAs. The schedule is WMMA 16x16x16 (bf16 x bf16 ->
+fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which has no bf16 path:
+
+    C[t, n] tiles of BM x BN per block, warps in a WM x WN grid, each owning FM x FN fragments
+    K in chunks of BK through shared memory (two stages, software pipelined); the fp32 -> bf16
+    hi/lo split happens while staging x, so x is read once per chunk and never stored split
+    fragments: wmma.load_matrix_sync from shared memory, mma_sync into fp32 accumulators
+    epilogue (bias, residual, output cast) fused into the store through shared memory
+
+T is padded to BM inside the kernel (predicated loads and stores), so any prompt length runs
+the same binary. One query row (decode) and other weight dtypes stay with the dlight rules:
+fp16's range cannot hold every fp32 activation, and fp32 weights need fp32 multiplies.
+
+`untensorized()` builds the same loop nest with the wmma blocks left as plain loops, so
+tests run it serially on the CPU (tests/cuda_emulation.py); tensorize only swaps 16x16 tiles
+for TVM's wmma intrinsics.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from tvm import s_tir, te, tirx
+from tvm.tirx.buffer import is_buffer_var
+
+from ...targets import TargetDesc
+from ..kernels import linear_split, same_params
+
+F32, BF16 = "float32", "bfloat16"
+MIN_ROWS = 16  # a static T below one fragment is left to the GEMV rules
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Tile sizes, in 16x16x16 fragments: the block is (WM*FM) x (WN*FN) fragments of C."""
+    warps_m: int = 4
+    warps_n: int = 4
+    frags_m: int = 2
+    frags_n: int = 2
+    chunk_k: int = 4  # fragments of K per shared-memory stage
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.warps_m * self.warps_n
+
+
+TILES = Tiles()
+_TENSORIZE = True
+
+
+@contextlib.contextmanager
+def untensorized():
+    """Within: the rule leaves the wmma blocks as loops (for running schedules on the CPU)."""
+    global _TENSORIZE
+    _TENSORIZE = False
+    try:
+        yield
+    finally:
+        _TENSORIZE = True
+
+
+def _intrinsics() -> dict[str, str]:
+    """Registered names of the bf16 WMMA intrinsics (TVM registers only the f16/s8 ones)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.s_tir.tensor_intrin import cuda as ci
+
+    specs = {"load_a": (ci.get_wmma_load_intrin, (16, 16, 16, BF16, "shared.dyn", False, False)),
+             "load_b": (ci.get_wmma_load_intrin, (16, 16, 16, BF16, "shared.dyn", True, True)),
+             "compute": (ci.get_wmma_sync_intrin, (16, 16, 16, BF16, F32, True)),
+             "init": (ci.get_wmma_fill_intrin, (16, 16, 16, F32)),
+             "store": (ci.get_wmma_store_intrin, (16, 16, 16, F32, "shared.dyn"))}
+    names = {}
+    for key, (make, args) in specs.items():
+        names[key] = f"inference_pio_wmma_{key}_16x16x16_bf16_f32"
+        try:
+            TensorIntrin.get(names[key])
+        except Exception:  # noqa: BLE001  (not registered yet)
+            TensorIntrin.register(names[key], *make(*args))
+    return names
+
+
+def _i64(v) -> tirx.PrimExpr:
+    return tirx.IntImm("int64", int(v)) if isinstance(v, (int, tirx.IntImm)) else v
+
+
+def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The split-bf16 tensor-core kernel for a linear with fp32 x (T rows) and bf16 weights."""
+    bufs = [p for p in func.params if is_buffer_var(p)]
+    if len(bufs) != len(func.params) or len(bufs) < 3:
+        return None
+    x, w, *extra, out = bufs
+    t = x.shape[0]
+    if x.dtype != F32 or w.dtype != BF16 or len(x.shape) != 2 or len(w.shape) != 2:
+        return None
+    if isinstance(t, tirx.IntImm) and int(t) < MIN_ROWS:
+        return None
+    attrs = func.attrs
+    bias, residual = bool(attrs.get("bias", False)), bool(attrs.get("residual", False))
+    if len(extra) != bias + residual:
+        return None
+    n, k = _i64(w.shape[0]), _i64(w.shape[1])
+    tx = te.placeholder((t, k), F32, name="x")
+    tw = te.placeholder((n, k), BF16, name="w")
+    te_extra = []
+    if bias:
+        te_extra.append(te.placeholder((n,), extra[0].dtype, name="bias"))
+    if residual:
+        te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
+    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype)
+    sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), TILES, tensorize=_TENSORIZE)
+    return same_params(sch.mod["main"].without_attr("global_symbol"), func)
+
+
+def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir.Schedule:
+    """Tensor-core schedule of a PrimFunc with one C[i, j] += A[i, r] * B[j, r] block (16-bit A
+    and B produced by spatial blocks that get inlined into the shared-memory loads) and
+    optional spatial consumers (inlined into the store)."""
+    from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers,
+                                            get_index_map)
+
+    sch = s_tir.Schedule(func)
+    mm = sch.get_sblock("matmul")
+    # normalize to C[1, I, J] += A[1, I, K] * B[1, J, K] over reindexed copies
+    ra, rb = sch.reindex(mm, ("read", 0)), sch.reindex(mm, ("read", 1))
+    rc = sch.reindex(mm, ("write", 0))
+    block_map, a_map, b_map, c_map = get_index_map(sch.get(mm))
+    sch.transform_layout(ra, ("write", 0), a_map)
+    sch.transform_layout(rb, ("write", 0), b_map)
+    sch.transform_layout(rc, ("read", 0), c_map)
+    sch.transform_block_layout(mm, block_map)
+    tl = tiles
+    sch.pad_einsum(mm, [1, 16 * tl.warps_m * tl.frags_m, 16 * tl.warps_n * tl.frags_n, 16 * tl.chunk_k])
+
+    batch, i, j, k = sch.get_loops(mm)
+    i, ii = sch.split(i, [None, 16])
+    j, jj = sch.split(j, [None, 16])
+    k, kk = sch.split(k, [None, 16])
+    sch.reorder(i, j, k, ii, jj, kk)
+    frag = mm                      # one 16x16x16 product: becomes mma_sync
+    tile = sch.blockize(ii)        # the per-fragment block the caches attach to
+    i0, i1, i2, i3 = sch.split(i, [None, 1, tl.warps_m, tl.frags_m])
+    j0, j1, j2, j3 = sch.split(j, [1, None, tl.warps_n, tl.frags_n])
+    k0, k1 = sch.split(k, [None, tl.chunk_k])
+    sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
+    sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
+    sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
+    sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
+    sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
+    sch.bind(batch, "blockIdx.z")
+    sch.bind(sch.fuse(i0, j0), "blockIdx.x")
+    sch.bind(sch.fuse(i1, j1), "blockIdx.y")
+    warp = sch.fuse(j2, i2)
+    sch.bind(warp, "threadIdx.y")
+    warps = tl.warps_m * tl.warps_n
+
+    for idx in (0, 1):  # A and B chunks to shared memory, 4 elements per thread per step
+        stage = sch.cache_read(tile, idx, "shared.dyn")
+        sch.compute_at(stage, k0)
+        _, ty, tx, vec = sch.split(sch.fuse(*sch.get_loops(stage)[-2:]), [None, warps, 32, 4])
+        sch.bind(tx, "threadIdx.x")
+        sch.bind(ty, "threadIdx.y")
+        sch.vectorize(vec)
+        sch.storage_align(stage, 0, axis=-2, factor=16, offset=8)  # rows 8 elements apart: no bank conflicts
+        sch.annotate(stage, "tirx.manifest_shared_memory_local_stage", 1)
+        sch.annotate(stage, "double_buffer_scope", 0)
+        auto_inline_producers(sch, stage)  # the hi/lo split (A) and the weight copy (B)
+
+    frag_a = sch.cache_read(tile, 0, "wmma.matrix_a")
+    frag_b = sch.cache_read(tile, 1, "wmma.matrix_b")
+    sch.compute_at(frag_a, k1)
+    sch.compute_at(frag_b, k1)
+    c_shared = sch.cache_write(tile, 0, "shared.dyn")
+    sch.storage_align(c_shared, 0, -2, 16, 4)
+    c_frag = sch.cache_write(tile, 0, "wmma.accumulator")
+    sch.reverse_compute_at(c_frag, warp)
+    sch.reverse_compute_at(c_shared, warp)
+    si, sj = sch.get_loops(c_frag)[-2:]
+    si0, si1 = sch.split(si, [None, 16])
+    sj0, sj1 = sch.split(sj, [None, 16])
+    sch.reorder(si0, sj0, si1, sj1)
+    init = sch.get_child_blocks(sch.decompose_reduction(tile, k0))[0]
+
+    names = _intrinsics() if tensorize else {}
+    for blk, key in ((frag_a, "load_a"), (frag_b, "load_b")):
+        fi, fj = sch.get_loops(blk)[-2:]
+        fi0, fi1 = sch.split(fi, [None, 16])
+        fj0, fj1 = sch.split(fj, [None, 16])
+        sch.reorder(fi0, fj0, fi1, fj1)
+        sch.unroll(fi0)
+        sch.unroll(fj0)
+        if tensorize:
+            sch.tensorize(fi1, names[key])
+    if tensorize:
+        sch.tensorize(sch.get_loops(init)[-2], names["init"])
+        sch.tensorize(sch.get_loops(c_frag)[-2], names["store"])
+        sch.tensorize(sch.get_loops(frag)[-3], names["compute"])
+
+    auto_inline_consumer_chain(sch, c_shared)  # bias, residual, output cast
+    _, tx, vec = sch.split(sch.fuse(*sch.get_loops(c_shared)[-2:]), [None, 32, 4])
+    sch.bind(tx, "threadIdx.x")
+    sch.vectorize(vec)
+    return sch

@@ -1,0 +1,89 @@
+"""The tensor-core linear (schedules/cuda/matmul.py), checked on the CPU.
+
+Its loop nest runs serially with the 16x16 wmma tiles left as loops
+(tests/cuda_emulation.py): padding of T, N and K, the hi/lo split of x, the fused epilogue
+and the tiling are all exercised; only the wmma intrinsics themselves are TVM's. The
+tensorized form is checked for what it calls and, with nvcc, compiled to a cubin.
+"""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from tvm import te, tirx
+
+import cuda_emulation
+from inference_pio.schedules import kernels
+from inference_pio.schedules.cuda.matmul import tensor_core_linear, untensorized
+from inference_pio.targets import resolve
+
+CUDA = resolve({"kind": "cuda", "arch": "sm_90a"})
+BF16 = "bfloat16"
+
+
+def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
+                 out_dtype: str = "float32", t=None) -> tirx.PrimFunc:
+    """The lowered form of a linear: T symbolic (int64), tagged like engine/lower.py does."""
+    t = tirx.Var("t", "int64") if t is None else t
+    x = te.placeholder((t, k), "float32", name="x")
+    w = te.placeholder((n, k), wdtype, name="w")
+    extra = ([te.placeholder((n,), "float32", name="b")] if bias else []) + \
+            ([te.placeholder((t, n), "float32", name="r")] if residual else [])
+    y = kernels.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out_dtype)
+    return te.create_prim_func([x, w, *extra, y]).with_attrs(
+        {"op_kind": "linear", "bias": bias, "residual": residual})
+
+
+@pytest.mark.parametrize("t,n,k,bias,residual,out_dtype", [
+    (1, 200, 72, False, False, "float32"),
+    (9, 40, 24, True, False, "float32"),       # K below one 64-wide chunk
+    (133, 150, 100, False, True, "float32"),   # two row tiles; K not a multiple of 16
+    (20, 72, 48, True, True, BF16),
+])
+def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype):
+    import ml_dtypes
+
+    with untensorized():
+        f = tensor_core_linear(_linear_func(n, k, bias=bias, residual=residual, out_dtype=out_dtype), CUDA)
+    assert f is not None
+    x = (rng.standard_normal((t, k)) * 3).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal(n).astype(np.float32)
+    r = rng.standard_normal((t, n)).astype(np.float32)
+    out = np.zeros((t, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
+    args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
+    got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0) + (r if residual else 0)
+    err = np.abs(got - ref).max() / np.abs(ref).max()
+    # fp32 accuracy although the multiplies take bf16: x's bf16 rounding alone would give ~2e-3
+    assert err <= (1e-2 if out_dtype == BF16 else 2e-6), err
+
+
+def test_tensorized_form_uses_bf16_wmma():
+    f = tensor_core_linear(_linear_func(256, 128, bias=True), CUDA)
+    text = f.script()
+    for call in ("tvm_load_matrix_sync", "tvm_mma_sync", "tvm_fill_fragment", "tvm_store_matrix_sync"):
+        assert call in text, call
+    assert 'scope="wmma.matrix_a"' in text and '"bfloat16", scope="wmma.matrix_b"' in text
+
+
+@pytest.mark.parametrize("kw", [dict(wdtype="float32"), dict(wdtype="float16"), dict(t=tirx.IntImm("int64", 1))])
+def test_other_linears_are_left_to_dlight(kw):
+    assert tensor_core_linear(_linear_func(64, 32, **kw), CUDA) is None
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_bf16_model_compiles_to_tensor_core_kernels(models):
+    """A bf16 checkpoint's prefill GEMMs are WMMA kernels in the shipped cubin's source."""
+    from inference_pio import engine, frontends
+
+    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1", dtype=BF16).path)
+    art = engine.compile(md, target={"kind": "cuda", "arch": "sm_90a"}, max_seq_len=64)
+    def cuda_sources(m):
+        yield m.inspect_source("") if m.kind == "cuda" else ""
+        for sub in m.imports:
+            yield from cuda_sources(sub)
+
+    src = "".join(cuda_sources(art.executable.mod))
+    assert "nvcuda::wmma::mma_sync" in src and "wmma::matrix_a, 16, 16, 16, nv_bfloat16" in src
