@@ -31,9 +31,12 @@ QWEN3_CONFIGS: dict[str, dict[str, Any]] = {
     # stored in bfloat16 (see hf_fixtures.make_checkpoint(dtype=...))
     "bf16": dict(vocab_size=97, hidden_size=40, intermediate_size=37, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, head_dim=10, tie_word_embeddings=True),
+    # every projection's K a multiple of 32: the CUDA GEMV rule (not dlight's) takes them all
+    "wide32": dict(vocab_size=131, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False),
 }
 
-SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3}
+SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4}
 
 
 def hf_config(name: str, **overrides: Any):

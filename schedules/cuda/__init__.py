@@ -1,5 +1,6 @@
 """Schedule rules for the cuda target. Ours: attention (split-key decode, flash prefill),
-tensor-core GEMMs for linears over T rows with bf16 weights, and the sampler. The baseline
+tensor-core GEMMs for linears over T rows with bf16 weights, a GEMV with 16-byte weight
+loads for one-row linears, and the sampler. The baseline
 for everything else is TVM's dlight rule list (GEMV for decode, Matmul for prefill,
 reductions, then a thread-binding fallback), tried in order on each kernel after the
 op-specific rules."""
@@ -11,6 +12,7 @@ from tvm.s_tir import dlight as dl
 from ...targets import TargetDesc
 from ..registry import register, register_fallback
 from .attention import cuda_attention
+from .gemv import gemv
 from .matmul import tensor_core_linear
 from .sample import sample_block
 
@@ -36,5 +38,6 @@ def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule |
 register("cuda", "attention", cuda_attention)
 register("cuda", "cache_attention", cuda_attention)
 register("cuda", "linear", tensor_core_linear)
+register("cuda", "linear", gemv)
 register("cuda", "sample_token", sample_block)
 register_fallback("cuda", dlight_baseline)

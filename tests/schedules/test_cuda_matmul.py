@@ -15,6 +15,7 @@ from tvm import te, tirx
 
 import cuda_emulation
 from inference_pio.schedules import kernels
+from inference_pio.schedules.cuda.gemv import gemv
 from inference_pio.schedules.cuda.matmul import tensor_core_linear, untensorized
 from inference_pio.targets import resolve
 
@@ -87,3 +88,39 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models):
 
     src = "".join(cuda_sources(art.executable.mod))
     assert "nvcuda::wmma::mma_sync" in src and "wmma::matrix_a, 16, 16, 16, nv_bfloat16" in src
+
+
+@pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype", [
+    (37, 512, BF16, False, False, "float32"),   # 16-byte chunks; rows not a multiple of 4
+    (64, 96, BF16, True, True, "float32"),      # K = 3 x 32: one element per lane and step
+    (21, 320, "float32", False, True, BF16),    # fp32 weights, 8-byte chunks
+])
+def test_gemv_matches_numpy(rng, n, k, wdtype, bias, residual, out_dtype):
+    import ml_dtypes
+
+    f = _linear_func(n, k, wdtype=wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
+                     t=tirx.IntImm("int64", 1))
+    sch = gemv(f, CUDA)
+    assert sch is not None
+    f = sch.mod["main"]
+    x = rng.standard_normal((1, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float32)
+    b, r = rng.standard_normal(n).astype(np.float32), rng.standard_normal((1, n)).astype(np.float32)
+    out = np.zeros((1, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
+    args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
+    got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
+    ref = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0) + (r if residual else 0)
+    assert np.abs(got - ref).max() <= (1e-2 if out_dtype == BF16 else 1e-5) * np.abs(ref).max()
+
+
+def test_gemv_loads_16_bytes_and_reduces_with_warp_shuffles():
+    import tvm
+
+    sch = gemv(_linear_func(256, 1024, residual=True, t=tirx.IntImm("int64", 1)), CUDA)
+    with CUDA.to_tvm() as tgt:
+        lowered = tvm.s_tir.transform.LowerCrossThreadReduction()(sch.mod)
+    text = lowered["main"].script()
+    assert 'T.thread_binding(64, thread="blockIdx.x")' in text and "T.vectorized(8)" in text
+    assert "tvm_thread_allreduce" in text
+    del tgt
+    assert gemv(_linear_func(64, 40, t=tirx.IntImm("int64", 1)), CUDA) is None  # K not a multiple of 32
