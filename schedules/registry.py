@@ -9,10 +9,15 @@ tagged ``tirx.is_scheduled`` so nothing touches it again.
 
     from inference_pio.schedules import registry
     registry.register("llvm", "linear", my_rule, first=True)   # try mine before the default
+    with registry.override("cuda", "linear", []):              # only the fallbacks (dlight)
+        art = engine.compile(md, target="cuda")
+
+(`compile_cached`, behind the CLI, keys on the code and options, not on registered rules.)
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import tvm
 from tvm import s_tir, tirx
@@ -33,6 +38,22 @@ def register(target_kind: str, op_kind: str, rule: Rule, *, first: bool = False)
 
 def register_fallback(target_kind: str, rule: Rule) -> None:
     _FALLBACKS.setdefault(target_kind, []).append(rule)
+
+
+@contextlib.contextmanager
+def override(target_kind: str, op_kind: str, rules: list[Rule]) -> Iterator[None]:
+    """Within: exactly ``rules`` (then the fallbacks) for ``op_kind`` on ``target_kind``."""
+    _load_builtin()
+    key = (target_kind, op_kind)
+    saved = _RULES.get(key)
+    _RULES[key] = list(rules)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del _RULES[key]
+        else:
+            _RULES[key] = saved
 
 
 def rules_for(target_kind: str, op_kind: str) -> list[Rule]:

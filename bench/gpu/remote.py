@@ -45,6 +45,10 @@ REPO = Path(__file__).resolve().parents[2]
 WORK = Path(os.environ.get("INFERENCE_PIO_GPU_WORK", "/tmp/inference_pio_gpu"))
 
 FP32_TOL, BF16_TOL = 1e-4, 2e-2
+# more rows of ours: the same model compiled another way (bundle artifact "<device>_<suffix>");
+# benchmarked in this order, the dlight baseline after the transformers rows (least needed if time runs out)
+OURS_VARIANTS = {"ours_graph": "graph", "ours_dlight": "dlight"}
+AFTER_PEERS = {"ours_dlight"}
 SANITY_TOL = 1e-3  # real shapes, fp32 vs fp32 over the same bf16 weights (long reductions, other order)
 # peak HBM bandwidth, bytes/s, by device name (first match wins)
 PEAK_BW = [("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12),
@@ -653,13 +657,18 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str) -> None:
               "sanity_ids": sanity_ids}
     res["ours"] = r.worker("ours_bench", {**common, "artifact": art["path"], "sanity_out": str(bw / "ours.npy")},
                            f"{preset}_ours")
-    graph = p["artifacts"].get(f"{a.device}_graph")
-    if graph is not None:  # the same model compiled with cuda_graph=True
-        res["ours_graph"] = r.worker("ours_bench", {**common, "artifact": graph["path"],
-                                                    "sanity_out": str(bw / "ours_graph.npy")}, f"{preset}_ours_graph")
+    def variants(late: bool) -> None:
+        for eng, suffix in OURS_VARIANTS.items():
+            v = p["artifacts"].get(f"{a.device}_{suffix}")
+            if v is not None and (eng in AFTER_PEERS) == late:
+                res[eng] = r.worker("ours_bench", {**common, "artifact": v["path"],
+                                                   "sanity_out": str(bw / f"{eng}.npy")}, f"{preset}_{eng}")
+
+    variants(late=False)
     for mode in a.hf_modes:
         job = {**common, "mode": mode, "sanity_out": str(bw / "hf_fp32.npy") if mode == "eager" else None}
         res[f"hf_{mode}"] = r.worker("hf_bench", job, f"{preset}_hf_{mode}", timeout_key=f"hf_{mode}")
+    variants(late=True)
     # sanity: our logits at real shapes vs transformers in fp32 over the same weights
     o, h = res["ours"].get("sanity_logits"), res.get("hf_eager", {}).get("sanity_logits")
     if o and h:
@@ -684,7 +693,7 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str) -> None:
     kv_per_tok = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 2
     peak = results["device"].get("peak_bw")
     res["decode_bytes"] = {"weights": wbytes, "kv_per_context_token": kv_per_tok}
-    for eng in ["ours", "ours_graph"] + [f"hf_{m}" for m in a.hf_modes]:
+    for eng in ["ours", *OURS_VARIANTS] + [f"hf_{m}" for m in a.hf_modes]:
         for P, d in res.get(eng, {}).get("lengths", {}).items():
             if "step_ms" not in d:
                 continue
@@ -751,8 +760,8 @@ def tables(results: dict, a: argparse.Namespace) -> str:
             if "error" in res and not any(k in res for k in ("ours", "weights")):
                 lines.append(f"| {preset} | all | | {_short(res['error'], 100)} |")
                 continue
-            for eng in ["ours", "ours_graph"] + [f"hf_{m}" for m in a.hf_modes]:
-                if eng == "ours_graph" and eng not in res:
+            for eng in ["ours", *OURS_VARIANTS] + [f"hf_{m}" for m in a.hf_modes]:
+                if eng in OURS_VARIANTS and eng not in res:
                     continue
                 e = res.get(eng, {})
                 L = e.get("lengths", {})

@@ -19,6 +19,8 @@ and no network. The bundle therefore holds:
   configs/<preset>/config.json       real Qwen3-0.6B / Qwen3-4B shapes (bench/random_checkpoint.py PRESETS)
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above
   artifacts/cuda_graph/<preset>/     the real-shape presets again, compiled with cuda_graph=True
+  artifacts/cuda_dlight/<preset>/    and again with TVM dlight's rules for every linear (its GEMV and
+                                     CUDA-core Matmul instead of ours): the baseline our GEMMs must beat
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
   artifacts/cpu_graph/<preset>/      (--cpu-dry-run) the small preset with static_decode=True, for the graph row
   bundle.json     what is in it; remote.py reads it
@@ -316,6 +318,12 @@ def main() -> None:
             ent["artifacts"]["cuda_graph"] = {"path": f"artifacts/cuda_graph/{preset}",
                                               **compile_one(cfg_dir, out / "artifacts" / "cuda_graph" / preset, cuda,
                                                             BENCH_MAX_SEQ_LEN, cuda_graph=True)}
+            from inference_pio.schedules import registry
+
+            with registry.override("cuda", "linear", []):  # a third row: dlight's GEMV and Matmul
+                ent["artifacts"]["cuda_dlight"] = {
+                    "path": f"artifacts/cuda_dlight/{preset}",
+                    **compile_one(cfg_dir, out / "artifacts" / "cuda_dlight" / preset, cuda, BENCH_MAX_SEQ_LEN)}
         else:  # its CPU stand-in: the same static decode (persistent inputs, kv_len as data), no graph
             ent["artifacts"]["cpu_graph"] = {"path": f"artifacts/cpu_graph/{preset}",
                                              **compile_one(cfg_dir, out / "artifacts" / "cpu_graph" / preset, "llvm",

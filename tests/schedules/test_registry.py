@@ -33,6 +33,20 @@ def test_rules_for_lists_op_rules_then_fallbacks():
     assert rules_for("nonexistent-target", "linear") == []
 
 
+def test_override_swaps_an_op_kinds_rules_for_a_while():
+    from inference_pio.schedules.cuda import dlight_baseline
+    from inference_pio.schedules.cuda.gemv import gemv
+    from inference_pio.schedules.cuda.matmul import tensor_core_linear
+
+    assert rules_for("cuda", "linear")[:2] == [tensor_core_linear, gemv]
+    with registry.override("cuda", "linear", []):
+        assert rules_for("cuda", "linear") == [dlight_baseline]
+    with registry.override("cuda", "no_such_op", [gemv]):
+        assert rules_for("cuda", "no_such_op")[0] is gemv
+    assert rules_for("cuda", "linear")[:2] == [tensor_core_linear, gemv]
+    assert rules_for("cuda", "no_such_op") == [dlight_baseline]
+
+
 def test_every_kernel_gets_scheduled_and_tagged():
     mod = schedule_module(lowered(), resolve("llvm"))
     prims = {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
