@@ -80,7 +80,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         enable_cuda_codegen()
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
     # a packed weight block is two SIMD registers wide: 16 fp32 lanes on AVX2, 32 on AVX-512
-    layout = passes.cpu_passes(block=2 * tdesc.vector_lanes) if tdesc.kind == "llvm" else []
+    layout = passes.cpu_passes(block=2 * tdesc.vector_lanes) if tdesc.kind == "llvm" else passes.cuda_passes()
     forward = passes.run(graph, passes.default_passes() + layout, dump_dir=dump_dir)
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))

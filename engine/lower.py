@@ -64,8 +64,8 @@ def _schedule_hints(n: Node) -> dict[str, Any]:
     if n.op in ("attention", "cache_attention"):
         return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
                 "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}
-    if n.op == "linear":  # which extra operands the kernel has
-        return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual"))}
+    if n.op == "linear":  # which extra operands the kernel has, and how it reads x
+        return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual")), "act": n.attr("act") or ""}
     return {}
 
 

@@ -139,12 +139,15 @@ def embedding(table, ids, out_dtype="float32", pack=None):
     return _cast_like(f32(table)[ids], out_dtype)
 
 
-@_op("linear", (2, 4), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate")
+@_op("linear", (2, 4), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate; "
+                       "act='swiglu': x is (..., 2K) and swiglu(x) is multiplied")
 def _linear_t(ts, a):
     x, w = ts[0], ts[1]
     _float(x), _float(w)
-    _check(w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == w.shape[1],
-           f"x last dim {x.shape[-1:]} must equal weight dim 1 of {w.shape}")
+    _check(a.get("act") in (None, "swiglu"), f"unknown linear act {a.get('act')!r}")
+    k = w.shape[1] * (2 if a.get("act") else 1)
+    _check(w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == k,
+           f"x last dim {x.shape[-1:]} must equal {'twice ' if a.get('act') else ''}weight dim 1 of {w.shape}")
     out = TensorType(x.shape[:-1] + (w.shape[0],), a.get("out_dtype", "float32"))
     extra = list(ts[2:])
     _check(len(extra) == int(bool(a.get("bias"))) + int(bool(a.get("residual"))),
@@ -159,7 +162,9 @@ def _linear_t(ts, a):
 
 
 @_linear_t
-def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32"):
+def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None):
+    if act == "swiglu":
+        x = swiglu(x)
     y = f32(x) @ f32(w).T
     extra = list(extra)
     if bias:

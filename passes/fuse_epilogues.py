@@ -11,6 +11,11 @@ fuse_norm_rotary
     Matches ``rotary(rms_norm(x, w), table)`` where the norm has no other user (Qwen3's
     qk-norm). Produces ``norm_rotary(x, w, table)``: one kernel, the normalized head never
     stored.
+fuse_swiglu_linear (CUDA; a prologue fusion)
+    Matches ``linear(swiglu(y), w, ...)`` where the swiglu has no other user (the MLP's down
+    projection). Produces ``linear(y, w, ..., act="swiglu")``: the kernel computes silu(gate) *
+    up while loading x, so the (T, F) product is never stored and one launch per layer goes.
+    Not for the CPU, whose GEMV would recompute it for every block of output rows.
 All ensure numerics unchanged.
 """
 from __future__ import annotations
@@ -73,3 +78,16 @@ def fuse_norm_rotary(graph: Graph) -> Graph:
 
     return rewrite(graph, fn)
 
+
+
+def fuse_swiglu_linear(graph: Graph) -> Graph:
+    readers = users(graph)
+    for _, out in graph.outputs:
+        readers.setdefault(id(out), []).append(out)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "linear" or n.attr("act") or n.inputs[0].op != "swiglu" or len(readers[id(old.inputs[0])]) != 1:
+            return None
+        return op_node("linear", [n.inputs[0].inputs[0], *n.inputs[1:]], **{**n.attr_dict, "act": "swiglu"})
+
+    return rewrite(graph, fn)

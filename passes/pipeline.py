@@ -52,6 +52,13 @@ def cpu_passes(block: int = 16) -> list[NamedPass]:
     return [NamedPass("pack_weights", partial(pack_weights, block=block))]
 
 
+def cuda_passes() -> list[NamedPass]:
+    """Passes for the cuda target, after `default_passes`."""
+    from .fuse_epilogues import fuse_swiglu_linear
+
+    return [NamedPass("fuse_swiglu_linear", fuse_swiglu_linear)]
+
+
 def run(graph: Graph, passes: list[NamedPass], *, dump_dir: str | Path | None = None,
         verify_each: bool = True) -> Graph:
     """Apply ``passes`` in order. ``dump_dir`` (or $INFERENCE_PIO_DUMP) writes ``NN_<pass>.txt``."""

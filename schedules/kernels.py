@@ -45,19 +45,33 @@ def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual:
     return fn
 
 
+def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
+    """x[i, c] in fp32 as a linear multiplies it: swiglu(x) computed on the fly for act="swiglu"
+    (x is then (T, 2K), gate half first), as the `swiglu` kernel computes it."""
+    if act is None:
+        return lambda i, c: _f32(x, i, c)
+
+    def value(i, c):
+        g = _f32(x, i, c)
+        return (g * tirx.sigmoid(g) * _f32(x, i, c + k)).astype(x.dtype).astype(F32)
+
+    return value
+
+
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-           out_dtype: str = F32) -> te.Tensor:
-    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N)."""
+           out_dtype: str = F32, act: str | None = None) -> te.Tensor:
+    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N); act="swiglu": swiglu(x) (T, 2K) @ w^T."""
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
-    acc = te.compute((t, n), lambda i, j: te.sum(_f32(x, i, k) * _f32(w, j, k), axis=k), name="matmul")
+    xf = _x_of(x, act, kk)
+    acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
     if not (bias or residual) and out_dtype == F32:
         return acc
     return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
 
 
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-                 out_dtype: str = F32, tile: int = 16) -> te.Tensor:
+                 out_dtype: str = F32, act: str | None = None, tile: int = 16) -> te.Tensor:
     """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX): x (fp32) is
     split into hi = dt(x) and lo = dt(x - hi), dt = w's 16-bit dtype, and both parts multiply
     the same weight row, so the reduction runs over 2K: x @ w^T = hi @ w^T + lo @ w^T up to
@@ -67,8 +81,9 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     (T, 2Kp) and (N, 2Kp), Kp = K rounded up to ``tile`` with zeros), so the two copies of a
     weight column are read one right after the other. All dims are int64, as the tensor-core
     schedules' layout rewrites require."""
-    t, kk, n, dt = x.shape[0], int(x.shape[1]), w.shape[0], w.dtype
+    t, kk, n, dt = x.shape[0], int(w.shape[1]), w.shape[0], w.dtype
     kp = (kk + tile - 1) // tile * tile
+    xf = _x_of(x, act, w.shape[1])
     r2 = tirx.IntImm("int64", 2 * kp)
     zero = tirx.const(0, dt)
 
@@ -79,7 +94,7 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
         return v if kp == kk else tirx.if_then_else(k < kk, v, zero)
 
     def part(i, r):
-        v = _f32(x, i, src(r))
+        v = xf(i, src(r))
         hi = v.astype(dt)
         return guarded(tirx.if_then_else(r // tile % 2 == 0, hi, (v - hi.astype(F32)).astype(dt)), src(r))
 

@@ -69,7 +69,7 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
         return mod
 
     saved = compiler.schedule_module, passes.cpu_passes
-    compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block: []
+    compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block: passes.cuda_passes()
     try:
         return compiler.compile(md, target="llvm", **kwargs)
     finally:

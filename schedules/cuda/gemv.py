@@ -80,7 +80,7 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
         copy = copy[:-1]
     for q in copy:
         sch.unroll(q)
-    if vec > 1:
+    if vec > 1 and not func.attrs.get("act", ""):  # (with a fused swiglu, x is read at two places)
         xl = sch.cache_read(part, 0, "local")
         sch.compute_at(xl, ko)
         sch.vectorize(sch.get_loops(xl)[-1])

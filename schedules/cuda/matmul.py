@@ -8,7 +8,8 @@ fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which has no bf16 
 
     C[t, n] tiles of BM x BN per block, warps in a WM x WN grid, each owning FM x FN fragments
     K in chunks of BK through shared memory (two stages, software pipelined); the fp32 -> bf16
-    hi/lo split happens while staging x, so x is read once per chunk and never stored split
+    hi/lo split (and a fused swiglu, act="swiglu") happens while staging x, so x is read once
+    per chunk and never stored split
     fragments: wmma.load_matrix_sync from shared memory, mma_sync into fp32 accumulators
     epilogue (bias, residual, output cast) fused into the store through shared memory
 
@@ -101,17 +102,18 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc
         return None
     attrs = func.attrs
     bias, residual = bool(attrs.get("bias", False)), bool(attrs.get("residual", False))
+    act = str(attrs.get("act", "")) or None
     if len(extra) != bias + residual:
         return None
     n, k = _i64(w.shape[0]), _i64(w.shape[1])
-    tx = te.placeholder((t, k), F32, name="x")
+    tx = te.placeholder((t, _i64(x.shape[1])), F32, name="x")
     tw = te.placeholder((n, k), BF16, name="w")
     te_extra = []
     if bias:
         te_extra.append(te.placeholder((n,), extra[0].dtype, name="bias"))
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
-    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype)
+    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act)
     sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), TILES, tensorize=_TENSORIZE)
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 

@@ -5,7 +5,7 @@ import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_norm_rotary, fuse_residual, fuse_swiglu
+from inference_pio.passes import fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -33,6 +33,33 @@ def test_swiglu_not_fused_for_other_slices():
     y = b.input("y", ("T", 10), "float32")
     g = b.build({"o": b.mul(b.silu(b.slice(y, axis=1, start=0, stop=4)), b.slice(y, axis=1, start=6, stop=10))})
     assert str(fuse_swiglu(g)) == str(g)
+
+
+def mlp_graph(extra_user: bool = False):
+    b = GraphBuilder("mlp")
+    x = b.input("x", ("T", 6), "float32")
+    r = b.input("r", ("T", 6), "float32")
+    h = b.swiglu(b.linear(x, b.param("gate_up", (10, 6), "bfloat16")))
+    out = {"o": b.linear(h, b.param("down", (6, 5), "bfloat16"), r, residual=True)}
+    if extra_user:
+        out["h"] = h
+    return b.build(out)
+
+
+def test_swiglu_folded_into_the_down_projection():
+    g = mlp_graph()
+    g2 = fuse_swiglu_linear(g)
+    assert op_counts(g2) == {"linear": 2}
+    down = g2.output("o")
+    assert down.attr("act") == "swiglu" and down.attr("residual") is True and down.inputs[0].op == "linear"
+    rng = np.random.default_rng(2)
+    feeds = {k: rng.standard_normal((3, 6)).astype(np.float32) for k in ("x", "r")}
+    assert_same_numerics(g, g2, feeds, random_weights(g, rng))
+
+
+def test_swiglu_kept_when_read_elsewhere():
+    g = mlp_graph(extra_user=True)
+    assert str(fuse_swiglu_linear(g)) == str(g)
 
 
 def residual_graph(swap: bool = False, extra_user: str = "", bias: bool = False):

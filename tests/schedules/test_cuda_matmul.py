@@ -24,38 +24,47 @@ BF16 = "bfloat16"
 
 
 def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
-                 out_dtype: str = "float32", t=None) -> tirx.PrimFunc:
+                 out_dtype: str = "float32", t=None, act: str | None = None) -> tirx.PrimFunc:
     """The lowered form of a linear: T symbolic (int64), tagged like engine/lower.py does."""
     t = tirx.Var("t", "int64") if t is None else t
-    x = te.placeholder((t, k), "float32", name="x")
+    x = te.placeholder((t, 2 * k if act else k), "float32", name="x")
     w = te.placeholder((n, k), wdtype, name="w")
     extra = ([te.placeholder((n,), "float32", name="b")] if bias else []) + \
             ([te.placeholder((t, n), "float32", name="r")] if residual else [])
-    y = kernels.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out_dtype)
+    y = kernels.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out_dtype, act=act)
     return te.create_prim_func([x, w, *extra, y]).with_attrs(
-        {"op_kind": "linear", "bias": bias, "residual": residual})
+        {"op_kind": "linear", "bias": bias, "residual": residual, "act": act or ""})
 
 
-@pytest.mark.parametrize("t,n,k,bias,residual,out_dtype", [
-    (1, 200, 72, False, False, "float32"),
-    (9, 40, 24, True, False, "float32"),       # K below one 64-wide chunk
-    (133, 150, 100, False, True, "float32"),   # two row tiles; K not a multiple of 16
-    (20, 72, 48, True, True, BF16),
+def _reference(x, w, b, r, act):
+    x = x.astype(np.float64)
+    if act:
+        g, u = np.split(x, 2, axis=1)
+        x = g / (1 + np.exp(-g)) * u
+    return x @ w.astype(np.float64).T + (0 if b is None else b) + (0 if r is None else r)
+
+
+@pytest.mark.parametrize("t,n,k,bias,residual,out_dtype,act", [
+    (1, 200, 72, False, False, "float32", None),
+    (9, 40, 24, True, False, "float32", None),       # K below one 64-wide chunk
+    (133, 150, 100, False, True, "float32", None),   # two row tiles; K not a multiple of 16
+    (20, 72, 48, True, True, BF16, None),
+    (17, 64, 37, False, True, "float32", "swiglu"),  # the down projection with swiglu fused
 ])
-def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype):
+def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, act):
     import ml_dtypes
 
     with untensorized():
-        f = tensor_core_linear(_linear_func(n, k, bias=bias, residual=residual, out_dtype=out_dtype), CUDA)
+        f = tensor_core_linear(_linear_func(n, k, bias=bias, residual=residual, out_dtype=out_dtype, act=act), CUDA)
     assert f is not None
-    x = (rng.standard_normal((t, k)) * 3).astype(np.float32)
+    x = (rng.standard_normal((t, 2 * k if act else k)) * 3).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
     b = rng.standard_normal(n).astype(np.float32)
     r = rng.standard_normal((t, n)).astype(np.float32)
     out = np.zeros((t, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
     args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
     got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
-    ref = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0) + (r if residual else 0)
+    ref = _reference(x, w, b if bias else None, r if residual else None, act)
     err = np.abs(got - ref).max() / np.abs(ref).max()
     # fp32 accuracy although the multiplies take bf16: x's bf16 rounding alone would give ~2e-3
     assert err <= (1e-2 if out_dtype == BF16 else 2e-6), err
@@ -76,7 +85,8 @@ def test_other_linears_are_left_to_dlight(kw):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
 def test_bf16_model_compiles_to_tensor_core_kernels(models):
-    """A bf16 checkpoint's prefill GEMMs are WMMA kernels in the shipped cubin's source."""
+    """A bf16 checkpoint's prefill GEMMs are WMMA kernels in the shipped cubin's source, and no
+    swiglu kernel is left."""
     from inference_pio import engine, frontends
 
     md = frontends.huggingface.model_def(models.checkpoint("gqa5x1", dtype=BF16).path)
@@ -88,28 +98,30 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models):
 
     src = "".join(cuda_sources(art.executable.mod))
     assert "nvcuda::wmma::mma_sync" in src and "wmma::matrix_a, 16, 16, 16, nv_bfloat16" in src
+    assert "swiglu" not in art.executable.as_text()  # fused into the down projection (cuda_passes)
 
 
-@pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype", [
-    (37, 512, BF16, False, False, "float32"),   # 16-byte chunks; rows not a multiple of 4
-    (64, 96, BF16, True, True, "float32"),      # K = 3 x 32: one element per lane and step
-    (21, 320, "float32", False, True, BF16),    # fp32 weights, 8-byte chunks
+@pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype,act", [
+    (37, 512, BF16, False, False, "float32", None),   # 16-byte chunks; rows not a multiple of 4
+    (64, 96, BF16, True, True, "float32", None),      # K = 3 x 32: one element per lane and step
+    (21, 320, "float32", False, True, BF16, None),    # fp32 weights, 8-byte chunks
+    (40, 256, BF16, False, True, "float32", "swiglu"),
 ])
-def test_gemv_matches_numpy(rng, n, k, wdtype, bias, residual, out_dtype):
+def test_gemv_matches_numpy(rng, n, k, wdtype, bias, residual, out_dtype, act):
     import ml_dtypes
 
     f = _linear_func(n, k, wdtype=wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
-                     t=tirx.IntImm("int64", 1))
+                     t=tirx.IntImm("int64", 1), act=act)
     sch = gemv(f, CUDA)
     assert sch is not None
     f = sch.mod["main"]
-    x = rng.standard_normal((1, k)).astype(np.float32)
+    x = rng.standard_normal((1, 2 * k if act else k)).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float32)
     b, r = rng.standard_normal(n).astype(np.float32), rng.standard_normal((1, n)).astype(np.float32)
     out = np.zeros((1, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
     args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
     got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
-    ref = x.astype(np.float64) @ w.astype(np.float64).T + (b if bias else 0) + (r if residual else 0)
+    ref = _reference(x, w, b if bias else None, r if residual else None, act)
     assert np.abs(got - ref).max() <= (1e-2 if out_dtype == BF16 else 1e-5) * np.abs(ref).max()
 
 
