@@ -6,7 +6,8 @@ keeps the result at fp32's accuracy (2^-16 of |x| per product instead of 2^-8) f
 multiplies, still far cheaper than fp32 FMAs. The schedule is WMMA 16x16x16 (bf16 x bf16 ->
 fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which has no bf16 path:
 
-    C[t, n] tiles of BM x BN per block, warps in a WM x WN grid, each owning FM x FN fragments
+    C[t, n] tiles of BM x BN per block (128 x 128 where N is wide, else 64 x 64: `tiles_for`),
+    warps in a WM x WN grid, each owning FM x FN fragments
     K in chunks of BK through shared memory (two stages, software pipelined); the fp32 -> bf16
     hi/lo split (and a fused swiglu, act="swiglu") happens while staging x, so x is read once
     per chunk and never stored split
@@ -49,8 +50,28 @@ class Tiles:
     def threads(self) -> int:
         return 32 * self.warps_m * self.warps_n
 
+    @property
+    def rows(self) -> int:
+        return 16 * self.warps_m * self.frags_m
 
-TILES = Tiles()
+    @property
+    def cols(self) -> int:
+        return 16 * self.warps_n * self.frags_n
+
+
+BIG = Tiles()                        # 128 x 128, 16 warps
+SMALL = Tiles(warps_m=2, warps_n=2)  # 64 x 64, 4 warps
+WAVE_PROMPT = 128  # tiles are picked so that a prompt of this many tokens fills the GPU...
+WAVE_BLOCKS = 132  # ...i.e. this many blocks (H100/H200 SMs)
+
+
+def tiles_for(n: int) -> Tiles:
+    """T is only known at run time: big tiles where N alone gives a 128-token prompt a full
+    wave of blocks (e.g. the LM head in `forward`), else small ones. A 1024-wide projection
+    at 128 tokens is then 32 blocks instead of 8."""
+    return BIG if -(-WAVE_PROMPT // BIG.rows) * -(-n // BIG.cols) >= WAVE_BLOCKS else SMALL
+
+
 _TENSORIZE = True
 
 
@@ -74,7 +95,8 @@ def _intrinsics() -> dict[str, str]:
              "load_b": (ci.get_wmma_load_intrin, (16, 16, 16, BF16, "shared.dyn", True, True)),
              "compute": (ci.get_wmma_sync_intrin, (16, 16, 16, BF16, F32, True)),
              "init": (ci.get_wmma_fill_intrin, (16, 16, 16, F32)),
-             "store": (ci.get_wmma_store_intrin, (16, 16, 16, F32, "shared.dyn"))}
+             "store": (ci.get_wmma_store_intrin, (16, 16, 16, F32, "shared.dyn")),
+             "store_static": (ci.get_wmma_store_intrin, (16, 16, 16, F32, "shared"))}
     names = {}
     for key, (make, args) in specs.items():
         names[key] = f"inference_pio_wmma_{key}_16x16x16_bf16_f32"
@@ -114,7 +136,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
     y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act)
-    sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), TILES, tensorize=_TENSORIZE)
+    sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles_for(int(n)), tensorize=_TENSORIZE)
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 
 
@@ -136,7 +158,7 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
     sch.transform_layout(rc, ("read", 0), c_map)
     sch.transform_block_layout(mm, block_map)
     tl = tiles
-    sch.pad_einsum(mm, [1, 16 * tl.warps_m * tl.frags_m, 16 * tl.warps_n * tl.frags_n, 16 * tl.chunk_k])
+    sch.pad_einsum(mm, [1, tl.rows, tl.cols, 16 * tl.chunk_k])
 
     batch, i, j, k = sch.get_loops(mm)
     i, ii = sch.split(i, [None, 16])
@@ -176,7 +198,11 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
     frag_b = sch.cache_read(tile, 1, "wmma.matrix_b")
     sch.compute_at(frag_a, k1)
     sch.compute_at(frag_b, k1)
-    c_shared = sch.cache_write(tile, 0, "shared.dyn")
+    # the C tile on its way out: in dynamic shared memory when big; a small one gets its own
+    # static buffer (in the dynamic pool, TVM would let it reuse a bf16 stage's bytes, and the
+    # fp32 wmma store into that buffer then fails to lower)
+    big_c = tl.rows * tl.cols * 4 > 32 * 1024
+    c_shared = sch.cache_write(tile, 0, "shared.dyn" if big_c else "shared")
     sch.storage_align(c_shared, 0, -2, 16, 4)
     c_frag = sch.cache_write(tile, 0, "wmma.accumulator")
     sch.reverse_compute_at(c_frag, warp)
@@ -199,7 +225,7 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
             sch.tensorize(fi1, names[key])
     if tensorize:
         sch.tensorize(sch.get_loops(init)[-2], names["init"])
-        sch.tensorize(sch.get_loops(c_frag)[-2], names["store"])
+        sch.tensorize(sch.get_loops(c_frag)[-2], names["store" if big_c else "store_static"])
         sch.tensorize(sch.get_loops(frag)[-3], names["compute"])
 
     auto_inline_consumer_chain(sch, c_shared)  # bias, residual, output cast
