@@ -354,11 +354,13 @@ def print_invocation(out: Path, dry: bool) -> None:
     r = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", rel], capture_output=True)
     if r.returncode != 0:
         print(f"\nWARNING: {rel} is not git-ignored; carry takes ignored paths only (add /{rel}/ to .gitignore)")
-    print("\nOn a session with a GPU, two `run` tool calls (each fits the 10-minute limit; 4B weights are")
-    print("generated on the machine, about 8 GB in /tmp):")
-    for cmd in (f"python3 bench/gpu/remote.py --bundle {rel} --sections correctness,bench --presets qwen3-0.6b",
-                f"python3 bench/gpu/remote.py --bundle {rel} --sections bench --presets qwen3-4b"):
-        print(f"  run(command={cmd!r}, carry={[rel]!r}, timeout_s=600)")
+    print("\nOn a session with a GPU (15 minutes of device time, machine start included), one `run` call;")
+    print("what its deadline cuts off is recorded as skipped (4B weights are generated there, about 8 GB in /tmp):")
+    cmd = (f"python3 bench/gpu/remote.py --bundle {rel} --sections correctness,bench "
+           "--presets qwen3-0.6b,qwen3-4b --deadline-s 540")
+    print(f"  run(command={cmd!r}, carry={[rel]!r}, timeout_s=600)")
+    print("If budget is left afterwards, a second call can fill in what was skipped (e.g. --sections bench"
+          " --presets qwen3-4b).")
     print("Results: $OUT/gpu_results.json, gpu_results.md and logs/ come back; see docs/gpu.md.")
     if dry:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
