@@ -48,10 +48,16 @@ def fuse_swiglu(graph: Graph) -> Graph:
     return rewrite(graph, fn)
 
 
-def fuse_residual(graph: Graph) -> Graph:
+def _readers(graph: Graph) -> dict[int, list[Node]]:
+    """`users`, with a graph output counted as read once more (by the caller)."""
     readers = users(graph)
-    for _, out in graph.outputs:  # an output is read by the caller too
+    for _, out in graph.outputs:
         readers.setdefault(id(out), []).append(out)
+    return readers
+
+
+def fuse_residual(graph: Graph) -> Graph:
+    readers = _readers(graph)
 
     def fn(n: Node, old: Node) -> Node | None:
         if n.op != "add":
@@ -78,12 +84,8 @@ def fuse_norm_rotary(graph: Graph) -> Graph:
 
     return rewrite(graph, fn)
 
-
-
 def fuse_swiglu_linear(graph: Graph) -> Graph:
-    readers = users(graph)
-    for _, out in graph.outputs:
-        readers.setdefault(id(out), []).append(out)
+    readers = _readers(graph)
 
     def fn(n: Node, old: Node) -> Node | None:
         if n.op != "linear" or n.attr("act") or n.inputs[0].op != "swiglu" or len(readers[id(old.inputs[0])]) != 1:

@@ -45,17 +45,27 @@ def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual:
     return fn
 
 
+def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, residual: bool,
+                   out_dtype: str) -> te.Tensor:
+    """acc (T, N) itself where there is nothing to add or cast, else an "epilogue" block."""
+    if not (bias or residual) and out_dtype == F32:
+        return acc
+    return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
+
+
+def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
+    """swiglu(x)[*lead, c] = silu(x[*lead, c]) * x[*lead, c + f], in x's dtype."""
+    g = _f32(x, *lead, c)
+    return (g * tirx.sigmoid(g) * _f32(x, *lead, c + f)).astype(x.dtype)
+
+
 def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
     """x[i, c] in fp32 as a linear multiplies it: swiglu(x) computed on the fly for act="swiglu"
     (x is then (T, 2K), gate half first), as the `swiglu` kernel computes it."""
     if act is None:
         return lambda i, c: _f32(x, i, c)
 
-    def value(i, c):
-        g = _f32(x, i, c)
-        return (g * tirx.sigmoid(g) * _f32(x, i, c + k)).astype(x.dtype).astype(F32)
-
-    return value
+    return lambda i, c: _swiglu_at(x, (i,), c, k).astype(F32)
 
 
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
@@ -65,9 +75,7 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
-    if not (bias or residual) and out_dtype == F32:
-        return acc
-    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
+    return _with_epilogue(acc, extra, bias, residual, out_dtype)
 
 
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
@@ -102,9 +110,7 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     b = te.compute((n, r2), lambda j, r: guarded(w[j, src(r)], src(r)), name="w_twice")
     r = te.reduce_axis((0, r2), "r")
     acc = te.compute((t, n), lambda i, j: te.sum(a[i, r].astype(F32) * b[j, r].astype(F32), axis=r), name="matmul")
-    if not (bias or residual) and out_dtype == F32:
-        return acc
-    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
+    return _with_epilogue(acc, extra, bias, residual, out_dtype)
 
 
 ROW_TILE = 6  # linear_packed computes rows in multiples of this, so row tiles have no tail
@@ -181,12 +187,7 @@ def cast(x: te.Tensor, dtype: str) -> te.Tensor:
 
 def swiglu(x: te.Tensor) -> te.Tensor:
     f = x.shape[-1] // 2
-
-    def fn(*i):
-        g = _f32(x, *i[:-1], i[-1])
-        return (g * tirx.sigmoid(g) * _f32(x, *i[:-1], i[-1] + f)).astype(x.dtype)
-
-    return te.compute((*x.shape[:-1], f), fn, name="swiglu")
+    return te.compute((*x.shape[:-1], f), lambda *i: _swiglu_at(x, i[:-1], i[-1], f), name="swiglu")
 
 
 def softmax(x: te.Tensor) -> te.Tensor:
@@ -391,6 +392,16 @@ def same_params(f: tirx.PrimFunc, like: tirx.PrimFunc) -> tirx.PrimFunc:
     scalar = [p for p in f.params if not is_buffer_var(p)]
     params = [next(mine) if is_buffer_var(p) else scalar[0] for p in like.params]
     return tirx.PrimFunc(params, f.body, f.ret_type, f.attrs)
+
+
+def linear_operands(func: tirx.PrimFunc) -> tuple | None:
+    """(x, w, extra, out) buffers of a lowered `linear` PrimFunc (all parameters buffers), else None."""
+    from tvm.tirx.buffer import is_buffer_var
+
+    if len(func.params) < 3 or not all(is_buffer_var(p) for p in func.params):
+        return None
+    x, w, *extra, out = func.params
+    return x, w, extra, out
 
 
 def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,

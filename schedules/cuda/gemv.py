@@ -16,9 +16,8 @@ bundle of bench/gpu benchmarks dlight's GEMV beside it.
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.tirx.buffer import is_buffer_var
-
 from ...targets import TargetDesc
+from ..kernels import linear_operands
 
 ROWS = 4    # output rows per block
 LANES = 32  # threads per row: one warp, or two where there are few rows (below)
@@ -33,10 +32,10 @@ def _chunk(k: int, itemsize: int, lanes: int) -> int | None:
 
 
 def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
-    bufs = [p for p in func.params if is_buffer_var(p)]
-    if len(bufs) != len(func.params) or len(bufs) < 3:
+    ops = linear_operands(func)
+    if ops is None:
         return None
-    x, w = bufs[0], bufs[1]
+    x, w = ops[0], ops[1]
     if len(x.shape) != 2 or len(w.shape) != 2 or not all(isinstance(d, tirx.IntImm) for d in (*x.shape, *w.shape)):
         return None
     if int(x.shape[0]) != 1:

@@ -28,10 +28,9 @@ import contextlib
 from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
-from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
-from ..kernels import linear_split, same_params
+from ..kernels import linear_operands, linear_split, same_params
 
 F32, BF16 = "float32", "bfloat16"
 MIN_ROWS = 16  # a static T below one fragment is left to the GEMV rules
@@ -45,10 +44,6 @@ class Tiles:
     frags_m: int = 2
     frags_n: int = 2
     chunk_k: int = 4  # fragments of K per shared-memory stage
-
-    @property
-    def threads(self) -> int:
-        return 32 * self.warps_m * self.warps_n
 
     @property
     def rows(self) -> int:
@@ -113,10 +108,10 @@ def _i64(v) -> tirx.PrimExpr:
 
 def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The split-bf16 tensor-core kernel for a linear with fp32 x (T rows) and bf16 weights."""
-    bufs = [p for p in func.params if is_buffer_var(p)]
-    if len(bufs) != len(func.params) or len(bufs) < 3:
+    ops = linear_operands(func)
+    if ops is None:
         return None
-    x, w, *extra, out = bufs
+    x, w, extra, out = ops
     t = x.shape[0]
     if x.dtype != F32 or w.dtype != BF16 or len(x.shape) != 2 or len(w.shape) != 2:
         return None
