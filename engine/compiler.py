@@ -1,6 +1,7 @@
 """engine.compile (this module is engine.compiler): model def -> passes -> Relax -> scheduled TIR -> tvm.compile -> Artifact."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +87,11 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
     weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype
     # fold_slices again: kv_append now reads the v window, and decode's last-row slice is the whole row
+    dump_dir = dump_dir or os.environ.get("INFERENCE_PIO_DUMP")
     prefill = passes.fold_slices(insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)))
+    prefill = passes.run(prefill, passes.cache_passes(tdesc.kind), dump_dir=Path(dump_dir) / "prefill" if dump_dir else None)
     decode = passes.fold_slices(specialize(prefill, "decode", seq_len=1))
+    decode = passes.run(decode, passes.decode_passes(tdesc.kind), dump_dir=Path(dump_dir) / "decode" if dump_dir else None)
     if static_decode is None:
         static_decode = cuda_graph
     if static_decode:

@@ -43,9 +43,11 @@ class _Lowerer:
         # a shape-only operand (kv_len) is passed as its TIR var, not as a tensor
         args = [self.dim(i.shape[0]) if i.attr("shape_only") else a for i, a in zip(n.inputs, args)]
         if n.op == "kv_append":
-            cache, k = n.inputs[0], n.inputs[1]
+            cache, k, norm = n.inputs[0], n.inputs[1], n.inputs[3:]
             func = kernels.kv_append(cache.shape, cache.dtype, k.dtype, bool(attrs.get("kv_len_tensor")),
-                                     attrs.get("start"), k.shape[-1]).with_attr(OP_KIND_ATTR, n.op)
+                                     attrs.get("start"), k.shape[-1],
+                                     norm=(norm[0].dtype, norm[1].shape[1], attrs["eps"]) if norm else None)
+            func = func.with_attr(OP_KIND_ATTR, n.op)
             gv = self.bb.add_func(func, "kv_append")
             return self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[0], out_ty=self.ty(cache)))
         if n.op == "reshape":
@@ -65,7 +67,8 @@ def _schedule_hints(n: Node) -> dict[str, Any]:
         return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
                 "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}
     if n.op == "linear":  # which extra operands the kernel has, and how it reads x
-        return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual")), "act": n.attr("act") or ""}
+        return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual")), "act": n.attr("act") or "",
+                "norm": n.attr("norm_eps") is not None}
     return {}
 
 

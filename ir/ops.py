@@ -139,19 +139,26 @@ def embedding(table, ids, out_dtype="float32", pack=None):
     return _cast_like(f32(table)[ids], out_dtype)
 
 
-@_op("linear", (2, 4), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate; "
-                       "act='swiglu': x is (..., 2K) and swiglu(x) is multiplied")
+@_op("linear", (2, 5), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate; "
+                       "act='swiglu': x is (..., 2K) and swiglu(x) is multiplied; "
+                       "norm_eps=e: rms_norm(x, g (K), e) is multiplied, g the first extra operand")
 def _linear_t(ts, a):
     x, w = ts[0], ts[1]
     _float(x), _float(w)
-    _check(a.get("act") in (None, "swiglu"), f"unknown linear act {a.get('act')!r}")
-    k = w.shape[1] * (2 if a.get("act") else 1)
+    act, norm = a.get("act"), a.get("norm_eps") is not None
+    _check(act in (None, "swiglu"), f"unknown linear act {act!r}")
+    _check(not (act and norm), "a linear normalizes x or applies act to it, not both")
+    k = w.shape[1] * (2 if act else 1)
     _check(w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == k,
-           f"x last dim {x.shape[-1:]} must equal {'twice ' if a.get('act') else ''}weight dim 1 of {w.shape}")
+           f"x last dim {x.shape[-1:]} must equal {'twice ' if act else ''}weight dim 1 of {w.shape}")
     out = TensorType(x.shape[:-1] + (w.shape[0],), a.get("out_dtype", "float32"))
     extra = list(ts[2:])
-    _check(len(extra) == int(bool(a.get("bias"))) + int(bool(a.get("residual"))),
-           "extra operands must match the bias/residual flags")
+    _check(len(extra) == int(norm) + int(bool(a.get("bias"))) + int(bool(a.get("residual"))),
+           "extra operands must match the norm_eps/bias/residual attrs")
+    if norm:
+        g = extra.pop(0)
+        _float(g)
+        _check(g.shape == (w.shape[1],), f"norm weight shape {g.shape} != ({w.shape[1]},)")
     if a.get("bias"):
         b = extra.pop(0)
         _check(b.shape == (w.shape[0],), f"bias shape {b.shape} != ({w.shape[0]},)")
@@ -162,11 +169,13 @@ def _linear_t(ts, a):
 
 
 @_linear_t
-def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None):
+def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None, norm_eps=None):
+    extra = list(extra)
     if act == "swiglu":
         x = swiglu(x)
+    if norm_eps is not None:
+        x = rms_norm(f32(x), extra.pop(0), norm_eps)
     y = f32(x) @ f32(w).T
-    extra = list(extra)
     if bias:
         y = y + f32(extra.pop(0))
     if residual:
@@ -512,11 +521,18 @@ def _kv_len_value(kv_len: np.ndarray, kv_len_tensor: bool) -> int:
     return int(kv_len[0]) if kv_len_tensor else kv_len.shape[0]
 
 
-@_op("kv_append", 3, "write k (T, H, D), or a head window (attr start) of k (T, N), into cache (C, H, D) "
-     "rows [kv_len - T, kv_len); in place")
+@_op("kv_append", (3, 5), "write k (T, H, D), or a head window (attr start) of k (T, N), into cache (C, H, D) "
+     "rows [kv_len - T, kv_len); in place. With operands w (D), table and attr eps, the rows written are "
+     "norm_rotary(k, w, table, eps): Qwen3's key path in one kernel")
 def _kv_append_t(ts, a):
-    cache, k, n = ts
-    if a.get("start") is not None and cache.ndim == 3:
+    cache, k, n = ts[:3]
+    _check(len(ts) == 3 or (len(ts) == 5 and a.get("eps") is not None),
+           "kv_append takes (cache, k, kv_len), or (cache, k, kv_len, w, table) with attr eps")
+    if len(ts) == 5:
+        rows = OPS["norm_rotary"].infer([k, *ts[3:]], {"eps": a["eps"], "start": a.get("start"),
+                                                      "heads": cache.shape[1] if cache.ndim == 3 else None})
+        k = rows.with_dtype(k.dtype)
+    elif a.get("start") is not None and cache.ndim == 3:
         k = _window_t(k, a["start"], cache.shape[1], cache.shape[2])
     _check(cache.ndim == 3 and k.ndim == 3 and cache.shape[1:] == k.shape[1:], f"cache {cache} vs new rows {k}")
     _check_kv_len(n, a)
@@ -524,8 +540,11 @@ def _kv_append_t(ts, a):
 
 
 @_kv_append_t
-def kv_append(cache, k, kv_len, kv_len_tensor=False, start=None):
-    k = _window(k, start, cache.shape[1], cache.shape[2])
+def kv_append(cache, k, kv_len, *norm, kv_len_tensor=False, start=None, eps=None):
+    if norm:
+        k = norm_rotary(k, *norm, eps=eps, start=start, heads=cache.shape[1])
+    else:
+        k = _window(k, start, cache.shape[1], cache.shape[2])
     n, t = _kv_len_value(kv_len, kv_len_tensor), k.shape[0]
     if not t <= n <= cache.shape[0]:
         raise IndexError(f"kv_len {n} is outside [{t}, {cache.shape[0]}] (the new rows .. the cache capacity)")

@@ -16,6 +16,16 @@ fuse_swiglu_linear (CUDA; a prologue fusion)
     projection). Produces ``linear(y, w, ..., act="swiglu")``: the kernel computes silu(gate) *
     up while loading x, so the (T, F) product is never stored and one launch per layer goes.
     Not for the CPU, whose GEMV would recompute it for every block of output rows.
+fuse_norm_linear (CUDA decode; a prologue fusion)
+    Matches ``linear(rms_norm(x, g), w, ...)`` where the norm (fp32, no offset) has no other
+    user. Produces ``linear(x, w, g, ..., norm_eps=eps)``: the GEMV's lanes sum x^2 over the
+    row they multiply anyway and normalize x as they load it, so the norm's launch goes (two
+    per layer, and the final norm before the LM head). For the one-token decode graph only:
+    the tensor-core GEMM over many rows does not take it.
+fuse_norm_append (CUDA, after insert_kv_cache)
+    Matches ``kv_append(cache, norm_rotary(x, w, table), kv_len)`` where the norm_rotary has no
+    other user (Qwen3's keys). Produces ``kv_append(cache, x, kv_len, w, table, eps=...)``: the
+    keys are normalized and rotated on their way into the cache, one launch per layer fewer.
 All ensure numerics unchanged.
 """
 from __future__ import annotations
@@ -91,5 +101,40 @@ def fuse_swiglu_linear(graph: Graph) -> Graph:
         if n.op != "linear" or n.attr("act") or n.inputs[0].op != "swiglu" or len(readers[id(old.inputs[0])]) != 1:
             return None
         return op_node("linear", [n.inputs[0].inputs[0], *n.inputs[1:]], **{**n.attr_dict, "act": "swiglu"})
+
+    return rewrite(graph, fn)
+
+
+def fuse_norm_linear(graph: Graph) -> Graph:
+    readers = _readers(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "linear" or n.attr("act") or n.attr("norm_eps") is not None:
+            return None
+        norm = n.inputs[0]
+        if norm.op != "rms_norm" or norm.attr("offset") or norm.dtype != "float32":
+            return None
+        if len(readers[id(old.inputs[0])]) != 1:
+            return None
+        x, g = norm.inputs
+        return op_node("linear", [x, n.inputs[1], g, *n.inputs[2:]], **{**n.attr_dict, "norm_eps": norm.attr("eps")})
+
+    return rewrite(graph, fn)
+
+
+def fuse_norm_append(graph: Graph) -> Graph:
+    readers = _readers(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "kv_append" or len(n.inputs) != 3 or n.inputs[1].op != "norm_rotary":
+            return None
+        if len(readers[id(old.inputs[1])]) != 1 or n.attr("start") is not None:
+            return None
+        k = n.inputs[1]
+        x, w, table = k.inputs
+        attrs = {**n.attr_dict, "eps": k.attr("eps")}
+        if k.attr("start") is not None:
+            attrs["start"] = k.attr("start")
+        return op_node("kv_append", [n.inputs[0], x, n.inputs[2], w, table], **attrs)
 
     return rewrite(graph, fn)

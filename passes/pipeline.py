@@ -59,6 +59,24 @@ def cuda_passes() -> list[NamedPass]:
     return [NamedPass("fuse_swiglu_linear", fuse_swiglu_linear)]
 
 
+def cache_passes(target_kind: str) -> list[NamedPass]:
+    """Passes for the KV-cached graphs (after `insert_kv_cache`; decode is specialized from them)."""
+    from .fuse_epilogues import fuse_norm_append
+
+    if target_kind == "cuda":
+        return [NamedPass("fuse_norm_append", fuse_norm_append)]
+    return []
+
+
+def decode_passes(target_kind: str) -> list[NamedPass]:
+    """Passes for the one-token decode graph only (after `insert_kv_cache.specialize`)."""
+    from .fuse_epilogues import fuse_norm_linear
+
+    if target_kind == "cuda":
+        return [NamedPass("fuse_norm_linear", fuse_norm_linear)]
+    return []
+
+
 def run(graph: Graph, passes: list[NamedPass], *, dump_dir: str | Path | None = None,
         verify_each: bool = True) -> Graph:
     """Apply ``passes`` in order. ``dump_dir`` (or $INFERENCE_PIO_DUMP) writes ``NN_<pass>.txt``."""

@@ -16,6 +16,9 @@ from __future__ import annotations
 from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
 
 
+KV_LEN_OPERAND = {"kv_append": 2, "cache_attention": 3}  # where each op takes kv_len
+
+
 def static_decode(graph: Graph) -> Graph:
     old = [n for n in graph.inputs if n.attr("shape_only")]
     if [n.name for n in old] != ["kv_len"]:
@@ -26,9 +29,12 @@ def static_decode(graph: Graph) -> Graph:
         raise ValueError(f"static_decode: symbolic dims {sorted(set(dynamic))} remain (specialize seq_len first)")
 
     def fn(n: Node, _old: Node) -> Node | None:
-        if n.op in ("kv_append", "cache_attention"):
-            return op_node(n.op, [*n.inputs[:-1], kv_len], **{**n.attr_dict, "kv_len_tensor": True})
-        return None
+        at = KV_LEN_OPERAND.get(n.op)
+        if at is None:
+            return None
+        inputs = list(n.inputs)
+        inputs[at] = kv_len
+        return op_node(n.op, inputs, **{**n.attr_dict, "kv_len_tensor": True})
 
     inputs = [kv_len if n is old[0] else n for n in graph.inputs]
     return rewrite(graph, fn, inputs=inputs, static_inputs=True)

@@ -53,6 +53,18 @@ def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, res
     return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
 
 
+def _rms_normed(x: te.Tensor, g: te.Tensor, eps: float) -> te.Tensor:
+    """rms_norm(x, g, eps) in fp32 as a linear multiplies it: "x_normed" (T, K), from the row's
+    sum of squares, "sumsq" (as in `rms_norm`). A schedule computes it where the products
+    need it (the CUDA GEMV: per thread, in registers) or inlines it."""
+    kk = x.shape[1]
+    k = te.reduce_axis((0, kk), "k")
+    ss = te.compute((x.shape[0],), lambda i: te.sum(_f32(x, i, k) * _f32(x, i, k), axis=k), name="sumsq")
+    eps_ = tirx.const(eps, F32)
+    return te.compute(x.shape, lambda i, c: _f32(x, i, c) * tirx.rsqrt(ss[i] / kk.astype(F32) + eps_) * _f32(g, c),
+                      name="x_normed")
+
+
 def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
     """swiglu(x)[*lead, c] = silu(x[*lead, c]) * x[*lead, c + f], in x's dtype."""
     g = _f32(x, *lead, c)
@@ -69,11 +81,15 @@ def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
 
 
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-           out_dtype: str = F32, act: str | None = None) -> te.Tensor:
-    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N); act="swiglu": swiglu(x) (T, 2K) @ w^T."""
+           out_dtype: str = F32, act: str | None = None, norm_eps: float | None = None) -> te.Tensor:
+    """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N); act="swiglu": swiglu(x) (T, 2K) @ w^T;
+    norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra`` (`_rms_normed`)."""
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
+    if norm_eps is not None:
+        xn, extra = _rms_normed(x, extra[0], norm_eps), extra[1:]
+        xf = lambda i, c: xn[i, c]  # noqa: E731
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
     return _with_epilogue(acc, extra, bias, residual, out_dtype)
 
@@ -303,6 +319,25 @@ def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale
     return out if q.dtype == F32 else cast(out, q.dtype)
 
 
+def _norm_rotated(xv: Callable, ss, w, table, eps: float, d: int) -> Callable:
+    """(t, h, e) -> rotary(rms_norm(x))[t, h, e] in fp32, given xv(t, h, e) (x in fp32) and the
+    head's sum of squares ss[t, h]; ``ss``, ``w`` and ``table`` are TE tensors or TIR buffers."""
+    r, half = table.shape[1], table.shape[1] // 2
+
+    def normed(t, h, e):
+        inv = tirx.rsqrt(ss[t, h] / tirx.const(float(d), F32) + tirx.const(eps, F32))
+        return xv(t, h, e) * inv * _f32(w, e)
+
+    def fn(t, h, e):
+        j = tirx.floormod(e, half)
+        cos, sin = table[t, j], table[t, j + half]
+        partner = tirx.if_then_else(e < half, -normed(t, h, tirx.min(e + half, r - 1)),
+                                    normed(t, h, tirx.max(e - half, 0)))
+        return tirx.if_then_else(e < r, normed(t, h, e) * cos + partner * sin, normed(t, h, e))
+
+    return fn
+
+
 def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float, start: int | None = None,
                 heads: int | None = None) -> te.Tensor:
     """rotary(rms_norm(x, w), table) for x (T, H, D), or for the head window of x (T, N) at
@@ -314,22 +349,10 @@ def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float, start:
     shape = (x.shape[0], heads, d) if start is not None else x.shape
     xv = (lambda t, h, e: _f32(x, t, start + h * d + e)) if start is not None else \
         (lambda t, h, e: _f32(x, t, h, e))
-    r, half = table.shape[1], table.shape[1] // 2
     k = te.reduce_axis((0, d), "k")
     ss = te.compute(shape[:-1], lambda t, h: te.sum(xv(t, h, k) * xv(t, h, k), axis=k), name="sumsq")
-
-    def normed(t, h, e):
-        inv = tirx.rsqrt(ss[t, h] / tirx.const(float(d), F32) + tirx.const(eps, F32))
-        return xv(t, h, e) * inv * _f32(w, e)
-
-    def fn(t, h, e):
-        j = tirx.floormod(e, half)
-        cos, sin = table[t, j], table[t, j + half]
-        partner = tirx.if_then_else(e < half, -normed(t, h, tirx.min(e + half, r - 1)),
-                                    normed(t, h, tirx.max(e - half, 0)))
-        return tirx.if_then_else(e < r, normed(t, h, e) * cos + partner * sin, normed(t, h, e)).astype(x.dtype)
-
-    return te.compute(shape, fn, name="norm")
+    fn = _norm_rotated(xv, ss, w, table, eps, d)
+    return te.compute(shape, lambda t, h, e: fn(t, h, e).astype(x.dtype), name="norm")
 
 
 def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
@@ -405,10 +428,13 @@ def linear_operands(func: tirx.PrimFunc) -> tuple | None:
 
 
 def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
-              kv_len_tensor: bool = False, start: int | None = None, k_cols: int | None = None) -> tirx.PrimFunc:
-    """In-place PrimFunc ``(cache, k, kv_len)``: cache[kv_len - T + i] = k[i] for the T rows of k.
-    kv_len is an int64 scalar, or with ``kv_len_tensor`` a (1,) int32 buffer holding it. With
-    ``start``, k is (T, k_cols) and its columns [start, start + H * D) are the rows' heads.
+              kv_len_tensor: bool = False, start: int | None = None, k_cols: int | None = None,
+              norm: tuple[str, int, float] | None = None) -> tirx.PrimFunc:
+    """In-place PrimFunc ``(cache, k, kv_len[, w, table])``: cache[kv_len - T + i] = k[i] for the T
+    rows of k. kv_len is an int64 scalar, or with ``kv_len_tensor`` a (1,) int32 buffer holding
+    it. With ``start``, k is (T, k_cols) and its columns [start, start + H * D) are the rows'
+    heads. With ``norm`` = (w's dtype, the table's rotary width, eps), the rows written are
+    norm_rotary(k, w, table, eps) (`norm_rotary`): block "sumsq" per (row, head), then "append".
 
     Written in TIR, not TE: TE cannot express writing into an operand.
     """
@@ -422,10 +448,58 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
 
     @T.macro
     def body(cache, k, t, n):
-        for i, hh, dd in T.grid(t, h, d):
+        for i, hh, dd in T.grid(t, T.int64(h), T.int64(d)):
             with T.sblock("append"):
                 vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
                 cache[n - t + vi, vh, vd] = T.Cast(cache_dtype, k_at(k, vi, vh, vd))
+
+    if norm is not None:
+        w_dtype, rot, eps = norm
+
+        def xv(k):
+            return lambda i, hh, e: _f32(k, *((i, start + hh * d + e) if start is not None else (i, hh, e)))
+
+        @T.macro
+        def body_norm(cache, k, w, table, t, n):
+            with T.sblock("root"):
+                T.reads()
+                T.writes()
+                ss = T.sblock_alloc_buffer((t, h), F32)
+                for i, hh, e in T.grid(t, T.int64(h), T.int64(d)):
+                    with T.sblock("sumsq"):
+                        vi, vh, ve = T.axis.remap("SSR", [i, hh, e])
+                        with T.init():
+                            ss[vi, vh] = T.float32(0)
+                        ss[vi, vh] = ss[vi, vh] + xv(k)(vi, vh, ve) * xv(k)(vi, vh, ve)
+                for i, hh, dd in T.grid(t, T.int64(h), T.int64(d)):
+                    with T.sblock("append"):
+                        vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
+                        cache[n - t + vi, vh, vd] = T.Cast(cache_dtype,
+                                                           _norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
+
+    if kv_len_tensor and norm is not None:
+        @T.prim_func(private=True, s_tir=True)
+        def kv_append_norm_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32"),
+                              w: T.Buffer((d,), w_dtype), var_table: T.handle):
+            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+            t = T.int64()
+            k = T.match_buffer(var_k, k_shape(t), k_dtype)
+            table = T.match_buffer(var_table, (t, rot), F32)
+            body_norm(cache, k, w, table, t, T.Cast("int64", kv_len[0]))
+
+        return kv_append_norm_at
+
+    if norm is not None:
+        @T.prim_func(private=True, s_tir=True)
+        def kv_append_norm(var_cache: T.handle, var_k: T.handle, kv_len: T.int64, w: T.Buffer((d,), w_dtype),
+                           var_table: T.handle):
+            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+            t = T.int64()
+            k = T.match_buffer(var_k, k_shape(t), k_dtype)
+            table = T.match_buffer(var_table, (t, rot), F32)
+            body_norm(cache, k, w, table, t, kv_len)
+
+        return kv_append_norm
 
     if kv_len_tensor:
         @T.prim_func(private=True, s_tir=True)

@@ -47,8 +47,8 @@ def run(func, *args):
 
 
 def compile_emulated(md, cuda_target: dict, **kwargs):
-    """``engine.compile(md, ...)`` with every kernel scheduled for ``cuda_target`` (CUDA layout
-    passes, CUDA schedule rules) and then serialized for this CPU: the artifact runs the CUDA
+    """``engine.compile(md, ...)`` with every kernel scheduled for ``cuda_target`` (CUDA layout,
+    cache and decode passes, CUDA schedule rules) and then serialized for this CPU: the artifact runs the CUDA
     schedules' loop nests here, through the normal runtime."""
     from tvm import tirx
 
@@ -68,9 +68,11 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
                 mod.update_func(gv, serialize(func).with_attrs(dict(func.attrs)))
         return mod
 
-    saved = compiler.schedule_module, passes.cpu_passes
+    saved = compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes
     compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block: passes.cuda_passes()
+    passes.cache_passes = lambda kind, f=saved[2]: f("cuda")
+    passes.decode_passes = lambda kind, f=saved[3]: f("cuda")
     try:
         return compiler.compile(md, target="llvm", **kwargs)
     finally:
-        compiler.schedule_module, passes.cpu_passes = saved
+        compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes = saved

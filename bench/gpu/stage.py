@@ -318,12 +318,20 @@ def main() -> None:
             ent["artifacts"]["cuda_graph"] = {"path": f"artifacts/cuda_graph/{preset}",
                                               **compile_one(cfg_dir, out / "artifacts" / "cuda_graph" / preset, cuda,
                                                             BENCH_MAX_SEQ_LEN, cuda_graph=True)}
+            from inference_pio import passes
             from inference_pio.schedules import registry
 
-            with registry.override("cuda", "linear", []):  # a third row: dlight's GEMV and Matmul
-                ent["artifacts"]["cuda_dlight"] = {
-                    "path": f"artifacts/cuda_dlight/{preset}",
-                    **compile_one(cfg_dir, out / "artifacts" / "cuda_dlight" / preset, cuda, BENCH_MAX_SEQ_LEN)}
+            # a third row: dlight's GEMV and Matmul, and no rms_norm fused into decode's linears
+            # (only our GEMV schedules that well; dlight would take its Fallback rule)
+            saved, passes.decode_passes = passes.decode_passes, lambda kind: []
+            try:
+                with registry.override("cuda", "linear", []):
+                    ent["artifacts"]["cuda_dlight"] = {
+                        "path": f"artifacts/cuda_dlight/{preset}",
+                        **compile_one(cfg_dir, out / "artifacts" / "cuda_dlight" / preset, cuda,
+                                      BENCH_MAX_SEQ_LEN)}
+            finally:
+                passes.decode_passes = saved
         else:  # its CPU stand-in: the same static decode (persistent inputs, kv_len as data), no graph
             ent["artifacts"]["cpu_graph"] = {"path": f"artifacts/cpu_graph/{preset}",
                                              **compile_one(cfg_dir, out / "artifacts" / "cpu_graph" / preset, "llvm",

@@ -1,6 +1,7 @@
 """Schedule rules for the cuda target. Ours: attention (split-key decode, flash prefill),
 tensor-core GEMMs for linears over T rows with bf16 weights, a GEMV with 16-byte weight
-loads for one-row linears, and the sampler. The baseline
+loads for one-row linears, KV-cache appends (with Qwen3's key norm and rotary fused), and the
+sampler. The baseline
 for everything else is TVM's dlight rule list (GEMV for decode, Matmul for prefill,
 reductions, then a thread-binding fallback), tried in order on each kernel after the
 op-specific rules."""
@@ -13,6 +14,7 @@ from ...targets import TargetDesc
 from ..registry import register, register_fallback
 from .attention import cuda_attention
 from .gemv import gemv
+from .kv_append import kv_append_rows
 from .matmul import tensor_core_linear
 from .sample import sample_block
 
@@ -37,6 +39,7 @@ def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule |
 
 register("cuda", "attention", cuda_attention)
 register("cuda", "cache_attention", cuda_attention)
+register("cuda", "kv_append", kv_append_rows)
 register("cuda", "linear", tensor_core_linear)
 register("cuda", "linear", gemv)
 register("cuda", "sample_token", sample_block)

@@ -6,6 +6,12 @@ weights in 16-byte loads.
         before they are used, accumulated in fp32
     then a sum over the lanes (warp shuffles), and the epilogue (bias, residual, cast) in place
 
+With an rms_norm fused in front (decode's q+k+v and gate+up projections and the LM head,
+`passes.fuse_norm_linear`), the block's threads first sum the squares of x together and write
+rms_norm(x) to shared memory, from which every row reads its chunks (`_normed_into_shared`);
+where K does not split over the block's threads, each row's lanes do that work themselves for
+their own chunks (`_row_sumsq`).
+
 Against dlight's GEMV (the baseline, still used where this rule declines): its weight loads are
 4 bytes wide and its blocks hold 16 rows of 512 threads, so a 1024-row projection is 64 blocks
 for 132 SMs; here a block is 4 rows (256 blocks for 1024 rows, each row read by two warps), and each
@@ -69,23 +75,38 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     koo, ko = sch.split(ko, [None, depth])
     # `depth` weight chunks are loaded before any is used, so that many loads are in flight per
     # lane; the copy is indexed by the block's own iterators (reindex), so it compacts per thread
-    wl = sch.reindex(part, ("read", 1))
+    wl = sch.reindex(part, ("read", _read_index(sch, part, w)))
     sch.set_scope(wl, 0, "local")
     sch.compute_at(wl, koo)
-    loops = sch.get_loops(wl)
-    copy = loops[[sch.get(q).same_as(sch.get(koo)) for q in loops].index(True) + 1:]
+    copy = _below(sch, wl, koo)
     if vec > 1:
         sch.vectorize(copy[-1])
         copy = copy[:-1]
     for q in copy:
         sch.unroll(q)
-    if vec > 1 and not func.attrs.get("act", ""):  # (with a fused swiglu, x is read at two places)
-        xl = sch.cache_read(part, 0, "local")
+    # this lane's chunk of x to registers: x itself, or rms_norm(x) where one is fused; not
+    # with a fused swiglu (x is then read at two places)
+    norm, xl = bool(func.attrs.get("norm", False)), None
+    per_block = norm and k % (ROWS * lanes) == 0
+    if per_block:  # rms_norm(x) into shared memory once per block, then as x below
+        xs = _normed_into_shared(sch, jb, lanes, k // (ROWS * lanes))
+        xl = sch.cache_read(part, _read_index(sch, part, sch.get(xs).writes[0].source), "local",
+                            consumer_blocks=[part])
         sch.compute_at(xl, ko)
-        sch.vectorize(sch.get_loops(xl)[-1])
+    elif norm:  # each row's lanes normalize the chunks they multiply (_row_sumsq)
+        xl = sch.get_sblock("x_normed")
+        sch.compute_at(xl, ko)
+        sch.set_scope(xl, 0, "local")
+    elif vec > 1 and not func.attrs.get("act", ""):
+        xl = sch.cache_read(part, _read_index(sch, part, x), "local", consumer_blocks=[part])
+        sch.compute_at(xl, ko)
+    if xl is not None and vec > 1:  # at most float4: CUDA has no wider fp32 vector arithmetic
+        sch.vectorize(sch.split(sch.get_loops(xl)[-1], [None, min(vec, 4)])[-1])
     sch.unroll(ko)
     sch.set_scope(part, 0, "local")
     sch.decompose_reduction(part, koo)
+    if norm and not per_block:
+        _row_sumsq(sch, jr, lanes, vec)
     # the sum over lanes (lowered to warp shuffles), then the epilogue, per row
     sch.reverse_compute_at(mm, jr)
     sch.bind(sch.get_loops(mm)[-1], "threadIdx.x")
@@ -95,3 +116,70 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     for blk in consumers:
         sch.reverse_compute_at(blk, jr)
     return sch
+
+
+def _below(sch: s_tir.Schedule, block, loop) -> list:
+    """The loops around ``block`` inside ``loop``."""
+    loops = sch.get_loops(block)
+    return loops[[sch.get(q).same_as(sch.get(loop)) for q in loops].index(True) + 1:]
+
+
+def _read_index(sch: s_tir.Schedule, block, buf) -> int:
+    return [r.source.same_as(buf) for r in sch.get(block).reads].index(True)
+
+
+def _row_sumsq(sch: s_tir.Schedule, jr, lanes: int, vec: int) -> None:
+    """A fused rms_norm's sum of squares of x (`kernels._rms_normed`), per row: the row's lanes
+    sum the squares of the chunks of x they multiply next, then reduce across the lanes as the
+    dot product does (the dot product's own x loads then hit L1)."""
+    ss = sch.get_sblock("sumsq")
+    sch.split(sch.get_loops(ss)[-1], [None, lanes, vec])
+    part = sch.rfactor(sch.get_loops(ss)[-2], 0)  # (rfactor at the root: inside, it copies the outer loops)
+    sch.compute_at(ss, jr)
+    sch.compute_at(part, jr)
+    loops = _below(sch, part, jr)  # lane, [ko,] kv (a ko of extent 1 is not there)
+    sch.bind(loops[0], "threadIdx.x")
+    if vec > 1:
+        xl = sch.cache_read(part, 0, "local", consumer_blocks=[part])
+        sch.compute_at(xl, loops[-2])
+        sch.vectorize(sch.get_loops(xl)[-1])
+    if len(loops) == 3:
+        sch.unroll(loops[1])
+    sch.set_scope(part, 0, "local")
+    sch.bind(sch.get_loops(ss)[-1], "threadIdx.x")
+    sch.set_scope(ss, 0, "local")
+
+
+def _normed_into_shared(sch: s_tir.Schedule, jb, lanes: int, each: int):
+    """A fused rms_norm (`kernels._rms_normed`) computed once per block, by all its threads:
+    the sum of squares of x (an all-reduce over the block), then rms_norm(x) (K floats) into
+    shared memory, ``each`` elements per thread, from which every row's lanes read. Returns
+    the block that fills the shared copy."""
+    threads = ROWS * lanes
+    vx = next(v for v in (4, 2, 1) if each % v == 0)
+    xs = sch.get_sblock("x_normed")
+    sch.compute_at(xs, jb)
+    sch.set_scope(xs, 0, "shared")
+    _, ty, tx, v = sch.split(sch.fuse(*_below(sch, xs, jb)), [None, ROWS, lanes, vx])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.vectorize(v)
+    ss = sch.get_sblock("sumsq")
+    sch.split(sch.get_loops(ss)[-1], [None, threads, vx])
+    part = sch.rfactor(sch.get_loops(ss)[-2], 0)  # (rfactor at the root: inside, it copies the outer loops)
+    sch.compute_at(ss, jb)
+    sch.compute_at(part, jb)
+    loops = _below(sch, part, jb)  # thread, [ko,] v
+    ty, tx = sch.split(loops[0], [ROWS, lanes])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    if vx > 1:
+        xl = sch.cache_read(part, 0, "local", consumer_blocks=[part])
+        sch.compute_at(xl, loops[-2] if len(loops) == 3 else tx)
+        sch.vectorize(sch.get_loops(xl)[-1])
+    sch.set_scope(part, 0, "local")
+    ty, tx = sch.split(_below(sch, ss, jb)[0], [ROWS, lanes])
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    sch.set_scope(ss, 0, "local")
+    return xs

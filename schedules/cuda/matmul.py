@@ -120,7 +120,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc
     attrs = func.attrs
     bias, residual = bool(attrs.get("bias", False)), bool(attrs.get("residual", False))
     act = str(attrs.get("act", "")) or None
-    if len(extra) != bias + residual:
+    if len(extra) != bias + residual or attrs.get("norm", False):  # (a fused rms_norm: decode's GEMV only)
         return None
     n, k = _i64(w.shape[0]), _i64(w.shape[1])
     tx = te.placeholder((t, _i64(x.shape[1])), F32, name="x")

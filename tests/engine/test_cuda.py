@@ -73,6 +73,9 @@ def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_pa
     assert len(_kernel_calls(text, "decode_cuda_graph_capture")) > 10
     assert "vm.builtin.cuda_graph.run_or_capture" in text.split("@decode:", 1)[1].split("\n\n")[0]
     assert art.manifest["functions"]["decode"]["static_inputs"] is True
+    # decode's rms_norms ride in the next linear (passes.decode_passes); prefill keeps its own
+    ops = {name: {n.op for n in g.ops()} for name, g in art.graphs.items()}
+    assert "rms_norm" not in ops["decode"] and "rms_norm" in ops["prefill"]
     lib = (art.save(tmp_path / "graph") / "model.so").read_bytes()
     assert b"vm.builtin.cuda_graph.run_or_capture" in lib and b".nv.info" in lib
     # the default artifact launches every kernel itself

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
+from inference_pio.passes import fuse_norm_append, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -60,6 +61,72 @@ def test_swiglu_folded_into_the_down_projection():
 def test_swiglu_kept_when_read_elsewhere():
     g = mlp_graph(extra_user=True)
     assert str(fuse_swiglu_linear(g)) == str(g)
+
+
+def norm_linear_graph(extra_user: bool = False, bias: bool = False, offset: float = 0.0):
+    """r + linear(rms_norm(x, g), w [, bias]) over an fp32 residual stream x (T, 7)."""
+    b = GraphBuilder("norm_linear")
+    x = b.input("x", ("T", 7), "float32")
+    r = b.input("r", ("T", 5), "float32")
+    normed = b.rms_norm(x, b.param("norm.weight", (7,), "bfloat16"), eps=1e-5, offset=offset)
+    extra = [b.param("w.bias", (5,), "float32")] if bias else []
+    lin = b.linear(normed, b.param("w.weight", (5, 7), "bfloat16"), *extra, r, bias=bias, residual=True)
+    return b.build({"o": lin, **({"n": normed} if extra_user else {})})
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_norm_folded_into_the_next_linear(bias):
+    g = norm_linear_graph(bias=bias)
+    g2 = fuse_norm_linear(g)
+    assert op_counts(g2) == {"linear": 1}
+    lin = g2.output("o")
+    assert lin.attr("norm_eps") == 1e-5 and lin.inputs[0] is g2.inputs[0] and lin.inputs[2].name == "norm.weight"
+    rng = np.random.default_rng(5)
+    feeds = {"x": 3 * rng.standard_normal((4, 7)).astype(np.float32), "r": rng.standard_normal((4, 5)).astype(np.float32)}
+    assert_same_numerics(g, g2, feeds, random_weights(g, rng))
+
+
+@pytest.mark.parametrize("kw", [{"extra_user": True}, {"offset": 1.0}])
+def test_norm_kept_when_read_elsewhere_or_offset(kw):
+    g = norm_linear_graph(**kw)
+    assert str(fuse_norm_linear(g)) == str(g)
+
+
+def key_append_graph(extra_user: bool = False):
+    """kv_append(cache, norm_rotary(window of x, w, table), kv_len): Qwen3's keys into the cache."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    x = input_node("x", TensorType(("T", 20), "float32"))
+    w = input_node("w", TensorType((6,), "float32"))
+    table = input_node("table", TensorType(("T", 4), "float32"))
+    kc = input_node("kc", TensorType((9, 2, 6), "bfloat16"))
+    n = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    k = op_node("norm_rotary", [x, w, table], eps=1e-6, start=8, heads=2)
+    outs = (("kc2", op_node("kv_append", [kc, k, n])),) + ((("k", k),) if extra_user else ())
+    return Graph("keys", (x, w, table, kc, n), outs)
+
+
+def test_key_norm_folded_into_the_cache_append():
+    from inference_pio.ir import interpret
+
+    g = key_append_graph()
+    g2 = fuse_norm_append(g)
+    assert op_counts(g2) == {"kv_append": 1}
+    ka = g2.output("kc2")
+    assert ka.attr("eps") == 1e-6 and ka.attr("start") == 8 and [i.name for i in ka.inputs] == ["kc", "x", "kv_len", "w", "table"]
+    rng = np.random.default_rng(6)
+    feeds = {"x": rng.standard_normal((3, 20)).astype(np.float32), "w": rng.standard_normal(6).astype(np.float32),
+             "table": rng.standard_normal((3, 4)).astype(np.float32), "kv_len": np.zeros(5)}
+    cache = rng.standard_normal((9, 2, 6)).astype(np.float32)
+    a = interpret(g, {**feeds, "kc": cache.astype(ml_dtypes.bfloat16)}, {})["kc2"]
+    b = interpret(g2, {**feeds, "kc": cache.astype(ml_dtypes.bfloat16)}, {})["kc2"]  # (a fresh copy each)
+    np.testing.assert_array_equal(a.astype(np.float32), b.astype(np.float32))
+    assert not np.array_equal(a[2:5].astype(np.float32), cache[2:5].astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def test_key_norm_kept_when_read_elsewhere():
+    g = key_append_graph(extra_user=True)
+    assert str(fuse_norm_append(g)) == str(g)
 
 
 def residual_graph(swap: bool = False, extra_user: str = "", bias: bool = False):

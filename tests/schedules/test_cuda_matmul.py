@@ -24,23 +24,30 @@ BF16 = "bfloat16"
 
 
 def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
-                 out_dtype: str = "float32", t=None, act: str | None = None) -> tirx.PrimFunc:
+                 out_dtype: str = "float32", t=None, act: str | None = None, norm: bool = False) -> tirx.PrimFunc:
     """The lowered form of a linear: T symbolic (int64), tagged like engine/lower.py does."""
     t = tirx.Var("t", "int64") if t is None else t
     x = te.placeholder((t, 2 * k if act else k), "float32", name="x")
     w = te.placeholder((n, k), wdtype, name="w")
-    extra = ([te.placeholder((n,), "float32", name="b")] if bias else []) + \
+    extra = ([te.placeholder((k,), wdtype, name="g")] if norm else []) + \
+            ([te.placeholder((n,), "float32", name="b")] if bias else []) + \
             ([te.placeholder((t, n), "float32", name="r")] if residual else [])
-    y = kernels.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out_dtype, act=act)
+    y = kernels.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out_dtype, act=act,
+                       norm_eps=NORM_EPS if norm else None)
     return te.create_prim_func([x, w, *extra, y]).with_attrs(
-        {"op_kind": "linear", "bias": bias, "residual": residual, "act": act or ""})
+        {"op_kind": "linear", "bias": bias, "residual": residual, "act": act or "", "norm": norm})
 
 
-def _reference(x, w, b, r, act):
+NORM_EPS = 1e-5
+
+
+def _reference(x, w, b, r, act, g=None):
     x = x.astype(np.float64)
     if act:
-        g, u = np.split(x, 2, axis=1)
-        x = g / (1 + np.exp(-g)) * u
+        gate, up = np.split(x, 2, axis=1)
+        x = gate / (1 + np.exp(-gate)) * up
+    if g is not None:
+        x = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + NORM_EPS) * g.astype(np.float64)
     return x @ w.astype(np.float64).T + (0 if b is None else b) + (0 if r is None else r)
 
 
@@ -101,27 +108,32 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models):
     assert "swiglu" not in art.executable.as_text()  # fused into the down projection (cuda_passes)
 
 
-@pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype,act", [
-    (37, 512, BF16, False, False, "float32", None),   # 16-byte chunks; rows not a multiple of 4
-    (64, 96, BF16, True, True, "float32", None),      # K = 3 x 32: one element per lane and step
-    (21, 320, "float32", False, True, BF16, None),    # fp32 weights, 8-byte chunks
-    (40, 256, BF16, False, True, "float32", "swiglu"),
+@pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype,act,norm", [
+    (37, 512, BF16, False, False, "float32", None, False),   # 16-byte chunks; rows not a multiple of 4
+    (64, 96, BF16, True, True, "float32", None, False),      # K = 3 x 32: one element per lane and step
+    (21, 320, "float32", False, True, BF16, None, False),    # fp32 weights, 8-byte chunks
+    (40, 256, BF16, False, True, "float32", "swiglu", False),
+    (37, 512, BF16, False, True, "float32", None, True),     # rms_norm fused: two warps per row
+    (4100, 1024, BF16, True, False, "float32", None, True),  # one warp per row, 4 chunks per lane
+    (24, 96, "float32", False, False, "float32", None, True),
 ])
-def test_gemv_matches_numpy(rng, n, k, wdtype, bias, residual, out_dtype, act):
+def test_gemv_matches_numpy(rng, n, k, wdtype, bias, residual, out_dtype, act, norm):
     import ml_dtypes
 
     f = _linear_func(n, k, wdtype=wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
-                     t=tirx.IntImm("int64", 1), act=act)
+                     t=tirx.IntImm("int64", 1), act=act, norm=norm)
     sch = gemv(f, CUDA)
     assert sch is not None
     f = sch.mod["main"]
-    x = rng.standard_normal((1, 2 * k if act else k)).astype(np.float32)
-    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float32)
+    wnp = ml_dtypes.bfloat16 if wdtype == BF16 else np.float32
+    x = 3 * rng.standard_normal((1, 2 * k if act else k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(wnp)
+    g = (1 + 0.3 * rng.standard_normal(k)).astype(wnp)
     b, r = rng.standard_normal(n).astype(np.float32), rng.standard_normal((1, n)).astype(np.float32)
     out = np.zeros((1, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
-    args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
+    args = [x, w] + ([g] if norm else []) + ([b] if bias else []) + ([r] if residual else []) + [out]
     got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
-    ref = _reference(x, w, b if bias else None, r if residual else None, act)
+    ref = _reference(x, w, b if bias else None, r if residual else None, act, g if norm else None)
     assert np.abs(got - ref).max() <= (1e-2 if out_dtype == BF16 else 1e-5) * np.abs(ref).max()
 
 

@@ -82,6 +82,21 @@ def test_linear(t, k, n, wdt, bias, residual, out, static, seed):
     check(g, feeds, weights, out, rtol=5e-5)
 
 
+@pytest.mark.parametrize("t,k,n,wdt,residual", [(1, 24, 7, "bfloat16", True), (5, 37, 11, "float32", False)])
+def test_linear_with_rms_norm_fused(t, k, n, wdt, residual):
+    """linear(x, w, g, norm_eps=e) = linear(rms_norm(x, g, e), w) (`passes.fuse_norm_linear`)."""
+    rng = np.random.default_rng(k)
+    b = GraphBuilder("norm_linear")
+    x = b.input("x", (t, k), "float32")
+    extra, feeds = [], {"x": 3 * rand(rng, (t, k))}
+    if residual:
+        extra.append(b.input("r", (t, n), "float32"))
+        feeds["r"] = rand(rng, (t, n))
+    y = b.linear(x, b.param("w", (n, k), wdt), b.param("g", (k,), wdt), *extra, residual=residual, norm_eps=1e-5)
+    weights = {"w": rand(rng, (n, k), wdt, 1 / np.sqrt(k)), "g": 1 + 0.3 * rand(rng, (k,), wdt)}
+    check(b.build({"y": y}), feeds, weights, rtol=5e-5)
+
+
 @SETTINGS
 @given(t=st.sampled_from([1, 1, 2, 5, 9]), k=st.sampled_from([4, 8, 12, 40, 64]) | st.integers(1, 50),
        n=st.integers(1, 40), block=st.sampled_from([4, 16]), wdt=st.sampled_from(["float32", "bfloat16"]),
@@ -490,6 +505,27 @@ def test_head_windows_of_a_fused_projection(dt):
         ("kc2", op_node("kv_append", [kc, x, n], start=19))))
     check(g, {"x": rand(rng, (t, 31), dt), "w": rand(rng, (d,), dt), "pos": np.arange(3, 3 + t, dtype=np.int32),
               "kc": rand(rng, (cap, 2, d), dt), "kv_len": np.zeros(7)}, dtype=dt, rtol=5e-5)
+
+
+@pytest.mark.parametrize("dt,kv_len_tensor", [("float32", False), ("bfloat16", True)])
+def test_kv_append_with_key_norm_and_rotary(dt, kv_len_tensor):
+    """kv_append(cache, x, kv_len, w, table, eps=...) writes norm_rotary's rows (`passes.fuse_norm_append`)."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(4)
+    t, d, cap, kv_len = (1 if kv_len_tensor else 5), 6, 9, 7
+    x = input_node("x", TensorType((t, 31), "float32"))
+    w = input_node("w", TensorType((d,), dt))
+    pos = input_node("pos", TensorType((t,), "int32"))
+    kc = input_node("kc", TensorType((cap, 2, d), dt))
+    n = input_node("kv_len", TensorType((1,), "int32") if kv_len_tensor else TensorType(("kv_len",), "int64"),
+                   **({} if kv_len_tensor else {"shape_only": True}))
+    table = op_node("rope_table", [pos], rotary_dim=4, theta=100.0)
+    kc2 = op_node("kv_append", [kc, x, n, w, table], eps=1e-6, start=19, kv_len_tensor=kv_len_tensor)
+    g = Graph("key_append", (x, w, pos, kc, n), (("kc2", kc2),))
+    check(g, {"x": rand(rng, (t, 31)), "w": rand(rng, (d,), dt), "pos": np.arange(3, 3 + t, dtype=np.int32),
+              "kc": rand(rng, (cap, 2, d), dt),
+              "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
 
 
 def _sample_graph(v: int, dt: str = "float32"):
