@@ -64,8 +64,13 @@ class _Lowerer:
 def _schedule_hints(n: Node) -> dict[str, Any]:
     """Facts a schedule rule wants that the TE kernel does not spell out, as PrimFunc attrs."""
     if n.op in ("attention", "cache_attention"):
-        return {"gqa_group": n.inputs[0].shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
-                "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}
+        hints = {"gqa_group": n.shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
+                 "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}
+        if n.attr("eps") is not None:  # q is norm_rotary(x, w, table) of x's head window at column start
+            hints["q_norm_eps"] = float(n.attr("eps"))
+            if n.attr("start") is not None:
+                hints["q_start"] = int(n.attr("start"))
+        return hints
     if n.op == "linear":  # which extra operands the kernel has, and how it reads x
         return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual")), "act": n.attr("act") or "",
                 "norm": n.attr("norm_eps") is not None}

@@ -552,18 +552,25 @@ def kv_append(cache, k, kv_len, *norm, kv_len_tensor=False, start=None, eps=None
     return cache
 
 
-@_op("cache_attention", 4, "attention of q (T, Hq, D) over cache rows [0, kv_len), causal by position")
+@_op("cache_attention", (4, 6), "attention of q (T, Hq, D) over cache rows [0, kv_len), causal by position. "
+     "With operands w (D), table and attr eps (and start, heads): q is norm_rotary(x, w, table, eps) (of x's "
+     "head window): Qwen3's query path fused into the attention")
 def _cache_attention_t(ts, a):
-    q, kc, vc, n = ts
+    q, kc, vc, n = ts[:4]
+    _check(len(ts) == 4 or (len(ts) == 6 and a.get("eps") is not None),
+           "cache_attention takes (q, kc, vc, kv_len), or (x, kc, vc, kv_len, w, table) with attr eps")
+    if len(ts) == 6:
+        q = OPS["norm_rotary"].infer([q, *ts[4:]], {k: a.get(k) for k in ("eps", "start", "heads")})
     _check_kv_len(n, a)
     return OPS["attention"].infer([q, kc, vc], a)
 
 
 @_cache_attention_t
-def cache_attention(q, kc, vc, kv_len, scale, kv_len_tensor=False):
+def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=None, start=None, heads=None):
+    if norm:
+        q = norm_rotary(q, *norm, eps=eps, start=start, heads=heads)
     n = _kv_len_value(kv_len, kv_len_tensor)
     return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
-
 
 
 # **** sampling ****

@@ -26,6 +26,12 @@ fuse_norm_append (CUDA, after insert_kv_cache)
     Matches ``kv_append(cache, norm_rotary(x, w, table), kv_len)`` where the norm_rotary has no
     other user (Qwen3's keys). Produces ``kv_append(cache, x, kv_len, w, table, eps=...)``: the
     keys are normalized and rotated on their way into the cache, one launch per layer fewer.
+fuse_norm_attention (CUDA decode)
+    Matches ``cache_attention(norm_rotary(x, w, table), kc, vc, kv_len)`` where the norm_rotary
+    has no other user (Qwen3's queries). Produces ``cache_attention(x, kc, vc, kv_len, w, table,
+    eps=..., start=..., heads=...)``: the decode kernel normalizes and rotates the query heads as
+    it stages them, one launch per layer fewer. For the one-token decode graph only (prefill's
+    flash kernel does not take it).
 All ensure numerics unchanged.
 """
 from __future__ import annotations
@@ -136,5 +142,23 @@ def fuse_norm_append(graph: Graph) -> Graph:
         if k.attr("start") is not None:
             attrs["start"] = k.attr("start")
         return op_node("kv_append", [n.inputs[0], x, n.inputs[2], w, table], **attrs)
+
+    return rewrite(graph, fn)
+
+
+def fuse_norm_attention(graph: Graph) -> Graph:
+    readers = _readers(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "cache_attention" or len(n.inputs) != 4 or n.inputs[0].op != "norm_rotary":
+            return None
+        if len(readers[id(old.inputs[0])]) != 1:
+            return None
+        q = n.inputs[0]
+        x, w, table = q.inputs
+        attrs = {**n.attr_dict, "eps": q.attr("eps")}
+        if q.attr("start") is not None:
+            attrs.update(start=q.attr("start"), heads=q.attr("heads"))
+        return op_node("cache_attention", [x, *n.inputs[1:], w, table], **attrs)
 
     return rewrite(graph, fn)

@@ -70,10 +70,10 @@ def cache_passes(target_kind: str) -> list[NamedPass]:
 
 def decode_passes(target_kind: str) -> list[NamedPass]:
     """Passes for the one-token decode graph only (after `insert_kv_cache.specialize`)."""
-    from .fuse_epilogues import fuse_norm_linear
+    from .fuse_epilogues import fuse_norm_attention, fuse_norm_linear
 
     if target_kind == "cuda":
-        return [NamedPass("fuse_norm_linear", fuse_norm_linear)]
+        return [NamedPass("fuse_norm_linear", fuse_norm_linear), NamedPass("fuse_norm_attention", fuse_norm_attention)]
     return []
 
 

@@ -319,7 +319,7 @@ def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale
     return out if q.dtype == F32 else cast(out, q.dtype)
 
 
-def _norm_rotated(xv: Callable, ss, w, table, eps: float, d: int) -> Callable:
+def norm_rotated(xv: Callable, ss, w, table, eps: float, d: int) -> Callable:
     """(t, h, e) -> rotary(rms_norm(x))[t, h, e] in fp32, given xv(t, h, e) (x in fp32) and the
     head's sum of squares ss[t, h]; ``ss``, ``w`` and ``table`` are TE tensors or TIR buffers."""
     r, half = table.shape[1], table.shape[1] // 2
@@ -351,7 +351,7 @@ def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float, start:
         (lambda t, h, e: _f32(x, t, h, e))
     k = te.reduce_axis((0, d), "k")
     ss = te.compute(shape[:-1], lambda t, h: te.sum(xv(t, h, k) * xv(t, h, k), axis=k), name="sumsq")
-    fn = _norm_rotated(xv, ss, w, table, eps, d)
+    fn = norm_rotated(xv, ss, w, table, eps, d)
     return te.compute(shape, lambda t, h, e: fn(t, h, e).astype(x.dtype), name="norm")
 
 
@@ -363,10 +363,14 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bo
     return _attention(q, k, v, k.shape[0], scale, causal)
 
 
-def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var | te.Tensor, scale: float,
-                    kv_len_tensor: bool = False) -> te.Tensor:
+def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var | te.Tensor, *norm: te.Tensor,
+                    scale: float, kv_len_tensor: bool = False, eps: float | None = None, start: int | None = None,
+                    heads: int | None = None) -> te.Tensor:
     """Causal attention of q (T, Hq, D) over cache rows [0, kv_len) of kc/vc (C, Hkv, D);
-    ``kv_len_tensor``: kv_len is a (1,) int32 tensor, so the loops cover all C rows."""
+    ``kv_len_tensor``: kv_len is a (1,) int32 tensor, so the loops cover all C rows. With
+    ``norm`` = (w, table), q is `norm_rotary` (q, w, table, eps, start, heads)."""
+    if norm:
+        q = norm_rotary(q, *norm, eps=eps, start=start, heads=heads)
     if kv_len_tensor:
         return _attention(q, kc, vc, kv_len[0].astype("int64"), scale, True, rows=kc.shape[0])
     return _attention(q, kc, vc, kv_len, scale, True)
@@ -475,7 +479,7 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
                     with T.sblock("append"):
                         vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
                         cache[n - t + vi, vh, vd] = T.Cast(cache_dtype,
-                                                           _norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
+                                                           norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
 
     if kv_len_tensor and norm is not None:
         @T.prim_func(private=True, s_tir=True)

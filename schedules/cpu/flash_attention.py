@@ -54,8 +54,8 @@ def _head_tile(dv: int) -> int:
 def flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The tiled kernel for an attention / cache_attention PrimFunc with T > 1, else None."""
     attrs = func.attrs
-    if attrs is None or "scale" not in attrs or attrs.get("kv_len_tensor"):
-        return None  # not attention, or static decode (one query row: the row-parallel schedule)
+    if attrs is None or "scale" not in attrs or attrs.get("kv_len_tensor") or "q_norm_eps" in attrs:
+        return None  # not attention, static decode (one query row: the row-parallel schedule), a fused q norm
     buffers = [p for p in func.params if is_buffer_var(p)]  # q, k, v, out; kv_len may sit among them
     q, k, v, out = buffers
     if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1:

@@ -26,16 +26,28 @@ CPU that way (tests/cuda_emulation.py).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
-from ..kernels import attention_tir, same_params
+from ..kernels import norm_rotated, attention_tir, same_params
 
 F32 = "float32"
 THREADS = 128
 KC = 64  # decode: keys per block
 NEG = -3.0e38  # a masked score: finite, so exp(NEG - m) is 0 and never NaN
+
+
+class QNorm(NamedTuple):
+    """A decode kernel's fused query norm_rotary: x (1, cols) holds q's heads from column start;
+    w (D,) in w_dtype; the rotary table is (1, rot)."""
+    start: int
+    cols: int
+    rot: int
+    eps: float
+    w_dtype: str
 
 
 def _ceil(a, b):
@@ -58,15 +70,24 @@ def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
     if attrs is None or "scale" not in attrs:
         return None
     buffers = [p for p in func.params if is_buffer_var(p)]
-    data_len = bool(attrs.get("kv_len_tensor"))  # static decode: (q, kc, vc, kv_len, out), all buffers
+    data_len = bool(attrs.get("kv_len_tensor"))  # static decode: (q, kc, vc, kv_len, [w, table,] out), all buffers
+    q_norm = None
+    if "q_norm_eps" in attrs:  # (x, kc, vc, [kv_len,] w, table, out [, kv_len])
+        w, table = buffers[-3:-1]
+        buffers = buffers[:-3] + buffers[-1:]
+        x = buffers[0]
+        if len(x.shape) != 2 or "q_start" not in attrs or not isinstance(x.shape[0], tirx.IntImm):
+            return None
+        q_norm = QNorm(int(attrs["q_start"]), int(x.shape[1]), int(table.shape[1]), float(attrs["q_norm_eps"]),
+                       str(w.dtype))
     q, k, v, out = buffers[:3] + buffers[-1:] if data_len else buffers
-    cache = len(func.params) == 5
-    dims = dict(hq=int(q.shape[1]), hkv=int(k.shape[1]), d=int(q.shape[2]), dv=int(v.shape[2]),
+    cache = len(func.params) == 5 + (2 if q_norm else 0)
+    dims = dict(hq=int(out.shape[1]), hkv=int(k.shape[1]), d=int(k.shape[2]), dv=int(v.shape[2]),
                 dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]))
     if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1 and cache:
-        f = _decode_kernel(cache_rows=int(k.shape[0]), kv_len_tensor=data_len, **dims)
+        f = _decode_kernel(cache_rows=int(k.shape[0]), kv_len_tensor=data_len, q_norm=q_norm, **dims)
         return f if data_len else same_params(f, func)
-    if data_len:
+    if data_len or q_norm:  # (a fused query norm: decode only, `passes.decode_passes`)
         return None
     if dims["dv"] % TC:
         return None
@@ -81,15 +102,55 @@ def _vector(row: int, dtype: str) -> int:
 
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
-                   scale: float, kv_len_tensor: bool = False) -> tirx.PrimFunc:
+                   scale: float, kv_len_tensor: bool = False, q_norm: QNorm | None = None) -> tirx.PrimFunc:
     """cache_attention(q, kc, vc, out, kv_len) for one query row; ``kv_len_tensor``: the
-    static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache."""
+    static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache.
+    ``q_norm``: q is norm_rotary of a head window of x (1, cols), staged in the block (the
+    parameters gain w and table after the cache operands and kv_len, as lowering passes them)."""
     from tvm.script import tirx as T
 
     qdt, kdt, vdt, odt = dtypes
     g = hq // hkv
     max_chunks = _ceil(cache_rows, KC)
     vk, vv = _vector(d, kdt), _vector(dv, vdt)
+
+    if q_norm is None:
+        @T.macro
+        def stage_q(q, qs, qr, qsum, h, live, w, table):  # (qr, qsum, w, table unused)
+            for it in range(_ceil(g * d, THREADS)):
+                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                    if live and it * THREADS + tx < g * d:
+                        qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
+                            F32, q[0, h * g + (it * THREADS + tx) // d, (it * THREADS + tx) % d]
+                        ) * T.float32(scale)
+    else:
+        start, eps = q_norm.start, q_norm.eps
+
+        @T.macro
+        def stage_q(q, qs, qr, qsum, h, live, w, table):
+            """qs = norm_rotary(q) * scale (`kernels.norm_rotated`, as norm_rotary computes it),
+            through the raw heads (qr) and each head's sum of squares (qsum)."""
+            for it in range(_ceil(g * d, THREADS)):
+                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                    if live and it * THREADS + tx < g * d:
+                        qr[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
+                            F32, q[0, start + (h * g + (it * THREADS + tx) // d) * d + (it * THREADS + tx) % d])
+            for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                if live and tx < g:
+                    with T.sblock("q_sumsq"):
+                        T.reads()
+                        T.writes()
+                        acc = T.sblock_alloc_buffer((1,), F32, scope="local")
+                        acc[0] = T.float32(0)
+                        for e in range(d):
+                            acc[0] = acc[0] + qr[tx, e] * qr[tx, e]
+                        qsum[0, tx] = acc[0]
+            for it in range(_ceil(g * d, THREADS)):
+                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                    if live and it * THREADS + tx < g * d:
+                        qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = norm_rotated(
+                            lambda t, hh, e: qr[hh, e], qsum, w, table, eps, d)(
+                            0, (it * THREADS + tx) // d, (it * THREADS + tx) % d) * T.float32(scale)
 
     @T.macro
     def stage_rows(dst, src, cols, vec, h, j0, n, live):
@@ -102,8 +163,10 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                         dst[(it * THREADS + tx) * vec + u] = src[
                             T.min(j0 + (it * THREADS + tx) * vec // cols, n - 1), h, (it * THREADS + tx) * vec % cols + u]
 
+    norm_shape = ((g, d), (1, g)) if q_norm else ((1,), (1,))
+
     @T.macro
-    def body(q, kc, vc, out, n, grid):  # n keys (int32), in a grid of `grid` chunk slots per kv head
+    def body(q, kc, vc, out, n, grid, w, table):  # n keys (int32), in a grid of `grid` chunk slots per kv head
         with T.sblock("root"):
             T.reads()
             T.writes()
@@ -119,17 +182,14 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     vs = T.sblock_alloc_buffer((KC * dv,), vdt, scope="shared")
                     ps = T.sblock_alloc_buffer((g, KC), F32, scope="shared")
                     ms = T.sblock_alloc_buffer((g,), F32, scope="shared")
+                    qr = T.sblock_alloc_buffer(norm_shape[0], F32, scope="shared")  # a fused q norm's
+                    qsum = T.sblock_alloc_buffer(norm_shape[1], F32, scope="shared")  # raw q and sums
                     h = bx // grid
                     j0 = bx % grid * KC
                     live = j0 < n  # a slot past kv_len (static grid) idles; a guard per phase, as
                     # barriers cannot sit inside a condition
                     nk = T.min(n - j0, KC)  # keys in this chunk
-                    for it in range(_ceil(g * d, THREADS)):
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if live and it * THREADS + tx < g * d:
-                                qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
-                                    F32, q[0, h * g + (it * THREADS + tx) // d, (it * THREADS + tx) % d]
-                                ) * T.float32(scale)
+                    stage_q(q, qs, qr, qsum, h, live, w, table)
                     stage_rows(ks, kc, d, vk, h, j0, n, live)
                     stage_rows(vs, vc, dv, vv, h, j0, n, live)
                     for it in range(_ceil(g * KC, THREADS)):  # scores, one thread per (head, key)
@@ -198,25 +258,53 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                     st[2] = st[2] + T.exp(part_m[bx, c] - st[0]) * part_l[bx, c]
                                 out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
 
+    q_shape = (1, hq, d) if q_norm is None else (1, q_norm.cols)
+    if q_norm is not None:
+        rot = q_norm.rot
+        if kv_len_tensor:
+            @T.prim_func(private=True, s_tir=True)
+            def cache_attention_norm_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle,
+                                        kv_len: T.Buffer((1,), "int32"), w: T.Buffer((d,), q_norm.w_dtype),
+                                        table: T.Buffer((1, rot), F32), var_out: T.handle):
+                q = T.match_buffer(var_q, q_shape, qdt)
+                kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+                vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+                out = T.match_buffer(var_out, (1, hq, dv), odt)
+                body(q, kc, vc, out, kv_len[0], max_chunks, w, table)
+
+            return cache_attention_norm_at
+
+        @T.prim_func(private=True, s_tir=True)
+        def cache_attention_norm(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, w: T.Buffer((d,), q_norm.w_dtype),
+                                 table: T.Buffer((1, rot), F32), var_out: T.handle, kv_len: T.int64):
+            q = T.match_buffer(var_q, q_shape, qdt)
+            kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+            vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+            out = T.match_buffer(var_out, (1, hq, dv), odt)
+            body(q, kc, vc, out, _i32(kv_len), _chunks(kv_len), w, table)
+
+        return cache_attention_norm
+
+    # (without q_norm, body's w and table are unused: q stands in for both)
     if kv_len_tensor:  # static shapes: a slot for every chunk of the cache, idle past kv_len
         @T.prim_func(private=True, s_tir=True)
         def cache_attention_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, kv_len: T.Buffer((1,), "int32"),
                                var_out: T.handle):
-            q = T.match_buffer(var_q, (1, hq, d), qdt)
+            q = T.match_buffer(var_q, q_shape, qdt)
             kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
             vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
             out = T.match_buffer(var_out, (1, hq, dv), odt)
-            body(q, kc, vc, out, kv_len[0], max_chunks)
+            body(q, kc, vc, out, kv_len[0], max_chunks, q, q)
 
         return cache_attention_at
 
     @T.prim_func(private=True, s_tir=True)
     def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
-        q = T.match_buffer(var_q, (1, hq, d), qdt)
+        q = T.match_buffer(var_q, q_shape, qdt)
         kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
         vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
         out = T.match_buffer(var_out, (1, hq, dv), odt)
-        body(q, kc, vc, out, _i32(kv_len), _chunks(kv_len))
+        body(q, kc, vc, out, _i32(kv_len), _chunks(kv_len), q, q)
 
     return cache_attention
 

@@ -6,7 +6,7 @@ import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_norm_append, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
+from inference_pio.passes import fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -127,6 +127,37 @@ def test_key_norm_folded_into_the_cache_append():
 def test_key_norm_kept_when_read_elsewhere():
     g = key_append_graph(extra_user=True)
     assert str(fuse_norm_append(g)) == str(g)
+
+
+def query_attention_graph(extra_user: bool = False):
+    """cache_attention(norm_rotary(window of x, w, table), kc, vc, kv_len): Qwen3's queries."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    x = input_node("x", TensorType((1, 30), "float32"))
+    w = input_node("w", TensorType((6,), "float32"))
+    table = input_node("table", TensorType((1, 4), "float32"))
+    kc, vc = (input_node(n, TensorType((9, 2, 6), "float32")) for n in ("kc", "vc"))
+    n = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    q = op_node("norm_rotary", [x, w, table], eps=1e-6, start=2, heads=4)
+    outs = (("o", op_node("cache_attention", [q, kc, vc, n], scale=0.4)),) + ((("q", q),) if extra_user else ())
+    return Graph("queries", (x, w, table, kc, vc, n), outs)
+
+
+def test_query_norm_folded_into_decode_attention():
+    g = query_attention_graph()
+    g2 = fuse_norm_attention(g)
+    assert op_counts(g2) == {"cache_attention": 1}
+    att = g2.output("o")
+    assert (att.attr("eps"), att.attr("start"), att.attr("heads"), att.attr("scale")) == (1e-6, 2, 4, 0.4)
+    rng = np.random.default_rng(7)
+    feeds = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in
+             (("x", g.inputs[0]), ("w", g.inputs[1]), ("table", g.inputs[2]), ("kc", g.inputs[3]), ("vc", g.inputs[4]))}
+    assert_same_numerics(g, g2, {**feeds, "kv_len": np.zeros(6)}, {})
+
+
+def test_query_norm_kept_when_read_elsewhere():
+    g = query_attention_graph(extra_user=True)
+    assert str(fuse_norm_attention(g)) == str(g)
 
 
 def residual_graph(swap: bool = False, extra_user: str = "", bias: bool = False):

@@ -12,7 +12,7 @@ import pytest
 import cuda_emulation
 import hf_fixtures
 from inference_pio import engine, frontends
-from inference_pio.schedules.cuda.attention import BQ, KC, _decode_kernel, _flash_kernel
+from inference_pio.schedules.cuda.attention import BQ, KC, QNorm, _decode_kernel, _flash_kernel
 
 CUDA = {"kind": "cuda", "arch": "sm_90a"}
 HQ, HKV, D, DV = 6, 2, 20, 16
@@ -49,6 +49,27 @@ def test_decode_kernel_merges_key_chunks(rng, kv_len_tensor):
         got = cuda_emulation.run(f, *args)[-1 if kv_len_tensor else 3]
         ref = reference(q, kc, vc, kv_len, 0.3)
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), kv_len
+
+
+@pytest.mark.parametrize("kv_len_tensor,rot", [(False, 36), (True, 20)])
+def test_decode_kernel_with_the_query_norm_fused(rng, kv_len_tensor, rot):
+    """q = norm_rotary(x, w, table) of a head window of x (`passes.fuse_norm_attention`), full
+    and partial rotary."""
+    from inference_pio.ir.ops import norm_rotary, rope_table
+
+    cache, start, cols, kv_len = 2 * KC + 3, 5, 5 + HQ * 36 + 7, KC + 9
+    f = _decode_kernel(HQ, HKV, 36, 36, cache, ("float32",) * 4, 0.3, kv_len_tensor=kv_len_tensor,
+                       q_norm=QNorm(start, cols, rot, 1e-6, "float32"))
+    x, w = 3 * _randn(rng, 1, cols), 1 + 0.3 * _randn(rng, 36)
+    table = rope_table(np.array([kv_len - 1], np.int32), theta=1e4, rotary_dim=rot)
+    kc, vc = _randn(rng, cache, HKV, 36), _randn(rng, cache, HKV, 36)
+    out = np.zeros((1, HQ, 36), np.float32)
+    args = (x, kc, vc, np.array([kv_len], np.int32), w, table, out) if kv_len_tensor else \
+        (x, kc, vc, w, table, out, kv_len)
+    got = cuda_emulation.run(f, *args)[-1 if kv_len_tensor else 5]
+    q = norm_rotary(x, w, table, 1e-6, start=start, heads=HQ)
+    ref = reference(q, kc, vc, kv_len, 0.3)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
 def test_flash_kernel_without_cache(rng):

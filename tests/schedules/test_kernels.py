@@ -528,6 +528,25 @@ def test_kv_append_with_key_norm_and_rotary(dt, kv_len_tensor):
               "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
 
 
+def test_cache_attention_with_query_norm_and_rotary():
+    """cache_attention(x, kc, vc, kv_len, w, table, eps=...) attends with q = norm_rotary of x's
+    head window (`passes.fuse_norm_attention`)."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(8)
+    cap, hkv, group, d, kv_len = 20, 2, 2, 8, 13
+    x = input_node("x", TensorType((1, 40), "float32"))
+    w = input_node("w", TensorType((d,), "float32"))
+    pos = input_node("pos", TensorType((1,), "int32"))
+    kc, vc = (input_node(n, TensorType((cap, hkv, d), "float32")) for n in ("kc", "vc"))
+    n = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    table = op_node("rope_table", [pos], rotary_dim=6, theta=100.0)
+    o = op_node("cache_attention", [x, kc, vc, n, w, table], scale=0.3, eps=1e-6, start=3, heads=hkv * group)
+    g = Graph("q_norm_attention", (x, w, pos, kc, vc, n), (("o", o),))
+    check(g, {"x": rand(rng, (1, 40)), "w": rand(rng, (d,)), "pos": np.array([kv_len - 1], np.int32),
+              "kc": rand(rng, (cap, hkv, d)), "vc": rand(rng, (cap, hkv, d)), "kv_len": np.zeros(kv_len)}, rtol=5e-5)
+
+
 def _sample_graph(v: int, dt: str = "float32"):
     b = GraphBuilder("sample")
     z, it, key = b.input("z", (1, v), dt), b.input("it", (1,), "float32"), b.input("key", (1,), "int32")
