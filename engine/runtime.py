@@ -106,7 +106,7 @@ class Runtime:
             self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
         self._param_args: dict[str, list[Any]] = {}
-        self._input_bufs: dict[str, Any] = {}  # the persistent inputs of static_inputs functions
+        self._static: dict[str, _StaticInputs] = {}  # per function whose array inputs have static shapes
         # each function's output names, in order (prefill/decode also return the drawn "token")
         self._outputs: dict[str, list[str]] = {fn: [o["name"] for o in sig["outputs"]]
                                                for fn, sig in m["functions"].items()}
@@ -130,17 +130,13 @@ class Runtime:
         sig = self.manifest["functions"][fn]
         if fn not in self._param_args:  # weights in the function's order, looked up once
             self._param_args[fn] = [self.params[name] for name in sig["params"]]
-        args = []
-        for i in sig["inputs"]:
-            v = feeds[i["name"]]
-            if isinstance(v, np.ndarray) and sig.get("static_inputs"):
-                # the same buffers on every call (a captured CUDA graph reads them): refill in place
-                key = f"{fn}:{i['name']}"
-                if key not in self._input_bufs:
-                    self._input_bufs[key] = self._rt.empty(tuple(i["shape"]), i["dtype"], self.device)
-                self._input_bufs[key].copyfrom(v)
-                v = self._input_bufs[key]
-            args.append(v if not isinstance(v, np.ndarray) else self._rt.tensor(v, self.device))
+        arrays = [i for i in sig["inputs"] if isinstance(feeds[i["name"]], np.ndarray)]
+        if fn not in self._static and all(isinstance(d, int) for i in arrays for d in i["shape"]):
+            self._static[fn] = _StaticInputs(self._rt, self.device, arrays)
+        if fn in self._static:  # (a static_inputs function always: a captured CUDA graph reads them)
+            feeds = {**feeds, **self._static[fn].fill(feeds)}
+        args = [self._rt.tensor(v, self.device) if isinstance(v, np.ndarray) else v
+                for v in (feeds[i["name"]] for i in sig["inputs"])]
         return self.vm[fn](*args, *self._param_args[fn])
 
     def _caches(self) -> dict[str, Any]:
@@ -183,7 +179,8 @@ class Runtime:
         inv_t = 0.0 if temperature == 0 else 1.0 / temperature
 
         def step(fn: str, ids: np.ndarray, start: int) -> int:
-            out = self._step(fn, ids, start, inv_t, int(rng.integers(0, 2**31 - 1)))
+            key = 0 if inv_t == 0 else int(rng.integers(0, 2**31 - 1))  # (greedy: no draw, no new key)
+            out = self._step(fn, ids, start, inv_t, key)
             if on_device:
                 tok = int(out["token"].numpy()[0])
                 if not 0 <= tok < self.vocab_size:  # argmax found no maximum: NaN logits
@@ -216,6 +213,28 @@ class Runtime:
         arr = self._check_ids(ids)
         out = self._call("forward", {"ids": arr, "positions": np.arange(arr.size, dtype=np.int32)})
         return out.numpy().astype(np.float32, copy=False)
+
+
+class _StaticInputs:
+    """Persistent device buffers for the array inputs of a function whose input shapes are
+    static (decode): no allocation per call, and a buffer is copied to only when its value
+    changed (the temperature stays put through a generation). The buffers stay the same from
+    call to call, as a captured CUDA graph requires (`passes.static_decode`)."""
+
+    def __init__(self, rt: Any, device: Any, inputs: list[dict[str, Any]]) -> None:
+        self.bufs = {i["name"]: rt.empty(tuple(i["shape"]), i["dtype"], device) for i in inputs}
+        self.dtypes = {i["name"]: i["dtype"] for i in inputs}
+        self.last: dict[str, bytes] = {}
+
+    def fill(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """Copy what changed of ``feeds``' arrays to the device; the device buffers, by name."""
+        for name, buf in self.bufs.items():
+            v = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
+            raw = v.tobytes()
+            if self.last.get(name) != raw:
+                buf.copyfrom(v)
+                self.last[name] = raw
+        return self.bufs
 
 
 def load(path: str | Path, weights: str | Path, device: str = "cpu") -> Runtime:

@@ -127,3 +127,18 @@ def test_static_decode_generates_the_same_tokens(models, tmp_path):
     assert rt.generate(PROMPT, max_new_tokens=30) == hf_greedy(ck.model, PROMPT, 30)
     ref = models.runtime("tied_bias")
     assert rt.generate(PROMPT, 20, temperature=0.9, seed=4) == ref.generate(PROMPT, 20, temperature=0.9, seed=4)
+
+
+def test_decode_inputs_keep_their_buffers_and_follow_new_settings(models):
+    """Decode's inputs live in buffers kept across calls, refilled only where a value changed:
+    switching temperatures between generations must still take effect."""
+    from inference_pio.engine import load
+
+    rt = models.runtime("gqa5x1")
+    greedy = rt.generate(PROMPT, max_new_tokens=10)
+    bufs = dict(rt._static["decode"].bufs)
+    hot = rt.generate(PROMPT, max_new_tokens=10, temperature=2.0, seed=5)
+    assert rt.generate(PROMPT, max_new_tokens=10) == greedy
+    assert all(rt._static["decode"].bufs[k] is b for k, b in bufs.items())
+    fresh = load(models.artifact("gqa5x1"), weights=models.checkpoint("gqa5x1").path)
+    assert fresh.generate(PROMPT, max_new_tokens=10, temperature=2.0, seed=5) == hot != greedy
