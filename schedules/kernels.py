@@ -72,12 +72,14 @@ def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) ->
 
 
 def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
-    """x[i, c] in fp32 as a linear multiplies it: swiglu(x) computed on the fly for act="swiglu"
-    (x is then (T, 2K), gate half first), as the `swiglu` kernel computes it."""
+    """x[i, c] in fp32 as a linear multiplies it. For act="swiglu" (x is then (T, 2K), gate half
+    first) a block "x_act" (T, K) computes swiglu(x) as the `swiglu` kernel does: a schedule
+    computes it where the products need it (the CUDA GEMV: once per block, in shared memory)
+    or inlines it (the tensor-core GEMM: into the staging of x)."""
     if act is None:
         return lambda i, c: _f32(x, i, c)
-
-    return lambda i, c: _swiglu_at(x, (i,), c, k).astype(F32)
+    xa = te.compute((x.shape[0], k), lambda i, c: _swiglu_at(x, (i,), c, k).astype(F32), name="x_act")
+    return lambda i, c: xa[i, c]
 
 
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,

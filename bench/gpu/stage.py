@@ -321,9 +321,10 @@ def main() -> None:
             from inference_pio import passes
             from inference_pio.schedules import registry
 
-            # a third row: dlight's GEMV and Matmul, and no rms_norm fused into decode's linears
-            # (only our GEMV schedules that well; dlight would take its Fallback rule)
-            saved, passes.decode_passes = passes.decode_passes, lambda kind: []
+            # a third row: dlight's GEMV and Matmul, and no prologue (swiglu, rms_norm) fused into
+            # a linear: only our GEMV and GEMM schedule those; dlight takes slow generic rules
+            saved = passes.cuda_passes, passes.decode_passes
+            passes.cuda_passes, passes.decode_passes = (lambda: []), (lambda kind: [])
             try:
                 with registry.override("cuda", "linear", []):
                     ent["artifacts"]["cuda_dlight"] = {
@@ -331,7 +332,7 @@ def main() -> None:
                         **compile_one(cfg_dir, out / "artifacts" / "cuda_dlight" / preset, cuda,
                                       BENCH_MAX_SEQ_LEN)}
             finally:
-                passes.decode_passes = saved
+                passes.cuda_passes, passes.decode_passes = saved
         else:  # its CPU stand-in: the same static decode (persistent inputs, kv_len as data), no graph
             ent["artifacts"]["cpu_graph"] = {"path": f"artifacts/cpu_graph/{preset}",
                                              **compile_one(cfg_dir, out / "artifacts" / "cpu_graph" / preset, "llvm",

@@ -3,14 +3,15 @@ weights in 16-byte loads.
 
     block: ROWS output rows (threadIdx.y), L = 32 or 64 lanes per row (threadIdx.x)
     lane l: 16-byte chunks l, l + L, l + 2L, ... of its weight row, up to DEPTH chunks loaded
-        before they are used, accumulated in fp32
+        before they are used (a last, partial group guarded), accumulated in fp32
     then a sum over the lanes (warp shuffles), and the epilogue (bias, residual, cast) in place
 
-With an rms_norm fused in front (decode's q+k+v and gate+up projections and the LM head,
-`passes.fuse_norm_linear`), the block's threads first sum the squares of x together and write
-rms_norm(x) to shared memory, from which every row reads its chunks (`_normed_into_shared`);
-where K does not split over the block's threads, each row's lanes do that work themselves for
-their own chunks (`_row_sumsq`).
+With a prologue fused in front, the block's threads compute it once into shared memory, from
+which every row reads its chunks (`_x_into_shared`): rms_norm(x) (decode's q+k+v and gate+up
+projections and the LM head, `passes.fuse_norm_linear`; the sum of squares is an all-reduce
+over the block first) or swiglu(x) (the down projection, `passes.fuse_swiglu_linear`: one
+sigmoid per element and block, not per element and row). Where K does not split over the
+block's threads, each row's lanes compute it for their own chunks (`_row_sumsq`).
 
 Against dlight's GEMV (the baseline, still used where this rule declines): its weight loads are
 4 bytes wide and its blocks hold 16 rows of 512 threads, so a 1024-row projection is 64 blocks
@@ -71,10 +72,11 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch.bind(jr, "threadIdx.y")
     sch.bind(lane, "threadIdx.x")
     n_ko = k // (lanes * vec)
-    depth = next(d for d in (DEPTH, 4, 2, 1) if n_ko % d == 0)
+    depth = min(DEPTH, n_ko)
     koo, ko = sch.split(ko, [None, depth])
     # `depth` weight chunks are loaded before any is used, so that many loads are in flight per
-    # lane; the copy is indexed by the block's own iterators (reindex), so it compacts per thread
+    # lane (where depth does not divide the chunks, the last step's extra loads are guarded
+    # off); the copy is indexed by the block's own iterators (reindex), so it compacts per thread
     wl = sch.reindex(part, ("read", _read_index(sch, part, w)))
     sch.set_scope(wl, 0, "local")
     sch.compute_at(wl, koo)
@@ -84,20 +86,23 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
         copy = copy[:-1]
     for q in copy:
         sch.unroll(q)
-    # this lane's chunk of x to registers: x itself, or rms_norm(x) where one is fused; not
-    # with a fused swiglu (x is then read at two places)
-    norm, xl = bool(func.attrs.get("norm", False)), None
-    per_block = norm and k % (ROWS * lanes) == 0
-    if per_block:  # rms_norm(x) into shared memory once per block, then as x below
-        xs = _normed_into_shared(sch, jb, lanes, k // (ROWS * lanes))
+    # this lane's chunk of x to registers: x itself, or what a fused prologue makes of it
+    # (rms_norm(x) or swiglu(x), `kernels.linear`): computed once per block into shared memory
+    # where K splits over the block's threads, else by each row's lanes for their own chunks
+    norm, act = bool(func.attrs.get("norm", False)), bool(func.attrs.get("act", ""))
+    prologue = "x_normed" if norm else "x_act" if act else None
+    per_block = prologue is not None and k % (ROWS * lanes) == 0
+    xl = None
+    if per_block:
+        xs = _x_into_shared(sch, prologue, jb, lanes, k // (ROWS * lanes), sumsq=norm)
         xl = sch.cache_read(part, _read_index(sch, part, sch.get(xs).writes[0].source), "local",
                             consumer_blocks=[part])
         sch.compute_at(xl, ko)
-    elif norm:  # each row's lanes normalize the chunks they multiply (_row_sumsq)
-        xl = sch.get_sblock("x_normed")
+    elif prologue is not None:
+        xl = sch.get_sblock(prologue)
         sch.compute_at(xl, ko)
         sch.set_scope(xl, 0, "local")
-    elif vec > 1 and not func.attrs.get("act", ""):
+    elif vec > 1:
         xl = sch.cache_read(part, _read_index(sch, part, x), "local", consumer_blocks=[part])
         sch.compute_at(xl, ko)
     if xl is not None and vec > 1:  # at most float4: CUDA has no wider fp32 vector arithmetic
@@ -150,20 +155,22 @@ def _row_sumsq(sch: s_tir.Schedule, jr, lanes: int, vec: int) -> None:
     sch.set_scope(ss, 0, "local")
 
 
-def _normed_into_shared(sch: s_tir.Schedule, jb, lanes: int, each: int):
-    """A fused rms_norm (`kernels._rms_normed`) computed once per block, by all its threads:
-    the sum of squares of x (an all-reduce over the block), then rms_norm(x) (K floats) into
-    shared memory, ``each`` elements per thread, from which every row's lanes read. Returns
-    the block that fills the shared copy."""
+def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int, sumsq: bool):
+    """A fused prologue's block ``name`` (rms_norm(x) or swiglu(x), K floats) computed once per
+    block by all its threads into shared memory, ``each`` elements per thread, from which every
+    row's lanes read. With ``sumsq`` (rms_norm) the sum of squares of x comes first, an
+    all-reduce over the block. Returns the block that fills the shared copy."""
     threads = ROWS * lanes
     vx = next(v for v in (4, 2, 1) if each % v == 0)
-    xs = sch.get_sblock("x_normed")
+    xs = sch.get_sblock(name)
     sch.compute_at(xs, jb)
     sch.set_scope(xs, 0, "shared")
     _, ty, tx, v = sch.split(sch.fuse(*_below(sch, xs, jb)), [None, ROWS, lanes, vx])
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     sch.vectorize(v)
+    if not sumsq:
+        return xs
     ss = sch.get_sblock("sumsq")
     sch.split(sch.get_loops(ss)[-1], [None, threads, vx])
     part = sch.rfactor(sch.get_loops(ss)[-2], 0)  # (rfactor at the root: inside, it copies the outer loops)

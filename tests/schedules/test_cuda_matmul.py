@@ -112,7 +112,9 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models):
     (37, 512, BF16, False, False, "float32", None, False),   # 16-byte chunks; rows not a multiple of 4
     (64, 96, BF16, True, True, "float32", None, False),      # K = 3 x 32: one element per lane and step
     (21, 320, "float32", False, True, BF16, None, False),    # fp32 weights, 8-byte chunks
-    (40, 256, BF16, False, True, "float32", "swiglu", False),
+    (40, 256, BF16, False, True, "float32", "swiglu", False),  # swiglu(x) once per block, in shared memory
+    (24, 96, BF16, False, True, "float32", "swiglu", False),   # ... per row (K does not split over the block)
+    (12, 2432, BF16, True, False, "float32", None, False),     # 19 chunks per lane: the last 8 partly guarded
     (37, 512, BF16, False, True, "float32", None, True),     # rms_norm fused: two warps per row
     (4100, 1024, BF16, True, False, "float32", None, True),  # one warp per row, 4 chunks per lane
     (24, 96, "float32", False, False, "float32", None, True),
