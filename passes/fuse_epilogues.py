@@ -128,37 +128,32 @@ def fuse_norm_linear(graph: Graph) -> Graph:
     return rewrite(graph, fn)
 
 
-def fuse_norm_append(graph: Graph) -> Graph:
+def _fold_norm_rotary(graph: Graph, op: str, at: int, arity: int, heads: bool) -> Graph:
+    """``op``(..., norm_rotary(x, w, table) at operand ``at``, ...) with ``arity`` operands ->
+    ``op``(..., x, ..., w, table, eps=..., start=... [, heads=...]), where the norm_rotary has
+    no other user and ``op`` reads no window of its own."""
     readers = _readers(graph)
 
     def fn(n: Node, old: Node) -> Node | None:
-        if n.op != "kv_append" or len(n.inputs) != 3 or n.inputs[1].op != "norm_rotary":
+        if n.op != op or len(n.inputs) != arity or n.inputs[at].op != "norm_rotary" or n.attr("start") is not None:
             return None
-        if len(readers[id(old.inputs[1])]) != 1 or n.attr("start") is not None:
+        if len(readers[id(old.inputs[at])]) != 1:
             return None
-        k = n.inputs[1]
-        x, w, table = k.inputs
-        attrs = {**n.attr_dict, "eps": k.attr("eps")}
-        if k.attr("start") is not None:
-            attrs["start"] = k.attr("start")
-        return op_node("kv_append", [n.inputs[0], x, n.inputs[2], w, table], **attrs)
+        nr = n.inputs[at]
+        x, w, table = nr.inputs
+        attrs = {**n.attr_dict, "eps": nr.attr("eps")}
+        if nr.attr("start") is not None:
+            attrs.update(start=nr.attr("start"), **({"heads": nr.attr("heads")} if heads else {}))
+        inputs = list(n.inputs)
+        inputs[at] = x
+        return op_node(op, inputs + [w, table], **attrs)
 
     return rewrite(graph, fn)
+
+
+def fuse_norm_append(graph: Graph) -> Graph:
+    return _fold_norm_rotary(graph, "kv_append", at=1, arity=3, heads=False)  # (heads: the cache's)
 
 
 def fuse_norm_attention(graph: Graph) -> Graph:
-    readers = _readers(graph)
-
-    def fn(n: Node, old: Node) -> Node | None:
-        if n.op != "cache_attention" or len(n.inputs) != 4 or n.inputs[0].op != "norm_rotary":
-            return None
-        if len(readers[id(old.inputs[0])]) != 1:
-            return None
-        q = n.inputs[0]
-        x, w, table = q.inputs
-        attrs = {**n.attr_dict, "eps": q.attr("eps")}
-        if q.attr("start") is not None:
-            attrs.update(start=q.attr("start"), heads=q.attr("heads"))
-        return op_node("cache_attention", [x, *n.inputs[1:], w, table], **attrs)
-
-    return rewrite(graph, fn)
+    return _fold_norm_rotary(graph, "cache_attention", at=0, arity=4, heads=True)

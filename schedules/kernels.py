@@ -463,7 +463,7 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
         w_dtype, rot, eps = norm
 
         def xv(k):
-            return lambda i, hh, e: _f32(k, *((i, start + hh * d + e) if start is not None else (i, hh, e)))
+            return lambda i, hh, e: k_at(k, i, hh, e).astype(F32)
 
         @T.macro
         def body_norm(cache, k, w, table, t, n):

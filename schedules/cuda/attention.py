@@ -259,52 +259,46 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
 
     q_shape = (1, hq, d) if q_norm is None else (1, q_norm.cols)
+    fused = q_norm is not None
+
+    @T.macro
+    def run(var_q, var_kc, var_vc, var_out, n, grid, w, table):  # (w, table: q's stand-ins without q_norm)
+        q = T.match_buffer(var_q, q_shape, qdt)
+        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
+        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
+        out = T.match_buffer(var_out, (1, hq, dv), odt)
+        body(q, kc, vc, out, n, grid, w if fused else q, table if fused else q)
+
+    # the parameter orders are lowering's: buffers in operand order, then the output, then a scalar
     if q_norm is not None:
-        rot = q_norm.rot
+        wdt, rot = q_norm.w_dtype, q_norm.rot
         if kv_len_tensor:
             @T.prim_func(private=True, s_tir=True)
             def cache_attention_norm_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle,
-                                        kv_len: T.Buffer((1,), "int32"), w: T.Buffer((d,), q_norm.w_dtype),
+                                        kv_len: T.Buffer((1,), "int32"), w: T.Buffer((d,), wdt),
                                         table: T.Buffer((1, rot), F32), var_out: T.handle):
-                q = T.match_buffer(var_q, q_shape, qdt)
-                kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-                vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-                out = T.match_buffer(var_out, (1, hq, dv), odt)
-                body(q, kc, vc, out, kv_len[0], max_chunks, w, table)
+                run(var_q, var_kc, var_vc, var_out, kv_len[0], max_chunks, w, table)
 
             return cache_attention_norm_at
 
         @T.prim_func(private=True, s_tir=True)
-        def cache_attention_norm(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, w: T.Buffer((d,), q_norm.w_dtype),
+        def cache_attention_norm(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, w: T.Buffer((d,), wdt),
                                  table: T.Buffer((1, rot), F32), var_out: T.handle, kv_len: T.int64):
-            q = T.match_buffer(var_q, q_shape, qdt)
-            kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-            vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-            out = T.match_buffer(var_out, (1, hq, dv), odt)
-            body(q, kc, vc, out, _i32(kv_len), _chunks(kv_len), w, table)
+            run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len), w, table)
 
         return cache_attention_norm
 
-    # (without q_norm, body's w and table are unused: q stands in for both)
     if kv_len_tensor:  # static shapes: a slot for every chunk of the cache, idle past kv_len
         @T.prim_func(private=True, s_tir=True)
         def cache_attention_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, kv_len: T.Buffer((1,), "int32"),
                                var_out: T.handle):
-            q = T.match_buffer(var_q, q_shape, qdt)
-            kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-            vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-            out = T.match_buffer(var_out, (1, hq, dv), odt)
-            body(q, kc, vc, out, kv_len[0], max_chunks, q, q)
+            run(var_q, var_kc, var_vc, var_out, kv_len[0], max_chunks, None, None)
 
         return cache_attention_at
 
     @T.prim_func(private=True, s_tir=True)
     def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
-        q = T.match_buffer(var_q, q_shape, qdt)
-        kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-        vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-        out = T.match_buffer(var_out, (1, hq, dv), odt)
-        body(q, kc, vc, out, _i32(kv_len), _chunks(kv_len), q, q)
+        run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len), None, None)
 
     return cache_attention
 
