@@ -106,7 +106,7 @@ class Runtime:
             self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
         self._param_args: dict[str, list[Any]] = {}
-        self._static: dict[str, _StaticInputs] = {}  # per function whose array inputs have static shapes
+        self._static: dict[str, _StaticInputs | None] = {}  # per function: None where an input shape is symbolic
         # each function's output names, in order (prefill/decode also return the drawn "token")
         self._outputs: dict[str, list[str]] = {fn: [o["name"] for o in sig["outputs"]]
                                                for fn, sig in m["functions"].items()}
@@ -130,10 +130,11 @@ class Runtime:
         sig = self.manifest["functions"][fn]
         if fn not in self._param_args:  # weights in the function's order, looked up once
             self._param_args[fn] = [self.params[name] for name in sig["params"]]
-        arrays = [i for i in sig["inputs"] if isinstance(feeds[i["name"]], np.ndarray)]
-        if fn not in self._static and all(isinstance(d, int) for i in arrays for d in i["shape"]):
-            self._static[fn] = _StaticInputs(self._rt, self.device, arrays)
-        if fn in self._static:  # (a static_inputs function always: a captured CUDA graph reads them)
+        if fn not in self._static:  # decided once per function
+            arrays = [i for i in sig["inputs"] if isinstance(feeds[i["name"]], np.ndarray)]
+            static = all(isinstance(d, int) for i in arrays for d in i["shape"])
+            self._static[fn] = _StaticInputs(self._rt, self.device, arrays) if static else None
+        if self._static[fn] is not None:  # (a static_inputs function always: a captured CUDA graph reads them)
             feeds = {**feeds, **self._static[fn].fill(feeds)}
         args = [self._rt.tensor(v, self.device) if isinstance(v, np.ndarray) else v
                 for v in (feeds[i["name"]] for i in sig["inputs"])]
@@ -223,13 +224,12 @@ class _StaticInputs:
 
     def __init__(self, rt: Any, device: Any, inputs: list[dict[str, Any]]) -> None:
         self.bufs = {i["name"]: rt.empty(tuple(i["shape"]), i["dtype"], device) for i in inputs}
-        self.dtypes = {i["name"]: i["dtype"] for i in inputs}
         self.last: dict[str, bytes] = {}
 
     def fill(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """Copy what changed of ``feeds``' arrays to the device; the device buffers, by name."""
         for name, buf in self.bufs.items():
-            v = np.ascontiguousarray(feeds[name], dtype=self.dtypes[name])
+            v = np.ascontiguousarray(feeds[name], dtype=str(buf.dtype))
             raw = v.tobytes()
             if self.last.get(name) != raw:
                 buf.copyfrom(v)

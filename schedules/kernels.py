@@ -53,18 +53,6 @@ def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, res
     return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
 
 
-def _rms_normed(x: te.Tensor, g: te.Tensor, eps: float) -> te.Tensor:
-    """rms_norm(x, g, eps) in fp32 as a linear multiplies it: "x_normed" (T, K), from the row's
-    sum of squares, "sumsq" (as in `rms_norm`). A schedule computes it where the products
-    need it (the CUDA GEMV: per thread, in registers) or inlines it."""
-    kk = x.shape[1]
-    k = te.reduce_axis((0, kk), "k")
-    ss = te.compute((x.shape[0],), lambda i: te.sum(_f32(x, i, k) * _f32(x, i, k), axis=k), name="sumsq")
-    eps_ = tirx.const(eps, F32)
-    return te.compute(x.shape, lambda i, c: _f32(x, i, c) * tirx.rsqrt(ss[i] / kk.astype(F32) + eps_) * _f32(g, c),
-                      name="x_normed")
-
-
 def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
     """swiglu(x)[*lead, c] = silu(x[*lead, c]) * x[*lead, c + f], in x's dtype."""
     g = _f32(x, *lead, c)
@@ -85,12 +73,14 @@ def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
            out_dtype: str = F32, act: str | None = None, norm_eps: float | None = None) -> te.Tensor:
     """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N); act="swiglu": swiglu(x) (T, 2K) @ w^T;
-    norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra`` (`_rms_normed`)."""
+    norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra``: `rms_norm`'s blocks,
+    its output "x_normed" in fp32, which a schedule computes where the products need it (the
+    CUDA GEMV: once per block, in shared memory) or inlines."""
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
     if norm_eps is not None:
-        xn, extra = _rms_normed(x, extra[0], norm_eps), extra[1:]
+        xn, extra = rms_norm(x, extra[0], norm_eps, out_dtype=F32, name="x_normed"), extra[1:]
         xf = lambda i, c: xn[i, c]  # noqa: E731
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
     return _with_epilogue(acc, extra, bias, residual, out_dtype)
@@ -168,17 +158,20 @@ def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:
     return te.compute(shape, lambda *i: acc[i].astype(out_dtype), name="epilogue")
 
 
-def rms_norm(x: te.Tensor, w: te.Tensor, eps: float, offset: float = 0.0) -> te.Tensor:
-    """Normalize the last axis of x (R, D)."""
+def rms_norm(x: te.Tensor, w: te.Tensor, eps: float, offset: float = 0.0, out_dtype: str | None = None,
+             name: str = "norm") -> te.Tensor:
+    """Normalize the last axis of x (R, D): block "sumsq", then ``name`` (in ``out_dtype``,
+    default x's). A linear with a fused norm (``norm_eps``) reads it as "x_normed" in fp32."""
     d = x.shape[-1]
     k = te.reduce_axis((0, d), "k")
     ss = te.compute(x.shape[:-1], lambda *i: te.sum(_f32(x, *i, k) * _f32(x, *i, k), axis=k), name="sumsq")
 
     def norm(*i):
         inv = tirx.rsqrt(ss[i[:-1]] / d.astype(F32) + tirx.const(eps, F32))
-        return (_f32(x, *i) * inv * (_f32(w, i[-1]) + tirx.const(offset, F32))).astype(x.dtype)
+        scale = _f32(w, i[-1]) + tirx.const(offset, F32) if offset else _f32(w, i[-1])
+        return (_f32(x, *i) * inv * scale).astype(out_dtype or x.dtype)
 
-    return te.compute(x.shape, norm, name="norm")
+    return te.compute(x.shape, norm, name=name)
 
 
 def _ew(name: str, fn: Callable) -> Callable:

@@ -11,7 +11,7 @@ which every row reads its chunks (`_x_into_shared`): rms_norm(x) (decode's q+k+v
 projections and the LM head, `passes.fuse_norm_linear`; the sum of squares is an all-reduce
 over the block first) or swiglu(x) (the down projection, `passes.fuse_swiglu_linear`: one
 sigmoid per element and block, not per element and row). Where K does not split over the
-block's threads, each row's lanes compute it for their own chunks (`_row_sumsq`). Where all of
+block's threads, each row's lanes compute it for their own chunks. Where all of
 a lane's chunks fit in one group (Qwen3-0.6B's K = 1024 and 3072), they are loaded before the
 prologue, so that the weights are in flight while it runs.
 
@@ -76,15 +76,15 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     n_ko = k // (lanes * vec)
     depth = min(DEPTH, n_ko)
     koo, ko = sch.split(ko, [None, depth])
-    # `depth` weight chunks are loaded before any is used, so that many loads are in flight per
-    # lane (where depth does not divide the chunks, the last step's extra loads are guarded
-    # off); the copy is indexed by the block's own iterators (reindex), so it compacts per thread
-    # this lane's chunk of x to registers: x itself, or what a fused prologue makes of it
-    # (rms_norm(x) or swiglu(x), `kernels.linear`): computed once per block into shared memory
-    # where K splits over the block's threads, else by each row's lanes for their own chunks
+    # a fused prologue (rms_norm(x) or swiglu(x), `kernels.linear`) is computed once per block
+    # into shared memory where K splits over the block's threads, else by each row's lanes for
+    # their own chunks
     norm, act = bool(func.attrs.get("norm", False)), bool(func.attrs.get("act", ""))
     prologue = "x_normed" if norm else "x_act" if act else None
     per_block = prologue is not None and k % (ROWS * lanes) == 0
+    # `depth` weight chunks are loaded before any is used, so that many loads are in flight per
+    # lane (where depth does not divide the chunks, the last step's extra loads are guarded
+    # off); the copy is indexed by the block's own iterators (reindex), so it compacts per thread
     wl = sch.reindex(part, ("read", _read_index(sch, part, w)))
     sch.set_scope(wl, 0, "local")
     if per_block and n_ko <= depth:
@@ -102,6 +102,7 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
         copy = copy[:-1]
     for q in copy:
         sch.unroll(q)
+    # this lane's chunk of x (or of the prologue's result) to registers
     xl = None
     if per_block:
         xs = _x_into_shared(sch, prologue, jb, lanes, k // (ROWS * lanes), sumsq=norm)
@@ -120,8 +121,8 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch.unroll(ko)
     sch.set_scope(part, 0, "local")
     sch.decompose_reduction(part, koo)
-    if norm and not per_block:
-        _row_sumsq(sch, jr, lanes, vec)
+    if norm and not per_block:  # each row's lanes sum the squares of the chunks they multiply
+        _sum_squares(sch, jr, 1, lanes, vec)
     # the sum over lanes (lowered to warp shuffles), then the epilogue, per row
     sch.reverse_compute_at(mm, jr)
     sch.bind(sch.get_loops(mm)[-1], "threadIdx.x")
@@ -143,26 +144,35 @@ def _read_index(sch: s_tir.Schedule, block, buf) -> int:
     return [r.source.same_as(buf) for r in sch.get(block).reads].index(True)
 
 
-def _row_sumsq(sch: s_tir.Schedule, jr, lanes: int, vec: int) -> None:
-    """A fused rms_norm's sum of squares of x (`kernels._rms_normed`), per row: the row's lanes
-    sum the squares of the chunks of x they multiply next, then reduce across the lanes as the
-    dot product does (the dot product's own x loads then hit L1)."""
+def _sum_squares(sch: s_tir.Schedule, at, rows: int, lanes: int, vec: int) -> None:
+    """A fused rms_norm's sum of squares of x (block "sumsq", `kernels.rms_norm`) under loop
+    ``at``, by ``rows`` x ``lanes`` threads (threadIdx.y, threadIdx.x; rows 1: the lanes of the
+    row ``at`` binds), ``vec`` elements per load, then an all-reduce across them."""
     ss = sch.get_sblock("sumsq")
-    sch.split(sch.get_loops(ss)[-1], [None, lanes, vec])
+    sch.split(sch.get_loops(ss)[-1], [None, rows * lanes, vec])
     part = sch.rfactor(sch.get_loops(ss)[-2], 0)  # (rfactor at the root: inside, it copies the outer loops)
-    sch.compute_at(ss, jr)
-    sch.compute_at(part, jr)
-    loops = _below(sch, part, jr)  # lane, [ko,] kv (a ko of extent 1 is not there)
-    sch.bind(loops[0], "threadIdx.x")
+    sch.compute_at(ss, at)
+    sch.compute_at(part, at)
+    thread, *steps = _below(sch, part, at)  # thread, [ko,] v (a ko of extent 1 is not there)
+    tx = _bind_threads(sch, thread, rows, lanes)
     if vec > 1:
         xl = sch.cache_read(part, 0, "local", consumer_blocks=[part])
-        sch.compute_at(xl, loops[-2])
+        sch.compute_at(xl, steps[0] if len(steps) == 2 else tx)
         sch.vectorize(sch.get_loops(xl)[-1])
-    if len(loops) == 3:
-        sch.unroll(loops[1])
+    if len(steps) == 2:
+        sch.unroll(steps[0])
     sch.set_scope(part, 0, "local")
-    sch.bind(sch.get_loops(ss)[-1], "threadIdx.x")
+    _bind_threads(sch, _below(sch, ss, at)[0], rows, lanes)
     sch.set_scope(ss, 0, "local")
+
+
+def _bind_threads(sch: s_tir.Schedule, loop, rows: int, lanes: int):
+    """Bind ``loop`` (rows * lanes) to threadIdx.y x threadIdx.x (only .x for one row); the .x loop."""
+    if rows > 1:
+        ty, loop = sch.split(loop, [rows, lanes])
+        sch.bind(ty, "threadIdx.y")
+    sch.bind(loop, "threadIdx.x")
+    return loop
 
 
 def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int, sumsq: bool):
@@ -170,7 +180,6 @@ def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int, su
     block by all its threads into shared memory, ``each`` elements per thread, from which every
     row's lanes read. With ``sumsq`` (rms_norm) the sum of squares of x comes first, an
     all-reduce over the block. Returns the block that fills the shared copy."""
-    threads = ROWS * lanes
     vx = next(v for v in (4, 2, 1) if each % v == 0)
     xs = sch.get_sblock(name)
     sch.compute_at(xs, jb)
@@ -179,24 +188,6 @@ def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int, su
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     sch.vectorize(v)
-    if not sumsq:
-        return xs
-    ss = sch.get_sblock("sumsq")
-    sch.split(sch.get_loops(ss)[-1], [None, threads, vx])
-    part = sch.rfactor(sch.get_loops(ss)[-2], 0)  # (rfactor at the root: inside, it copies the outer loops)
-    sch.compute_at(ss, jb)
-    sch.compute_at(part, jb)
-    loops = _below(sch, part, jb)  # thread, [ko,] v
-    ty, tx = sch.split(loops[0], [ROWS, lanes])
-    sch.bind(ty, "threadIdx.y")
-    sch.bind(tx, "threadIdx.x")
-    if vx > 1:
-        xl = sch.cache_read(part, 0, "local", consumer_blocks=[part])
-        sch.compute_at(xl, loops[-2] if len(loops) == 3 else tx)
-        sch.vectorize(sch.get_loops(xl)[-1])
-    sch.set_scope(part, 0, "local")
-    ty, tx = sch.split(_below(sch, ss, jb)[0], [ROWS, lanes])
-    sch.bind(ty, "threadIdx.y")
-    sch.bind(tx, "threadIdx.x")
-    sch.set_scope(ss, 0, "local")
+    if sumsq:
+        _sum_squares(sch, jb, ROWS, lanes, vx)
     return xs
