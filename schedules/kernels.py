@@ -11,7 +11,7 @@ from typing import Callable
 
 from tvm import te, tirx
 
-F32 = "float32"
+F32, BF16 = "float32", "bfloat16"
 
 
 def _f32(x: te.Tensor, *idx) -> tirx.PrimExpr:
@@ -87,36 +87,55 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
 
 
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-                 out_dtype: str = F32, act: str | None = None, tile: int = 16) -> te.Tensor:
-    """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX): x (fp32) is
-    split into hi = dt(x) and lo = dt(x - hi), dt = w's 16-bit dtype, and both parts multiply
-    the same weight row, so the reduction runs over 2K: x @ w^T = hi @ w^T + lo @ w^T up to
-    dt's unit roundoff squared (bf16: 2^-16 of |x|, against 2^-8 for dt(x) alone).
+                 out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None) -> te.Tensor:
+    """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX) of dtype ``dt``
+    (default: w's). x (fp32) is split into hi = dt(x) and lo = dt(x - hi), and the products
+    run over a longer reduction, ``parts`` x K:
 
-    The parts alternate in runs of ``tile`` along the reduction ("x_split" and "w_twice",
-    (T, 2Kp) and (N, 2Kp), Kp = K rounded up to ``tile`` with zeros), so the two copies of a
-    weight column are read one right after the other. All dims are int64, as the tensor-core
+        w in dt (parts 2):   hi @ w^T + lo @ w^T
+        fp16 w, dt bf16 (3): hi @ w_hi^T + lo @ w_hi^T + hi @ w_lo^T, w = w_hi + w_lo exactly
+                             (fp16's 11 significant bits are bf16's 8 plus a remainder of at
+                             most 4, and bf16 has fp32's exponent range)
+
+    Either way the result is x @ w^T up to bf16's unit roundoff squared (2^-16 of |x| |w|,
+    against 2^-8 for dt(x) alone); the dropped lo @ w_lo^T is of that size too. fp16 weights go
+    through bf16 rather than splitting x into fp16 parts because fp16's range cannot hold
+    every fp32 activation (|x| > 65504 would become inf).
+
+    The parts alternate in runs of ``tile`` along the reduction ("x_split" and "w_split",
+    (T, parts Kp) and (N, parts Kp), Kp = K rounded up to ``tile`` with zeros), so the copies of
+    a weight column are read one right after the other. All dims are int64, as the tensor-core
     schedules' layout rewrites require."""
-    t, kk, n, dt = x.shape[0], int(w.shape[1]), w.shape[0], w.dtype
+    t, kk, n = x.shape[0], int(w.shape[1]), w.shape[0]
+    dt = dt or w.dtype
+    if w.dtype != dt and (w.dtype, dt) != ("float16", BF16):
+        raise ValueError(f"linear_split multiplies in {dt}: weights must be {dt} (or fp16 for bf16), got {w.dtype}")
+    parts = 2 if w.dtype == dt else 3
     kp = (kk + tile - 1) // tile * tile
     xf = _x_of(x, act, w.shape[1])
-    r2 = tirx.IntImm("int64", 2 * kp)
+    rp = tirx.IntImm("int64", parts * kp)
     zero = tirx.const(0, dt)
 
     def src(r):  # the column of x and w behind reduction index r
-        return r // (2 * tile) * tile + r % tile
+        return r // (parts * tile) * tile + r % tile
 
     def guarded(v, k):
         return v if kp == kk else tirx.if_then_else(k < kk, v, zero)
 
-    def part(i, r):
-        v = xf(i, src(r))
+    def hi_lo(v, lo):  # v's dt part, or the dt remainder (v fp32, or fp16 and exactly a dt pair)
         hi = v.astype(dt)
-        return guarded(tirx.if_then_else(r // tile % 2 == 0, hi, (v - hi.astype(F32)).astype(dt)), src(r))
+        return tirx.if_then_else(lo, (v.astype(F32) - hi.astype(F32)).astype(dt), hi)
 
-    a = te.compute((t, r2), part, name="x_split")
-    b = te.compute((n, r2), lambda j, r: guarded(w[j, src(r)], src(r)), name="w_twice")
-    r = te.reduce_axis((0, r2), "r")
+    def x_part(i, r):
+        return guarded(hi_lo(xf(i, src(r)), r // tile % parts == 1), src(r))
+
+    def w_part(j, r):
+        v = w[j, src(r)]
+        return guarded(v if parts == 2 else hi_lo(v, r // tile % parts == 2), src(r))
+
+    a = te.compute((t, rp), x_part, name="x_split")
+    b = te.compute((n, rp), w_part, name="w_split")
+    r = te.reduce_axis((0, rp), "r")
     acc = te.compute((t, n), lambda i, j: te.sum(a[i, r].astype(F32) * b[j, r].astype(F32), axis=r), name="matmul")
     return _with_epilogue(acc, extra, bias, residual, out_dtype)
 

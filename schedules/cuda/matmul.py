@@ -1,10 +1,13 @@
-"""linear on CUDA tensor cores (prefill and forward: T rows; bf16 weights, fp32 out).
+"""linear on CUDA tensor cores (prefill and forward: T rows; bf16 or fp16 weights, fp32 out).
 
 Tensor cores multiply 16-bit inputs and accumulate in fp32; our activations are fp32. The
 kernel is `kernels.linear_split`: x = hi + lo, both bf16, against the same weights, which
 keeps the result at fp32's accuracy (2^-16 of |x| per product instead of 2^-8) for twice the
-multiplies, still far cheaper than fp32 FMAs. The schedule is WMMA 16x16x16 (bf16 x bf16 ->
-fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which has no bf16 path:
+multiplies, still far cheaper than fp32 FMAs. fp16 weights are split the same way while they
+are staged (w = w_hi + w_lo in bf16, exactly), for three products instead of two: x stays in
+bf16 parts because fp16's range cannot hold every fp32 activation. The schedule is WMMA
+16x16x16 (bf16 x bf16 -> fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which
+has no bf16 path:
 
     C[t, n] tiles of BM x BN per block (128 x 128 where N is wide, else 64 x 64: `tiles_for`),
     warps in a WM x WN grid, each owning FM x FN fragments
@@ -15,8 +18,8 @@ fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which has no bf16 
     epilogue (bias, residual, output cast) fused into the store through shared memory
 
 T is padded to BM inside the kernel (predicated loads and stores), so any prompt length runs
-the same binary. One query row (decode) and other weight dtypes stay with the dlight rules:
-fp16's range cannot hold every fp32 activation, and fp32 weights need fp32 multiplies.
+the same binary. One query row (decode) is our GEMV's, and fp32 weights stay with dlight's
+rules: they need fp32 multiplies.
 
 `untensorized()` builds the same loop nest with the wmma blocks left as plain loops, so
 tests run it serially on the CPU (tests/cuda_emulation.py); tensorize only swaps 16x16 tiles
@@ -32,7 +35,7 @@ from tvm import s_tir, te, tirx
 from ...targets import TargetDesc
 from ..kernels import linear_operands, linear_split, same_params
 
-F32, BF16 = "float32", "bfloat16"
+F32, BF16, F16 = "float32", "bfloat16", "float16"
 MIN_ROWS = 16  # a static T below one fragment is left to the GEMV rules
 
 
@@ -113,7 +116,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc
         return None
     x, w, extra, out = ops
     t = x.shape[0]
-    if x.dtype != F32 or w.dtype != BF16 or len(x.shape) != 2 or len(w.shape) != 2:
+    if x.dtype != F32 or w.dtype not in (BF16, F16) or len(x.shape) != 2 or len(w.shape) != 2:
         return None
     if isinstance(t, tirx.IntImm) and int(t) < MIN_ROWS:
         return None
@@ -124,13 +127,13 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc
         return None
     n, k = _i64(w.shape[0]), _i64(w.shape[1])
     tx = te.placeholder((t, _i64(x.shape[1])), F32, name="x")
-    tw = te.placeholder((n, k), BF16, name="w")
+    tw = te.placeholder((n, k), w.dtype, name="w")
     te_extra = []
     if bias:
         te_extra.append(te.placeholder((n,), extra[0].dtype, name="bias"))
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
-    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act)
+    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16)
     sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles_for(int(n)), tensorize=_TENSORIZE)
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 

@@ -20,7 +20,7 @@ from inference_pio.schedules.cuda.matmul import tensor_core_linear, untensorized
 from inference_pio.targets import resolve
 
 CUDA = resolve({"kind": "cuda", "arch": "sm_90a"})
-BF16 = "bfloat16"
+BF16, F16 = "bfloat16", "float16"
 
 
 def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
@@ -51,21 +51,24 @@ def _reference(x, w, b, r, act, g=None):
     return x @ w.astype(np.float64).T + (0 if b is None else b) + (0 if r is None else r)
 
 
-@pytest.mark.parametrize("t,n,k,bias,residual,out_dtype,act", [
-    (1, 200, 72, False, False, "float32", None),
-    (9, 40, 24, True, False, "float32", None),       # K below one 64-wide chunk
-    (133, 150, 100, False, True, "float32", None),   # two row tiles; K not a multiple of 16
-    (20, 72, 48, True, True, BF16, None),
-    (17, 64, 37, False, True, "float32", "swiglu"),  # the down projection with swiglu fused
+@pytest.mark.parametrize("t,n,k,bias,residual,out_dtype,act,wdtype", [
+    (1, 200, 72, False, False, "float32", None, BF16),
+    (9, 40, 24, True, False, "float32", None, BF16),       # K below one 64-wide chunk
+    (133, 150, 100, False, True, "float32", None, BF16),   # two row tiles; K not a multiple of 16
+    (20, 72, 48, True, True, BF16, None, BF16),
+    (17, 64, 37, False, True, "float32", "swiglu", BF16),  # the down projection with swiglu fused
+    (21, 72, 40, True, False, "float32", None, F16),       # fp16 weights: three bf16 parts
+    (70, 136, 56, False, True, "float32", "swiglu", F16),
 ])
-def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, act):
+def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, act, wdtype):
     import ml_dtypes
 
     with untensorized():
-        f = tensor_core_linear(_linear_func(n, k, bias=bias, residual=residual, out_dtype=out_dtype, act=act), CUDA)
+        f = tensor_core_linear(_linear_func(n, k, wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
+                                            act=act), CUDA)
     assert f is not None
     x = (rng.standard_normal((t, 2 * k if act else k)) * 3).astype(np.float32)
-    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float16)
     b = rng.standard_normal(n).astype(np.float32)
     r = rng.standard_normal((t, n)).astype(np.float32)
     out = np.zeros((t, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
@@ -74,18 +77,38 @@ def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype
     ref = _reference(x, w, b if bias else None, r if residual else None, act)
     err = np.abs(got - ref).max() / np.abs(ref).max()
     # fp32 accuracy although the multiplies take bf16: x's bf16 rounding alone would give ~2e-3
+    # (and, for fp16 weights, w's bf16 rounding as much again)
     assert err <= (1e-2 if out_dtype == BF16 else 2e-6), err
 
 
-def test_tensorized_form_uses_bf16_wmma():
-    f = tensor_core_linear(_linear_func(256, 128, bias=True), CUDA)
+@pytest.mark.parametrize("wdtype", [BF16, F16])
+def test_tensorized_form_uses_bf16_wmma(wdtype):
+    f = tensor_core_linear(_linear_func(256, 128, wdtype, bias=True), CUDA)
     text = f.script()
     for call in ("tvm_load_matrix_sync", "tvm_mma_sync", "tvm_fill_fragment", "tvm_store_matrix_sync"):
         assert call in text, call
     assert 'scope="wmma.matrix_a"' in text and '"bfloat16", scope="wmma.matrix_b"' in text
 
 
-@pytest.mark.parametrize("kw", [dict(wdtype="float32"), dict(wdtype="float16"), dict(t=tirx.IntImm("int64", 1))])
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_fp16_weights_compile_to_a_cubin_with_16_byte_loads(tmp_path):
+    """fp16 weights are split into bf16 parts while staged: the loads stay vectors (half4 and
+    float4) and nvcc accepts the conversions."""
+    import tvm
+
+    from inference_pio.targets.cuda_host import enable_cuda_codegen
+
+    enable_cuda_codegen()
+    f = tensor_core_linear(_linear_func(256, 128, F16, residual=True), CUDA)
+    with CUDA.to_tvm() as tgt:
+        ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
+    src = ex.mod.imports[0].inspect_source("")
+    assert "*(half4*)(w_ptr" in src and "*(float4*)(x_ptr" in src and "mma_sync" in src
+    ex.export_library(tmp_path / "k.so")
+    assert b".nv.info" in (tmp_path / "k.so").read_bytes()  # a cubin, not source
+
+
+@pytest.mark.parametrize("kw", [dict(wdtype="float32"), dict(t=tirx.IntImm("int64", 1))])
 def test_other_linears_are_left_to_dlight(kw):
     assert tensor_core_linear(_linear_func(64, 32, **kw), CUDA) is None
 
