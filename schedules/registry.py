@@ -4,7 +4,8 @@ A rule is ``rule(func: PrimFunc, target: TargetDesc) -> s_tir.Schedule | PrimFun
 None means "not mine". A rule may return a schedule of ``func`` or a hand-written PrimFunc
 with the same parameters that replaces it (e.g. a tiled attention kernel). For each
 PrimFunc (tagged with the IR op it implements, attr ``op_kind``) the rules registered for
-its op kind are tried in order, then the target's fallbacks. A scheduled function is
+its op kind are tried in order, then the target's fallbacks. A rule recognizes its kernels by
+their block names (`find_block`, `find_blocks`: the names `kernels` gives its TE stages). A scheduled function is
 tagged ``tirx.is_scheduled`` so nothing touches it again.
 
     from inference_pio.schedules import registry
@@ -21,6 +22,7 @@ from typing import Callable, Iterator
 
 import tvm
 from tvm import s_tir, tirx
+from tvm.s_tir.schedule import SBlockRV
 
 from ..targets import TargetDesc
 
@@ -29,6 +31,21 @@ Rule = Callable[[tirx.PrimFunc, TargetDesc], "s_tir.Schedule | tirx.PrimFunc | N
 OP_KIND_ATTR = "op_kind"
 _RULES: dict[tuple[str, str], list[Rule]] = {}
 _FALLBACKS: dict[str, list[Rule]] = {}
+
+
+def find_block(sch: s_tir.Schedule, name: str) -> SBlockRV | None:
+    """The block of ``sch`` named ``name``, or None: how a rule tells whether a kernel is of the
+    shape it schedules (or has an optional stage)."""
+    try:
+        return sch.get_sblock(name)
+    except s_tir.ScheduleError:
+        return None
+
+
+def find_blocks(sch: s_tir.Schedule, *names: str) -> list[SBlockRV] | None:
+    """The blocks named ``names``, or None if one of them is missing."""
+    blocks = [find_block(sch, n) for n in names]
+    return None if any(b is None for b in blocks) else blocks
 
 
 def register(target_kind: str, op_kind: str, rule: Rule, *, first: bool = False) -> None:

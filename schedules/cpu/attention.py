@@ -12,13 +12,12 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
+from ..registry import find_block
 
 
 def attention_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     names = ("scores", "max", "probs", "sum", "attn_out", "attn_norm")
-    try:
-        s_tir.Schedule(func).get_sblock(names[0])
-    except Exception:  # noqa: BLE001  (not an attention kernel)
+    if find_block(s_tir.Schedule(func), names[0]) is None:  # not an attention kernel
         return None
     try:
         return _schedule(func, target, names, simd=True)
@@ -44,10 +43,9 @@ def _schedule(func: tirx.PrimFunc, target: TargetDesc, names: tuple[str, ...], s
         _dot_products(sch, scores, target.vector_lanes)
         _weighted_sum(sch, acc, group, target.vector_lanes)
         sch.vectorize(sch.get_loops(norm)[-1])
-    try:
-        sch.reverse_compute_at(sch.get_sblock("cast"), ih)
-    except Exception:  # noqa: BLE001  (fp32 output: no cast stage)
-        pass
+    cast = find_block(sch, "cast")
+    if cast is not None:  # (an fp32 output has no cast stage)
+        sch.reverse_compute_at(cast, ih)
     return sch
 
 

@@ -12,6 +12,7 @@ from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
 from ..kernels import ROW_TILE
+from ..registry import find_block, find_blocks
 
 ROWS = 4  # output features per register tile
 ROW_BLOCK = 8  # row tiles per pass over the weights: their fp32 rows of x stay in L2
@@ -25,9 +26,8 @@ def _lanes_dividing(k: int, lanes: int) -> int:
 
 def linear_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    try:
-        mm = sch.get_sblock("matmul")
-    except Exception:  # noqa: BLE001  (not a linear kernel)
+    mm = find_block(sch, "matmul")
+    if mm is None:  # not a linear kernel
         return None
     loops = sch.get_loops(mm)
     if len(loops) != 3:
@@ -47,9 +47,8 @@ def linear_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | Non
     if lanes > 1:
         sch.vectorize(ki0)
     sch.reverse_compute_at(mm, i0)
-    try:
-        epi = sch.get_sblock("epilogue")
-    except Exception:  # noqa: BLE001
+    epi = find_block(sch, "epilogue")
+    if epi is None:
         return sch
     sch.reverse_compute_at(epi, i0)
     return sch
@@ -66,10 +65,10 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
     T = 1 (decode): the panel streams from memory once, with K split over SPLIT_K
     independent accumulators to hide FMA latency."""
     sch = s_tir.Schedule(func)
-    try:
-        mm, epi = sch.get_sblock("matmul"), sch.get_sblock("epilogue")
-    except Exception:  # noqa: BLE001  (not a packed linear kernel)
+    blocks = find_blocks(sch, "matmul", "epilogue")
+    if blocks is None:  # not a packed linear kernel
         return None
+    mm, epi = blocks
     i, jb, jj, k = sch.get_loops(mm)
     t, kk = sch.get(i).extent, sch.get(k).extent
     if isinstance(t, tirx.IntImm) and int(t) == 1 and int(kk) % SPLIT_K == 0:

@@ -6,14 +6,15 @@ from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
 from .generic import is_small, spatial_loops
+from ..registry import find_blocks
 
 
 def rms_norm_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    try:
-        ss, norm = sch.get_sblock("sumsq"), sch.get_sblock("norm")
-    except Exception:  # noqa: BLE001
+    blocks = find_blocks(sch, "sumsq", "norm")
+    if blocks is None:
         return None
+    ss, norm = blocks
     rows = spatial_loops(sch, norm)[:-1]
     if not rows:
         return None

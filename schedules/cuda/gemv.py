@@ -27,6 +27,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from ...targets import TargetDesc
 from ..kernels import linear_operands
+from ..registry import find_block
 
 ROWS = 4    # output rows per block
 LANES = 32  # threads per row: one warp, or two where there are few rows (below)
@@ -60,9 +61,8 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     if n < FEW_ROWS and _chunk(k, itemsize, 2 * lanes) == vec:
         lanes *= 2
     sch = s_tir.Schedule(func)
-    try:
-        mm = sch.get_sblock("matmul")
-    except Exception:  # noqa: BLE001  (not a plain linear)
+    mm = find_block(sch, "matmul")
+    if mm is None:  # not a plain linear
         return None
     _, j, r = sch.get_loops(mm)
     ko, lane, kv = sch.split(r, [None, lanes, vec])

@@ -11,15 +11,15 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
+from ..registry import find_block
 
 MAX_THREADS = 1024
 
 
 def kv_append_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    try:
-        ap = sch.get_sblock("append")
-    except Exception:  # noqa: BLE001  (not a kv_append kernel)
+    ap = find_block(sch, "append")
+    if ap is None:  # not a kv_append kernel
         return None
     loops = sch.get_loops(ap)
     if len(loops) != 3 or not isinstance(sch.get(loops[2]).extent, tirx.IntImm):
@@ -30,9 +30,8 @@ def kv_append_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | 
     row_head = sch.fuse(loops[0], loops[1])
     sch.bind(row_head, "blockIdx.x")
     sch.bind(loops[2], "threadIdx.x")
-    try:
-        ss = sch.get_sblock("sumsq")
-    except Exception:  # noqa: BLE001  (a plain copy)
+    ss = find_block(sch, "sumsq")
+    if ss is None:  # a plain copy
         return sch
     sch.compute_at(ss, row_head)
     sch.bind(sch.get_loops(ss)[-1], "threadIdx.x")

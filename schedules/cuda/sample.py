@@ -6,16 +6,17 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
+from ..registry import find_blocks
 
 THREADS = 1024
 
 
 def sample_block(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    try:
-        scores, mx, am = (sch.get_sblock(n) for n in ("scores", "max", "argmax"))
-    except Exception:  # noqa: BLE001  (not a sampling kernel)
+    blocks = find_blocks(sch, "scores", "max", "argmax")
+    if blocks is None:  # not a sampling kernel
         return None
+    scores, mx, am = blocks
     i, j = sch.get_loops(scores)
     bx, tx = sch.split(sch.fuse(i, j), [None, 256])
     sch.bind(bx, "blockIdx.x")
