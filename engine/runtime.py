@@ -105,8 +105,8 @@ class Runtime:
             arrays = load_weights(nodes, weights, ignored)
             self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
-        self._param_args: dict[str, list[Any]] = {}
-        self._static: dict[str, _StaticInputs | None] = {}  # per function: None where an input shape is symbolic
+        self._plans: dict[str, _Plan] = {}  # per function, made at its first call
+        self._token = _HostScalar(rt, "int32")  # where a drawn token is read back
         # each function's output names, in order (prefill/decode also return the drawn "token")
         self._outputs: dict[str, list[str]] = {fn: [o["name"] for o in sig["outputs"]]
                                                for fn, sig in m["functions"].items()}
@@ -127,18 +127,10 @@ class Runtime:
         return arr.astype(np.int32)
 
     def _call(self, fn: str, feeds: dict[str, Any]):
-        sig = self.manifest["functions"][fn]
-        if fn not in self._param_args:  # weights in the function's order, looked up once
-            self._param_args[fn] = [self.params[name] for name in sig["params"]]
-        if fn not in self._static:  # decided once per function
-            arrays = [i for i in sig["inputs"] if isinstance(feeds[i["name"]], np.ndarray)]
-            static = all(isinstance(d, int) for i in arrays for d in i["shape"])
-            self._static[fn] = _StaticInputs(self._rt, self.device, arrays) if static else None
-        if self._static[fn] is not None:  # (a static_inputs function always: a captured CUDA graph reads them)
-            feeds = {**feeds, **self._static[fn].fill(feeds)}
-        args = [self._rt.tensor(v, self.device) if isinstance(v, np.ndarray) else v
-                for v in (feeds[i["name"]] for i in sig["inputs"])]
-        return self.vm[fn](*args, *self._param_args[fn])
+        plan = self._plans.get(fn)
+        if plan is None:
+            plan = self._plans[fn] = _Plan(self, fn, feeds)
+        return plan(feeds)
 
     def _caches(self) -> dict[str, Any]:
         """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read)."""
@@ -183,7 +175,7 @@ class Runtime:
             key = 0 if inv_t == 0 else int(rng.integers(0, 2**31 - 1))  # (greedy: no draw, no new key)
             out = self._step(fn, ids, start, inv_t, key)
             if on_device:
-                tok = int(out["token"].numpy()[0])
+                tok = self._token.read(out["token"])
                 if not 0 <= tok < self.vocab_size:  # argmax found no maximum: NaN logits
                     raise RuntimeError(f"{fn}: no token could be drawn (the logits are not finite)")
                 return tok
@@ -216,25 +208,76 @@ class Runtime:
         return out.numpy().astype(np.float32, copy=False)
 
 
-class _StaticInputs:
-    """Persistent device buffers for the array inputs of a function whose input shapes are
-    static (decode): no allocation per call, and a buffer is copied to only when its value
-    changed (the temperature stays put through a generation). The buffers stay the same from
-    call to call, as a captured CUDA graph requires (`passes.static_decode`)."""
+class _Plan:
+    """One compiled function's call, worked out at its first call: the VM function, its
+    weights in order, and its inputs. Where every array input has a static shape (decode),
+    those inputs live in device buffers kept across calls (`_KeptInputs`), as a captured CUDA
+    graph requires (`passes.static_decode`); else each call uploads its arrays."""
+
+    def __init__(self, runtime: Runtime, fn: str, feeds: dict[str, Any]) -> None:
+        sig = runtime.manifest["functions"][fn]
+        self.func = runtime.vm[fn]
+        self.names = [i["name"] for i in sig["inputs"]]
+        self.params = [runtime.params[name] for name in sig["params"]]
+        self._rt, self._device = runtime._rt, runtime.device
+        arrays = [i for i in sig["inputs"] if isinstance(feeds[i["name"]], np.ndarray)]
+        static = all(isinstance(d, int) for i in arrays for d in i["shape"])
+        self.kept = _KeptInputs(runtime._rt, runtime.device, arrays) if static else None
+
+    def __call__(self, feeds: dict[str, Any]):
+        if self.kept is not None:
+            self.kept.fill(feeds)
+            bufs = self.kept.bufs
+            args = [bufs[n] if n in bufs else feeds[n] for n in self.names]
+        else:
+            args = [feeds[n] for n in self.names]
+            args = [self._rt.tensor(v, self._device) if isinstance(v, np.ndarray) else v for v in args]
+        return self.func(*args, *self.params)
+
+
+class _KeptInputs:
+    """Device buffers for a function's array inputs, kept from call to call: nothing is
+    allocated per call, and a buffer is written only when its value changed (the temperature
+    stays put through a generation, and so does the sampling key when greedy). Values go in
+    through a numpy view of a host buffer (the device buffer itself on the CPU), then one
+    copy to the device: TVM's ``copyfrom`` checks and converts its argument, about 10 us per
+    call, an order more than the copy of a few bytes."""
 
     def __init__(self, rt: Any, device: Any, inputs: list[dict[str, Any]]) -> None:
-        self.bufs = {i["name"]: rt.empty(tuple(i["shape"]), i["dtype"], device) for i in inputs}
-        self.last: dict[str, bytes] = {}
+        on_host = device.dlpack_device_type() == rt.cpu().dlpack_device_type()
+        self.bufs: dict[str, Any] = {}
+        self._host: dict[str, tuple[Any, np.ndarray]] = {}  # name -> (host buffer, its view)
+        for i in inputs:
+            shape, dtype = tuple(i["shape"]), i["dtype"]
+            buf = rt.empty(shape, dtype, device)
+            host = buf if on_host else rt.empty(shape, dtype, rt.cpu())
+            self.bufs[i["name"]] = buf
+            self._host[i["name"]] = (host, np.from_dlpack(host))
+        self._last: dict[str, bytes] = {}
 
-    def fill(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """Copy what changed of ``feeds``' arrays to the device; the device buffers, by name."""
-        for name, buf in self.bufs.items():
-            v = np.ascontiguousarray(feeds[name], dtype=str(buf.dtype))
+    def fill(self, feeds: dict[str, Any]) -> None:
+        """Write the values in ``feeds`` that changed since the last call to the device."""
+        for name, (host, view) in self._host.items():
+            v = feeds[name]
             raw = v.tobytes()
-            if self.last.get(name) != raw:
-                buf.copyfrom(v)
-                self.last[name] = raw
-        return self.bufs
+            if self._last.get(name) != raw:
+                view[...] = v
+                if host is not self.bufs[name]:
+                    host.copyto(self.bufs[name])
+                self._last[name] = raw
+
+
+class _HostScalar:
+    """A one-element host buffer that device scalars (the drawn token) are copied into and
+    read from, faster than a new numpy array per read."""
+
+    def __init__(self, rt: Any, dtype: str) -> None:
+        self._buf = rt.empty((1,), dtype, rt.cpu())
+        self._view = np.from_dlpack(self._buf)
+
+    def read(self, t: Any) -> int:
+        t.copyto(self._buf)
+        return int(self._view[0])
 
 
 def load(path: str | Path, weights: str | Path, device: str = "cpu") -> Runtime:

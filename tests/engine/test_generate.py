@@ -136,9 +136,9 @@ def test_decode_inputs_keep_their_buffers_and_follow_new_settings(models):
 
     rt = models.runtime("gqa5x1")
     greedy = rt.generate(PROMPT, max_new_tokens=10)
-    bufs = dict(rt._static["decode"].bufs)
+    bufs = dict(rt._plans["decode"].kept.bufs)
     hot = rt.generate(PROMPT, max_new_tokens=10, temperature=2.0, seed=5)
     assert rt.generate(PROMPT, max_new_tokens=10) == greedy
-    assert all(rt._static["decode"].bufs[k] is b for k, b in bufs.items())
+    assert all(rt._plans["decode"].kept.bufs[k] is b for k, b in bufs.items())
     fresh = load(models.artifact("gqa5x1"), weights=models.checkpoint("gqa5x1").path)
     assert fresh.generate(PROMPT, max_new_tokens=10, temperature=2.0, seed=5) == hot != greedy
