@@ -19,8 +19,11 @@ from .arena import Arena
 from .manifest import ArtifactError
 from .sampler import check_settings, sample
 
-PREFILL_CHUNK = 256  # prompt tokens per prefill call: bounds activations (and the (heads, T, kv_len)
-# score buffer where attention is not tiled, e.g. the CUDA baseline)
+# Prompt tokens per prefill call, per device: bounds the activations (and the (heads, T, kv_len)
+# scores where an attention kernel is not tiled). On a GPU a long chunk is also what fills it: a
+# GEMM over 256 rows in 64x64 tiles is 64 blocks for a 1024-wide projection, half of an H100's
+# SMs, and a 1024-token prompt would be 4 calls of every kernel instead of 1.
+PREFILL_CHUNK = {"cpu": 256, "cuda": 2048}
 
 
 class InputError(ValueError):
@@ -181,10 +184,10 @@ class Runtime:
                 return tok
             return sample(out["logits"].numpy()[-1], rng, temperature, top_k, top_p)
 
-        n = 0
-        for s in range(0, arr.size, PREFILL_CHUNK):
-            chunk = arr[s: s + PREFILL_CHUNK]
-            if s + PREFILL_CHUNK < arr.size:  # an earlier chunk only fills the cache
+        n, size = 0, PREFILL_CHUNK[self.manifest["device"]]
+        for s in range(0, arr.size, size):
+            chunk = arr[s: s + size]
+            if s + size < arr.size:  # an earlier chunk only fills the cache
                 self._step("prefill", chunk, n, inv_t, 0)
             else:
                 tok = step("prefill", chunk, n)

@@ -29,7 +29,7 @@ def test_greedy_matches_transformers(models, name, seed):
 def test_greedy_matches_transformers_with_chunked_prefill(models, monkeypatch):
     from inference_pio.engine import runtime
 
-    monkeypatch.setattr(runtime, "PREFILL_CHUNK", 3)  # the 7-token prompt takes 3 prefill calls
+    monkeypatch.setitem(runtime.PREFILL_CHUNK, "cpu", 3)  # the 7-token prompt takes 3 prefill calls
     rt, ck = models.runtime("gqa5x1"), models.checkpoint("gqa5x1")
     assert rt.generate(PROMPT, max_new_tokens=33) == hf_greedy(ck.model, PROMPT, 33)
 
