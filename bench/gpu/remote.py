@@ -338,6 +338,22 @@ def _prod(s: Any) -> int:
     return n
 
 
+def decode_logits(rt: Any, ids: list[int]) -> Any:
+    """The logits of the cached path, teacher-forced: prefill the first half of ``ids``, then
+    decode the rest one token at a time, feeding ``ids`` rather than what was drawn. Row i is
+    the prediction after ids[: h + i], h = len(ids) // 2: what forward's rows h - 1.. say. This
+    runs decode's own kernels (GEMV with the fused norm, cache append, split-key attention) at
+    the real shapes, which forward (tensor-core GEMMs, flash attention) does not."""
+    import numpy as np
+
+    h = max(1, len(ids) // 2)
+    rows = [rt._step("prefill", np.asarray(ids[:h], np.int32), 0, 0.0, 0)["logits"].numpy().reshape(-1)]
+    for j in range(h, len(ids)):
+        out = rt._step("decode", np.asarray(ids[j: j + 1], np.int32), j, 0.0, 0)
+        rows.append(out["logits"].numpy().reshape(-1))
+    return np.stack(rows).astype(np.float32)
+
+
 def w_ours_bench(job: dict, res: Result) -> None:
     import numpy as np
 
@@ -352,6 +368,8 @@ def w_ours_bench(job: dict, res: Result) -> None:
     try:
         np.save(job["sanity_out"], rt.logits(job["sanity_ids"]))
         res["sanity_logits"] = job["sanity_out"]
+        np.save(job["sanity_decode_out"], decode_logits(rt, job["sanity_ids"]))
+        res["sanity_decode_logits"] = job["sanity_decode_out"]
     except Exception as e:  # noqa: BLE001
         res["sanity_error"] = f"{type(e).__name__}: {e}"
     res.save()
@@ -630,6 +648,27 @@ def section_correctness(r: Runner, info: dict, results: dict) -> None:
     results["correctness"] = rows
 
 
+def sanity(ours: dict, hf: dict, tokens: int) -> dict:
+    """Our forward logits and cached-path logits (`decode_logits`) against transformers' fp32
+    forward over the same weights: relative errors, within SANITY_TOL."""
+    import numpy as np
+
+    if not ours.get("sanity_logits") or not hf.get("sanity_logits"):
+        return {"error": ours.get("sanity_error") or hf.get("sanity_error") or "no logits from one side"}
+    try:
+        ref = np.load(hf["sanity_logits"])
+        fwd = np.load(ours["sanity_logits"])
+        out = {"rel_err": rel_err(fwd, ref), "tol": SANITY_TOL, "tokens": tokens,
+               "argmax_agree": float((fwd.argmax(-1) == ref.argmax(-1)).mean())}
+        if ours.get("sanity_decode_logits"):
+            dec = np.load(ours["sanity_decode_logits"])
+            out["decode_rel_err"] = rel_err(dec, ref[len(ref) - len(dec):])
+        out["ok"] = max(out["rel_err"], out.get("decode_rel_err", 0.0)) <= SANITY_TOL
+        return out
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def section_bench(r: Runner, info: dict, results: dict, preset: str) -> None:
     import numpy as np
 
@@ -655,33 +694,27 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str) -> None:
     sanity_ids = np.random.default_rng(1).integers(0, vocab, a.sanity_tokens).tolist()
     common = {"weights": w["path"], "lengths": lengths, "n_new": a.decode_tokens, "reps": a.reps,
               "sanity_ids": sanity_ids}
-    res["ours"] = r.worker("ours_bench", {**common, "artifact": art["path"], "sanity_out": str(bw / "ours.npy")},
-                           f"{preset}_ours")
+    res["ours"] = r.worker("ours_bench", {**common, "artifact": art["path"], "sanity_out": str(bw / "ours.npy"),
+                                          "sanity_decode_out": str(bw / "ours_decode.npy")}, f"{preset}_ours")
     def variants(late: bool) -> None:
         for eng, suffix in OURS_VARIANTS.items():
             v = p["artifacts"].get(f"{a.device}_{suffix}")
             if v is not None and (eng in AFTER_PEERS) == late:
-                res[eng] = r.worker("ours_bench", {**common, "artifact": v["path"],
-                                                   "sanity_out": str(bw / f"{eng}.npy")}, f"{preset}_{eng}")
+                res[eng] = r.worker("ours_bench", {**common, "artifact": v["path"], "sanity_out": str(bw / f"{eng}.npy"),
+                                                   "sanity_decode_out": str(bw / f"{eng}_decode.npy")},
+                                    f"{preset}_{eng}")
 
     variants(late=False)
     for mode in a.hf_modes:
         job = {**common, "mode": mode, "sanity_out": str(bw / "hf_fp32.npy") if mode == "eager" else None}
         res[f"hf_{mode}"] = r.worker("hf_bench", job, f"{preset}_hf_{mode}", timeout_key=f"hf_{mode}")
     variants(late=True)
-    # sanity: our logits at real shapes vs transformers in fp32 over the same weights
-    o, h = res["ours"].get("sanity_logits"), res.get("hf_eager", {}).get("sanity_logits")
-    if o and h:
-        try:
-            ours_l, ref_l = np.load(o), np.load(h)
-            res["sanity"] = {"rel_err": rel_err(ours_l, ref_l), "tol": SANITY_TOL, "tokens": a.sanity_tokens,
-                             "argmax_agree": float((ours_l.argmax(-1) == ref_l.argmax(-1)).mean())}
-            res["sanity"]["ok"] = res["sanity"]["rel_err"] <= SANITY_TOL
-        except Exception as e:  # noqa: BLE001
-            res["sanity"] = {"error": f"{type(e).__name__}: {e}"}
-    else:
-        res["sanity"] = {"error": res["ours"].get("sanity_error") or res.get("hf_eager", {}).get("sanity_error")
-                         or "no logits from one side"}
+    # sanity: our logits at real shapes vs transformers in fp32 over the same weights, for forward
+    # and for the cached path (prefill + teacher-forced decode steps), per variant of ours
+    for eng in ["ours", *OURS_VARIANTS]:
+        if eng in res:
+            res[eng]["sanity"] = sanity(res[eng], res.get("hf_eager", {}), a.sanity_tokens)
+    res["sanity"] = res["ours"]["sanity"]
     # bandwidth: bytes a decode step must read (weights + KV rows so far) over its time
     cfg = p["preset"]
     sys.path.insert(0, str(REPO / "bench"))
@@ -768,10 +801,12 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                 notes = []
                 if "error" in e:
                     notes.append("ERROR " + _short(e["error"], 90))
+                if eng == "ours" or eng in OURS_VARIANTS:
+                    s = e.get("sanity", {})
+                    dec = f", decode {s['decode_rel_err']:.1e}" if "decode_rel_err" in s else ""
+                    notes.append(f"sanity rel err {s['rel_err']:.1e}{dec} ({'ok' if s['ok'] else 'FAIL'})"
+                                 if "rel_err" in s else f"sanity: {_short(s.get('error'), 60)}")
                 if eng == "ours":
-                    s = res.get("sanity", {})
-                    notes.append(f"sanity rel err {s['rel_err']:.1e} ({'ok' if s['ok'] else 'FAIL'})" if "rel_err" in s
-                                 else f"sanity: {_short(s.get('error'), 60)}")
                     w = res.get("weights", {})
                     if "error" in w:
                         notes.append("weights ERROR " + _short(w["error"], 60))

@@ -47,7 +47,11 @@ TARGET_PY = (3, 12)  # the GPU machine's Python
 TVM_FFI_VERSION = "0.1.14.post0"  # pinned in pyproject (0.1.15.post2 segfaults in save_json)
 
 # tiny checkpoints: (tests/hf_fixtures.py config name, checkpoint dtype)
-TINY = [("gqa5x1", "float32"), ("tied_bias", "float32"), ("mha_theta", "float32"), ("bf16", "bfloat16")]
+# (key, tests/hf_fixtures config, dtype): odd shapes (dlight's GEMV takes their decode linears),
+# then wide32, whose every K is a multiple of 32, so that decode runs our GEMV with its fused
+# norm and swiglu as at real shapes; and fp16 weights (the three-part tensor-core split)
+TINY = [("gqa5x1", "gqa5x1", "float32"), ("tied_bias", "tied_bias", "float32"), ("mha_theta", "mha_theta", "float32"),
+        ("bf16", "bf16", "bfloat16"), ("wide32", "wide32", "bfloat16"), ("wide32_fp16", "wide32", "float16")]
 TINY_MAX_SEQ_LEN = 128
 REAL_PRESETS = ["qwen3-0.6b", "qwen3-4b"]
 BENCH_MAX_SEQ_LEN = 4096  # >= the longest benchmark context (2048) + decoded tokens
@@ -284,12 +288,12 @@ def main() -> None:
 
     cuda = {"kind": "cuda", "arch": a.arch}
     info["tiny"] = {}
-    for name, dtype in TINY:
-        say(f"tiny checkpoint {name} ({dtype}) + artifacts")
+    for name, fixture, dtype in TINY:
+        say(f"tiny checkpoint {name} ({fixture}, {dtype}) + artifacts")
         ck = out / "ckpt" / name
-        hf_fixtures.make_checkpoint(ck, name, dtype=dtype)
+        hf_fixtures.make_checkpoint(ck, fixture, dtype=dtype)
         ent = {"dtype": dtype, "ckpt": str(ck.relative_to(out)),
-               "vocab_size": hf_fixtures.QWEN3_CONFIGS[name]["vocab_size"], "artifacts": {}}
+               "vocab_size": hf_fixtures.QWEN3_CONFIGS[fixture]["vocab_size"], "artifacts": {}}
         ent["artifacts"]["cuda"] = {"path": f"artifacts/cuda/{name}",
                                     **compile_one(ck, out / "artifacts" / "cuda" / name, cuda, TINY_MAX_SEQ_LEN)}
         if a.cpu_dry_run:
