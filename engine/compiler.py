@@ -17,7 +17,7 @@ from ..targets import TargetDesc, TargetError, resolve
 from . import manifest as mf
 from ..passes.insert_kv_cache import insert_kv_cache, specialize
 from ..passes.insert_sampler import insert_sampler
-from .lower import graph_signature, lower
+from .lower import add_kernel_function, graph_signature, kernel_signature, lower
 
 
 @dataclass
@@ -52,6 +52,12 @@ def cast_params(graph: Graph, dtype: str) -> Graph:
         return None
 
     return rewrite(graph, fn)
+
+
+def device_top_k(tdesc: TargetDesc) -> bool:
+    """Whether artifacts for ``tdesc`` carry the `top_k` function (a GPU's: on the CPU the
+    host sorts the row where it already is)."""
+    return tdesc.kind == "cuda"
 
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
@@ -101,7 +107,18 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         g.verify()
     t1 = time.perf_counter()
     say("lower + schedule")
-    mod = schedule_module(lower(graphs), tdesc)
+    mod = lower(graphs)
+    functions = {name: graph_signature(g) for name, g in graphs.items()}
+    if device_top_k(tdesc):  # top-k / top-p sampling reads 64 candidates, not the whole row
+        from ..schedules.cuda.sample import TOP_K, top_candidates
+
+        vocab = int(forward.meta_dict()["vocab_size"])
+        logits = dict(graphs["decode"].outputs)["logits"]
+        if vocab > TOP_K and logits.dtype == "float32":
+            inputs, output = [("logits", (1, vocab), "float32")], ("top", (2, TOP_K), "float32")
+            mod = add_kernel_function(mod, "top_k", top_candidates(vocab), inputs, output[1:])
+            functions["top_k"] = kernel_signature(inputs, output)
+    mod = schedule_module(mod, tdesc)
     t2 = time.perf_counter()
     say("tvm.compile")
     with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):
@@ -116,7 +133,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "model_config": md.config_dict(),
         "vocab_size": int(meta["vocab_size"]),
         "max_seq_len": max_seq_len,
-        "functions": {name: graph_signature(g) for name, g in graphs.items()},
+        "functions": functions,
         "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype, **p.attr_dict}
                    for p in forward.params()],
         "ignored_tensors": list(md.spec.ignored(md.config)),

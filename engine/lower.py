@@ -105,6 +105,28 @@ def lower(graphs: dict[str, Graph]) -> tvm.IRModule:
     return bb.get()
 
 
+def add_kernel_function(mod: tvm.IRModule, name: str, func: tirx.PrimFunc,
+                        inputs: list[tuple[str, tuple[int, ...], str]], output: tuple[tuple[int, ...], str]) -> tvm.IRModule:
+    """``mod`` plus a Relax function ``name(*inputs)`` that calls ``func`` (already scheduled,
+    e.g. a hand-written kernel) once; its manifest entry is `kernel_signature`."""
+    bb = relax.BlockBuilder(mod)
+    params = [relax.Var(n, relax.TensorType(list(shape), dt)) for n, shape, dt in inputs]
+    with bb.function(name, params, attrs={"num_input": len(params)}):
+        gv = bb.add_func(func.with_attr("tirx.is_scheduled", True), f"{name}_kernel")
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.call_tir(gv, params, relax.TensorType(list(output[0]), output[1]))))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def kernel_signature(inputs: list[tuple[str, tuple[int, ...], str]], output: tuple[str, tuple[int, ...], str]) -> dict:
+    """The manifest entry of an `add_kernel_function` function."""
+    def t(n, shape, dt):
+        return {"name": n, "shape": list(shape), "dtype": dt}
+
+    return {"inputs": [t(*i) for i in inputs], "params": [], "outputs": [t(*output)]}
+
+
 def graph_signature(graph: Graph) -> dict[str, Any]:
     """The manifest entry for one compiled function: its inputs, params (by index) and outputs."""
     def t(n: Node) -> dict[str, Any]:

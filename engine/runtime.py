@@ -17,7 +17,7 @@ from ..targets import host_cpu_flags
 from . import manifest as mf
 from .arena import Arena
 from .manifest import ArtifactError
-from .sampler import check_settings, sample
+from .sampler import check_settings, sample, sample_top
 
 # Prompt tokens per prefill call, per device: bounds the activations (and the (heads, T, kv_len)
 # scores where an attention kernel is not tiled). On a GPU a long chunk is also what fills it: a
@@ -170,8 +170,10 @@ class Runtime:
         if max_new_tokens == 0:
             return
         # the compiled sampler (greedy / plain temperature) runs where the logits are; top-k and
-        # top-p copy the logits to the host
+        # top-p copy the logits to the host, or, where the artifact has a `top_k` function (GPU),
+        # only the best 64 candidates when they decide the draw (`sample_top`)
         on_device = "token" in self._outputs["decode"] and top_k in (0, self.vocab_size) and top_p == 1.0
+        candidates = "top_k" in self.manifest["functions"] and temperature > 0 and top_k > 0
         inv_t = 0.0 if temperature == 0 else 1.0 / temperature
 
         def step(fn: str, ids: np.ndarray, start: int) -> int:
@@ -182,6 +184,11 @@ class Runtime:
                 if not 0 <= tok < self.vocab_size:  # argmax found no maximum: NaN logits
                     raise RuntimeError(f"{fn}: no token could be drawn (the logits are not finite)")
                 return tok
+            if candidates:
+                top = self._call("top_k", {"logits": out["logits"]}).numpy()
+                tok = sample_top(top, self.vocab_size, rng, temperature, top_k, top_p)
+                if tok is not None:
+                    return tok
             return sample(out["logits"].numpy()[-1], rng, temperature, top_k, top_p)
 
         n, size = 0, PREFILL_CHUNK[self.manifest["device"]]

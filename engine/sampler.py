@@ -31,6 +31,34 @@ def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.
     if 0 < top_k < z.size:  # the top_k tokens, with any that tie the k-th
         cand = np.flatnonzero(z >= np.partition(z, -top_k)[-top_k])
         z = z[cand]
+    return _draw(z, cand, rng, temperature, top_p)
+
+
+def sample_top(top: np.ndarray, vocab_size: int, rng: np.random.Generator, temperature: float, top_k: int,
+               top_p: float = 1.0) -> int | None:
+    """`sample` from the best candidates of a row instead of the row: ``top`` (2, m) holds the
+    m largest logits, best first (ties by lower id), and their token ids (the artifact's
+    `top_k` function). The same token for the same ``rng`` as `sample(row, ...)`, or None
+    where the candidates cannot decide: top_k not in (0, m), or the k-th logit tied past them."""
+    check_settings(temperature, top_k, top_p)
+    values, ids = top[0], top[1].astype(np.int64)
+    m = values.size
+    if temperature == 0 or not 0 < top_k <= m or top_k >= vocab_size:
+        return None
+    kth = values[top_k - 1]
+    if top_k < vocab_size and m < vocab_size and values[-1] == kth:  # more ties may follow
+        return None
+    keep = np.flatnonzero(values >= kth)
+    cand = ids[keep]
+    if cand.max() >= vocab_size:  # padding: fewer than top_k finite logits
+        return None
+    order = np.argsort(cand)  # token order, as `sample` sees them
+    return _draw(values[keep][order], cand[order], rng, temperature, top_p)
+
+
+def _draw(z: np.ndarray, cand: np.ndarray | None, rng: np.random.Generator, temperature: float, top_p: float) -> int:
+    """Draw from softmax(z / temperature), cut to the top_p nucleus: z are the logits of tokens
+    ``cand`` (ascending ids; None: every token, in order)."""
     z = z.astype(np.float64) / temperature
     p = np.exp(z - z.max())
     p /= p.sum()

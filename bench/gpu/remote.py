@@ -189,6 +189,22 @@ def timed_lengths(res: Result, key: str, lengths: list[int], vocab: int, n_new: 
         res.save()
 
 
+def sampled_check(rt: Any, ids: list[int]) -> dict:
+    """Top-k + top-p sampling through the artifact's `top_k` function (the best 64 logits,
+    sorted on the device) against the host sorting the whole row: the same seeded tokens."""
+    kw = dict(max_new_tokens=16, temperature=0.8, top_k=20, top_p=0.9, seed=7)
+    if "top_k" not in rt.manifest["functions"]:
+        return {"skipped": "the artifact has no top_k function"}
+    got = rt.generate(ids, **kw)
+    functions = rt.manifest["functions"]
+    rt.manifest = {**rt.manifest, "functions": {k: v for k, v in functions.items() if k != "top_k"}}
+    try:
+        ref = rt.generate(ids, **kw)
+    finally:
+        rt.manifest = {**rt.manifest, "functions": functions}
+    return {"equal": got == ref, "tokens": got, "host": ref}
+
+
 def w_ours_correct(job: dict, res: Result) -> None:
     import numpy as np
 
@@ -207,6 +223,7 @@ def w_ours_correct(job: dict, res: Result) -> None:
             np.save(m["out"], logits)
             r["logits"] = m["out"]
             r["greedy"] = rt.generate(m["ids_prompt"], max_new_tokens=m["n_greedy"])
+            r["sampled"] = sampled_check(rt, m["ids_prompt"])
         except Exception as e:  # noqa: BLE001
             r["error"] = f"{type(e).__name__}: {e}"
             r["traceback"] = traceback.format_exc()[-2000:]
@@ -645,6 +662,8 @@ def section_correctness(r: Runner, info: dict, results: dict) -> None:
                     ok &= err <= tol and (g["equal"] or g.get("near_tie", False))
                 else:  # bf16 compute: logits within tolerance; greedy reported (it drifts after a near-tie)
                     ok &= err <= tol
+            row["sampled"] = o.get("sampled", {"skipped": "not run"})
+            ok &= row["sampled"].get("equal", True)  # (device top-k candidates = host full sort)
             row["ok"] = bool(ok)
         except Exception as e:  # noqa: BLE001
             row["error"] = f"{type(e).__name__}: {e}"
@@ -767,15 +786,15 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                  f"bundle {results['bundle'].get('created')} at {(results['bundle'].get('git') or {}).get('head')}")
     c = results.get("correctness")
     if c:
-        lines += ["", "| correctness | dtype | logits rel err (tol) | greedy (vs same ref) | ok |",
-                  "|---|---|---|---|---|"]
+        lines += ["", "| correctness | dtype | logits rel err (tol) | greedy (vs same ref) | top-k sampled: device "
+                  "candidates vs host sort | ok |", "|---|---|---|---|---|---|"]
         if "error" in c and not any(isinstance(v, dict) and "dtype" in v for v in c.values()):
-            lines.append(f"| all | | ERROR {_short(c['error'], 100)} | | no |")
+            lines.append(f"| all | | ERROR {_short(c['error'], 100)} | | | no |")
         for name, row in c.items():
             if not isinstance(row, dict) or "dtype" not in row:
                 continue
             if "error" in row:
-                lines.append(f"| {name} | {row['dtype']} | ERROR {_short(row['error'], 100)} | | no |")
+                lines.append(f"| {name} | {row['dtype']} | ERROR {_short(row['error'], 100)} | | | no |")
                 continue
             errs, gs = [], []
             for lab in ("hf_fp32", "hf"):
@@ -785,7 +804,10 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                     errs.append(f"{q['rel_err']:.1e} vs {who} ({q['tol']:g})")
                     g = q["greedy"]
                     gs.append(f"{g['match']}/{g['of']} vs {who}" + (" (near-tie)" if g.get("near_tie") else ""))
-            lines.append(f"| {name} | {row['dtype']} | {'; '.join(errs)} | {'; '.join(gs)} | "
+            sm = row.get("sampled", {})
+            sampled = sm["skipped"] if "skipped" in sm else ("same 16 tokens" if sm.get("equal") else
+                                                             f"DIFFER {sm.get('tokens')} vs {sm.get('host')}")
+            lines.append(f"| {name} | {row['dtype']} | {'; '.join(errs)} | {'; '.join(gs)} | {sampled} | "
                          f"{'yes' if row['ok'] else 'NO'} |")
     bench = results.get("bench", {})
     if bench:

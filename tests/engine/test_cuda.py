@@ -38,7 +38,7 @@ def test_cuda_artifact_holds_device_binaries_not_source(cuda_artifact):
     assert b".nv.info" in lib and b"sm_90a" in lib  # an sm_90a ELF cubin
     m = json.loads((cuda_artifact / "manifest.json").read_text())
     assert m["device"] == "cuda" and m["target"]["arch"] == "sm_90a"
-    assert set(m["functions"]) == {"forward", "prefill", "decode"}
+    assert set(m["functions"]) == {"forward", "prefill", "decode", "top_k"}  # (top_k: sampling candidates)
 
 
 @needs_nvcc

@@ -58,3 +58,26 @@ def test_sampling_draws_the_same_tokens_as_the_definition(kw, ties):
     for seed in range(40):
         assert sample(logits, np.random.default_rng(seed), **kw) == \
             _by_definition(logits, np.random.default_rng(seed), **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(temperature=0.7, top_k=20), dict(temperature=0.6, top_k=20, top_p=0.95),
+                                dict(temperature=1.2, top_k=1), dict(temperature=1.0, top_k=63, top_p=0.5)])
+def test_sampling_from_the_best_candidates_draws_the_same_tokens(kw):
+    """`sample_top` (the 64 best logits, as the CUDA `top_k` function returns them) against
+    `sample` over the whole row; it declines (None) where a tie runs past the candidates."""
+    from inference_pio.engine.sampler import sample_top
+
+    rng = np.random.default_rng(5)
+    v = 5003
+    for ties in (False, True):
+        z = (rng.standard_normal(v) * 2).astype(np.float32)
+        if ties:
+            z[100:200] = np.sort(z)[-10]  # 100 tokens tied around the 10th best
+        best = np.lexsort((np.arange(v), -z))[:64]
+        top = np.stack([z[best], best.astype(np.float32)])
+        for seed in range(30):
+            got = sample_top(top, v, np.random.default_rng(seed), **kw)
+            if ties and kw["top_k"] > 1:
+                assert got is None
+            else:
+                assert got == sample(z, np.random.default_rng(seed), **kw)

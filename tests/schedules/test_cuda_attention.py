@@ -107,6 +107,10 @@ def test_model_with_cuda_schedules_matches_transformers(models, tmp_path, name, 
     cpu = models.runtime(name, ckpt_dtype=dtype, max_seq_len=96)
     np.testing.assert_allclose(rt.logits(ids[:9]), cpu.logits(ids[:9]), rtol=0, atol=0.05 if tol is None else 1e-4)
     assert rt.generate(ids[:9], max_new_tokens=12) == cpu.generate(ids[:9], max_new_tokens=12)
+    # top-k sampling reads the best candidates from the `top_k` function, with the same draws
+    assert "top_k" in rt.manifest["functions"] and "top_k" not in cpu.manifest["functions"]
+    kw = dict(max_new_tokens=12, temperature=0.8, top_k=10, top_p=0.9, seed=3)
+    assert rt.generate(ids[:9], **kw) == cpu.generate(ids[:9], **kw)
 
 
 def test_kernels_at_qwen3_head_shapes_in_bf16(rng):
