@@ -60,38 +60,42 @@ def top_candidates(v: int, k: int = TOP_K, blocks: int | None = None) -> tirx.Pr
     n2 = max(_pow2(blocks * k), 2 * THREADS)
     assert chunk >= k
 
-    def pair_i(t, lg_stride):  # the first slot of compare-exchange t at stride 2^lg_stride
+    def first_slot(t, lg_stride):  # of compare-exchange t at stride 2^lg_stride
         return T.shift_left(T.shift_right(t, lg_stride), lg_stride + 1) + T.bitwise_and(t, T.shift_left(1, lg_stride) - 1)
 
-    def swap(av, ai, bv, bi, i, ls):  # does the pair (i, i + stride) change places?
+    def trades(av, ai, bv, bi, i, ls):  # do slots i and i + stride trade places? A run that
+        # sorts down (every run at the last size) wants the better one first, the others last
         b_better = tirx.any(bv > av, tirx.all(bv == av, bi < ai))
         down = T.bitwise_and(i, T.shift_left(1, ls + 1)) == 0
         return tirx.any(tirx.all(down, b_better), tirx.all(tirx.Not(down), tirx.Not(b_better)))
 
     @T.macro
-    def sort(sv, si, n, log_n, a_v, a_i, b_v, b_i):  # bitonic, descending by value, ties by ascending index
+    def sort(sv, si, log_n, pairs):  # bitonic, 2^log_n slots into descending value, ties by
+        # ascending id; each thread compare-exchanges `pairs` pairs per phase
+        at = T.sblock_alloc_buffer((pairs,), "int32", scope="local")  # a pair's first slot
+        a_v = T.sblock_alloc_buffer((pairs,), "float32", scope="local")
+        a_i = T.sblock_alloc_buffer((pairs,), "int32", scope="local")
+        b_v = T.sblock_alloc_buffer((pairs,), "float32", scope="local")
+        b_i = T.sblock_alloc_buffer((pairs,), "int32", scope="local")
+        sw = T.sblock_alloc_buffer((pairs,), "int32", scope="local")  # 1: the pair trades places
         for ls in range(log_n):  # runs of 2^(ls + 1) elements
-            for ss in range(ls + 1):  # at stride 2^(ls - ss)
+            for ss in range(ls + 1):  # pairs at stride 2^(ls - ss)
                 for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
                     with T.sblock("cmp"):
                         T.reads()
                         T.writes()
-                        for p in range(n // 2 // THREADS):  # read every pair first, then write: one barrier between
-                            a_v[p] = sv[pair_i(p * THREADS + tx, ls - ss)]
-                            a_i[p] = si[pair_i(p * THREADS + tx, ls - ss)]
-                            b_v[p] = sv[pair_i(p * THREADS + tx, ls - ss) + T.shift_left(1, ls - ss)]
-                            b_i[p] = si[pair_i(p * THREADS + tx, ls - ss) + T.shift_left(1, ls - ss)]
-                        for p in range(n // 2 // THREADS):
-                            # the pair's first slot keeps the better one in runs that sort down
-                            # (the whole array at the last size), the worse one elsewhere
-                            sv[pair_i(p * THREADS + tx, ls - ss)] = T.if_then_else(
-                                swap(a_v[p], a_i[p], b_v[p], b_i[p], pair_i(p * THREADS + tx, ls - ss), ls), b_v[p], a_v[p])
-                            si[pair_i(p * THREADS + tx, ls - ss)] = T.if_then_else(
-                                swap(a_v[p], a_i[p], b_v[p], b_i[p], pair_i(p * THREADS + tx, ls - ss), ls), b_i[p], a_i[p])
-                            sv[pair_i(p * THREADS + tx, ls - ss) + T.shift_left(1, ls - ss)] = T.if_then_else(
-                                swap(a_v[p], a_i[p], b_v[p], b_i[p], pair_i(p * THREADS + tx, ls - ss), ls), a_v[p], b_v[p])
-                            si[pair_i(p * THREADS + tx, ls - ss) + T.shift_left(1, ls - ss)] = T.if_then_else(
-                                swap(a_v[p], a_i[p], b_v[p], b_i[p], pair_i(p * THREADS + tx, ls - ss), ls), a_i[p], b_i[p])
+                        for p in range(pairs):  # every pair read first, then written: one barrier between
+                            at[p] = first_slot(p * THREADS + tx, ls - ss)
+                            a_v[p] = sv[at[p]]
+                            a_i[p] = si[at[p]]
+                            b_v[p] = sv[at[p] + T.shift_left(1, ls - ss)]
+                            b_i[p] = si[at[p] + T.shift_left(1, ls - ss)]
+                            sw[p] = T.Select(trades(a_v[p], a_i[p], b_v[p], b_i[p], at[p], ls), 1, 0)
+                        for p in range(pairs):
+                            sv[at[p]] = T.Select(sw[p] == 1, b_v[p], a_v[p])
+                            si[at[p]] = T.Select(sw[p] == 1, b_i[p], a_i[p])
+                            sv[at[p] + T.shift_left(1, ls - ss)] = T.Select(sw[p] == 1, a_v[p], b_v[p])
+                            si[at[p] + T.shift_left(1, ls - ss)] = T.Select(sw[p] == 1, a_i[p], b_i[p])
 
     @T.prim_func(private=True, s_tir=True)
     def top_k(z: T.Buffer((1, v), "float32"), out: T.Buffer((2, k), "float32")):
@@ -115,11 +119,7 @@ def top_candidates(v: int, k: int = TOP_K, blocks: int | None = None) -> tirx.Pr
                                 ok = e < chunk and bx * chunk + e < v
                                 sv[e] = T.if_then_else(ok, z[0, T.min(bx * chunk + e, v - 1)], T.min_value("float32"))
                                 si[e] = T.if_then_else(ok, bx * chunk + e, NO_TOKEN)
-                    a_v = T.sblock_alloc_buffer((n1 // 2 // THREADS,), "float32", scope="local")
-                    b_v = T.sblock_alloc_buffer((n1 // 2 // THREADS,), "float32", scope="local")
-                    a_i = T.sblock_alloc_buffer((n1 // 2 // THREADS,), "int32", scope="local")
-                    b_i = T.sblock_alloc_buffer((n1 // 2 // THREADS,), "int32", scope="local")
-                    sort(sv, si, n1, n1.bit_length() - 1, a_v, a_i, b_v, b_i)
+                    sort(sv, si, n1.bit_length() - 1, n1 // 2 // THREADS)
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # (every k-th thread
                         part_v[bx * k + tx % k] = sv[tx % k]  # writes the same element)
                         part_i[bx * k + tx % k] = si[tx % k]
@@ -137,11 +137,7 @@ def top_candidates(v: int, k: int = TOP_K, blocks: int | None = None) -> tirx.Pr
                                 e = it * THREADS + tx
                                 sv[e] = T.if_then_else(e < blocks * k, part_v[T.min(e, blocks * k - 1)], T.min_value("float32"))
                                 si[e] = T.if_then_else(e < blocks * k, part_i[T.min(e, blocks * k - 1)], NO_TOKEN)
-                    a_v = T.sblock_alloc_buffer((n2 // 2 // THREADS,), "float32", scope="local")
-                    b_v = T.sblock_alloc_buffer((n2 // 2 // THREADS,), "float32", scope="local")
-                    a_i = T.sblock_alloc_buffer((n2 // 2 // THREADS,), "int32", scope="local")
-                    b_i = T.sblock_alloc_buffer((n2 // 2 // THREADS,), "int32", scope="local")
-                    sort(sv, si, n2, n2.bit_length() - 1, a_v, a_i, b_v, b_i)
+                    sort(sv, si, n2.bit_length() - 1, n2 // 2 // THREADS)
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
                         out[0, tx % k] = sv[tx % k]
                         out[1, tx % k] = T.Cast("float32", si[tx % k])
