@@ -97,6 +97,23 @@ def top_candidates(v: int, k: int = TOP_K, blocks: int | None = None) -> tirx.Pr
                             sv[at[p] + T.shift_left(1, ls - ss)] = T.Select(sw[p] == 1, a_v[p], b_v[p])
                             si[at[p] + T.shift_left(1, ls - ss)] = T.Select(sw[p] == 1, a_i[p], b_i[p])
 
+    @T.macro
+    def best(sv, si, n, b, valid, value, token):  # slots e < n: source element (b, e) where valid, else
+        # padding; then sorted
+        for it in range(n // THREADS):
+            for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                with T.sblock("load"):
+                    T.reads()
+                    T.writes()
+                    sv[it * THREADS + tx] = T.if_then_else(valid(b, it * THREADS + tx), value(b, it * THREADS + tx),
+                                                           T.min_value("float32"))
+                    si[it * THREADS + tx] = T.if_then_else(valid(b, it * THREADS + tx), token(b, it * THREADS + tx),
+                                                           NO_TOKEN)
+        sort(sv, si, n.bit_length() - 1, n // 2 // THREADS)
+
+    def in_slice(b, e):  # element e of block b's slice of the row
+        return tirx.all(e < chunk, b * chunk + e < v)
+
     @T.prim_func(private=True, s_tir=True)
     def top_k(z: T.Buffer((1, v), "float32"), out: T.Buffer((2, k), "float32")):
         with T.sblock("root"):
@@ -105,21 +122,13 @@ def top_candidates(v: int, k: int = TOP_K, blocks: int | None = None) -> tirx.Pr
             part_v = T.sblock_alloc_buffer((blocks * k,), "float32")
             part_i = T.sblock_alloc_buffer((blocks * k,), "int32")
             for bx in T.thread_binding(blocks, thread="blockIdx.x"):
-                with T.sblock("local_top"):
+                with T.sblock("slice"):
                     T.reads()
                     T.writes()
                     sv = T.sblock_alloc_buffer((n1,), "float32", scope="shared")
                     si = T.sblock_alloc_buffer((n1,), "int32", scope="shared")
-                    for it in range(n1 // THREADS):
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            with T.sblock("load"):
-                                T.reads()
-                                T.writes()
-                                e = it * THREADS + tx
-                                ok = e < chunk and bx * chunk + e < v
-                                sv[e] = T.if_then_else(ok, z[0, T.min(bx * chunk + e, v - 1)], T.min_value("float32"))
-                                si[e] = T.if_then_else(ok, bx * chunk + e, NO_TOKEN)
-                    sort(sv, si, n1.bit_length() - 1, n1 // 2 // THREADS)
+                    best(sv, si, n1, bx, in_slice, lambda b, e: z[0, T.min(b * chunk + e, v - 1)],
+                         lambda b, e: b * chunk + e)
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # (every k-th thread
                         part_v[bx * k + tx % k] = sv[tx % k]  # writes the same element)
                         part_i[bx * k + tx % k] = si[tx % k]
@@ -129,15 +138,8 @@ def top_candidates(v: int, k: int = TOP_K, blocks: int | None = None) -> tirx.Pr
                     T.writes()
                     sv = T.sblock_alloc_buffer((n2,), "float32", scope="shared")
                     si = T.sblock_alloc_buffer((n2,), "int32", scope="shared")
-                    for it in range(n2 // THREADS):
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            with T.sblock("load2"):
-                                T.reads()
-                                T.writes()
-                                e = it * THREADS + tx
-                                sv[e] = T.if_then_else(e < blocks * k, part_v[T.min(e, blocks * k - 1)], T.min_value("float32"))
-                                si[e] = T.if_then_else(e < blocks * k, part_i[T.min(e, blocks * k - 1)], NO_TOKEN)
-                    sort(sv, si, n2.bit_length() - 1, n2 // 2 // THREADS)
+                    best(sv, si, n2, 0, lambda b, e: e < blocks * k, lambda b, e: part_v[T.min(e, blocks * k - 1)],
+                         lambda b, e: part_i[T.min(e, blocks * k - 1)])
                     for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
                         out[0, tx % k] = sv[tx % k]
                         out[1, tx % k] = T.Cast("float32", si[tx % k])
