@@ -24,9 +24,11 @@ def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 0.
     row 3 ms instead of 22; where the nucleus is most of the vocabulary, the full sort as
     before."""
     check_settings(temperature, top_k, top_p)
-    if temperature == 0:
-        return int(np.argmax(logits))
     z = np.asarray(logits).reshape(-1)
+    if not np.isfinite(z.max()):  # (max propagates NaN)
+        raise RuntimeError("no token could be drawn (the logits are not finite)")
+    if temperature == 0:
+        return int(np.argmax(z))
     cand = None  # the tokens still in play (None: all of them)
     if 0 < top_k < z.size:  # the top_k tokens, with any that tie the k-th
         cand = np.flatnonzero(z >= np.partition(z, -top_k)[-top_k])
@@ -42,6 +44,8 @@ def sample_top(top: np.ndarray, vocab_size: int, rng: np.random.Generator, tempe
     where the candidates cannot decide: top_k not in (0, m), or the k-th logit tied past them."""
     check_settings(temperature, top_k, top_p)
     values, ids = top[0], top[1].astype(np.int64)
+    if not np.isfinite(values[0]):
+        raise RuntimeError("no token could be drawn (the logits are not finite)")
     m = values.size
     if temperature == 0 or not 0 < top_k <= m or top_k >= vocab_size:
         return None

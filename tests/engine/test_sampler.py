@@ -81,3 +81,11 @@ def test_sampling_from_the_best_candidates_draws_the_same_tokens(kw):
                 assert got is None
             else:
                 assert got == sample(z, np.random.default_rng(seed), **kw)
+
+
+def test_logits_that_are_not_finite_are_an_error_not_a_token():
+    logits = np.array([0.5, np.nan, 1.0], np.float32)
+    with pytest.raises(RuntimeError, match="not finite"):
+        sample(logits, np.random.default_rng(0), temperature=0.7, top_k=2)
+    masked = np.array([0.5, -np.inf, 1.0], np.float32)  # a masked token is fine
+    assert sample(masked, np.random.default_rng(0), temperature=0.7) in (0, 2)
