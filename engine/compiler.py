@@ -116,7 +116,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         logits = dict(graphs["decode"].outputs)["logits"]
         if vocab > TOP_K and logits.dtype == "float32":
             inputs, output = [("logits", (1, vocab), "float32")], ("top", (2, TOP_K), "float32")
-            mod = add_kernel_function(mod, "top_k", top_candidates(vocab), inputs, output[1:])
+            mod = add_kernel_function(mod, "top_k", top_candidates(vocab), inputs, output)
             functions["top_k"] = kernel_signature(inputs, output)
     mod = schedule_module(mod, tdesc)
     t2 = time.perf_counter()

@@ -105,32 +105,36 @@ def lower(graphs: dict[str, Graph]) -> tvm.IRModule:
     return bb.get()
 
 
-def add_kernel_function(mod: tvm.IRModule, name: str, func: tirx.PrimFunc,
-                        inputs: list[tuple[str, tuple[int, ...], str]], output: tuple[tuple[int, ...], str]) -> tvm.IRModule:
-    """``mod`` plus a Relax function ``name(*inputs)`` that calls ``func`` (already scheduled,
-    e.g. a hand-written kernel) once; its manifest entry is `kernel_signature`."""
+TensorSpec = tuple[str, tuple[int, ...], str]  # (name, shape, dtype)
+
+
+def add_kernel_function(mod: tvm.IRModule, name: str, func: tirx.PrimFunc, inputs: list[TensorSpec],
+                        output: TensorSpec) -> tvm.IRModule:
+    """``mod`` plus a Relax function ``name(*inputs) -> output`` that calls ``func`` (already
+    scheduled, e.g. a hand-written kernel) once; its manifest entry is `kernel_signature`."""
     bb = relax.BlockBuilder(mod)
     params = [relax.Var(n, relax.TensorType(list(shape), dt)) for n, shape, dt in inputs]
     with bb.function(name, params, attrs={"num_input": len(params)}):
         gv = bb.add_func(func.with_attr("tirx.is_scheduled", True), f"{name}_kernel")
         with bb.dataflow():
-            out = bb.emit_output(bb.emit(relax.call_tir(gv, params, relax.TensorType(list(output[0]), output[1]))))
+            out = bb.emit_output(bb.emit(relax.call_tir(gv, params, relax.TensorType(list(output[1]), output[2]))))
         bb.emit_func_output(out)
     return bb.get()
 
 
-def kernel_signature(inputs: list[tuple[str, tuple[int, ...], str]], output: tuple[str, tuple[int, ...], str]) -> dict:
-    """The manifest entry of an `add_kernel_function` function."""
-    def t(n, shape, dt):
-        return {"name": n, "shape": list(shape), "dtype": dt}
+def _entry(name: str, shape, dtype: str) -> dict[str, Any]:
+    return {"name": name, "shape": list(shape), "dtype": dtype}
 
-    return {"inputs": [t(*i) for i in inputs], "params": [], "outputs": [t(*output)]}
+
+def kernel_signature(inputs: list[TensorSpec], output: TensorSpec) -> dict[str, Any]:
+    """The manifest entry of an `add_kernel_function` function."""
+    return {"inputs": [_entry(*i) for i in inputs], "params": [], "outputs": [_entry(*output)]}
 
 
 def graph_signature(graph: Graph) -> dict[str, Any]:
     """The manifest entry for one compiled function: its inputs, params (by index) and outputs."""
     def t(n: Node) -> dict[str, Any]:
-        return {"name": n.name, "shape": list(n.shape), "dtype": n.dtype}
+        return _entry(n.name, n.shape, n.dtype)
 
     sig = {"inputs": [t(n) for n in graph.inputs], "params": [p.name for p in graph.params()],
            "outputs": [{**t(v), "name": k} for k, v in graph.outputs]}

@@ -109,7 +109,9 @@ class Runtime:
             self.params = {k: rt.tensor(np.ascontiguousarray(v), self.device) for k, v in arrays.items()}
         self._cache: dict[str, Any] | None = None
         self._plans: dict[str, _Plan] = {}  # per function, made at its first call
-        self._token = _HostScalar(rt, "int32")  # where a drawn token is read back
+        self._token = _HostBuffer(rt, (1,), "int32")  # where a drawn token is read back
+        top = m["functions"].get("top_k")  # (GPU artifacts: the best candidates of a row of logits)
+        self._top = _HostBuffer(rt, tuple(top["outputs"][0]["shape"]), "float32") if top else None
         # each function's output names, in order (prefill/decode also return the drawn "token")
         self._outputs: dict[str, list[str]] = {fn: [o["name"] for o in sig["outputs"]]
                                                for fn, sig in m["functions"].items()}
@@ -173,19 +175,19 @@ class Runtime:
         # top-p copy the logits to the host, or, where the artifact has a `top_k` function (GPU),
         # only the best 64 candidates when they decide the draw (`sample_top`)
         on_device = "token" in self._outputs["decode"] and top_k in (0, self.vocab_size) and top_p == 1.0
-        candidates = "top_k" in self.manifest["functions"] and temperature > 0 and top_k > 0
+        candidates = self._top is not None and temperature > 0 and 0 < top_k < self._top.shape[1]
         inv_t = 0.0 if temperature == 0 else 1.0 / temperature
 
         def step(fn: str, ids: np.ndarray, start: int) -> int:
             key = 0 if inv_t == 0 else int(rng.integers(0, 2**31 - 1))  # (greedy: no draw, no new key)
             out = self._step(fn, ids, start, inv_t, key)
             if on_device:
-                tok = self._token.read(out["token"])
+                tok = int(self._token.read(out["token"])[0])
                 if not 0 <= tok < self.vocab_size:  # argmax found no maximum: NaN logits
                     raise RuntimeError(f"{fn}: no token could be drawn (the logits are not finite)")
                 return tok
             if candidates:
-                top = self._call("top_k", {"logits": out["logits"]}).numpy()
+                top = self._top.read(self._call("top_k", {"logits": out["logits"]}))
                 tok = sample_top(top, self.vocab_size, rng, temperature, top_k, top_p)
                 if tok is not None:
                     return tok
@@ -277,17 +279,19 @@ class _KeptInputs:
                 self._last[name] = raw
 
 
-class _HostScalar:
-    """A one-element host buffer that device scalars (the drawn token) are copied into and
-    read from, faster than a new numpy array per read."""
+class _HostBuffer:
+    """A host buffer that small device tensors (the drawn token, the top-k candidates) are
+    copied into and read from: one ``copyto``, not a new numpy array per read (TVM's
+    ``numpy()``). The returned view is overwritten by the next read."""
 
-    def __init__(self, rt: Any, dtype: str) -> None:
-        self._buf = rt.empty((1,), dtype, rt.cpu())
+    def __init__(self, rt: Any, shape: tuple[int, ...], dtype: str) -> None:
+        self.shape = shape
+        self._buf = rt.empty(shape, dtype, rt.cpu())
         self._view = np.from_dlpack(self._buf)
 
-    def read(self, t: Any) -> int:
+    def read(self, t: Any) -> np.ndarray:
         t.copyto(self._buf)
-        return int(self._view[0])
+        return self._view
 
 
 def load(path: str | Path, weights: str | Path, device: str = "cpu") -> Runtime:

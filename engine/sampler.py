@@ -50,7 +50,7 @@ def sample_top(top: np.ndarray, vocab_size: int, rng: np.random.Generator, tempe
     if temperature == 0 or not 0 < top_k <= m or top_k >= vocab_size:
         return None
     kth = values[top_k - 1]
-    if top_k < vocab_size and m < vocab_size and values[-1] == kth:  # more ties may follow
+    if m < vocab_size and values[-1] == kth:  # more ties may follow past the candidates
         return None
     keep = np.flatnonzero(values >= kth)
     cand = ids[keep]

@@ -46,8 +46,7 @@ MARKER = "bundle.json"
 TARGET_PY = (3, 12)  # the GPU machine's Python
 TVM_FFI_VERSION = "0.1.14.post0"  # pinned in pyproject (0.1.15.post2 segfaults in save_json)
 
-# tiny checkpoints: (tests/hf_fixtures.py config name, checkpoint dtype)
-# (key, tests/hf_fixtures config, dtype): odd shapes (dlight's GEMV takes their decode linears),
+# tiny checkpoints, (key, tests/hf_fixtures config, dtype): odd shapes (dlight's GEMV takes their decode linears),
 # then wide32, whose every K is a multiple of 32, so that decode runs our GEMV with its fused
 # norm and swiglu as at real shapes; and fp16 weights (the three-part tensor-core split)
 TINY = [("gqa5x1", "gqa5x1", "float32"), ("tied_bias", "tied_bias", "float32"), ("mha_theta", "mha_theta", "float32"),
