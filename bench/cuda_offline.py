@@ -1,0 +1,89 @@
+"""What can be measured of this session's CUDA kernels without a GPU: ptxas resource use
+(sm_90a, via nvcc) and, for the split tensor-core GEMM, its accuracy when its loop nest runs
+serially on the CPU (tests/cuda_emulation.py).
+
+    python bench/cuda_offline.py
+
+Prints, for the tensor-core linear with bf16 and fp16 weights at Qwen3-0.6B shapes (64x64
+tiles: N=1024, K=2048; 128x128: the LM head, N=151936, K=1024) and for `top_candidates`
+(151,936 logits) and the decode GEMV with its fused prologues: registers, spills and static
+shared memory per kernel. Then the emulated
+relative error at K=72, N=200, T=1/7/130 against float64 math, beside rounding x and w to
+bf16 once (what one bf16 product would give).
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "schedules"))
+CUDA = {"kind": "cuda", "arch": "sm_90a"}
+
+
+def ptxas(func) -> list[str]:
+    import tvm
+
+    from inference_pio.targets import resolve
+    from inference_pio.targets.cuda_host import enable_cuda_codegen
+
+    enable_cuda_codegen()
+    with resolve(CUDA).to_tvm() as tgt:
+        ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tgt)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.cu"
+        src.write_text(ex.mod.imports[0].inspect_source(""))
+        r = subprocess.run(["nvcc", "-arch=sm_90a", "-cubin", "-o", str(Path(tmp) / "k.cubin"), "-Xptxas", "-v",
+                            str(src)], capture_output=True, text=True, check=True)
+    return [re.sub(r"^ptxas info\s*:\s*", "", ln.strip()) for ln in r.stderr.splitlines()
+            if "registers" in ln or "spill" in ln]
+
+
+def main() -> None:
+    import ml_dtypes
+    from tvm import tirx
+
+    import cuda_emulation
+    from test_cuda_matmul import _linear_func, _reference
+    from inference_pio.schedules.cuda.gemv import gemv
+    from inference_pio.schedules.cuda.matmul import tensor_core_linear, untensorized
+    from inference_pio.schedules.cuda.sample import top_candidates
+    from inference_pio.targets import resolve
+
+    cuda = resolve(CUDA)
+    print("ptxas, sm_90a")
+    for wd in ("bfloat16", "float16"):
+        for n, k in ((1024, 2048), (151936, 1024)):
+            f = tensor_core_linear(_linear_func(n, k, wd, residual=n == 1024), cuda)
+            print(f"  linear {wd} N={n} K={k}: " + "; ".join(ptxas(f)))
+    print("  top_candidates V=151936: " + "; ".join(ptxas(top_candidates(151936))))
+    one = tirx.IntImm("int64", 1)
+    for label, n, k, kw in (("q+k+v, rms_norm fused, 0.6B", 4096, 1024, dict(norm=True)),
+                            ("down, swiglu fused, 0.6B", 1024, 3072, dict(act="swiglu", residual=True)),
+                            ("down, swiglu fused, 4B", 2560, 9728, dict(act="swiglu", residual=True))):
+        sch = gemv(_linear_func(n, k, "bfloat16", t=one, **kw), cuda)
+        print(f"  GEMV {label} N={n} K={k}: " + "; ".join(ptxas(sch.mod["main"])))
+    print("emulated relative error, K=72 N=200")
+    rng = np.random.default_rng(0)
+    for wd, np_wd in (("bfloat16", ml_dtypes.bfloat16), ("float16", np.float16)):
+        for t in (1, 7, 130):
+            with untensorized():
+                f = tensor_core_linear(_linear_func(200, 72, wd, t=tirx.Var("t", "int64")), cuda)
+            x = (rng.standard_normal((t, 72)) * 3).astype(np.float32)
+            w = rng.standard_normal((200, 72)).astype(np_wd)
+            got = cuda_emulation.run(f, x, w, np.zeros((t, 200), np.float32))[-1].astype(np.float64)
+            ref = _reference(x, w, None, None, None)
+            bf = ml_dtypes.bfloat16
+            once = x.astype(bf).astype(np.float64) @ w.astype(bf).astype(np.float64).T
+            e = lambda a: np.abs(a - ref).max() / np.abs(ref).max()  # noqa: E731
+            print(f"  {wd} T={t}: split {e(got):.1e}, bf16(x) bf16(w) {e(once):.1e}")
+
+
+if __name__ == "__main__":
+    main()
