@@ -5,7 +5,8 @@ serially on the CPU (tests/cuda_emulation.py).
     python bench/cuda_offline.py
 
 Prints, for the tensor-core linear with bf16 and fp16 weights at Qwen3-0.6B shapes (64x64
-tiles: N=1024, K=2048; 128x128: the LM head, N=151936, K=1024) and for `top_candidates`
+tiles: N=1024, K=2048, split-K as the model compiles it and unsliced; 128x128: the LM head,
+N=151936, K=1024) and for `top_candidates`
 (151,936 logits) and the decode GEMV with its fused prologues: registers, spills and static
 shared memory per kernel. Then the emulated
 relative error at K=72, N=200, T=1/7/130 against float64 math, beside rounding x and w to
@@ -59,9 +60,10 @@ def main() -> None:
     cuda = resolve(CUDA)
     print("ptxas, sm_90a")
     for wd in ("bfloat16", "float16"):
-        for n, k in ((1024, 2048), (151936, 1024)):
-            f = tensor_core_linear(_linear_func(n, k, wd, residual=n == 1024), cuda)
-            print(f"  linear {wd} N={n} K={k}: " + "; ".join(ptxas(f)))
+        for n, k, cap in ((1024, 2048, None), (1024, 2048, 1), (151936, 1024, None)):
+            f = tensor_core_linear(_linear_func(n, k, wd, residual=n == 1024), cuda, max_slices=cap)
+            form = " (unsliced)" if cap == 1 else " (split-K: GEMM, sum)" if n == 1024 else ""
+            print(f"  linear {wd} N={n} K={k}{form}: " + "; ".join(ptxas(f)))
     print("  top_candidates V=151936: " + "; ".join(ptxas(top_candidates(151936))))
     one = tirx.IntImm("int64", 1)
     for label, n, k, kw in (("q+k+v, rms_norm fused, 0.6B", 4096, 1024, dict(norm=True)),
@@ -83,6 +85,16 @@ def main() -> None:
             once = x.astype(bf).astype(np.float64) @ w.astype(bf).astype(np.float64).T
             e = lambda a: np.abs(a - ref).max() / np.abs(ref).max()  # noqa: E731
             print(f"  {wd} T={t}: split {e(got):.1e}, bf16(x) bf16(w) {e(once):.1e}")
+    print("emulated relative error, split-K (K=512 N=200: 4 slices up to 512 rows, 2 up to 1024, then 1)")
+    rng = np.random.default_rng(1)
+    for t in (5, 700, 1100):
+        with untensorized():
+            f = tensor_core_linear(_linear_func(200, 512, "bfloat16", t=tirx.Var("t", "int64")), cuda)
+        x = (rng.standard_normal((t, 512)) * 3).astype(np.float32)
+        w = rng.standard_normal((200, 512)).astype(ml_dtypes.bfloat16)
+        got = cuda_emulation.run(f, x, w, np.zeros((t, 200), np.float32))[-1].astype(np.float64)
+        ref = _reference(x, w, None, None, None)
+        print(f"  bfloat16 T={t}: {np.abs(got - ref).max() / np.abs(ref).max():.1e}")
 
 
 if __name__ == "__main__":

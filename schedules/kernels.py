@@ -87,7 +87,8 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
 
 
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-                 out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None) -> te.Tensor:
+                 out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None,
+                 slices: tuple[tirx.PrimExpr, int] | None = None) -> te.Tensor:
     """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX) of dtype ``dt``
     (default: w's). x (fp32) is split into hi = dt(x) and lo = dt(x - hi), and the products
     run over a longer reduction, ``parts`` x K:
@@ -105,7 +106,14 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     The parts alternate in runs of ``tile`` along the reduction ("x_split" and "w_split",
     (T, parts Kp) and (N, parts Kp), Kp = K rounded up to ``tile`` with zeros), so the copies of
     a weight column are read one right after the other. All dims are int64, as the tensor-core
-    schedules' layout rewrites require."""
+    schedules' layout rewrites require.
+
+    ``slices`` = (count, most) cuts that reduction into ``count`` equal slices (an expression,
+    e.g. of T, at most ``most``, which must divide parts x Kp): "x_split" and "w_split" are then
+    (count, T, L) and (count, N, L), L = parts x Kp / count, "matmul" is the batched product
+    (count, T, N) of partial sums, and a spatial block "slice_sum" adds them up with the
+    epilogue (split-K: a schedule spreads the slices over more thread blocks where T x N alone
+    gives too few)."""
     t, kk, n = x.shape[0], int(w.shape[1]), w.shape[0]
     dt = dt or w.dtype
     if w.dtype != dt and (w.dtype, dt) != ("float16", BF16):
@@ -133,11 +141,30 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
         v = w[j, src(r)]
         return guarded(v if parts == 2 else hi_lo(v, r // tile % parts == 2), src(r))
 
-    a = te.compute((t, rp), x_part, name="x_split")
-    b = te.compute((n, rp), w_part, name="w_split")
-    r = te.reduce_axis((0, rp), "r")
-    acc = te.compute((t, n), lambda i, j: te.sum(a[i, r].astype(F32) * b[j, r].astype(F32), axis=r), name="matmul")
-    return _with_epilogue(acc, extra, bias, residual, out_dtype)
+    if slices is None:
+        a = te.compute((t, rp), x_part, name="x_split")
+        b = te.compute((n, rp), w_part, name="w_split")
+        r = te.reduce_axis((0, rp), "r")
+        acc = te.compute((t, n), lambda i, j: te.sum(a[i, r].astype(F32) * b[j, r].astype(F32), axis=r),
+                         name="matmul")
+        return _with_epilogue(acc, extra, bias, residual, out_dtype)
+    count, most = slices
+    if (parts * kp) % most:
+        raise ValueError(f"linear_split: {most} slices do not divide a reduction of {parts * kp}")
+    ln = tirx.floordiv(tirx.IntImm("int64", most), count) * (parts * kp // most)  # (a multiple the simplifier sees)
+    a = te.compute((count, t, ln), lambda z, i, q: x_part(i, z * ln + q), name="x_split")
+    b = te.compute((count, n, ln), lambda z, j, q: w_part(j, z * ln + q), name="w_split")
+    r = te.reduce_axis((0, ln), "r")
+    part = te.compute((count, t, n), lambda z, i, j: te.sum(a[z, i, r].astype(F32) * b[z, j, r].astype(F32), axis=r),
+                      name="matmul")
+
+    def total(i, j):  # slice 0 always exists; the others where count reaches them
+        v = part[0, i, j]
+        for z in range(1, most):
+            v = v + tirx.if_then_else(count > z, part[tirx.IntImm("int64", z), i, j], tirx.const(0, F32))
+        return v
+
+    return te.compute((t, n), _epilogue(total, extra, bias, residual, out_dtype), name="slice_sum")
 
 
 ROW_TILE = 6  # linear_packed computes rows in multiples of this, so row tiles have no tail

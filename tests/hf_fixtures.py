@@ -34,9 +34,13 @@ QWEN3_CONFIGS: dict[str, dict[str, Any]] = {
     # every projection's K a multiple of 32: the CUDA GEMV rule (not dlight's) takes them all
     "wide32": dict(vocab_size=131, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=False),
+    # o and down projections with K = 256 and few output columns: in bf16, the CUDA tensor-core
+    # GEMM splits their reduction over more thread blocks (split-K)
+    "wide256": dict(vocab_size=131, hidden_size=64, intermediate_size=256, num_hidden_layers=1,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=False),
 }
 
-SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4}
+SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4, "wide256": 5}
 
 
 def hf_config(name: str, **overrides: Any):

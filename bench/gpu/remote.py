@@ -2,7 +2,7 @@
 
 Runs on the GPU machine from the repo root, with the bundle made by bench/gpu/stage.py carried:
 
-    python3 bench/gpu/remote.py --bundle gpu_bundle --sections correctness,bench --presets qwen3-0.6b
+    python3 bench/gpu/remote.py --bundle gpu_bundle --sections correctness,kernels,bench --presets qwen3-0.6b
     python3 bench/gpu/remote.py --bundle gpu_bundle --sections bench --presets qwen3-4b
 
 and here, as a dry run against CPU artifacts (stage.py --cpu-dry-run):
@@ -14,6 +14,9 @@ Sections
                <= 1e-4; a bf16 checkpoint: <= 1e-4 vs transformers computing in fp32 over the same
                bf16 weights, which is what we do, and <= 5e-2 vs transformers computing in bf16), and
                32 greedy tokens equal (a divergence at a near-tie of the reference is reported as such).
+  kernels      every linear of the real presets alone (bench/gpu/kernel_bench.py): the prefill GEMM at
+               T = 16..2048 and decode's GEMV, each as our schedule compiles it and a few alternatives
+               (tile size, split-K, loads in flight, warps per row) and as TVM dlight's rules do; µs per call.
   bench        per preset (real Qwen3 shapes, random bf16 weights generated here into /tmp): our
                prefill tok/s (prompt 128, 1024) and decode tok/s (context 128, 2048), transformers
                eager (sdpa) and transformers with a static cache + torch.compile(mode="reduce-overhead"),
@@ -59,7 +62,8 @@ DECODE_SANITY_TOL = 1e-2
 PEAK_BW = [("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12),
            ("A100-SXM4-80GB", 2.039e12), ("A100 80GB PCIe", 1.935e12), ("A100", 1.555e12)]
 TIMEOUTS = {"probe": 120, "ours_correct": 240, "hf_correct": 240, "weights": 360, "ours_bench": 300,
-            "hf_eager": 300, "hf_compiled": 420}
+            "hf_eager": 300, "hf_compiled": 420, "kernels": 150}
+KERNELS_BUDGET_S = 75  # the kernels section stops starting new kernels after this
 
 
 # ----------------------------------------------------------------------------------------------
@@ -486,8 +490,20 @@ def w_hf_bench(job: dict, res: Result) -> None:
         res.save()
 
 
+def w_kernels(job: dict, res: Result) -> None:
+    res["env"] = tvm_env(job)
+    import kernel_bench
+
+    def save(partial: dict) -> None:
+        res.update(partial)
+        res.save()
+
+    save(kernel_bench.measure(Path(job["bundle"]) / job["path"], job["device"], job["budget_s"], save))
+    tvm_provenance(res["env"])
+
+
 WORKERS = {"probe": w_probe, "ours_correct": w_ours_correct, "hf_correct": w_hf_correct, "weights": w_weights,
-           "ours_bench": w_ours_bench, "hf_bench": w_hf_bench}
+           "ours_bench": w_ours_bench, "hf_bench": w_hf_bench, "kernels": w_kernels}
 
 
 def worker_main(kind: str, jobfile: str) -> None:
@@ -901,6 +917,14 @@ def orchestrate(a: argparse.Namespace) -> int:
         except Exception as e:  # noqa: BLE001
             results["correctness"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         save()
+    if "kernels" in a.sections:
+        kern = info.get("kernels", {}).get(a.device)
+        if kern is None:
+            results["kernels"] = {"error": f"the bundle has no kernels for {a.device} (restage it)"}
+        else:
+            budget = min(a.kernels_budget_s, r.remaining() - 60)
+            results["kernels"] = r.worker("kernels", {"path": kern["path"], "budget_s": budget}, "kernels")
+        save()
     if "bench" in a.sections:
         presets = a.presets or [k for k, v in info["presets"].items() if a.device in v["artifacts"]]
         for preset in presets:
@@ -910,6 +934,11 @@ def orchestrate(a: argparse.Namespace) -> int:
                 results.setdefault("bench", {}).setdefault(preset, {})["error"] = f"{type(e).__name__}: {e}"
             save()
     text = tables(results, a)
+    if "kernels" in results:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import kernel_bench
+
+        text += "\n\nkernels, one at a time:\n```\n" + kernel_bench.table(results["kernels"]) + "\n```"
     if results["bundle"]["stale"]:
         text = ("WARNING: engine/ir/passes/schedules/... changed since the bundle was staged "
                 f"({info.get('created')}); the artifacts may not match this tree: rerun bench/gpu/stage.py\n" + text)
@@ -925,7 +954,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, default=REPO / "gpu_bundle")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--sections", default="correctness,bench", type=lambda s: s.split(","))
+    ap.add_argument("--sections", default="correctness,kernels,bench", type=lambda s: s.split(","))
     ap.add_argument("--presets", default=None, type=lambda s: s.split(","),
                     help="default: every preset the bundle has artifacts for on --device")
     ap.add_argument("--prefill", default="128,1024", type=lambda s: [int(x) for x in s.split(",")])
@@ -934,6 +963,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--greedy-tokens", type=int, default=32)
     ap.add_argument("--sanity-tokens", type=int, default=16)
+    ap.add_argument("--kernels-budget-s", type=float, default=KERNELS_BUDGET_S,
+                    help="the kernels section starts no new kernel after this many seconds")
     ap.add_argument("--hf-modes", default="eager,compiled", type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--deadline-s", type=float, default=570, help="stop starting work after this (run limit: 600)")
     ap.add_argument("--peak-tbs", type=float, default=None, help="peak HBM TB/s (default: from the device name)")

@@ -23,6 +23,9 @@ and no network. The bundle therefore holds:
                                      CUDA-core Matmul instead of ours): the baseline our GEMMs must beat
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
   artifacts/cpu_graph/<preset>/      (--cpu-dry-run) the small preset with static_decode=True, for the graph row
+  kernels/cuda/   every linear of the real presets alone, compiled several ways (tiles, split-K, GEMV
+                  loads ahead and warps per row, dlight): kernels.so + kernels.json (kernel_bench.py)
+  kernels/cpu/    (--cpu-dry-run) the same machinery at the small preset's shapes, unscheduled
   bundle.json     what is in it; remote.py reads it
 
 Weights for the real shapes are not carried: remote.py generates them on the GPU machine.
@@ -48,9 +51,11 @@ TVM_FFI_VERSION = "0.1.14.post0"  # pinned in pyproject (0.1.15.post2 segfaults 
 
 # tiny checkpoints, (key, tests/hf_fixtures config, dtype): odd shapes (dlight's GEMV takes their decode linears),
 # then wide32, whose every K is a multiple of 32, so that decode runs our GEMV with its fused
-# norm and swiglu as at real shapes; and fp16 weights (the three-part tensor-core split)
+# norm and swiglu as at real shapes; fp16 weights (the three-part tensor-core split); and wide256,
+# whose o and down projections take the split-K form of the tensor-core GEMM in prefill
 TINY = [("gqa5x1", "gqa5x1", "float32"), ("tied_bias", "tied_bias", "float32"), ("mha_theta", "mha_theta", "float32"),
-        ("bf16", "bf16", "bfloat16"), ("wide32", "wide32", "bfloat16"), ("wide32_fp16", "wide32", "float16")]
+        ("bf16", "bf16", "bfloat16"), ("wide32", "wide32", "bfloat16"), ("wide32_fp16", "wide32", "float16"),
+        ("wide256", "wide256", "bfloat16")]
 TINY_MAX_SEQ_LEN = 128
 REAL_PRESETS = ["qwen3-0.6b", "qwen3-4b"]
 BENCH_MAX_SEQ_LEN = 4096  # >= the longest benchmark context (2048) + decoded tokens
@@ -341,6 +346,19 @@ def main() -> None:
                                              **compile_one(cfg_dir, out / "artifacts" / "cpu_graph" / preset, "llvm",
                                                            BENCH_MAX_SEQ_LEN, static_decode=True)}
 
+    # every linear of the real presets alone, compiled several ways (remote.py --sections kernels)
+    sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO / "tests" / "schedules")]
+    import kernel_bench
+
+    info["kernels"] = {}
+    kjobs = [] if a.no_real else [("cuda", {p: rc.PRESETS[p] for p in REAL_PRESETS}, cuda)]
+    if a.cpu_dry_run:
+        kjobs.append(("cpu", DRY_PRESETS, "llvm"))
+    for dev, presets, target in kjobs:
+        say(f"kernel variants ({dev}): {', '.join(presets)}")
+        info["kernels"][dev] = {"path": f"kernels/{dev}",
+                                **kernel_bench.build(presets, out / "kernels" / dev, target)}
+
     sizes = {p.name: dir_size(p) for p in sorted(out.iterdir()) if p.is_dir()}
     total = dir_size(out)
     info["bytes"] = {"total": total, **sizes}
@@ -368,7 +386,7 @@ def print_invocation(out: Path, dry: bool) -> None:
         print(f"\nWARNING: {rel} is not git-ignored; carry takes ignored paths only (add /{rel}/ to .gitignore)")
     print("\nOn a session with a GPU (15 minutes of device time, machine start included), one `run` call;")
     print("what its deadline cuts off is recorded as skipped (4B weights are generated there, about 8 GB in /tmp):")
-    cmd = (f"python3 bench/gpu/remote.py --bundle {rel} --sections correctness,bench "
+    cmd = (f"python3 bench/gpu/remote.py --bundle {rel} --sections correctness,kernels,bench "
            "--presets qwen3-0.6b,qwen3-4b --deadline-s 540")
     print(f"  run(command={cmd!r}, carry={[rel]!r}, timeout_s=600)")
     print("If budget is left afterwards, a second call can fill in what was skipped (e.g. --sections bench"

@@ -18,8 +18,17 @@ has no bf16 path:
     epilogue (bias, residual, output cast) fused into the store through shared memory
 
 T is padded to BM inside the kernel (predicated loads and stores), so any prompt length runs
-the same binary. One query row (decode) is our GEMV's, and fp32 weights stay with dlight's
-rules: they need fp32 multiplies.
+the same binary.
+
+Split-K: where T and N alone give a short prompt few blocks (Qwen3-0.6B's o and down
+projections, N = 1024: 32 blocks of 64 x 64 at 128 tokens, for 132 SMs), the reduction is cut
+into slices, a third grid dimension: each block accumulates one slice of one tile into a
+workspace of partial sums, and a second kernel adds them up with the epilogue. How many slices
+is decided at run time from T (`slice_count`: 8 up to 64 rows, 4 up to 128, ..., 1 from 257 on
+at N = 1024), so a long prompt keeps one slice and pays only the partial sums' round trip.
+
+One query row (decode) is our GEMV's, and fp32 weights stay with dlight's rules: they need fp32
+multiplies.
 
 `untensorized()` builds the same loop nest with the wmma blocks left as plain loops, so
 tests run it serially on the CPU (tests/cuda_emulation.py); tensorize only swaps 16x16 tiles
@@ -34,6 +43,7 @@ from tvm import s_tir, te, tirx
 
 from ...targets import TargetDesc
 from ..kernels import linear_operands, linear_split, same_params
+from ..registry import find_block
 
 F32, BF16, F16 = "float32", "bfloat16", "float16"
 MIN_ROWS = 16  # a static T below one fragment is left to the GEMV rules
@@ -63,11 +73,57 @@ WAVE_PROMPT = 128  # tiles are picked so that a prompt of this many tokens fills
 WAVE_BLOCKS = 132  # ...i.e. this many blocks (H100/H200 SMs)
 
 
+def _blocks(t, n: int, tiles: Tiles):
+    """Thread blocks of one slice: tiles of C for T rows (an int or an int64 expression)."""
+    if isinstance(t, int):
+        return -(-t // tiles.rows) * -(-n // tiles.cols)
+    return tirx.floordiv(t + (tiles.rows - 1), tiles.rows) * ((n + tiles.cols - 1) // tiles.cols)
+
+
 def tiles_for(n: int) -> Tiles:
     """T is only known at run time: big tiles where N alone gives a 128-token prompt a full
     wave of blocks (e.g. the LM head in `forward`), else small ones. A 1024-wide projection
     at 128 tokens is then 32 blocks instead of 8."""
-    return BIG if -(-WAVE_PROMPT // BIG.rows) * -(-n // BIG.cols) >= WAVE_BLOCKS else SMALL
+    return BIG if _blocks(WAVE_PROMPT, n, BIG) >= WAVE_BLOCKS else SMALL
+
+
+def _big_c(tiles: Tiles) -> bool:
+    """Whether the fp32 C tile outgrows static shared memory (the 128 x 128 tiles)."""
+    return tiles.rows * tiles.cols * 4 > 32 * 1024
+
+
+MAX_SLICES = 8   # split-K: at most this many slices of the reduction...
+MIN_SLICE = 256  # ...each at least this long (in bf16 products: 4 stages of 64)
+
+
+def slices_for(n: int, reduction: int, tiles: Tiles, cap: int | None = None) -> int:
+    """The most slices the reduction (parts x K, `kernels.linear_split`) may be cut into: 1
+    where a 128-token prompt already gets half a wave of blocks from T and N, else the largest
+    power of two up to MAX_SLICES (or ``cap``, which skips that test) that cuts it into whole
+    stages of MIN_SLICE or more. At Qwen3-0.6B's o and down projections (N = 1024: 32 blocks at
+    128 tokens) that is 8."""
+    if cap is None and 2 * _blocks(WAVE_PROMPT, n, tiles) > WAVE_BLOCKS:
+        return 1
+    if _big_c(tiles):  # (cut, their schedule fails in TVM: cache_read's region cover; never needed)
+        return 1
+    most = cap or MAX_SLICES
+    while most > 1 and (reduction % (most * 16 * tiles.chunk_k) or reduction // most < MIN_SLICE):
+        most //= 2
+    return most
+
+
+def slice_count(t: tirx.PrimExpr, n: int, tiles: Tiles, most: int) -> tirx.PrimExpr:
+    """Slices used at run time, for T rows: the largest power of two up to ``most`` that keeps
+    the blocks within one wave (e.g. N = 1024 on 64 x 64 tiles: 8 up to 64 rows, 4 up to 128,
+    2 up to 256, then 1; a long prompt has blocks enough, and only pays the partial sums'
+    round trip through memory, T x N x 4 bytes each way)."""
+    blocks = _blocks(t, n, tiles)
+    count = tirx.IntImm("int64", 1)
+    s = 2
+    while s <= most:
+        count = tirx.Select(blocks * s <= WAVE_BLOCKS, tirx.IntImm("int64", s), count)
+        s *= 2
+    return count
 
 
 _TENSORIZE = True
@@ -109,8 +165,11 @@ def _i64(v) -> tirx.PrimExpr:
     return tirx.IntImm("int64", int(v)) if isinstance(v, (int, tirx.IntImm)) else v
 
 
-def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
-    """The split-bf16 tensor-core kernel for a linear with fp32 x (T rows) and bf16 weights."""
+def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | None = None,
+                       max_slices: int | None = None) -> tirx.PrimFunc | None:
+    """The split-bf16 tensor-core kernel for a linear with fp32 x (T rows) and bf16 weights.
+    ``tiles`` and ``max_slices`` override `tiles_for` and `slices_for` (bench/gpu/kernel_bench.py
+    times the alternatives)."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -133,8 +192,12 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc
         te_extra.append(te.placeholder((n,), extra[0].dtype, name="bias"))
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
-    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16)
-    sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles_for(int(n)), tensorize=_TENSORIZE)
+    tiles = tiles or tiles_for(int(n))
+    most = slices_for(int(n), (2 if w.dtype == BF16 else 3) * -(-int(k) // 16) * 16, tiles, max_slices)
+    slices = (slice_count(_i64(t), int(n), tiles, most), most) if most > 1 else None
+    y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
+                     slices=slices)
+    sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE)
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 
 
@@ -142,8 +205,8 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
     """Tensor-core schedule of a PrimFunc with one C[i, j] += A[i, r] * B[j, r] block (16-bit A
     and B produced by spatial blocks that get inlined into the shared-memory loads) and
     optional spatial consumers (inlined into the store)."""
-    from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_producers,
-                                            get_index_map)
+    from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_consumers,
+                                            auto_inline_producers, get_index_map)
 
     sch = s_tir.Schedule(func)
     mm = sch.get_sblock("matmul")
@@ -199,7 +262,7 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
     # the C tile on its way out: in dynamic shared memory when big; a small one gets its own
     # static buffer (in the dynamic pool, TVM would let it reuse a bf16 stage's bytes, and the
     # fp32 wmma store into that buffer then fails to lower)
-    big_c = tl.rows * tl.cols * 4 > 32 * 1024
+    big_c = _big_c(tl)
     c_shared = sch.cache_write(tile, 0, "shared.dyn" if big_c else "shared")
     sch.storage_align(c_shared, 0, -2, 16, 4)
     c_frag = sch.cache_write(tile, 0, "wmma.accumulator")
@@ -226,8 +289,27 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
         sch.tensorize(sch.get_loops(c_frag)[-2], names["store" if big_c else "store_static"])
         sch.tensorize(sch.get_loops(frag)[-3], names["compute"])
 
-    auto_inline_consumer_chain(sch, c_shared)  # bias, residual, output cast
+    sums = find_block(sch, "slice_sum")
+    if sums is None:
+        auto_inline_consumer_chain(sch, c_shared)  # bias, residual, output cast
+    else:
+        auto_inline_consumers(sch, c_shared)  # (the copy back out of the reindexed layout)
     _, tx, vec = sch.split(sch.fuse(*sch.get_loops(c_shared)[-2:]), [None, 32, 4])
     sch.bind(tx, "threadIdx.x")
     sch.vectorize(vec)
+    if sums is not None:
+        _schedule_slice_sum(sch, sums)
     return sch
+
+
+def _schedule_slice_sum(sch: s_tir.Schedule, sums) -> None:
+    """Split-K's second kernel: each thread adds up the slices of 4 consecutive outputs (or 1
+    where N is odd) and applies the epilogue."""
+    i, j = sch.get_loops(sums)
+    n = int(sch.get(j).extent)
+    vec = 4 if n % 4 == 0 else 1
+    j, v = sch.split(j, [None, vec])
+    bx, tx = sch.split(sch.fuse(i, j), [None, 128])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.vectorize(v)

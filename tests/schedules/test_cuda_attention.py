@@ -94,6 +94,7 @@ def test_flash_kernel_over_the_cache(rng, t, kv_len):
 @pytest.mark.parametrize("name,dtype,tol,static", [("gqa5x1", "float32", 1e-4, False),
                                                    ("bf16", "bfloat16", None, True),
                                                    ("wide32", "bfloat16", None, False),
+                                                   ("wide256", "bfloat16", None, False),
                                                    ("gqa5x1", "float16", None, False)])
 def test_model_with_cuda_schedules_matches_transformers(models, tmp_path, name, dtype, tol, static):
     """static: decode compiled as for whole-step CUDA graphs (`passes.static_decode`)."""

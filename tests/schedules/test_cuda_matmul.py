@@ -81,6 +81,84 @@ def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype
     assert err <= (1e-2 if out_dtype == BF16 else 2e-6), err
 
 
+def _at(e, t: int) -> int:
+    """An int64 expression of the kernel's T (IntImm, Select, + * // <=), evaluated at T = t."""
+    import operator
+
+    if isinstance(e, tirx.IntImm):
+        return int(e.value)
+    if isinstance(e, tirx.Var):
+        return t
+    if isinstance(e, tirx.Select):
+        return _at(e.true_value if _at(e.condition, t) else e.false_value, t)
+    ops = {tirx.Add: operator.add, tirx.Mul: operator.mul, tirx.FloorDiv: operator.floordiv, tirx.LE: operator.le}
+    return int(ops[type(e)](_at(e.a, t), _at(e.b, t)))
+
+
+def test_split_k_policy_at_qwen3_shapes():
+    """Split-K only where a 128-token prompt gets too few blocks from T and N, and as many
+    slices as fill one wave (132 blocks) at the prompt's length."""
+    from inference_pio.schedules.cuda.matmul import SMALL, slice_count, slices_for, tiles_for
+
+    # Qwen3-0.6B: o (K=2048) and down (K=3072) are 1024 wide; q+k+v 4096, gate+up 6144
+    assert [slices_for(n, 2 * k, tiles_for(n)) for n, k in ((1024, 2048), (1024, 3072), (4096, 1024),
+                                                          (6144, 1024))] == [8, 8, 1, 1]
+    assert slices_for(2560, 2 * 4096, tiles_for(2560)) == 1  # Qwen3-4B's o: 80 blocks at 128 tokens
+    assert slices_for(200, 2 * 72, SMALL) == 1  # 144 products: no whole stages to cut
+    count = slice_count(tirx.Var("t", "int64"), 1024, SMALL, 8)
+    assert [_at(count, t) for t in (1, 64, 65, 128, 129, 256, 257, 2048)] == [8, 8, 4, 4, 2, 2, 1, 1]
+
+
+@pytest.mark.parametrize("t,n,k,bias,residual,out_dtype,act,wdtype", [
+    (5, 200, 512, False, True, "float32", None, BF16),     # 4 slices (of 256 products)
+    (130, 64, 256, True, False, "float32", None, BF16),    # 2 slices, two row tiles
+    (70, 136, 512, False, True, "float32", "swiglu", F16),  # fp16 weights: 3 parts, 2 slices of 768
+    (20, 40, 512, True, True, BF16, None, BF16),           # a bf16 output; N not a multiple of 4
+    (1100, 200, 512, False, True, "float32", None, BF16),  # 72 blocks: 1 slice, still through the sum
+])
+def test_split_k_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, act, wdtype):
+    """The split-K form (few blocks from T and N): partial sums of slices of the reduction,
+    then a kernel adding them with the epilogue; the slice count depends on T at run time."""
+    import ml_dtypes
+
+    from inference_pio.schedules.cuda.matmul import slices_for, tiles_for
+
+    parts = 2 if wdtype == BF16 else 3
+    assert slices_for(n, parts * k, tiles_for(n)) > 1
+    with untensorized():
+        f = tensor_core_linear(_linear_func(n, k, wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
+                                            act=act), CUDA)
+    assert "slice_sum" in f.script()
+    x = (rng.standard_normal((t, 2 * k if act else k)) * 3).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float16)
+    b = rng.standard_normal(n).astype(np.float32)
+    r = rng.standard_normal((t, n)).astype(np.float32)
+    out = np.zeros((t, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
+    args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
+    got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
+    ref = _reference(x, w, b if bias else None, r if residual else None, act)
+    assert np.abs(got - ref).max() / np.abs(ref).max() <= (1e-2 if out_dtype == BF16 else 2e-6)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_split_k_compiles_to_two_kernels_in_a_cubin(tmp_path):
+    """Qwen3-0.6B's o projection: the tensor-core kernel over a grid with T's slice count in z,
+    then the sum; the partial sums live in a workspace TVM allocates per call."""
+    import tvm
+
+    from inference_pio.targets.cuda_host import enable_cuda_codegen
+
+    enable_cuda_codegen()
+    f = tensor_core_linear(_linear_func(1024, 2048, BF16, residual=True), CUDA)
+    with CUDA.to_tvm() as tgt:
+        ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
+    src = ex.mod.imports[0].inspect_source("")
+    assert src.count("__global__ void") == 2 * 2 and "mma_sync" in src  # (declared, then defined)
+    assert "TVMBackendAllocWorkspace" in ex.mod.inspect_source("ll")
+    ex.export_library(tmp_path / "k.so")
+    assert b".nv.info" in (tmp_path / "k.so").read_bytes()
+
+
 @pytest.mark.parametrize("wdtype", [BF16, F16])
 def test_tensorized_form_uses_bf16_wmma(wdtype):
     f = tensor_core_linear(_linear_func(256, 128, wdtype, bias=True), CUDA)
@@ -114,12 +192,13 @@ def test_other_linears_are_left_to_dlight(kw):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
-def test_bf16_model_compiles_to_tensor_core_kernels(models):
+@pytest.mark.parametrize("name", ["gqa5x1", "wide256"])
+def test_bf16_model_compiles_to_tensor_core_kernels(models, name):
     """A bf16 checkpoint's prefill GEMMs are WMMA kernels in the shipped cubin's source, and no
-    swiglu kernel is left."""
+    swiglu kernel is left; wide256's o and down projections take the split-K form."""
     from inference_pio import engine, frontends
 
-    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1", dtype=BF16).path)
+    md = frontends.huggingface.model_def(models.checkpoint(name, dtype=BF16).path)
     art = engine.compile(md, target={"kind": "cuda", "arch": "sm_90a"}, max_seq_len=64)
     def cuda_sources(m):
         yield m.inspect_source("") if m.kind == "cuda" else ""
@@ -128,6 +207,7 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models):
 
     src = "".join(cuda_sources(art.executable.mod))
     assert "nvcuda::wmma::mma_sync" in src and "wmma::matrix_a, 16, 16, 16, nv_bfloat16" in src
+    assert ("slice_sum" in src) == (name == "wide256")
     assert "swiglu" not in art.executable.as_text()  # fused into the down projection (cuda_passes)
 
 

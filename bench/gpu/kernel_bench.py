@@ -1,0 +1,313 @@
+"""Each linear of the real presets, and decode attention, timed alone on the GPU and compiled
+several ways, so that one GPU run says which schedule choice wins where: tile size, split-K,
+the GEMV's loads in flight and warps per row, keys per attention block, and ours against TVM
+dlight's rules.
+
+    build    here, by bench/gpu/stage.py (needs TVM's compiler): kernels/<device>/kernels.so + kernels.json
+    measure  on the GPU machine, by `remote.py --sections kernels` (runtime-only TVM)
+
+Rows are (preset, projection, T). T = 1 is decode's GEMV, with the rms_norm or swiglu that
+decode fuses into it; T > 1 is the prefill GEMM (swiglu fused into the down projection).
+dlight's variants get the plain linear (with the residual, without a fused prologue): with one
+it falls to slow generic rules, which is why the models do not fuse it there either. For decode
+attention, T is the number of keys in a bf16 cache of 4096 rows; prefill attention (flash, on
+CUDA cores) takes T new rows into an empty cache. Each cell is the time of one
+call: the minimum over 3 repeats of the mean of back-to-back calls, with the weights (the
+cache) rotating through copies that together exceed the L2 cache, so that they come from HBM.
+Back-to-back launches from Python cost a few µs each, so a kernel shorter than that shows the
+launch rate; inside decode's CUDA graph it would not.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+PREFILL_T = (16, 128, 512, 2048)
+CONTEXTS = (128, 1024, 2048, 4000)  # decode attention: keys in the cache
+CACHE_ROWS = 4096
+ROTATE_BYTES = 256 << 20  # > 2x the L2 of an H100 (50 MB) or H200 (60 MB)
+MAX_COPIES = 16
+BF16 = "bfloat16"
+
+
+def projections(cfg: dict) -> list[tuple[str, int, int, dict | None, dict]]:
+    """(name, N, K, prefill fusions or None, decode fusions) of a layer's linears and the LM head."""
+    h, d, f = cfg["hidden_size"], cfg["head_dim"], cfg["intermediate_size"]
+    q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
+    return [("q+k+v", q + 2 * kv, h, {}, {"norm": True}),
+            ("o", h, q, {"residual": True}, {"residual": True}),
+            ("gate+up", 2 * f, h, {}, {"norm": True}),
+            ("down", h, f, {"act": "swiglu", "residual": True}, {"act": "swiglu", "residual": True}),
+            ("lm_head", cfg["vocab_size"], h, None, {"norm": True})]
+
+
+def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -> list[tuple[str, Any, tuple]]:
+    """(variant, PrimFunc, Ts) of one projection."""
+    from tvm import tirx
+
+    from inference_pio.schedules.cuda import dlight_baseline
+    from inference_pio.schedules.cuda.matmul import BIG, SMALL, slices_for, tensor_core_linear, tiles_for
+    from test_cuda_matmul import _linear_func
+
+    gemv_mod = importlib.import_module("inference_pio.schedules.cuda.gemv")
+    out = []
+    if prefill is not None:
+        f = _linear_func(n, k, BF16, **prefill)
+        tiles = tiles_for(n)
+        out.append(("ours", tensor_core_linear(f, target), PREFILL_T))
+        if slices_for(n, 2 * -(-k // 16) * 16, tiles) > 1:
+            out.append(("no split-K", tensor_core_linear(f, target, max_slices=1), PREFILL_T))
+        other = BIG if tiles == SMALL else SMALL
+        out.append((f"{other.rows}x{other.cols}, no split", tensor_core_linear(f, target, tiles=other, max_slices=1),
+                    PREFILL_T))
+        plain = _linear_func(n, k, BF16, residual=prefill.get("residual", False))
+        out.append(("dlight", dlight_baseline(plain, target).mod["main"], PREFILL_T))
+    one = tirx.IntImm("int64", 1)
+    f = _linear_func(n, k, BF16, t=one, **decode)
+    out.append(("ours", gemv_mod.gemv(f, target).mod["main"], (1,)))
+    saved = gemv_mod.DEPTH, gemv_mod.FEW_ROWS
+    try:
+        for depth in (4, 16):
+            gemv_mod.DEPTH = depth
+            out.append((f"{depth} loads ahead", gemv_mod.gemv(f, target).mod["main"], (1,)))
+        gemv_mod.DEPTH = saved[0]
+        few = n < gemv_mod.FEW_ROWS  # ours gives these two warps per row, the others one
+        gemv_mod.FEW_ROWS = 0 if few else 1 << 40
+        out.append(("1 warp/row" if few else "2 warps/row", gemv_mod.gemv(f, target).mod["main"], (1,)))
+    finally:
+        gemv_mod.DEPTH, gemv_mod.FEW_ROWS = saved
+    plain = _linear_func(n, k, BF16, t=one, residual=decode.get("residual", False))
+    out.append(("dlight", dlight_baseline(plain, target).mod["main"], (1,)))
+    seen, unique = set(), []  # e.g. more loads ahead than a lane has chunks: the same kernel as ours
+    for variant, func, ts in out:
+        key = (ts, func.script())
+        if key not in seen:
+            seen.add(key)
+            unique.append((variant, func, ts))
+    return unique
+
+
+def _attention_cuda(cfg: dict) -> list[tuple[str, Any, tuple]]:
+    """Decode attention over a bf16 cache of CACHE_ROWS rows (fp32 q and out), at CONTEXTS keys:
+    ours (KC keys per block) and with half or twice as many keys per block."""
+    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
+    saved, out = attn.KC, []
+    try:
+        for kc in (saved, saved // 2, saved * 2):
+            attn.KC = kc
+            out.append(("ours" if kc == saved else f"{kc} keys/block", _decode_attention(attn, cfg), CONTEXTS))
+    finally:
+        attn.KC = saved
+    return out
+
+
+def _prefill_attention(cfg: dict) -> list[tuple[str, Any, tuple]]:
+    """Prefill's flash attention over the cache, T new rows after an empty cache (kv_len = T)."""
+    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
+    d = cfg["head_dim"]
+    f = attn._flash_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
+                           ("float32", BF16, BF16, "float32"), d ** -0.5, causal=True)
+    return [("ours", f, PREFILL_T)]
+
+
+def _decode_attention(attn, cfg: dict):
+    d = cfg["head_dim"]
+    return attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
+                               ("float32", BF16, BF16, "float32"), d ** -0.5)
+
+
+def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tuple[str, Any, tuple]]:
+    """The dry run's stand-in: the same signatures, unscheduled (only the machinery is rehearsed)."""
+    from tvm import tirx
+
+    from test_cuda_matmul import _linear_func
+
+    out = [("plain", _linear_func(n, k, BF16, **prefill), (16, 64))] if prefill is not None else []
+    return out + [("plain", _linear_func(n, k, BF16, t=tirx.IntImm("int64", 1), **decode), (1,))]
+
+
+def _attention_cpu(cfg: dict) -> list[tuple[str, Any, tuple]]:
+    """The dry run's stand-in: our CUDA decode kernel with its thread loops serial."""
+    import cuda_emulation
+
+    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
+    return [("serial", cuda_emulation.serialize(_decode_attention(attn, cfg)), (16, 100))]
+
+
+def _params(func) -> list[dict]:
+    from tvm import tirx
+
+    from tvm.tirx.buffer import is_buffer_var
+
+    return [{"shape": [int(d) if isinstance(d, tirx.IntImm) else "T" for d in p.shape], "dtype": str(p.dtype)}
+            if is_buffer_var(p) else {"scalar": "T"} for p in func.params]
+
+
+def build(presets: dict[str, dict], out: Path, target) -> dict:
+    """Compile every variant of every preset's projections into one library; ``target`` is a
+    cuda target dict or "llvm" (the dry run). Returns what it wrote (for bundle.json)."""
+    import tvm
+
+    from inference_pio.targets import resolve
+
+    t0 = time.perf_counter()
+    desc = resolve(target)
+    cuda = desc.kind == "cuda"
+    entries, funcs = [], {}
+    for preset, cfg in presets.items():
+        for op, n, k, prefill, decode in projections(cfg):
+            made = _variants_cuda(n, k, prefill, decode, desc) if cuda else _variants_cpu(n, k, prefill, decode)
+            for variant, func, ts in made:
+                name = f"k{len(entries):03d}"
+                funcs[name] = func.with_attr("global_symbol", name)
+                entries.append({"name": name, "preset": preset, "op": op, "n": n, "k": k, "variant": variant,
+                                "ts": list(ts), "params": _params(func), "rotate": [1]})
+        attention = [("attention", *v) for v in (_attention_cuda(cfg) if cuda else _attention_cpu(cfg))]
+        if cuda:
+            attention += [("prefill attention", *v) for v in _prefill_attention(cfg)]
+        for op, variant, func, ts in attention:
+            name = f"k{len(entries):03d}"
+            funcs[name] = func.with_attr("global_symbol", name)
+            entries.append({"name": name, "preset": preset, "op": op, "n": cfg["num_attention_heads"],
+                            "k": cfg["head_dim"], "variant": variant, "ts": list(ts), "params": _params(func),
+                            "rotate": [1, 2]})
+    if cuda:
+        from inference_pio.targets.cuda_host import enable_cuda_codegen
+
+        enable_cuda_codegen()
+    out.mkdir(parents=True, exist_ok=True)
+    with desc.to_tvm() as tgt:
+        ex = tvm.compile(tvm.IRModule(funcs), target=tgt)
+    ex.export_library(str(out / "kernels.so"))
+    if cuda and b".nv.info" not in (out / "kernels.so").read_bytes():
+        raise RuntimeError(f"{out}/kernels.so holds CUDA source, not sm_XX binaries: is libcuda stubbed?")
+    (out / "kernels.json").write_text(json.dumps({"entries": entries}, indent=1) + "\n")
+    return {"entries": len(entries), "compile_s": round(time.perf_counter() - t0, 1)}
+
+
+def _random(shape: list[int], dtype: str, rng) -> Any:
+    """Values of a normal scale (what they are does not change the time): a random block, repeated."""
+    import numpy as np
+
+    size = int(np.prod(shape))
+    v = np.resize(rng.standard_normal(min(size, 1 << 20)).astype(np.float32), size).reshape(shape)
+    if dtype == BF16:
+        import ml_dtypes
+
+        return v.astype(ml_dtypes.bfloat16)
+    return v.astype(dtype)
+
+
+def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
+    """Time every entry of ``kdir``/kernels.json at each of its Ts; stops starting entries after
+    ``budget_s``. ``save(partial)`` is called after each entry. Runtime-only TVM."""
+    import numpy as np
+
+    from inference_pio.engine.runtime import _tvm_runtime
+
+    rt = _tvm_runtime(device)
+    dev = rt.device(device, 0)
+    lib = rt.load_module(str(kdir / "kernels.so"))
+    entries = json.loads((kdir / "kernels.json").read_text())["entries"]
+    rng = np.random.default_rng(0)
+    t0 = time.monotonic()
+    res: dict[str, Any] = {"rows": [], "skipped": 0}
+    host: dict[tuple, Any] = {}  # numpy inputs by (shape, dtype), shared between entries
+    for e in entries:
+        if time.monotonic() - t0 > budget_s:
+            res["skipped"] += 1
+            continue
+        f = lib[e["name"]]
+        for t in e["ts"]:
+            row = {k: e[k] for k in ("preset", "op", "n", "k", "variant")} | {"t": t}
+            try:
+                args = []
+                for i, p in enumerate(e["params"]):
+                    if "scalar" in p:  # decode attention's kv_len
+                        args.append([t])
+                        continue
+                    shape = [t if d == "T" else d for d in p["shape"]]
+                    key = (tuple(shape), p["dtype"])
+                    if key not in host:
+                        host[key] = _random(shape, p["dtype"], rng)
+                    a = host[key]
+                    copies = max(1, min(MAX_COPIES, ROTATE_BYTES // (a.nbytes * len(e["rotate"])))) \
+                        if i in e["rotate"] else 1
+                    args.append([rt.tensor(a, dev) for _ in range(copies)])
+                calls = [[a[j % len(a)] for a in args] for j in range(max(len(a) for a in args))]
+
+                def run(n: int) -> float:
+                    s = time.perf_counter()
+                    for j in range(n):
+                        f(*calls[j % len(calls)])
+                    dev.sync()
+                    return (time.perf_counter() - s) / n
+
+                run(3)
+                reps = int(min(3000, max(10, 0.03 / max(run(5), 1e-7))))
+                row["us"] = 1e6 * min(run(reps) for _ in range(3))
+                row["calls"] = reps
+                if e["op"] == "attention":  # K and V rows read: t keys x kv heads x head dim, 2 bytes each
+                    kv = e["params"][1]["shape"]
+                    row["kv_bytes"] = 2 * t * kv[1] * kv[2] * 2
+            except Exception as ex:  # noqa: BLE001  (one failing kernel is a cell, not the end)
+                row["error"] = f"{type(ex).__name__}: {ex}"[:300]
+            res["rows"].append(row)
+            args = calls = None
+        if save is not None:
+            save(res)
+    res["wall_s"] = round(time.monotonic() - t0, 1)
+    return res
+
+
+def table(res: dict) -> str:
+    """One line per (preset, projection, T): µs per variant; the fastest marked *, and the
+    throughput of ours (TFLOP/s of the useful 2 T N K flops for T > 1, weight GB/s for T = 1)."""
+    rows = res.get("rows", [])
+    if not rows:
+        return "kernels: nothing measured" + (f" ({res['error']})" if res.get("error") else "")
+    variants: list[str] = []
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        if r["variant"] not in variants:
+            variants.append(r["variant"])
+        cells.setdefault((r["preset"], r["op"], r["n"], r["k"], r["t"]), {})[r["variant"]] = r
+    head = ["preset", "linear", "N x K", "T"] + [f"{v} µs" for v in variants] + ["ours"]
+    lines = [head]
+    for (preset, op, n, k, t), by in cells.items():
+        times = {v: r["us"] for v, r in by.items() if "us" in r}
+        best = min(times.values()) if times else None
+        line = [preset, op, f"{n}x{k}", str(t)]
+        for v in variants:
+            r = by.get(v)
+            if r is None:
+                line.append("")
+            elif "us" not in r:
+                line.append("error")
+            else:
+                line.append(f"{r['us']:.1f}" + ("*" if r["us"] == best else ""))
+        ours = times.get("ours")
+        if ours is None:
+            line.append("")
+        elif op == "attention":  # n heads of k dims, over t keys: K and V read once per kv head
+            line.append(f"{by['ours'].get('kv_bytes', 0) / (ours * 1e-6) / 1e9:.0f} GB/s")
+        elif op == "prefill attention":  # causal: q k^T and p v over half of the t x t pairs
+            line.append(f"{2 * t * t * n * k / (ours * 1e-6) / 1e12:.1f} TFLOP/s")
+        elif t == 1:
+            line.append(f"{2 * n * k / (ours * 1e-6) / 1e9:.0f} GB/s")
+        else:
+            line.append(f"{2 * t * n * k / (ours * 1e-6) / 1e12:.1f} TFLOP/s")
+        lines.append(line)
+    widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
+    text = ["  ".join(c.rjust(w) if j >= 3 else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
+            for row in lines]
+    text.insert(1, "-" * len(text[0]))
+    errors = [f"{r['preset']} {r['op']} {r['variant']} T={r['t']}: {r['error']}" for r in rows if "error" in r]
+    note = (f"{res['skipped']} entries skipped (time budget). " if res.get("skipped") else "") + \
+        "* = fastest; ours = TFLOP/s of 2 T N K (T > 1), bf16 weight GB/s (T = 1) or K and V GB/s " \
+        "(attention: N query heads of K dims over T cached keys; prefill attention: TFLOP/s of its " \
+        "2 T^2 N K causal flops), launch included."
+    return "\n".join(text + [note] + errors[:10])
