@@ -1,16 +1,18 @@
-"""What can be measured of this session's CUDA kernels without a GPU: ptxas resource use
-(sm_90a, via nvcc) and, for the split tensor-core GEMM, its accuracy when its loop nest runs
-serially on the CPU (tests/cuda_emulation.py).
+"""What can be measured of our CUDA kernels without a GPU: ptxas resource use (sm_90a, via
+nvcc) and, for the split tensor-core GEMM and the tensor-core prefill attention, their accuracy
+when their loop nests run serially on the CPU (tests/cuda_emulation.py; the bf16 splits rounded
+as on the GPU).
 
     python bench/cuda_offline.py
 
 Prints, for the tensor-core linear with bf16 and fp16 weights at Qwen3-0.6B shapes (64x64
 tiles: N=1024, K=2048, split-K as the model compiles it and unsliced; 128x128: the LM head,
-N=151936, K=1024) and for `top_candidates`
-(151,936 logits) and the decode GEMV with its fused prologues: registers, spills and static
-shared memory per kernel. Then the emulated
-relative error at K=72, N=200, T=1/7/130 against float64 math, beside rounding x and w to
-bf16 once (what one bf16 product would give).
+N=151936, K=1024), for prefill attention at Qwen3-0.6B's heads (ours on CUDA cores, and on
+tensor cores), for `top_candidates` (151,936 logits) and the decode GEMV with its fused
+prologues: registers, spills and static shared memory per kernel. Then the emulated relative
+error against float64 math of the GEMM at K=72, N=200, T=1/7/130, beside rounding x and w to
+bf16 once (what one bf16 product would give), of its split-K form, and of the tensor-core
+attention.
 """
 from __future__ import annotations
 
@@ -65,6 +67,12 @@ def main() -> None:
             form = " (unsliced)" if cap == 1 else " (split-K: GEMM, sum)" if n == 1024 else ""
             print(f"  linear {wd} N={n} K={k}{form}: " + "; ".join(ptxas(f)))
     print("  top_candidates V=151936: " + "; ".join(ptxas(top_candidates(151936))))
+    from inference_pio.schedules.cuda.attention import _flash_kernel
+    from inference_pio.schedules.cuda.flash_tc import flash_tc_kernel
+
+    dims = (16, 8, 128, 128, 4096, ("float32", "bfloat16", "bfloat16", "float32"), 128 ** -0.5)
+    print("  prefill attention, CUDA cores (ours), 0.6B heads: " + "; ".join(ptxas(_flash_kernel(*dims, causal=True))))
+    print("  prefill attention, tensor cores (flash_tc), 0.6B heads: " + "; ".join(ptxas(flash_tc_kernel(*dims))))
     one = tirx.IntImm("int64", 1)
     for label, n, k, kw in (("q+k+v, rms_norm fused, 0.6B", 4096, 1024, dict(norm=True)),
                             ("down, swiglu fused, 0.6B", 1024, 3072, dict(act="swiglu", residual=True)),
@@ -95,6 +103,20 @@ def main() -> None:
         got = cuda_emulation.run(f, x, w, np.zeros((t, 200), np.float32))[-1].astype(np.float64)
         ref = _reference(x, w, None, None, None)
         print(f"  bfloat16 T={t}: {np.abs(got - ref).max() / np.abs(ref).max():.1e}")
+    print("emulated relative error, tensor-core prefill attention (6 heads on 2, head dim 48; T new rows "
+          "after kv_len - T cached; bf16 cache)")
+    from test_cuda_attention import reference
+
+    rng = np.random.default_rng(2)
+    bf = ml_dtypes.bfloat16
+    with untensorized():
+        f = flash_tc_kernel(6, 2, 48, 48, 160, ("float32", "bfloat16", "bfloat16", "float32"), 0.3)
+    for t, kv_len in ((5, 90), (70, 150)):
+        q = (rng.standard_normal((t, 6, 48)) * 2).astype(np.float32)
+        kc, vc = rng.standard_normal((160, 2, 48)).astype(bf), rng.standard_normal((160, 2, 48)).astype(bf)
+        got = cuda_emulation.run(f, q, kc, vc, np.zeros((t, 6, 48), np.float32), kv_len)[3]
+        ref = reference(q, kc.astype(np.float32), vc.astype(np.float32), kv_len, 0.3)
+        print(f"  T={t} kv_len={kv_len}: {np.abs(got - ref).max() / np.abs(ref).max():.1e}")
 
 
 if __name__ == "__main__":

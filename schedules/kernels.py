@@ -88,7 +88,7 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
 
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
                  out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None,
-                 slices: tuple[tirx.PrimExpr, int] | None = None) -> te.Tensor:
+                 slices: tuple[tirx.PrimExpr, int] | None = None, bit_round: bool = False) -> te.Tensor:
     """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX) of dtype ``dt``
     (default: w's). x (fp32) is split into hi = dt(x) and lo = dt(x - hi), and the products
     run over a longer reduction, ``parts`` x K:
@@ -113,7 +113,11 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     (count, T, L) and (count, N, L), L = parts x Kp / count, "matmul" is the batched product
     (count, T, N) of partial sums, and a spatial block "slice_sum" adds them up with the
     epilogue (split-K: a schedule spreads the slices over more thread blocks where T x N alone
-    gives too few)."""
+    gives too few).
+
+    ``bit_round`` rounds to ``dt`` with integer operations (round to nearest even), for running
+    the kernel on a CPU: TVM's bf16 legalization for LLVM computes in fp32 and drops an
+    fp32 -> bf16 -> fp32 round trip, which would make hi = x and lo = 0 there."""
     t, kk, n = x.shape[0], int(w.shape[1]), w.shape[0]
     dt = dt or w.dtype
     if w.dtype != dt and (w.dtype, dt) != ("float16", BF16):
@@ -130,9 +134,20 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     def guarded(v, k):
         return v if kp == kk else tirx.if_then_else(k < kk, v, zero)
 
+    def to_dt(v):  # v (fp32) rounded to dt
+        if not bit_round:
+            return v.astype(dt)
+        if dt != BF16:
+            raise ValueError("bit_round is implemented for bfloat16 only")
+        u = tirx.reinterpret("uint32", v)
+        u = (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
+            & tirx.const(0xFFFF0000, "uint32")
+        return tirx.reinterpret(F32, u).astype(dt)
+
     def hi_lo(v, lo):  # v's dt part, or the dt remainder (v fp32, or fp16 and exactly a dt pair)
-        hi = v.astype(dt)
-        return tirx.if_then_else(lo, (v.astype(F32) - hi.astype(F32)).astype(dt), hi)
+        v = v.astype(F32)
+        hi = to_dt(v)
+        return tirx.if_then_else(lo, to_dt(v - hi.astype(F32)), hi)
 
     def x_part(i, r):
         return guarded(hi_lo(xf(i, src(r)), r // tile % parts == 1), src(r))

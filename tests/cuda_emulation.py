@@ -7,7 +7,10 @@ running each such loop to completion before the next is what the barriers guaran
 "global", and the result compiles for llvm. Cross-thread reductions become plain
 reductions. What this cannot check: tensor-core intrinsics (the tensor-core GEMM is
 emulated with its 16x16 tiles left as loops, `schedules.cuda.matmul.untensorized`),
-warp-level primitives written by hand, and timing. TVM 0.27's Python API has no statement mutator, so
+warp-level primitives written by hand, and timing. Nor does a cast to bf16 round on llvm when
+its result is computed with in fp32 (TVM's bf16 legalization drops the round trip): kernels
+that depend on that rounding must round explicitly when emulated (`kernels.linear_split`'s
+``bit_round``, which `untensorized` turns on). TVM 0.27's Python API has no statement mutator, so
 this goes through the printed TVMScript.
 """
 from __future__ import annotations

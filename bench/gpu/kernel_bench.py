@@ -10,12 +10,14 @@ Rows are (preset, projection, T). T = 1 is decode's GEMV, with the rms_norm or s
 decode fuses into it; T > 1 is the prefill GEMM (swiglu fused into the down projection).
 dlight's variants get the plain linear (with the residual, without a fused prologue): with one
 it falls to slow generic rules, which is why the models do not fuse it there either. For decode
-attention, T is the number of keys in a bf16 cache of 4096 rows; prefill attention (flash, on
-CUDA cores) takes T new rows into an empty cache. Each cell is the time of one
+attention, T is the number of keys in a bf16 cache of 4096 rows; prefill attention takes T new
+rows into an empty cache, ours (flash, on CUDA cores) and on tensor cores
+(schedules/cuda/flash_tc.py, not yet the default: this table decides). Each cell is the time of one
 call: the minimum over 3 repeats of the mean of back-to-back calls, with the weights (the
 cache) rotating through copies that together exceed the L2 cache, so that they come from HBM.
 Back-to-back launches from Python cost a few µs each, so a kernel shorter than that shows the
-launch rate; inside decode's CUDA graph it would not.
+launch rate; inside decode's CUDA graph it would not. Every variant's output is also compared
+with ours' on the same inputs, so a kernel that is fast but wrong shows.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ CACHE_ROWS = 4096
 ROTATE_BYTES = 256 << 20  # > 2x the L2 of an H100 (50 MB) or H200 (60 MB)
 MAX_COPIES = 16
 BF16 = "bfloat16"
+DIFF_TOL = 1e-3  # a variant's output against ours' (relative to its largest value) beyond this is flagged
 
 
 def projections(cfg: dict) -> list[tuple[str, int, int, dict | None, dict]]:
@@ -108,9 +111,12 @@ def _prefill_attention(cfg: dict) -> list[tuple[str, Any, tuple]]:
     """Prefill's flash attention over the cache, T new rows after an empty cache (kv_len = T)."""
     attn = importlib.import_module("inference_pio.schedules.cuda.attention")
     d = cfg["head_dim"]
-    f = attn._flash_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
-                           ("float32", BF16, BF16, "float32"), d ** -0.5, causal=True)
-    return [("ours", f, PREFILL_T)]
+    from inference_pio.schedules.cuda.flash_tc import flash_tc_kernel
+
+    dims = (cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
+            ("float32", BF16, BF16, "float32"), d ** -0.5)
+    return [("ours", attn._flash_kernel(*dims, causal=True), PREFILL_T),
+            ("tensor cores", flash_tc_kernel(*dims), PREFILL_T)]
 
 
 def _decode_attention(attn, cfg: dict):
@@ -120,21 +126,45 @@ def _decode_attention(attn, cfg: dict):
 
 
 def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tuple[str, Any, tuple]]:
-    """The dry run's stand-in: the same signatures, unscheduled (only the machinery is rehearsed)."""
+    """The dry run's stand-in: the plain kernel as "ours", and our CUDA schedule with its thread
+    loops serial (tests/cuda_emulation.py) as a variant, so that the comparison of outputs runs."""
     from tvm import tirx
 
+    import cuda_emulation
+    from inference_pio.schedules.cuda.gemv import gemv
+    from inference_pio.schedules.cuda.matmul import tensor_core_linear, untensorized
+    from inference_pio.targets import resolve
     from test_cuda_matmul import _linear_func
 
-    out = [("plain", _linear_func(n, k, BF16, **prefill), (16, 64))] if prefill is not None else []
-    return out + [("plain", _linear_func(n, k, BF16, t=tirx.IntImm("int64", 1), **decode), (1,))]
+    cuda, out = resolve({"kind": "cuda", "arch": "sm_90a"}), []
+    if prefill is not None:
+        f = _linear_func(n, k, BF16, **prefill)
+        with untensorized():
+            tc = tensor_core_linear(f, cuda)
+        out += [("ours", f, (16, 64)), ("cuda, serial", cuda_emulation.serialize(tc), (16, 64))]
+    f = _linear_func(n, k, BF16, t=tirx.IntImm("int64", 1), **decode)
+    out.append(("ours", f, (1,)))
+    sch = gemv(f, cuda)
+    if sch is not None:
+        out.append(("cuda, serial", cuda_emulation.serialize(sch.mod["main"]), (1,)))
+    return out
 
 
 def _attention_cpu(cfg: dict) -> list[tuple[str, Any, tuple]]:
-    """The dry run's stand-in: our CUDA decode kernel with its thread loops serial."""
+    """The dry run's stand-in: our CUDA decode kernel with its thread loops serial (and with half
+    the keys per block)."""
     import cuda_emulation
 
     attn = importlib.import_module("inference_pio.schedules.cuda.attention")
-    return [("serial", cuda_emulation.serialize(_decode_attention(attn, cfg)), (16, 100))]
+    saved, out = attn.KC, []
+    try:
+        for kc in (saved, saved // 2):
+            attn.KC = kc
+            out.append(("ours" if kc == saved else f"{kc} keys/block",
+                        cuda_emulation.serialize(_decode_attention(attn, cfg)), (16, 100)))
+    finally:
+        attn.KC = saved
+    return out
 
 
 def _params(func) -> list[dict]:
@@ -216,6 +246,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
     t0 = time.monotonic()
     res: dict[str, Any] = {"rows": [], "skipped": 0}
     host: dict[tuple, Any] = {}  # numpy inputs by (shape, dtype), shared between entries
+    refs: dict[tuple, tuple] = {}  # (preset, op, T) -> ours' parameters and output
     for e in entries:
         if time.monotonic() - t0 > budget_s:
             res["skipped"] += 1
@@ -253,6 +284,15 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                 if e["op"] == "attention":  # K and V rows read: t keys x kv heads x head dim, 2 bytes each
                     kv = e["params"][1]["shape"]
                     row["kv_bytes"] = 2 * t * kv[1] * kv[2] * 2
+                # the output (the last buffer) against ours' on the same inputs: every variant must agree
+                got = args[max(i for i, p in enumerate(e["params"]) if "scalar" not in p)][0].numpy()
+                got = got.astype(np.float32)
+                key = (e["preset"], e["op"], t)
+                if e["variant"] == "ours":
+                    refs[key] = (e["params"], got)
+                elif key in refs and refs[key][0] == e["params"]:
+                    ref = refs[key][1]
+                    row["diff"] = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-30))
             except Exception as ex:  # noqa: BLE001  (one failing kernel is a cell, not the end)
                 row["error"] = f"{type(ex).__name__}: {ex}"[:300]
             res["rows"].append(row)
@@ -275,7 +315,7 @@ def table(res: dict) -> str:
         if r["variant"] not in variants:
             variants.append(r["variant"])
         cells.setdefault((r["preset"], r["op"], r["n"], r["k"], r["t"]), {})[r["variant"]] = r
-    head = ["preset", "linear", "N x K", "T"] + [f"{v} µs" for v in variants] + ["ours"]
+    head = ["preset", "linear", "N x K", "T"] + [f"{v} µs" for v in variants] + ["ours", "diff"]
     lines = [head]
     for (preset, op, n, k, t), by in cells.items():
         times = {v: r["us"] for v, r in by.items() if "us" in r}
@@ -300,14 +340,19 @@ def table(res: dict) -> str:
             line.append(f"{2 * n * k / (ours * 1e-6) / 1e9:.0f} GB/s")
         else:
             line.append(f"{2 * t * n * k / (ours * 1e-6) / 1e12:.1f} TFLOP/s")
+        diffs = [r["diff"] for r in by.values() if "diff" in r]
+        line.append(f"{max(diffs):.0e}" if diffs else "")
         lines.append(line)
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     text = ["  ".join(c.rjust(w) if j >= 3 else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
             for row in lines]
     text.insert(1, "-" * len(text[0]))
     errors = [f"{r['preset']} {r['op']} {r['variant']} T={r['t']}: {r['error']}" for r in rows if "error" in r]
+    errors += [f"DIFFERS from ours: {r['preset']} {r['op']} {r['variant']} T={r['t']}: {r['diff']:.1e}"
+               for r in rows if r.get("diff", 0) > DIFF_TOL]
     note = (f"{res['skipped']} entries skipped (time budget). " if res.get("skipped") else "") + \
         "* = fastest; ours = TFLOP/s of 2 T N K (T > 1), bf16 weight GB/s (T = 1) or K and V GB/s " \
         "(attention: N query heads of K dims over T cached keys; prefill attention: TFLOP/s of its " \
-        "2 T^2 N K causal flops), launch included."
+        "2 T^2 N K causal flops), launch included; diff = the largest relative difference of a variant's " \
+        "output from ours' on the same inputs (those with the same parameters)."
     return "\n".join(text + [note] + errors[:10])

@@ -4,7 +4,8 @@ loads for one-row linears, KV-cache appends (with Qwen3's key norm and rotary fu
 sampler. The baseline
 for everything else is TVM's dlight rule list (GEMV for decode, Matmul for prefill,
 reductions, then a thread-binding fallback), tried in order on each kernel after the
-op-specific rules."""
+op-specific rules. `flash_tc.py` (prefill attention on tensor cores) is a candidate that
+bench/gpu/kernel_bench.py times against ours; no rule picks it yet."""
 from __future__ import annotations
 
 from tvm import s_tir, tirx

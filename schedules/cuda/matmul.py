@@ -2,8 +2,8 @@
 
 Tensor cores multiply 16-bit inputs and accumulate in fp32; our activations are fp32. The
 kernel is `kernels.linear_split`: x = hi + lo, both bf16, against the same weights, which
-keeps the result at fp32's accuracy (2^-16 of |x| per product instead of 2^-8) for twice the
-multiplies, still far cheaper than fp32 FMAs. fp16 weights are split the same way while they
+carries x to within 2^-16 of |x| per product instead of bf16's 2^-8 (fp32's is 2^-24) for twice
+the multiplies, still far cheaper than fp32 FMAs. fp16 weights are split the same way while they
 are staged (w = w_hi + w_lo in bf16, exactly), for three products instead of two: x stays in
 bf16 parts because fp16's range cannot hold every fp32 activation. The schedule is WMMA
 16x16x16 (bf16 x bf16 -> fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which
@@ -196,7 +196,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     most = slices_for(int(n), (2 if w.dtype == BF16 else 3) * -(-int(k) // 16) * 16, tiles, max_slices)
     slices = (slice_count(_i64(t), int(n), tiles, most), most) if most > 1 else None
     y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
-                     slices=slices)
+                     slices=slices, bit_round=not _TENSORIZE)  # (emulated on a CPU: see linear_split)
     sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE)
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 

@@ -1,0 +1,267 @@
+"""Prefill attention over a bf16 KV cache on tensor cores (WMMA 16x16x16): a variant of
+`attention._flash_kernel` under evaluation (bench/gpu/kernel_bench.py times both), not yet
+what the rules pick.
+
+A block computes BQ = 64 query rows of one head with 4 warps, 16 rows each; key tiles of BK = 64
+rows stream through shared memory with an online softmax, as in the CUDA-core kernel, but
+both products run on tensor cores:
+
+    S (16 x BK per warp) = Q K^T     q is fp32: split into bf16 hi + lo (two products), as
+                                     the tensor-core GEMM does; K is bf16 already (the cache)
+    P = exp(S - m)                   by the lanes: lane pairs share a row, 32 keys each
+    O += P V                         P in [0, 1] split into bf16 hi + lo (two products); V bf16
+
+The fragments' layout is opaque, so S and P V go through shared memory (one fp32 scratch tile)
+and each lane keeps half a row of O in registers, rescaled there. With `matmul.untensorized()`
+the fragment operations are plain loops over 16 x 16 tiles (and the bf16 splits round with
+integer operations), so the kernel runs serially on the CPU (tests/cuda_emulation.py).
+"""
+from __future__ import annotations
+
+from tvm import tirx
+
+from ..kernels import attention_tir
+
+F32, BF16 = "float32", "bfloat16"
+BQ, BK, WARPS = 64, 64, 4
+THREADS = 32 * WARPS
+NEG = -3.0e38
+
+
+def supported(d: int, dv: int, dtypes: tuple[str, ...]) -> bool:
+    qdt, kdt, vdt, odt = dtypes
+    return qdt == F32 and kdt == vdt == BF16 and d % 16 == 0 and dv % 16 == 0 and dv <= 128
+
+
+def _to_bf16(v, exact_bits: bool):
+    """fp32 ``v`` rounded to bf16 (to nearest even); with ``exact_bits`` by integer operations
+    (on LLVM, TVM drops an fp32 -> bf16 -> fp32 round trip)."""
+    if not exact_bits:
+        return v.astype(BF16)
+    u = tirx.reinterpret("uint32", v)
+    u = (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
+        & tirx.const(0xFFFF0000, "uint32")
+    return tirx.reinterpret(F32, u).astype(BF16)
+
+
+def _fragment_ops(tensorize: bool):
+    """(fill, load_a, load_b_col, load_b_row, mma, store) as T.macros: WMMA intrinsics, or loops.
+    load_a(frag, src, r0, c0, ld): A (16 x 16) = src[r0:+16, c0:+16];
+    load_b_col: B (k, n) = src[r0 + n, c0 + k]; load_b_row: B (k, n) = src[r0 + k, c0 + n];
+    mma(acc, j, a, b): accumulator j += A B; store(dst, r0, c0, ld, acc, j): dst[r0:+16, c0:+16] = acc j."""
+    from tvm.script import tirx as T
+
+    if tensorize:
+        @T.macro
+        def fill(acc, j):
+            T.evaluate(T.tvm_fill_fragment(acc.data, 16, 16, 16, j, T.float32(0)))
+
+        @T.macro
+        def load_a(frag, src, r0, c0, ld):
+            T.evaluate(T.tvm_load_matrix_sync(frag.data, 16, 16, 16, 0, T.tvm_access_ptr(
+                T.type_annotation("bfloat16"), src.data, r0 * ld + c0, 16 * ld, 1), ld, "row_major"))
+
+        @T.macro
+        def load_b_col(frag, src, r0, c0, ld):
+            T.evaluate(T.tvm_load_matrix_sync(frag.data, 16, 16, 16, 0, T.tvm_access_ptr(
+                T.type_annotation("bfloat16"), src.data, r0 * ld + c0, 16 * ld, 1), ld, "col_major"))
+
+        @T.macro
+        def load_b_row(frag, src, r0, c0, ld):
+            T.evaluate(T.tvm_load_matrix_sync(frag.data, 16, 16, 16, 0, T.tvm_access_ptr(
+                T.type_annotation("bfloat16"), src.data, r0 * ld + c0, 16 * ld, 1), ld, "row_major"))
+
+        @T.macro
+        def mma(acc, j, a, b):
+            T.evaluate(T.tvm_mma_sync(acc.data, j, a.data, 0, b.data, 0, acc.data, j))
+
+        @T.macro
+        def store(dst, r0, c0, ld, acc, j):
+            T.evaluate(T.tvm_store_matrix_sync(acc.data, 16, 16, 16, j, T.tvm_access_ptr(
+                T.type_annotation("float32"), dst.data, r0 * ld + c0, 16 * ld, 2), ld, "row_major"))
+
+        return fill, load_a, load_b_col, load_b_row, mma, store
+
+    @T.macro
+    def fill(acc, j):
+        for i, n in T.grid(16, 16):
+            acc[i, j * 16 + n] = T.float32(0)
+
+    @T.macro
+    def load_a(frag, src, r0, c0, ld):
+        for i, k in T.grid(16, 16):
+            frag[i, k] = src[r0 + i, c0 + k]
+
+    @T.macro
+    def load_b_col(frag, src, r0, c0, ld):
+        for k, n in T.grid(16, 16):
+            frag[k, n] = src[r0 + n, c0 + k]
+
+    @T.macro
+    def load_b_row(frag, src, r0, c0, ld):
+        for k, n in T.grid(16, 16):
+            frag[k, n] = src[r0 + k, c0 + n]
+
+    @T.macro
+    def mma(acc, j, a, b):
+        for i, n, k in T.grid(16, 16, 16):
+            acc[i, j * 16 + n] = acc[i, j * 16 + n] + T.Cast(F32, a[i, k]) * T.Cast(F32, b[k, n])
+
+    @T.macro
+    def store(dst, r0, c0, ld, acc, j):
+        for i, n in T.grid(16, 16):
+            dst[r0 + i, c0 + n] = acc[i, j * 16 + n]
+
+    return fill, load_a, load_b_col, load_b_row, mma, store
+
+
+def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
+                    scale: float, causal: bool = True) -> tirx.PrimFunc:
+    """cache_attention(q, kc, vc, out, kv_len) for T query rows over cache rows [0, kv_len)."""
+    from tvm.script import tirx as T
+
+    from .matmul import _TENSORIZE as tensorize
+
+    qdt, kdt, vdt, odt = dtypes
+    assert supported(d, dv, dtypes), (d, dv, dtypes)
+    g = hq // hkv
+    fill, load_a, load_b_col, load_b_row, mma, store = _fragment_ops(tensorize)
+    sa, sb, sc_ = ("wmma.matrix_a", "wmma.matrix_b", "wmma.accumulator") if tensorize else ("local",) * 3
+    lq, lv, lp = d + 8, dv + 8, BK + 8          # shared rows padded (bank conflicts; WMMA needs ld % 8 == 0)
+    ls = max(BK, dv) + 4                        # the fp32 scratch: S, then P V
+    nacc = max(BK, dv) // 16
+    half_k, half_v = BK // 2, dv // 2
+    exact = not tensorize
+
+    def bf(v):
+        return _to_bf16(v, exact)
+
+    def last_key(s, t, i0):
+        return T.min(s, i0 + BQ + s - t) if causal else s
+
+    def visible(j, i, s, t):
+        return tirx.all(j < s, j <= i + s - t) if causal else j < s
+
+    @T.macro
+    def body(q, kc, vc, out, t, s):
+        for bx in T.thread_binding(hq * ((t + BQ - 1) // BQ), thread="blockIdx.x"):
+            with T.sblock("tile"):
+                T.reads()
+                T.writes()
+                qh = T.sblock_alloc_buffer((BQ, lq), BF16, scope="shared.dyn")
+                ql = T.sblock_alloc_buffer((BQ, lq), BF16, scope="shared.dyn")
+                ks = T.sblock_alloc_buffer((BK, lq), BF16, scope="shared.dyn")
+                vs = T.sblock_alloc_buffer((BK, lv), BF16, scope="shared.dyn")
+                sc = T.sblock_alloc_buffer((BQ, ls), F32, scope="shared.dyn")
+                # static, not in the dynamic pool: TVM's barrier placement cannot tell buffers of one
+                # pool apart, and would put barriers inside the softmax's loops (reads of sc, writes of P)
+                ph = T.sblock_alloc_buffer((BQ, lp), BF16, scope="shared")
+                pl = T.sblock_alloc_buffer((BQ, lp), BF16, scope="shared")
+                pm = T.sblock_alloc_buffer((BQ, 2), F32, scope="shared")
+                fa_hi = T.sblock_alloc_buffer((16, 16), BF16, scope=sa)
+                fa_lo = T.sblock_alloc_buffer((16, 16), BF16, scope=sa)
+                fbk = T.sblock_alloc_buffer((16, 16), BF16, scope=sb)
+                fbv = T.sblock_alloc_buffer((16, 16), BF16, scope=sb)
+                acc = T.sblock_alloc_buffer((16, nacc * 16), F32, scope=sc_)
+                o = T.sblock_alloc_buffer((THREADS, half_v), F32, scope="local")
+                m = T.sblock_alloc_buffer((THREADS,), F32, scope="local")
+                lsum = T.sblock_alloc_buffer((THREADS,), F32, scope="local")
+                red = T.sblock_alloc_buffer((THREADS, 3), F32, scope="local")
+                h = bx % hq
+                i0 = bx // hq * BQ
+                for it in range((BQ * d + THREADS - 1) // THREADS):  # Q, scaled, as bf16 hi + lo
+                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                        for tx in T.thread_binding(32, thread="threadIdx.x"):
+                            if (it * THREADS + ty * 32 + tx) < BQ * d:
+                                red[ty * 32 + tx, 2] = T.Cast(F32, q[T.min(i0 + (it * THREADS + ty * 32 + tx) // d,
+                                                                           t - 1), h, (it * THREADS + ty * 32 + tx) % d]
+                                                              ) * T.float32(scale)
+                                qh[(it * THREADS + ty * 32 + tx) // d, (it * THREADS + ty * 32 + tx) % d] = bf(
+                                    red[ty * 32 + tx, 2])
+                                ql[(it * THREADS + ty * 32 + tx) // d, (it * THREADS + ty * 32 + tx) % d] = bf(
+                                    red[ty * 32 + tx, 2] - T.Cast(F32, bf(red[ty * 32 + tx, 2])))
+                for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                    for tx in T.thread_binding(32, thread="threadIdx.x"):
+                        m[ty * 32 + tx] = T.float32(NEG)
+                        lsum[ty * 32 + tx] = T.float32(0)
+                        for c in T.unroll(half_v):
+                            o[ty * 32 + tx, c] = T.float32(0)
+                for kb in range((last_key(s, t, i0) + BK - 1) // BK):
+                    for it in range((BK * d + THREADS - 1) // THREADS):
+                        for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                            for tx in T.thread_binding(32, thread="threadIdx.x"):
+                                if (it * THREADS + ty * 32 + tx) < BK * d:
+                                    ks[(it * THREADS + ty * 32 + tx) // d, (it * THREADS + ty * 32 + tx) % d] = kc[
+                                        T.min(kb * BK + (it * THREADS + ty * 32 + tx) // d, s - 1), h // g,
+                                        (it * THREADS + ty * 32 + tx) % d]
+                    for it in range((BK * dv + THREADS - 1) // THREADS):
+                        for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                            for tx in T.thread_binding(32, thread="threadIdx.x"):
+                                if (it * THREADS + ty * 32 + tx) < BK * dv:
+                                    vs[(it * THREADS + ty * 32 + tx) // dv, (it * THREADS + ty * 32 + tx) % dv] = vc[
+                                        T.min(kb * BK + (it * THREADS + ty * 32 + tx) // dv, s - 1), h // g,
+                                        (it * THREADS + ty * 32 + tx) % dv]
+                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # S = Q K^T, per warp
+                        for j in range(BK // 16):
+                            fill(acc, j)
+                        for e in range(d // 16):
+                            load_a(fa_hi, qh, ty * 16, e * 16, lq)
+                            load_a(fa_lo, ql, ty * 16, e * 16, lq)
+                            for j in range(BK // 16):
+                                load_b_col(fbk, ks, j * 16, e * 16, lq)
+                                mma(acc, j, fa_hi, fbk)
+                                mma(acc, j, fa_lo, fbk)
+                        for j in range(BK // 16):
+                            store(sc, ty * 16, j * 16, ls, acc, j)
+                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # masked row maxima, half rows
+                        for tx in T.thread_binding(32, thread="threadIdx.x"):
+                            red[ty * 32 + tx, 0] = T.float32(NEG)
+                            for c in range(half_k):
+                                red[ty * 32 + tx, 0] = T.max(red[ty * 32 + tx, 0], T.if_then_else(
+                                    visible(kb * BK + tx % 2 * half_k + c, i0 + ty * 16 + tx // 2, s, t),
+                                    sc[ty * 16 + tx // 2, tx % 2 * half_k + c], T.float32(NEG)))
+                            pm[ty * 16 + tx // 2, tx % 2] = red[ty * 32 + tx, 0]
+                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # online softmax, P as hi + lo
+                        for tx in T.thread_binding(32, thread="threadIdx.x"):
+                            red[ty * 32 + tx, 1] = T.max(m[ty * 32 + tx], T.max(pm[ty * 16 + tx // 2, 0],
+                                                                                pm[ty * 16 + tx // 2, 1]))
+                            red[ty * 32 + tx, 0] = T.exp(m[ty * 32 + tx] - red[ty * 32 + tx, 1])  # rescale
+                            m[ty * 32 + tx] = red[ty * 32 + tx, 1]
+                            lsum[ty * 32 + tx] = lsum[ty * 32 + tx] * red[ty * 32 + tx, 0]
+                            for c in range(half_k):  # p = 0 where masked
+                                red[ty * 32 + tx, 2] = T.if_then_else(
+                                    visible(kb * BK + tx % 2 * half_k + c, i0 + ty * 16 + tx // 2, s, t),
+                                    T.exp(sc[ty * 16 + tx // 2, tx % 2 * half_k + c] - m[ty * 32 + tx]), T.float32(0))
+                                ph[ty * 16 + tx // 2, tx % 2 * half_k + c] = bf(red[ty * 32 + tx, 2])
+                                pl[ty * 16 + tx // 2, tx % 2 * half_k + c] = bf(
+                                    red[ty * 32 + tx, 2] - T.Cast(F32, bf(red[ty * 32 + tx, 2])))
+                                lsum[ty * 32 + tx] = lsum[ty * 32 + tx] + red[ty * 32 + tx, 2]
+                            for c in T.unroll(half_v):
+                                o[ty * 32 + tx, c] = o[ty * 32 + tx, c] * red[ty * 32 + tx, 0]
+                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # P V, per warp
+                        for c in range(dv // 16):
+                            fill(acc, c)
+                        for kk in range(BK // 16):
+                            load_a(fa_hi, ph, ty * 16, kk * 16, lp)
+                            load_a(fa_lo, pl, ty * 16, kk * 16, lp)
+                            for c in range(dv // 16):
+                                load_b_row(fbv, vs, kk * 16, c * 16, lv)
+                                mma(acc, c, fa_hi, fbv)
+                                mma(acc, c, fa_lo, fbv)
+                        for c in range(dv // 16):
+                            store(sc, ty * 16, c * 16, ls, acc, c)
+                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                        for tx in T.thread_binding(32, thread="threadIdx.x"):
+                            for c in T.unroll(half_v):
+                                o[ty * 32 + tx, c] = o[ty * 32 + tx, c] + sc[ty * 16 + tx // 2, tx % 2 * half_v + c]
+                for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # the row sums of the two halves
+                    for tx in T.thread_binding(32, thread="threadIdx.x"):
+                        pm[ty * 16 + tx // 2, tx % 2] = lsum[ty * 32 + tx]
+                for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                    for tx in T.thread_binding(32, thread="threadIdx.x"):
+                        if i0 + ty * 16 + tx // 2 < t:
+                            for c in T.unroll(half_v):
+                                out[i0 + ty * 16 + tx // 2, h, tx % 2 * half_v + c] = T.Cast(
+                                    odt, o[ty * 32 + tx, c] / (pm[ty * 16 + tx // 2, 0] + pm[ty * 16 + tx // 2, 1]))
+
+    return attention_tir(body, hq, hkv, d, dv, cache_rows, dtypes, index=lambda x: tirx.Cast("int32", x))
