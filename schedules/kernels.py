@@ -86,6 +86,18 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     return _with_epilogue(acc, extra, bias, residual, out_dtype)
 
 
+def to_bf16(v: tirx.PrimExpr, bit_round: bool = False) -> tirx.PrimExpr:
+    """fp32 ``v`` rounded to bf16 (to nearest even). With ``bit_round`` by integer operations, for
+    kernels run on a CPU: TVM's bf16 legalization for LLVM computes in fp32 and drops an
+    fp32 -> bf16 -> fp32 round trip."""
+    if not bit_round:
+        return v.astype(BF16)
+    u = tirx.reinterpret("uint32", v)
+    u = (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
+        & tirx.const(0xFFFF0000, "uint32")
+    return tirx.reinterpret(F32, u).astype(BF16)
+
+
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
                  out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None,
                  slices: tuple[tirx.PrimExpr, int] | None = None, bit_round: bool = False) -> te.Tensor:
@@ -134,15 +146,11 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     def guarded(v, k):
         return v if kp == kk else tirx.if_then_else(k < kk, v, zero)
 
+    if bit_round and dt != BF16:
+        raise ValueError("bit_round is implemented for bfloat16 only")
+
     def to_dt(v):  # v (fp32) rounded to dt
-        if not bit_round:
-            return v.astype(dt)
-        if dt != BF16:
-            raise ValueError("bit_round is implemented for bfloat16 only")
-        u = tirx.reinterpret("uint32", v)
-        u = (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
-            & tirx.const(0xFFFF0000, "uint32")
-        return tirx.reinterpret(F32, u).astype(dt)
+        return to_bf16(v, bit_round) if dt == BF16 else v.astype(dt)
 
     def hi_lo(v, lo):  # v's dt part, or the dt remainder (v fp32, or fp16 and exactly a dt pair)
         v = v.astype(F32)

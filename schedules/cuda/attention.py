@@ -311,6 +311,19 @@ BQ, BK, TR, TC = 64, 64, 16, 8
 RR, KK = BQ // TR, BK // TC
 
 
+def causal_bounds(causal: bool, rows: int):
+    """For flash kernels over ``rows`` query rows per block, the T rows of q being positions
+    s-T .. s-1: last_key(s, t, i0), the exclusive bound on the keys any row of the block from
+    row i0 sees, and visible(j, i, s, t), whether row i sees key j."""
+    def last_key(s, t, i0):
+        return tirx.min(s, i0 + rows + s - t) if causal else s
+
+    def visible(j, i, s, t):
+        return tirx.all(j < s, j <= i + s - t) if causal else j < s
+
+    return last_key, visible
+
+
 def _flash_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...],
                   scale: float, causal: bool) -> tirx.PrimFunc:
     """cache_rows=None: attention(q, k, v, out) over all S rows of k and v; else
@@ -321,11 +334,7 @@ def _flash_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dt
     g = hq // hkv
     dc = dv // TC
 
-    def last_key(s, t, i0):  # exclusive bound on the keys any row of the block sees
-        return T.min(s, i0 + BQ + s - t) if causal else s
-
-    def visible(j, i, s, t):
-        return tirx.all(j < s, j <= i + s - t) if causal else j < s
+    last_key, visible = causal_bounds(causal, BQ)
 
     @T.macro
     def body(q, kc, vc, out, t, s):

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from tvm import tirx
 
-from ..kernels import attention_tir
+from ..kernels import attention_tir, to_bf16
+from .attention import causal_bounds
 
 F32, BF16 = "float32", "bfloat16"
 BQ, BK, WARPS = 64, 64, 4
@@ -31,17 +32,6 @@ NEG = -3.0e38
 def supported(d: int, dv: int, dtypes: tuple[str, ...]) -> bool:
     qdt, kdt, vdt, odt = dtypes
     return qdt == F32 and kdt == vdt == BF16 and d % 16 == 0 and dv % 16 == 0 and dv <= 128
-
-
-def _to_bf16(v, exact_bits: bool):
-    """fp32 ``v`` rounded to bf16 (to nearest even); with ``exact_bits`` by integer operations
-    (on LLVM, TVM drops an fp32 -> bf16 -> fp32 round trip)."""
-    if not exact_bits:
-        return v.astype(BF16)
-    u = tirx.reinterpret("uint32", v)
-    u = (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
-        & tirx.const(0xFFFF0000, "uint32")
-    return tirx.reinterpret(F32, u).astype(BF16)
 
 
 def _fragment_ops(tensorize: bool):
@@ -134,13 +124,9 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
     exact = not tensorize
 
     def bf(v):
-        return _to_bf16(v, exact)
+        return to_bf16(v, exact)
 
-    def last_key(s, t, i0):
-        return T.min(s, i0 + BQ + s - t) if causal else s
-
-    def visible(j, i, s, t):
-        return tirx.all(j < s, j <= i + s - t) if causal else j < s
+    last_key, visible = causal_bounds(causal, BQ)
 
     @T.macro
     def body(q, kc, vc, out, t, s):

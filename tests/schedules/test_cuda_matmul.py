@@ -61,12 +61,24 @@ def _reference(x, w, b, r, act, g=None):
     (70, 136, 56, False, True, "float32", "swiglu", F16),
 ])
 def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, act, wdtype):
-    import ml_dtypes
-
     with untensorized():
         f = tensor_core_linear(_linear_func(n, k, wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
                                             act=act), CUDA)
     assert f is not None
+    err = _emulated_error(rng, f, t, n, k, bias, residual, out_dtype, act, wdtype)
+    # close to fp32 although the multiplies take bf16: hi + lo carries x to within 2^-16 (the emulation
+    # rounds to bf16 as the GPU does, `linear_split(bit_round=True)`: 2.5e-6 to 3.5e-6 here),
+    # where x's bf16 rounding alone gives ~2e-3 (and, for fp16 weights, w's as much again)
+    assert err <= (1e-2 if out_dtype == BF16 else SPLIT_TOL), err
+
+
+SPLIT_TOL = 1e-5
+
+
+def _emulated_error(rng, f, t, n, k, bias, residual, out_dtype, act, wdtype) -> float:
+    """The emulated linear ``f`` on random inputs, against float64 math: max error / max |ref|."""
+    import ml_dtypes
+
     x = (rng.standard_normal((t, 2 * k if act else k)) * 3).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float16)
     b = rng.standard_normal(n).astype(np.float32)
@@ -75,14 +87,7 @@ def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype
     args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
     got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
     ref = _reference(x, w, b if bias else None, r if residual else None, act)
-    err = np.abs(got - ref).max() / np.abs(ref).max()
-    # close to fp32 although the multiplies take bf16: hi + lo carries x to within 2^-16 (the emulation
-    # rounds to bf16 as the GPU does, `linear_split(bit_round=True)`: 2.5e-6 to 3.5e-6 here),
-    # where x's bf16 rounding alone gives ~2e-3 (and, for fp16 weights, w's as much again)
-    assert err <= (1e-2 if out_dtype == BF16 else SPLIT_TOL), err
-
-
-SPLIT_TOL = 1e-5
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
 
 
 def test_emulated_split_rounds_like_the_gpu(rng):
@@ -148,8 +153,6 @@ def test_split_k_policy_at_qwen3_shapes():
 def test_split_k_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, act, wdtype):
     """The split-K form (few blocks from T and N): partial sums of slices of the reduction,
     then a kernel adding them with the epilogue; the slice count depends on T at run time."""
-    import ml_dtypes
-
     from inference_pio.schedules.cuda.matmul import slices_for, tiles_for
 
     parts = 2 if wdtype == BF16 else 3
@@ -158,15 +161,8 @@ def test_split_k_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, ac
         f = tensor_core_linear(_linear_func(n, k, wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
                                             act=act), CUDA)
     assert "slice_sum" in f.script()
-    x = (rng.standard_normal((t, 2 * k if act else k)) * 3).astype(np.float32)
-    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float16)
-    b = rng.standard_normal(n).astype(np.float32)
-    r = rng.standard_normal((t, n)).astype(np.float32)
-    out = np.zeros((t, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
-    args = [x, w] + ([b] if bias else []) + ([r] if residual else []) + [out]
-    got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
-    ref = _reference(x, w, b if bias else None, r if residual else None, act)
-    assert np.abs(got - ref).max() / np.abs(ref).max() <= (1e-2 if out_dtype == BF16 else SPLIT_TOL)
+    err = _emulated_error(rng, f, t, n, k, bias, residual, out_dtype, act, wdtype)
+    assert err <= (1e-2 if out_dtype == BF16 else SPLIT_TOL), err
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
