@@ -73,6 +73,7 @@ def main() -> None:
     dims = (16, 8, 128, 128, 4096, ("float32", "bfloat16", "bfloat16", "float32"), 128 ** -0.5)
     print("  prefill attention, CUDA cores (ours), 0.6B heads: " + "; ".join(ptxas(_flash_kernel(*dims, causal=True))))
     print("  prefill attention, tensor cores (flash_tc), 0.6B heads: " + "; ".join(ptxas(flash_tc_kernel(*dims))))
+    print("  the same, 8 warps: " + "; ".join(ptxas(flash_tc_kernel(*dims, warps=8))))
     one = tirx.IntImm("int64", 1)
     for label, n, k, kw in (("q+k+v, rms_norm fused, 0.6B", 4096, 1024, dict(norm=True)),
                             ("down, swiglu fused, 0.6B", 1024, 3072, dict(act="swiglu", residual=True)),

@@ -116,7 +116,8 @@ def _prefill_attention(cfg: dict) -> list[tuple[str, Any, tuple]]:
     dims = (cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
             ("float32", BF16, BF16, "float32"), d ** -0.5)
     return [("ours", attn._flash_kernel(*dims, causal=True), PREFILL_T),
-            ("tensor cores", flash_tc_kernel(*dims), PREFILL_T)]
+            ("tensor cores", flash_tc_kernel(*dims), PREFILL_T),
+            ("tensor cores, 8 warps", flash_tc_kernel(*dims, warps=8), PREFILL_T)]
 
 
 def _decode_attention(attn, cfg: dict):

@@ -106,14 +106,16 @@ def _fragment_ops(tensorize: bool):
 
 
 def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
-                    scale: float, causal: bool = True) -> tirx.PrimFunc:
-    """cache_attention(q, kc, vc, out, kv_len) for T query rows over cache rows [0, kv_len)."""
+                    scale: float, causal: bool = True, warps: int = WARPS) -> tirx.PrimFunc:
+    """cache_attention(q, kc, vc, out, kv_len) for T query rows over cache rows [0, kv_len), with
+    ``warps`` warps of 16 query rows per block (BQ = 64 rows by default)."""
     from tvm.script import tirx as T
 
     from .matmul import _TENSORIZE as tensorize
 
     qdt, kdt, vdt, odt = dtypes
     assert supported(d, dv, dtypes), (d, dv, dtypes)
+    bq, threads = 16 * warps, 32 * warps
     g = hq // hkv
     fill, load_a, load_b_col, load_b_row, mma, store = _fragment_ops(tensorize)
     sa, sb, sc_ = ("wmma.matrix_a", "wmma.matrix_b", "wmma.accumulator") if tensorize else ("local",) * 3
@@ -126,68 +128,68 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
     def bf(v):
         return to_bf16(v, exact)
 
-    last_key, visible = causal_bounds(causal, BQ)
+    last_key, visible = causal_bounds(causal, bq)
 
     @T.macro
     def body(q, kc, vc, out, t, s):
-        for bx in T.thread_binding(hq * ((t + BQ - 1) // BQ), thread="blockIdx.x"):
+        for bx in T.thread_binding(hq * ((t + bq - 1) // bq), thread="blockIdx.x"):
             with T.sblock("tile"):
                 T.reads()
                 T.writes()
-                qh = T.sblock_alloc_buffer((BQ, lq), BF16, scope="shared.dyn")
-                ql = T.sblock_alloc_buffer((BQ, lq), BF16, scope="shared.dyn")
+                qh = T.sblock_alloc_buffer((bq, lq), BF16, scope="shared.dyn")
+                ql = T.sblock_alloc_buffer((bq, lq), BF16, scope="shared.dyn")
                 ks = T.sblock_alloc_buffer((BK, lq), BF16, scope="shared.dyn")
                 vs = T.sblock_alloc_buffer((BK, lv), BF16, scope="shared.dyn")
-                sc = T.sblock_alloc_buffer((BQ, ls), F32, scope="shared.dyn")
+                sc = T.sblock_alloc_buffer((bq, ls), F32, scope="shared.dyn")
                 # static, not in the dynamic pool: TVM's barrier placement cannot tell buffers of one
                 # pool apart, and would put barriers inside the softmax's loops (reads of sc, writes of P)
-                ph = T.sblock_alloc_buffer((BQ, lp), BF16, scope="shared")
-                pl = T.sblock_alloc_buffer((BQ, lp), BF16, scope="shared")
-                pm = T.sblock_alloc_buffer((BQ, 2), F32, scope="shared")
+                ph = T.sblock_alloc_buffer((bq, lp), BF16, scope="shared")
+                pl = T.sblock_alloc_buffer((bq, lp), BF16, scope="shared")
+                pm = T.sblock_alloc_buffer((bq, 2), F32, scope="shared")
                 fa_hi = T.sblock_alloc_buffer((16, 16), BF16, scope=sa)
                 fa_lo = T.sblock_alloc_buffer((16, 16), BF16, scope=sa)
                 fbk = T.sblock_alloc_buffer((16, 16), BF16, scope=sb)
                 fbv = T.sblock_alloc_buffer((16, 16), BF16, scope=sb)
                 acc = T.sblock_alloc_buffer((16, nacc * 16), F32, scope=sc_)
-                o = T.sblock_alloc_buffer((THREADS, half_v), F32, scope="local")
-                m = T.sblock_alloc_buffer((THREADS,), F32, scope="local")
-                lsum = T.sblock_alloc_buffer((THREADS,), F32, scope="local")
-                red = T.sblock_alloc_buffer((THREADS, 3), F32, scope="local")
+                o = T.sblock_alloc_buffer((threads, half_v), F32, scope="local")
+                m = T.sblock_alloc_buffer((threads,), F32, scope="local")
+                lsum = T.sblock_alloc_buffer((threads,), F32, scope="local")
+                red = T.sblock_alloc_buffer((threads, 3), F32, scope="local")
                 h = bx % hq
-                i0 = bx // hq * BQ
-                for it in range((BQ * d + THREADS - 1) // THREADS):  # Q, scaled, as bf16 hi + lo
-                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                i0 = bx // hq * bq
+                for it in range((bq * d + threads - 1) // threads):  # Q, scaled, as bf16 hi + lo
+                    for ty in T.thread_binding(warps, thread="threadIdx.y"):
                         for tx in T.thread_binding(32, thread="threadIdx.x"):
-                            if (it * THREADS + ty * 32 + tx) < BQ * d:
-                                red[ty * 32 + tx, 2] = T.Cast(F32, q[T.min(i0 + (it * THREADS + ty * 32 + tx) // d,
-                                                                           t - 1), h, (it * THREADS + ty * 32 + tx) % d]
+                            if (it * threads + ty * 32 + tx) < bq * d:
+                                red[ty * 32 + tx, 2] = T.Cast(F32, q[T.min(i0 + (it * threads + ty * 32 + tx) // d,
+                                                                           t - 1), h, (it * threads + ty * 32 + tx) % d]
                                                               ) * T.float32(scale)
-                                qh[(it * THREADS + ty * 32 + tx) // d, (it * THREADS + ty * 32 + tx) % d] = bf(
+                                qh[(it * threads + ty * 32 + tx) // d, (it * threads + ty * 32 + tx) % d] = bf(
                                     red[ty * 32 + tx, 2])
-                                ql[(it * THREADS + ty * 32 + tx) // d, (it * THREADS + ty * 32 + tx) % d] = bf(
+                                ql[(it * threads + ty * 32 + tx) // d, (it * threads + ty * 32 + tx) % d] = bf(
                                     red[ty * 32 + tx, 2] - T.Cast(F32, bf(red[ty * 32 + tx, 2])))
-                for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                for ty in T.thread_binding(warps, thread="threadIdx.y"):
                     for tx in T.thread_binding(32, thread="threadIdx.x"):
                         m[ty * 32 + tx] = T.float32(NEG)
                         lsum[ty * 32 + tx] = T.float32(0)
                         for c in T.unroll(half_v):
                             o[ty * 32 + tx, c] = T.float32(0)
                 for kb in range((last_key(s, t, i0) + BK - 1) // BK):
-                    for it in range((BK * d + THREADS - 1) // THREADS):
-                        for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                    for it in range((BK * d + threads - 1) // threads):
+                        for ty in T.thread_binding(warps, thread="threadIdx.y"):
                             for tx in T.thread_binding(32, thread="threadIdx.x"):
-                                if (it * THREADS + ty * 32 + tx) < BK * d:
-                                    ks[(it * THREADS + ty * 32 + tx) // d, (it * THREADS + ty * 32 + tx) % d] = kc[
-                                        T.min(kb * BK + (it * THREADS + ty * 32 + tx) // d, s - 1), h // g,
-                                        (it * THREADS + ty * 32 + tx) % d]
-                    for it in range((BK * dv + THREADS - 1) // THREADS):
-                        for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                                if (it * threads + ty * 32 + tx) < BK * d:
+                                    ks[(it * threads + ty * 32 + tx) // d, (it * threads + ty * 32 + tx) % d] = kc[
+                                        T.min(kb * BK + (it * threads + ty * 32 + tx) // d, s - 1), h // g,
+                                        (it * threads + ty * 32 + tx) % d]
+                    for it in range((BK * dv + threads - 1) // threads):
+                        for ty in T.thread_binding(warps, thread="threadIdx.y"):
                             for tx in T.thread_binding(32, thread="threadIdx.x"):
-                                if (it * THREADS + ty * 32 + tx) < BK * dv:
-                                    vs[(it * THREADS + ty * 32 + tx) // dv, (it * THREADS + ty * 32 + tx) % dv] = vc[
-                                        T.min(kb * BK + (it * THREADS + ty * 32 + tx) // dv, s - 1), h // g,
-                                        (it * THREADS + ty * 32 + tx) % dv]
-                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # S = Q K^T, per warp
+                                if (it * threads + ty * 32 + tx) < BK * dv:
+                                    vs[(it * threads + ty * 32 + tx) // dv, (it * threads + ty * 32 + tx) % dv] = vc[
+                                        T.min(kb * BK + (it * threads + ty * 32 + tx) // dv, s - 1), h // g,
+                                        (it * threads + ty * 32 + tx) % dv]
+                    for ty in T.thread_binding(warps, thread="threadIdx.y"):  # S = Q K^T, per warp
                         for j in range(BK // 16):
                             fill(acc, j)
                         for e in range(d // 16):
@@ -199,7 +201,7 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
                                 mma(acc, j, fa_lo, fbk)
                         for j in range(BK // 16):
                             store(sc, ty * 16, j * 16, ls, acc, j)
-                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # masked row maxima, half rows
+                    for ty in T.thread_binding(warps, thread="threadIdx.y"):  # masked row maxima, half rows
                         for tx in T.thread_binding(32, thread="threadIdx.x"):
                             red[ty * 32 + tx, 0] = T.float32(NEG)
                             for c in range(half_k):
@@ -207,7 +209,7 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
                                     visible(kb * BK + tx % 2 * half_k + c, i0 + ty * 16 + tx // 2, s, t),
                                     sc[ty * 16 + tx // 2, tx % 2 * half_k + c], T.float32(NEG)))
                             pm[ty * 16 + tx // 2, tx % 2] = red[ty * 32 + tx, 0]
-                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # online softmax, P as hi + lo
+                    for ty in T.thread_binding(warps, thread="threadIdx.y"):  # online softmax, P as hi + lo
                         for tx in T.thread_binding(32, thread="threadIdx.x"):
                             red[ty * 32 + tx, 1] = T.max(m[ty * 32 + tx], T.max(pm[ty * 16 + tx // 2, 0],
                                                                                 pm[ty * 16 + tx // 2, 1]))
@@ -224,7 +226,7 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
                                 lsum[ty * 32 + tx] = lsum[ty * 32 + tx] + red[ty * 32 + tx, 2]
                             for c in T.unroll(half_v):
                                 o[ty * 32 + tx, c] = o[ty * 32 + tx, c] * red[ty * 32 + tx, 0]
-                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # P V, per warp
+                    for ty in T.thread_binding(warps, thread="threadIdx.y"):  # P V, per warp
                         for c in range(dv // 16):
                             fill(acc, c)
                         for kk in range(BK // 16):
@@ -236,14 +238,14 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
                                 mma(acc, c, fa_lo, fbv)
                         for c in range(dv // 16):
                             store(sc, ty * 16, c * 16, ls, acc, c)
-                    for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                    for ty in T.thread_binding(warps, thread="threadIdx.y"):
                         for tx in T.thread_binding(32, thread="threadIdx.x"):
                             for c in T.unroll(half_v):
                                 o[ty * 32 + tx, c] = o[ty * 32 + tx, c] + sc[ty * 16 + tx // 2, tx % 2 * half_v + c]
-                for ty in T.thread_binding(WARPS, thread="threadIdx.y"):  # the row sums of the two halves
+                for ty in T.thread_binding(warps, thread="threadIdx.y"):  # the row sums of the two halves
                     for tx in T.thread_binding(32, thread="threadIdx.x"):
                         pm[ty * 16 + tx // 2, tx % 2] = lsum[ty * 32 + tx]
-                for ty in T.thread_binding(WARPS, thread="threadIdx.y"):
+                for ty in T.thread_binding(warps, thread="threadIdx.y"):
                     for tx in T.thread_binding(32, thread="threadIdx.x"):
                         if i0 + ty * 16 + tx // 2 < t:
                             for c in T.unroll(half_v):

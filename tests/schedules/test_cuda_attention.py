@@ -146,19 +146,20 @@ def test_kernels_at_qwen3_head_shapes_in_bf16(rng):
 DT = ("float32", "bfloat16", "bfloat16", "float32")
 
 
-@pytest.mark.parametrize("hq,hkv,d,t,kv_len", [
-    (4, 2, 32, 3, 3),              # one partial query tile, an empty cache before it
-    (4, 2, 32, 5, 90),             # decode-like rows after a long cache: two key tiles, the last partial
-    (6, 2, 48, TC_BQ + 6, TC_BK + 80),   # two query tiles, three key tiles; GQA group 3
-    (2, 2, 16, TC_BQ, TC_BQ),            # exactly one tile each way
+@pytest.mark.parametrize("hq,hkv,d,t,kv_len,warps", [
+    (4, 2, 32, 3, 3, 4),                     # one partial query tile, an empty cache before it
+    (4, 2, 32, 5, 90, 4),                    # rows after a long cache: two key tiles, the last partial
+    (6, 2, 48, TC_BQ + 6, TC_BK + 80, 4),    # two query tiles, three key tiles; GQA group 3
+    (2, 2, 16, TC_BQ, TC_BQ, 4),             # exactly one tile each way
+    (6, 2, 48, 2 * TC_BQ + 12, 280, 8),      # 8 warps: 128-row query tiles
 ])
-def test_tensor_core_flash_matches_numpy(rng, hq, hkv, d, t, kv_len):
+def test_tensor_core_flash_matches_numpy(rng, hq, hkv, d, t, kv_len, warps):
     import ml_dtypes
 
     bf = ml_dtypes.bfloat16
     cache = kv_len + 7
     with untensorized():
-        f = flash_tc_kernel(hq, hkv, d, d, cache, DT, 0.3)
+        f = flash_tc_kernel(hq, hkv, d, d, cache, DT, 0.3, warps=warps)
     q = (rng.standard_normal((t, hq, d)) * 2).astype(np.float32)
     kc, vc = rng.standard_normal((cache, hkv, d)).astype(bf), rng.standard_normal((cache, hkv, d)).astype(bf)
     got = cuda_emulation.run(f, q, kc, vc, np.zeros((t, hq, d), np.float32), kv_len)[3]
