@@ -253,6 +253,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
             res["skipped"] += 1
             continue
         f = lib[e["name"]]
+        fixed: dict[int, list] = {}  # this entry's device copies of parameters whose shape has no T
         for t in e["ts"]:
             row = {k: e[k] for k in ("preset", "op", "n", "k", "variant")} | {"t": t}
             try:
@@ -260,6 +261,9 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                 for i, p in enumerate(e["params"]):
                     if "scalar" in p:  # decode attention's kv_len
                         args.append([t])
+                        continue
+                    if i in fixed:
+                        args.append(fixed[i])
                         continue
                     shape = [t if d == "T" else d for d in p["shape"]]
                     key = (tuple(shape), p["dtype"])
@@ -269,6 +273,8 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                     copies = max(1, min(MAX_COPIES, ROTATE_BYTES // (a.nbytes * len(e["rotate"])))) \
                         if i in e["rotate"] else 1
                     args.append([rt.tensor(a, dev) for _ in range(copies)])
+                    if "T" not in p["shape"]:
+                        fixed[i] = args[-1]
                 calls = [[a[j % len(a)] for a in args] for j in range(max(len(a) for a in args))]
 
                 def run(n: int) -> float:
@@ -298,6 +304,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                 row["error"] = f"{type(ex).__name__}: {ex}"[:300]
             res["rows"].append(row)
             args = calls = None
+        fixed.clear()
         if save is not None:
             save(res)
     res["wall_s"] = round(time.monotonic() - t0, 1)
