@@ -11,28 +11,17 @@ per draw (median) and whether both draw the same tokens for the same seeds.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from sampling_reference import whole_row  # noqa: E402  (the definition the tests hold `sample` to)
+
 SETTINGS = [dict(temperature=0.6, top_k=20, top_p=0.95), dict(temperature=0.7, top_k=50),
             dict(temperature=0.7, top_p=0.9), dict(temperature=0.7), dict(temperature=1.0, top_p=0.999)]
-
-
-def whole_row(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int = 0,
-              top_p: float = 1.0) -> int:
-    z = logits.astype(np.float64) / temperature
-    if 0 < top_k < z.size:
-        z = np.where(z < np.partition(z, -top_k)[-top_k], -np.inf, z)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
-        mask = np.zeros_like(p)
-        mask[keep] = p[keep]
-        p = mask / mask.sum()
-    return int(rng.choice(p.size, p=p))
 
 
 def _median_ms(fn, reps: int) -> float:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from inference_pio.engine.sampler import sample
+from sampling_reference import whole_row
 
 
 def test_greedy_is_argmax():
@@ -29,23 +30,6 @@ def test_rejects_bad_settings():
         sample(np.zeros(3, np.float32), np.random.default_rng(0), temperature=-1.0)
 
 
-def _by_definition(logits, rng, temperature, top_k=0, top_p=1.0):
-    """softmax(logits / temperature) over the whole row, masked to the top_k and to the nucleus
-    by a full stable sort, drawn with Generator.choice: what `sample` must equal, draw for draw."""
-    z = logits.astype(np.float64) / temperature
-    if 0 < top_k < z.size:
-        z = np.where(z < np.partition(z, -top_k)[-top_k], -np.inf, z)
-    p = np.exp(z - z.max())
-    p /= p.sum()
-    if top_p < 1.0:
-        order = np.argsort(-p, kind="stable")
-        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p)) + 1]
-        mask = np.zeros_like(p)
-        mask[keep] = p[keep]
-        p = mask / mask.sum()
-    return int(rng.choice(p.size, p=p))
-
-
 @pytest.mark.parametrize("kw", [dict(temperature=0.7, top_k=50), dict(temperature=0.7, top_p=0.9),
                                 dict(temperature=0.6, top_k=20, top_p=0.95), dict(temperature=1.3),
                                 dict(temperature=1.0, top_p=0.999)])  # (a nucleus of most tokens: full sort)
@@ -57,7 +41,7 @@ def test_sampling_draws_the_same_tokens_as_the_definition(kw, ties):
         logits[:40] = 6.0
     for seed in range(40):
         assert sample(logits, np.random.default_rng(seed), **kw) == \
-            _by_definition(logits, np.random.default_rng(seed), **kw)
+            whole_row(logits, np.random.default_rng(seed), **kw)
 
 
 @pytest.mark.parametrize("kw", [dict(temperature=0.7, top_k=20), dict(temperature=0.6, top_k=20, top_p=0.95),
