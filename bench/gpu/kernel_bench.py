@@ -52,7 +52,7 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     from tvm import tirx
 
     from inference_pio.schedules.cuda import dlight_baseline
-    from inference_pio.schedules.cuda.matmul import BIG, SMALL, slices_for, tensor_core_linear, tiles_for
+    from inference_pio.schedules.cuda.matmul import BIG, SMALL, tensor_core_linear, tiles_for
     from test_cuda_matmul import _linear_func
 
     gemv_mod = importlib.import_module("inference_pio.schedules.cuda.gemv")
@@ -61,8 +61,7 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
         f = _linear_func(n, k, BF16, **prefill)
         tiles = tiles_for(n)
         out.append(("ours", tensor_core_linear(f, target), PREFILL_T))
-        if slices_for(n, 2 * -(-k // 16) * 16, tiles) > 1:
-            out.append(("no split-K", tensor_core_linear(f, target, max_slices=1), PREFILL_T))
+        out.append(("no split-K", tensor_core_linear(f, target, max_slices=1), PREFILL_T))
         other = BIG if tiles == SMALL else SMALL
         out.append((f"{other.rows}x{other.cols}, no split", tensor_core_linear(f, target, tiles=other, max_slices=1),
                     PREFILL_T))
@@ -84,7 +83,9 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
         gemv_mod.DEPTH, gemv_mod.FEW_ROWS = saved
     plain = _linear_func(n, k, BF16, t=one, residual=decode.get("residual", False))
     out.append(("dlight", dlight_baseline(plain, target).mod["main"], (1,)))
-    seen, unique = set(), []  # e.g. more loads ahead than a lane has chunks: the same kernel as ours
+    # e.g. more loads ahead than a lane has chunks, or no split-K where ours has none: the same
+    # kernel as ours
+    seen, unique = set(), []
     for variant, func, ts in out:
         key = (ts, func.script())
         if key not in seen:
@@ -93,15 +94,18 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     return unique
 
 
-def _attention_cuda(cfg: dict) -> list[tuple[str, Any, tuple]]:
-    """Decode attention over a bf16 cache of CACHE_ROWS rows (fp32 q and out), at CONTEXTS keys:
-    ours (KC keys per block) and with half or twice as many keys per block."""
+def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=lambda f: f) -> list:
+    """Decode attention over a bf16 cache of CACHE_ROWS rows (fp32 q and out) at ``ts`` keys,
+    built with each of ``kcs`` keys per block (the first is ours), each passed through ``wrap``."""
     attn = importlib.import_module("inference_pio.schedules.cuda.attention")
+    d = cfg["head_dim"]
     saved, out = attn.KC, []
     try:
-        for kc in (saved, saved // 2, saved * 2):
+        for kc in kcs:
             attn.KC = kc
-            out.append(("ours" if kc == saved else f"{kc} keys/block", _decode_attention(attn, cfg), CONTEXTS))
+            f = attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
+                                    ("float32", BF16, BF16, "float32"), d ** -0.5)
+            out.append(("ours" if kc == saved else f"{kc} keys/block", wrap(f), ts))
     finally:
         attn.KC = saved
     return out
@@ -109,21 +113,15 @@ def _attention_cuda(cfg: dict) -> list[tuple[str, Any, tuple]]:
 
 def _prefill_attention(cfg: dict) -> list[tuple[str, Any, tuple]]:
     """Prefill's flash attention over the cache, T new rows after an empty cache (kv_len = T)."""
-    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
-    d = cfg["head_dim"]
     from inference_pio.schedules.cuda.flash_tc import flash_tc_kernel
 
+    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
+    d = cfg["head_dim"]
     dims = (cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
             ("float32", BF16, BF16, "float32"), d ** -0.5)
     return [("ours", attn._flash_kernel(*dims, causal=True), PREFILL_T),
             ("tensor cores", flash_tc_kernel(*dims), PREFILL_T),
             ("tensor cores, 8 warps", flash_tc_kernel(*dims, warps=8), PREFILL_T)]
-
-
-def _decode_attention(attn, cfg: dict):
-    d = cfg["head_dim"]
-    return attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
-                               ("float32", BF16, BF16, "float32"), d ** -0.5)
 
 
 def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tuple[str, Any, tuple]]:
@@ -151,23 +149,6 @@ def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tu
     return out
 
 
-def _attention_cpu(cfg: dict) -> list[tuple[str, Any, tuple]]:
-    """The dry run's stand-in: our CUDA decode kernel with its thread loops serial (and with half
-    the keys per block)."""
-    import cuda_emulation
-
-    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
-    saved, out = attn.KC, []
-    try:
-        for kc in (saved, saved // 2):
-            attn.KC = kc
-            out.append(("ours" if kc == saved else f"{kc} keys/block",
-                        cuda_emulation.serialize(_decode_attention(attn, cfg)), (16, 100)))
-    finally:
-        attn.KC = saved
-    return out
-
-
 def _params(func) -> list[dict]:
     from tvm import tirx
 
@@ -182,6 +163,7 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
     cuda target dict or "llvm" (the dry run). Returns what it wrote (for bundle.json)."""
     import tvm
 
+    from inference_pio.schedules.cuda.attention import KC
     from inference_pio.targets import resolve
 
     t0 = time.perf_counter()
@@ -189,22 +171,24 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
     cuda = desc.kind == "cuda"
     entries, funcs = [], {}
     for preset, cfg in presets.items():
-        for op, n, k, prefill, decode in projections(cfg):
-            made = _variants_cuda(n, k, prefill, decode, desc) if cuda else _variants_cpu(n, k, prefill, decode)
-            for variant, func, ts in made:
+        # (op, N, K, parameters rotated through copies (the weights; the cache), variants)
+        made = [(op, n, k, [1], _variants_cuda(n, k, prefill, decode, desc) if cuda else
+                 _variants_cpu(n, k, prefill, decode)) for op, n, k, prefill, decode in projections(cfg)]
+        heads = (cfg["num_attention_heads"], cfg["head_dim"])
+        if cuda:
+            made += [("attention", *heads, [1, 2], _decode_attention_variants(cfg, (KC, KC // 2, KC * 2), CONTEXTS)),
+                     ("prefill attention", *heads, [1, 2], _prefill_attention(cfg))]
+        else:  # the dry run's stand-in: our CUDA decode kernel with its thread loops serial
+            import cuda_emulation
+
+            made.append(("attention", *heads, [1, 2],
+                         _decode_attention_variants(cfg, (KC, KC // 2), (16, 100), cuda_emulation.serialize)))
+        for op, n, k, rotate, variants in made:
+            for variant, func, ts in variants:
                 name = f"k{len(entries):03d}"
                 funcs[name] = func.with_attr("global_symbol", name)
                 entries.append({"name": name, "preset": preset, "op": op, "n": n, "k": k, "variant": variant,
-                                "ts": list(ts), "params": _params(func), "rotate": [1]})
-        attention = [("attention", *v) for v in (_attention_cuda(cfg) if cuda else _attention_cpu(cfg))]
-        if cuda:
-            attention += [("prefill attention", *v) for v in _prefill_attention(cfg)]
-        for op, variant, func, ts in attention:
-            name = f"k{len(entries):03d}"
-            funcs[name] = func.with_attr("global_symbol", name)
-            entries.append({"name": name, "preset": preset, "op": op, "n": cfg["num_attention_heads"],
-                            "k": cfg["head_dim"], "variant": variant, "ts": list(ts), "params": _params(func),
-                            "rotate": [1, 2]})
+                                "ts": list(ts), "params": _params(func), "rotate": rotate})
     if cuda:
         from inference_pio.targets.cuda_host import enable_cuda_codegen
 

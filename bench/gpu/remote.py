@@ -16,7 +16,9 @@ Sections
                32 greedy tokens equal (a divergence at a near-tie of the reference is reported as such).
   kernels      every linear of the real presets alone (bench/gpu/kernel_bench.py): the prefill GEMM at
                T = 16..2048 and decode's GEMV, each as our schedule compiles it and a few alternatives
-               (tile size, split-K, loads in flight, warps per row) and as TVM dlight's rules do; µs per call.
+               (tile size, split-K, loads in flight, warps per row) and as TVM dlight's rules do; decode
+               attention (keys per block) and prefill attention (CUDA cores, tensor cores); µs per call,
+               and each variant's output against ours' on the same inputs.
   bench        per preset (real Qwen3 shapes, random bf16 weights generated here into /tmp): our
                prefill tok/s (prompt 128, 1024) and decode tok/s (context 128, 2048), transformers
                eager (sdpa) and transformers with a static cache + torch.compile(mode="reduce-overhead"),

@@ -24,8 +24,10 @@ and no network. The bundle therefore holds:
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
   artifacts/cpu_graph/<preset>/      (--cpu-dry-run) the small preset with static_decode=True, for the graph row
   kernels/cuda/   every linear of the real presets alone, compiled several ways (tiles, split-K, GEMV
-                  loads ahead and warps per row, dlight): kernels.so + kernels.json (kernel_bench.py)
-  kernels/cpu/    (--cpu-dry-run) the same machinery at the small preset's shapes, unscheduled
+                  loads ahead and warps per row, dlight), and decode and prefill attention (keys per
+                  block; tensor-core candidates): kernels.so + kernels.json (kernel_bench.py)
+  kernels/cpu/    (--cpu-dry-run) the same machinery at the small preset's shapes: plain kernels, and
+                  our CUDA schedules with their thread loops serial as the variants
   bundle.json     what is in it; remote.py reads it
 
 Weights for the real shapes are not carried: remote.py generates them on the GPU machine.
