@@ -37,7 +37,8 @@ def supported(d: int, dv: int, dtypes: tuple[str, ...]) -> bool:
 def _fragment_ops(tensorize: bool):
     """(fill, load_a, load_b_col, load_b_row, mma, store) as T.macros: WMMA intrinsics, or loops.
     load_a(frag, src, r0, c0, ld): A (16 x 16) = src[r0:+16, c0:+16];
-    load_b_col: B (k, n) = src[r0 + n, c0 + k]; load_b_row: B (k, n) = src[r0 + k, c0 + n];
+    load_b_col(frag, src, k0, n0, ld): B (k, n) = src[n0 + n, k0 + k] (src holds B transposed);
+    load_b_row(frag, src, k0, n0, ld): B (k, n) = src[k0 + k, n0 + n];
     mma(acc, j, a, b): accumulator j += A B; store(dst, r0, c0, ld, acc, j): dst[r0:+16, c0:+16] = acc j."""
     from tvm.script import tirx as T
 
@@ -52,14 +53,14 @@ def _fragment_ops(tensorize: bool):
                 T.type_annotation("bfloat16"), src.data, r0 * ld + c0, 16 * ld, 1), ld, "row_major"))
 
         @T.macro
-        def load_b_col(frag, src, r0, c0, ld):
+        def load_b_col(frag, src, k0, n0, ld):
             T.evaluate(T.tvm_load_matrix_sync(frag.data, 16, 16, 16, 0, T.tvm_access_ptr(
-                T.type_annotation("bfloat16"), src.data, r0 * ld + c0, 16 * ld, 1), ld, "col_major"))
+                T.type_annotation("bfloat16"), src.data, n0 * ld + k0, 16 * ld, 1), ld, "col_major"))
 
         @T.macro
-        def load_b_row(frag, src, r0, c0, ld):
+        def load_b_row(frag, src, k0, n0, ld):
             T.evaluate(T.tvm_load_matrix_sync(frag.data, 16, 16, 16, 0, T.tvm_access_ptr(
-                T.type_annotation("bfloat16"), src.data, r0 * ld + c0, 16 * ld, 1), ld, "row_major"))
+                T.type_annotation("bfloat16"), src.data, k0 * ld + n0, 16 * ld, 1), ld, "row_major"))
 
         @T.macro
         def mma(acc, j, a, b):
@@ -83,14 +84,14 @@ def _fragment_ops(tensorize: bool):
             frag[i, k] = src[r0 + i, c0 + k]
 
     @T.macro
-    def load_b_col(frag, src, r0, c0, ld):
+    def load_b_col(frag, src, k0, n0, ld):
         for k, n in T.grid(16, 16):
-            frag[k, n] = src[r0 + n, c0 + k]
+            frag[k, n] = src[n0 + n, k0 + k]
 
     @T.macro
-    def load_b_row(frag, src, r0, c0, ld):
+    def load_b_row(frag, src, k0, n0, ld):
         for k, n in T.grid(16, 16):
-            frag[k, n] = src[r0 + k, c0 + n]
+            frag[k, n] = src[k0 + k, n0 + n]
 
     @T.macro
     def mma(acc, j, a, b):
@@ -103,6 +104,28 @@ def _fragment_ops(tensorize: bool):
             dst[r0 + i, c0 + n] = acc[i, j * 16 + n]
 
     return fill, load_a, load_b_col, load_b_row, mma, store
+
+
+def _split_product(fill, load_a, load_b, mma, store):
+    """A warp's 16 rows of A B into ``nout`` accumulators, A given as bf16 hi + lo (two products
+    per step) over ``nk`` steps of 16, B loaded with ``load_b``; stored to dst[row0:+16, :]."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def product(acc, fa_hi, fa_lo, fb, a_hi, a_lo, lda, b, ldb, row0, nk, nout, dst, ldd):
+        for j in range(nout):
+            fill(acc, j)
+        for e in range(nk):
+            load_a(fa_hi, a_hi, row0, e * 16, lda)
+            load_a(fa_lo, a_lo, row0, e * 16, lda)
+            for j in range(nout):
+                load_b(fb, b, e * 16, j * 16, ldb)
+                mma(acc, j, fa_hi, fb)
+                mma(acc, j, fa_lo, fb)
+        for j in range(nout):
+            store(dst, row0, j * 16, ldd, acc, j)
+
+    return product
 
 
 def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
@@ -118,6 +141,8 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
     bq, threads = 16 * warps, 32 * warps
     g = hq // hkv
     fill, load_a, load_b_col, load_b_row, mma, store = _fragment_ops(tensorize)
+    qk_product = _split_product(fill, load_a, load_b_col, mma, store)  # K^T: the K tile holds it transposed
+    pv_product = _split_product(fill, load_a, load_b_row, mma, store)
     sa, sb, sc_ = ("wmma.matrix_a", "wmma.matrix_b", "wmma.accumulator") if tensorize else ("local",) * 3
     lq, lv, lp = d + 8, dv + 8, BK + 8          # shared rows padded (bank conflicts; WMMA needs ld % 8 == 0)
     ls = max(BK, dv) + 4                        # the fp32 scratch: S, then P V
@@ -129,6 +154,16 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
         return to_bf16(v, exact)
 
     last_key, visible = causal_bounds(causal, bq)
+
+    @T.macro
+    def stage_tile(dst, cache, width, row0, head, s):  # cache rows row0 .. row0 + BK of a kv head (clamped)
+        for it in range((BK * width + threads - 1) // threads):
+            for ty in T.thread_binding(warps, thread="threadIdx.y"):
+                for tx in T.thread_binding(32, thread="threadIdx.x"):
+                    if (it * threads + ty * 32 + tx) < BK * width:
+                        dst[(it * threads + ty * 32 + tx) // width, (it * threads + ty * 32 + tx) % width] = cache[
+                            T.min(row0 + (it * threads + ty * 32 + tx) // width, s - 1), head,
+                            (it * threads + ty * 32 + tx) % width]
 
     @T.macro
     def body(q, kc, vc, out, t, s):
@@ -175,32 +210,10 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
                         for c in T.unroll(half_v):
                             o[ty * 32 + tx, c] = T.float32(0)
                 for kb in range((last_key(s, t, i0) + BK - 1) // BK):
-                    for it in range((BK * d + threads - 1) // threads):
-                        for ty in T.thread_binding(warps, thread="threadIdx.y"):
-                            for tx in T.thread_binding(32, thread="threadIdx.x"):
-                                if (it * threads + ty * 32 + tx) < BK * d:
-                                    ks[(it * threads + ty * 32 + tx) // d, (it * threads + ty * 32 + tx) % d] = kc[
-                                        T.min(kb * BK + (it * threads + ty * 32 + tx) // d, s - 1), h // g,
-                                        (it * threads + ty * 32 + tx) % d]
-                    for it in range((BK * dv + threads - 1) // threads):
-                        for ty in T.thread_binding(warps, thread="threadIdx.y"):
-                            for tx in T.thread_binding(32, thread="threadIdx.x"):
-                                if (it * threads + ty * 32 + tx) < BK * dv:
-                                    vs[(it * threads + ty * 32 + tx) // dv, (it * threads + ty * 32 + tx) % dv] = vc[
-                                        T.min(kb * BK + (it * threads + ty * 32 + tx) // dv, s - 1), h // g,
-                                        (it * threads + ty * 32 + tx) % dv]
+                    stage_tile(ks, kc, d, kb * BK, h // g, s)
+                    stage_tile(vs, vc, dv, kb * BK, h // g, s)
                     for ty in T.thread_binding(warps, thread="threadIdx.y"):  # S = Q K^T, per warp
-                        for j in range(BK // 16):
-                            fill(acc, j)
-                        for e in range(d // 16):
-                            load_a(fa_hi, qh, ty * 16, e * 16, lq)
-                            load_a(fa_lo, ql, ty * 16, e * 16, lq)
-                            for j in range(BK // 16):
-                                load_b_col(fbk, ks, j * 16, e * 16, lq)
-                                mma(acc, j, fa_hi, fbk)
-                                mma(acc, j, fa_lo, fbk)
-                        for j in range(BK // 16):
-                            store(sc, ty * 16, j * 16, ls, acc, j)
+                        qk_product(acc, fa_hi, fa_lo, fbk, qh, ql, lq, ks, lq, ty * 16, d // 16, BK // 16, sc, ls)
                     for ty in T.thread_binding(warps, thread="threadIdx.y"):  # masked row maxima, half rows
                         for tx in T.thread_binding(32, thread="threadIdx.x"):
                             red[ty * 32 + tx, 0] = T.float32(NEG)
@@ -227,17 +240,7 @@ def flash_tc_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes:
                             for c in T.unroll(half_v):
                                 o[ty * 32 + tx, c] = o[ty * 32 + tx, c] * red[ty * 32 + tx, 0]
                     for ty in T.thread_binding(warps, thread="threadIdx.y"):  # P V, per warp
-                        for c in range(dv // 16):
-                            fill(acc, c)
-                        for kk in range(BK // 16):
-                            load_a(fa_hi, ph, ty * 16, kk * 16, lp)
-                            load_a(fa_lo, pl, ty * 16, kk * 16, lp)
-                            for c in range(dv // 16):
-                                load_b_row(fbv, vs, kk * 16, c * 16, lv)
-                                mma(acc, c, fa_hi, fbv)
-                                mma(acc, c, fa_lo, fbv)
-                        for c in range(dv // 16):
-                            store(sc, ty * 16, c * 16, ls, acc, c)
+                        pv_product(acc, fa_hi, fa_lo, fbv, ph, pl, lp, vs, lv, ty * 16, BK // 16, dv // 16, sc, ls)
                     for ty in T.thread_binding(warps, thread="threadIdx.y"):
                         for tx in T.thread_binding(32, thread="threadIdx.x"):
                             for c in T.unroll(half_v):
