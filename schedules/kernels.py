@@ -98,6 +98,12 @@ def to_bf16(v: tirx.PrimExpr, bit_round: bool = False) -> tirx.PrimExpr:
     return tirx.reinterpret(F32, u).astype(BF16)
 
 
+def split_reduction(k: int, w_dtype: str, dt: str = BF16, tile: int = 16) -> tuple[int, int]:
+    """(parts, Kp) of `linear_split`'s reduction, parts x Kp long: 2 parts where the weights are
+    in ``dt``, 3 for fp16 weights multiplied in bf16; Kp = K rounded up to ``tile``."""
+    return (2 if w_dtype == dt else 3), (k + tile - 1) // tile * tile
+
+
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
                  out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None,
                  slices: tuple[tirx.PrimExpr, int] | None = None, bit_round: bool = False) -> te.Tensor:
@@ -134,8 +140,7 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     dt = dt or w.dtype
     if w.dtype != dt and (w.dtype, dt) != ("float16", BF16):
         raise ValueError(f"linear_split multiplies in {dt}: weights must be {dt} (or fp16 for bf16), got {w.dtype}")
-    parts = 2 if w.dtype == dt else 3
-    kp = (kk + tile - 1) // tile * tile
+    parts, kp = split_reduction(kk, w.dtype, dt, tile)
     xf = _x_of(x, act, w.shape[1])
     rp = tirx.IntImm("int64", parts * kp)
     zero = tirx.const(0, dt)

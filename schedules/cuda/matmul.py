@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from tvm import s_tir, te, tirx
 
 from ...targets import TargetDesc
-from ..kernels import linear_operands, linear_split, same_params
+from ..kernels import linear_operands, linear_split, same_params, split_reduction
 from ..registry import find_block
 
 F32, BF16, F16 = "float32", "bfloat16", "float16"
@@ -193,7 +193,8 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
     tiles = tiles or tiles_for(int(n))
-    most = slices_for(int(n), (2 if w.dtype == BF16 else 3) * -(-int(k) // 16) * 16, tiles, max_slices)
+    parts, kp = split_reduction(int(k), w.dtype)
+    most = slices_for(int(n), parts * kp, tiles, max_slices)
     slices = (slice_count(_i64(t), int(n), tiles, most), most) if most > 1 else None
     y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
                      slices=slices, bit_round=not _TENSORIZE)  # (emulated on a CPU: see linear_split)
