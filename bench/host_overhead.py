@@ -54,8 +54,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ck = Path(tmp) / "ckpt"
         ck.mkdir()
-        (ck / "config.json").write_text(json.dumps({"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
-                                                    "hidden_act": "silu", "dtype": "float32", **TINY}))
+        (ck / "config.json").write_text(json.dumps(rc.hf_config(TINY, "float32")))
         rc.write_safetensors(ck / "model.safetensors", rc.qwen3_shapes(TINY), "float32")
         md = frontends.huggingface.model_def(ck)
         art = engine.compile(md, target="llvm", max_seq_len=a.steps + 16, static_decode=a.static_decode)

@@ -65,13 +65,17 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
             f.write(arr.astype(np_dt).tobytes())
 
 
+def hf_config(c: dict, dtype: str = "bfloat16") -> dict:
+    """The config.json of a Qwen3 checkpoint with the shapes and settings in ``c`` (a PRESETS entry)."""
+    return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu", "dtype": dtype,
+            "attention_bias": False, "use_sliding_window": False, **c}
+
+
 def make(preset: str, out: str | Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
     c = PRESETS[preset]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu", "dtype": dtype,
-           "attention_bias": False, "use_sliding_window": False, **c}
-    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    (out / "config.json").write_text(json.dumps(hf_config(c, dtype), indent=2))
     write_safetensors(out / "model.safetensors", qwen3_shapes(c), dtype, seed)
     return out
 

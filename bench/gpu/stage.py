@@ -240,12 +240,6 @@ def write_shim(out: Path) -> None:
     (pkg / "__init__.py").write_text(SHIM.format(rel=rel))
 
 
-def preset_config(preset: dict, dtype: str = "bfloat16") -> dict:
-    # the same fields bench/random_checkpoint.make() writes, so weights made there match
-    return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu", "dtype": dtype,
-            "attention_bias": False, "use_sliding_window": False, **preset}
-
-
 def compile_one(cfg_dir: Path, out: Path, target, max_seq_len: int, **options) -> dict:
     from inference_pio import engine, frontends
 
@@ -318,7 +312,7 @@ def main() -> None:
         say(f"{preset} ({dev}) artifact from config.json")
         cfg_dir = out / "configs" / preset
         cfg_dir.mkdir(parents=True, exist_ok=True)
-        (cfg_dir / "config.json").write_text(json.dumps(preset_config(pc), indent=2))
+        (cfg_dir / "config.json").write_text(json.dumps(rc.hf_config(pc), indent=2))
         ent = info["presets"].setdefault(preset, {"preset": pc, "config": str(cfg_dir.relative_to(out)),
                                                   "artifacts": {}})
         ent["artifacts"][dev] = {"path": f"artifacts/{dev}/{preset}",
