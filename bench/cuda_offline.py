@@ -11,8 +11,8 @@ N=151936, K=1024), for prefill attention at Qwen3-0.6B's heads (ours on CUDA cor
 tensor cores), for `top_candidates` (151,936 logits) and the decode GEMV with its fused
 prologues: registers, spills and static shared memory per kernel. Then the emulated relative
 error against float64 math of the GEMM at K=72, N=200, T=1/7/130, beside rounding x and w to
-bf16 once (what one bf16 product would give), of its split-K form, and of the tensor-core
-attention.
+bf16 once (what one bf16 product would give), of its split-K form, of the tensor-core
+attention (4 and 8 warps), and of whole tiny 16-bit models against transformers.
 """
 from __future__ import annotations
 
@@ -110,14 +110,37 @@ def main() -> None:
 
     rng = np.random.default_rng(2)
     bf = ml_dtypes.bfloat16
-    with untensorized():
-        f = flash_tc_kernel(6, 2, 48, 48, 160, ("float32", "bfloat16", "bfloat16", "float32"), 0.3)
-    for t, kv_len in ((5, 90), (70, 150)):
-        q = (rng.standard_normal((t, 6, 48)) * 2).astype(np.float32)
-        kc, vc = rng.standard_normal((160, 2, 48)).astype(bf), rng.standard_normal((160, 2, 48)).astype(bf)
-        got = cuda_emulation.run(f, q, kc, vc, np.zeros((t, 6, 48), np.float32), kv_len)[3]
-        ref = reference(q, kc.astype(np.float32), vc.astype(np.float32), kv_len, 0.3)
-        print(f"  T={t} kv_len={kv_len}: {np.abs(got - ref).max() / np.abs(ref).max():.1e}")
+    for warps, cases in ((4, ((5, 90), (70, 150))), (8, ((140, 280),))):
+        with untensorized():
+            f = flash_tc_kernel(6, 2, 48, 48, 300, ("float32", "bfloat16", "bfloat16", "float32"), 0.3, warps=warps)
+        for t, kv_len in cases:
+            q = (rng.standard_normal((t, 6, 48)) * 2).astype(np.float32)
+            kc, vc = rng.standard_normal((300, 2, 48)).astype(bf), rng.standard_normal((300, 2, 48)).astype(bf)
+            got = cuda_emulation.run(f, q, kc, vc, np.zeros((t, 6, 48), np.float32), kv_len)[3]
+            ref = reference(q, kc.astype(np.float32), vc.astype(np.float32), kv_len, 0.3)
+            print(f"  {warps} warps, T={t} kv_len={kv_len}: {np.abs(got - ref).max() / np.abs(ref).max():.1e}")
+    models()
+
+
+def models() -> None:
+    """Whole tiny 16-bit models compiled with every CUDA schedule and run serially, against
+    transformers in fp32 over the same weights (what remote.py's GPU check holds to 1e-4)."""
+    import tempfile
+
+    import cuda_emulation
+    import hf_fixtures
+    from inference_pio import engine, frontends
+
+    print("emulated whole models, relative error vs transformers in fp32 over the same weights (69 tokens)")
+    for name, dtype in (("bf16", "bfloat16"), ("wide32", "bfloat16"), ("wide256", "bfloat16"), ("wide32", "float16")):
+        with tempfile.TemporaryDirectory() as d:
+            ck = hf_fixtures.make_checkpoint(Path(d) / "ck", name, dtype=dtype)
+            md = frontends.huggingface.model_def(ck.path)
+            art = cuda_emulation.compile_emulated(md, CUDA, max_seq_len=96).save(Path(d) / "art")
+            rt = engine.load(art, weights=ck.path, device="cpu")
+            ids = [int(i) for i in np.arange(3, 3 + 69) % md.config.vocab_size]
+            ref = hf_fixtures.hf_logits(hf_fixtures.rounded_reference(ck.model, dtype), ids)
+            print(f"  {name} {dtype}: {hf_fixtures.rel_err(rt.logits(ids), ref):.1e}")
 
 
 if __name__ == "__main__":
