@@ -39,7 +39,7 @@ def main() -> None:
     q = te.placeholder((t, a.q_heads, d), dt, "q")
     kc, vc = (te.placeholder((cap, a.kv_heads, d), dt, n) for n in ("kc", "vc"))
     scale = d ** -0.5
-    out = kernels.cache_attention(q, kc, vc, kv_len, scale)
+    out = kernels.cache_attention(q, kc, vc, kv_len, scale=scale)
     func = te.create_prim_func([q, kc, vc, out, kv_len]).with_attrs(
         {OP_KIND_ATTR: "cache_attention", "gqa_group": a.q_heads // a.kv_heads, "scale": scale, "causal": True})
     func = schedule_func(func, td).with_attr("global_symbol", "main")

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..frontends.huggingface import load_weights
 from ..ir import TensorType, param_node
-from ..targets import host_cpu_flags
+from ..targets import amx_usable, enable_amx, host_cpu_flags
 from . import manifest as mf
 from .arena import Arena
 from .manifest import ArtifactError
@@ -66,6 +66,9 @@ def _check_device(m: dict[str, Any], device: str) -> None:
         if missing:
             raise ArtifactError(f"artifact was compiled for a CPU with {missing}, which this CPU lacks; "
                                 "recompile it here (target='llvm')")
+        if amx_usable(tuple(m.get("cpu_flags", ()))) and not enable_amx():
+            raise ArtifactError("artifact may use AMX tiles, but this OS does not grant their use to the process "
+                                "(Linux >= 5.16 needed); recompile it here (target='llvm')")
 
 
 def _check_weights_config(m: dict[str, Any], weights: Path) -> None:

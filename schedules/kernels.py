@@ -479,6 +479,19 @@ def attention_tir(body, hq: int, hkv: int, d: int, dv: int, cache_rows: int | No
     return cache_attention
 
 
+def causal_bounds(causal: bool, rows: int):
+    """For flash kernels over ``rows`` query rows per block, the T rows of q being positions
+    s-T .. s-1: last_key(s, t, i0), the exclusive bound on the keys any row of the block from
+    row i0 sees, and visible(j, i, s, t), whether row i sees key j."""
+    def last_key(s, t, i0):
+        return tirx.min(s, i0 + rows + s - t) if causal else s
+
+    def visible(j, i, s, t):
+        return tirx.all(j < s, j <= i + s - t) if causal else j < s
+
+    return last_key, visible
+
+
 def same_params(f: tirx.PrimFunc, like: tirx.PrimFunc) -> tirx.PrimFunc:
     """``f`` with its parameters in ``like``'s order: its buffers in turn, and its one scalar
     (kv_len) wherever ``like`` has its scalar (emit_te may put it before the output)."""

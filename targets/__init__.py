@@ -59,6 +59,33 @@ def host_cpu_flags() -> tuple[str, ...]:
     return ()
 
 
+AMX_FLAGS = ("amx_tile", "amx_bf16")
+_ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
+_amx_granted: bool | None = None
+
+
+def amx_usable(flags: tuple[str, ...]) -> bool:
+    """Whether code for a CPU with ``flags`` may use AMX bf16 tiles (`schedules/cpu/amx.py`)."""
+    return all(f in flags for f in AMX_FLAGS)
+
+
+def enable_amx() -> bool:
+    """Ask Linux for this process's permission to use the AMX tile registers (needed once per
+    process before any AMX instruction runs, else it faults). True if granted."""
+    global _amx_granted
+    if _amx_granted is None:
+        _amx_granted = False
+        if platform.system() == "Linux" and platform.machine() == "x86_64":
+            import ctypes
+
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                _amx_granted = libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0
+            except (OSError, AttributeError):
+                pass
+    return _amx_granted
+
+
 def _lanes(flags: tuple[str, ...]) -> int:
     return 16 if "avx512f" in flags else 8 if "avx2" in flags or "avx" in flags else 4
 
@@ -72,6 +99,15 @@ def _llvm(spec: dict[str, Any]) -> TargetDesc:
     if host:
         spec["mcpu"] = codegen.llvm_get_system_cpu()
         flags = host_cpu_flags()
+        if amx_usable(flags) and not enable_amx():  # the CPU has AMX but this OS will not let us use it
+            flags = tuple(f for f in flags if f not in AMX_FLAGS)
+        if amx_usable(flags):  # a VM may name an older model than the CPU is (LLVM calls this one rocketlake)
+            import tvm
+
+            t = tvm.target.Target({"kind": "llvm", "mcpu": spec["mcpu"]})
+            lacking = [f for f in ("amx-tile", "amx-bf16") if not codegen.target_has_features(f, t)]
+            if lacking:
+                spec["mattr"] = [*spec.get("mattr", []), *(f"+{f}" for f in lacking)]
     else:
         import tvm
 

@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from inference_pio.ir import Graph, param_value
+from inference_pio.ir import Graph, interpret, np_dtype, param_value
 
 _CACHE: dict[str, object] = {}
 
@@ -58,6 +58,30 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
 
 
 def _np(dtype: str):
-    from inference_pio.ir import np_dtype
-
     return np_dtype(dtype)
+
+
+def rand(rng: np.random.Generator, shape, dtype: str = "float32", scale: float = 1.0) -> np.ndarray:
+    return (rng.standard_normal(shape) * scale).astype(np.float32).astype(np_dtype(dtype))
+
+
+def assert_close(ours: np.ndarray, ref: np.ndarray, dtype: str = "float32", rtol: float = 2e-5) -> None:
+    """fp32: within rtol of the largest reference value. bf16/f16 outputs: within one rounding
+    step of each value (both sides round the same fp32 result, which may differ in the last bits)."""
+    assert ours.dtype == ref.dtype, (ours.dtype, ref.dtype)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    o, r = ours.astype(np.float64), ref.astype(np.float64)
+    scale = max(float(np.abs(r).max(initial=0.0)), 1e-6)
+    if dtype == "float32":
+        np.testing.assert_allclose(o, r, rtol=0, atol=rtol * scale)
+    else:
+        ulp = 2.0**-7 if dtype == "bfloat16" else 2.0**-10
+        np.testing.assert_array_less(np.abs(o - r), ulp * np.abs(r) + 1e-5 * scale + 1e-30)
+
+
+def check(graph, feeds, weights=None, dtype="float32", rtol=2e-5):
+    ours = run_graph(graph, feeds, weights)
+    ref = interpret(graph, feeds, weights or {})
+    for k in ref:
+        assert_close(ours[k], ref[k], dtype, rtol)
+    return ours, ref

@@ -1,17 +1,24 @@
 """Schedule rules for the llvm (CPU) target: one file per op kind, plus the generic fallback."""
 from ..registry import register, register_fallback
+from .amx import amx_linear
 from .attention import attention_rows
+from .flash_amx import amx_flash_attention
 from .flash_attention import flash_attention
 from .generic import parallel_outer
 from .linear import linear_packed_rows, linear_rows
 from .norm import rms_norm_rows
+from .swiglu import swiglu_rows
 
 register("llvm", "linear", linear_rows)
+register("llvm", "linear_packed", amx_linear)  # T > 1, bf16 weights, on CPUs with AMX
 register("llvm", "linear_packed", linear_packed_rows)
 register("llvm", "rms_norm", rms_norm_rows)
+register("llvm", "swiglu", swiglu_rows)
 register("llvm", "norm_rotary", rms_norm_rows)
+register("llvm", "attention", amx_flash_attention)  # T > 1, bf16 k and v, on CPUs with AMX
 register("llvm", "attention", flash_attention)  # T > 1
 register("llvm", "attention", attention_rows)
+register("llvm", "cache_attention", amx_flash_attention)
 register("llvm", "cache_attention", flash_attention)
 register("llvm", "cache_attention", attention_rows)
 register_fallback("llvm", parallel_outer)

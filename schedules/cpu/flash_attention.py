@@ -19,7 +19,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
-from ..kernels import attention_tir, same_params
+from ..kernels import attention_tir, causal_bounds, same_params
 
 F32 = "float32"
 KB = 64  # keys per block
@@ -81,11 +81,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     r_ = g * bq
     ev = _head_tile(dv)
 
-    def last_key(kv_len, i0, t):  # exclusive bound on the keys any row of the block sees
-        return tirx.min(kv_len, i0 + bq + kv_len - t) if causal else kv_len
-
-    def visible(j, i, kv_len, t, kmax):  # may query row i see key j
-        return tirx.all(j <= i + kv_len - t, j < kmax) if causal else j < kmax
+    last_key, visible = causal_bounds(causal, bq)
 
     @T.macro
     def body(q, kc, vc, out, t, kv_len):
@@ -105,7 +101,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                 den = T.sblock_alloc_buffer((r_,), F32)
                 h = task // nb
                 i0 = task % nb * bq
-                kmax = last_key(kv_len, i0, t)
+                kmax = last_key(kv_len, t, i0)
                 # query rows (padded past t), pre-scaled, transposed to (D, R)
                 for r in range(r_):
                     for e in range(d):
@@ -142,7 +138,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                         mn[r] = m[r]
                     for jj in range(KB):
                         for r in T.vectorized(r_):
-                            st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t, kmax),
+                            st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t),
                                                            st[jj, r], T.float32(NEG))
                             mn[r] = T.max(mn[r], st[jj, r])
                     for r in T.vectorized(r_):

@@ -32,7 +32,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
-from ..kernels import norm_rotated, attention_tir, same_params
+from ..kernels import attention_tir, causal_bounds, norm_rotated, same_params
 
 F32 = "float32"
 THREADS = 128
@@ -309,19 +309,6 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
 # so a warp's shared-memory reads fall in distinct banks.
 BQ, BK, TR, TC = 64, 64, 16, 8
 RR, KK = BQ // TR, BK // TC
-
-
-def causal_bounds(causal: bool, rows: int):
-    """For flash kernels over ``rows`` query rows per block, the T rows of q being positions
-    s-T .. s-1: last_key(s, t, i0), the exclusive bound on the keys any row of the block from
-    row i0 sees, and visible(j, i, s, t), whether row i sees key j."""
-    def last_key(s, t, i0):
-        return tirx.min(s, i0 + rows + s - t) if causal else s
-
-    def visible(j, i, s, t):
-        return tirx.all(j < s, j <= i + s - t) if causal else j < s
-
-    return last_key, visible
 
 
 def _flash_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...],

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 from tvm import tirx
 
-from ..kernels import attention_tir, to_bf16
-from .attention import causal_bounds
+from ..kernels import attention_tir, causal_bounds, to_bf16
 
 F32, BF16 = "float32", "bfloat16"
 BQ, BK, WARPS = 64, 64, 4

@@ -85,6 +85,16 @@ def test_bf16_checkpoint(models, n):
     assert rel_err(ours, hf_logits(ck.model, ids)) <= BF16_TOL
 
 
+@pytest.mark.parametrize("n", [3, 40])
+def test_bf16_checkpoint_with_wide_projections(models, n):
+    """Every K a multiple of 32: on a CPU with AMX, T-row linears take the tile kernel
+    (schedules/cpu/amx.py), x split in two bf16 parts; still within fp32 tolerance."""
+    ck = models.checkpoint("wide32", dtype="bfloat16")
+    rt = models.runtime("wide32", ckpt_dtype="bfloat16")
+    ids = token_ids(131, n, seed=n)
+    assert rel_err(rt.logits(ids), hf_logits(load_reference(ck.path, "float32"), ids)) <= FP32_TOL
+
+
 @pytest.mark.parametrize("dtype,tol", [("bfloat16", BF16_TOL), ("float16", F16_TOL)])
 def test_dtype_override_of_fp32_checkpoint(models, dtype, tol):
     """compile(md, dtype=...) stores an fp32 checkpoint's weights in a narrower dtype."""

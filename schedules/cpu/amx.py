@@ -1,0 +1,253 @@
+"""linear_packed over T > 1 rows on Intel AMX: bf16 tile products with fp32 accumulation.
+
+On a CPU with AMX (Sapphire Rapids and later: `amx_tile` and `amx_bf16` in its flags), one
+TDPBF16PS multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 fp32 sums: 8,192
+multiply-adds per instruction, against 16 for an AVX-512 FMA. This replaces the register-tile
+GEMM of `linear.py` for bf16 weights when K is a multiple of 32 and the weights are packed in
+32-column panels (AVX-512's packing):
+
+    split x (T, K) into two bf16 parts, hi = bf16(x), lo = bf16(x - hi) (rows padded to 32)
+    for each panel of 32 outputs (one task per panel, the cores share them):
+        interleave the panel's (K, 32) bf16 rows in pairs: (K/2, 32) words of two k each,
+        the layout AMX wants for its second operand ("VNNI"); it stays in L2 for the rows
+        for each block of 32 rows: 2 x 2 accumulator tiles (32 x 32 fp32)
+            for each 32-wide step of K: 2 weight tiles; 2 tiles of hi rows, then of lo rows;
+            8 tile products
+        store the tiles, add bias / residual, cast, write the rows that exist
+
+x is split rather than rounded: hi + lo carries x to within 2^-16 of |x| (bf16 alone: 2^-8),
+so the result stays within ~1e-5 of fp32 math where bf16 activations would be off by ~1e-3;
+twice the tile products, still far fewer instructions than FMAs. A bf16 x has no lo part.
+
+The weights keep the packed layout the decode GEMV streams (`passes/pack_weights.py`): the pair
+interleave costs a few vector instructions per 64 weights, once per call and panel.
+
+AMX needs the kernel's permission to use the tile registers, once per process
+(`targets.enable_amx`; `targets.resolve` and `engine.load` ask for it). Each task loads its
+tile configuration and releases the tiles when done.
+"""
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+from tvm import s_tir, tirx
+from tvm.tirx.buffer import is_buffer_var
+
+from ...targets import TargetDesc, amx_usable
+from ..registry import find_blocks
+
+F32, BF16 = "float32", "bfloat16"
+PANEL = 32  # outputs per weight panel: AVX-512's packing (2 x 16 fp32 lanes)
+KSTEP = 32  # bf16 values of K per tile row (64 bytes)
+ROWS = 32  # rows of x per accumulator block: 2 tiles of 16
+# tile registers: 0-3 accumulators (rows 0-15 / 16-31 x columns 0-15 / 16-31), 4-5 x, 6-7 weights
+C00, C01, C10, C11, X0, X1, W0, W1 = range(8)
+
+
+def amx_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The AMX kernel for a linear_packed over T rows (T a variable), or None."""
+    if not amx_usable(target.cpu_flags) or find_blocks(s_tir.Schedule(func), "xconv", "matmul", "epilogue") is None:
+        return None  # not a CPU with AMX, or not linear_packed over T rows (T = 1 has no "xconv")
+    buffers = [p for p in func.params if is_buffer_var(p)]
+    if len(buffers) != len(func.params):  # scalar parameters: not the kernel this rule knows
+        return None
+    x, wp, out, extra = buffers[0], buffers[1], buffers[-1], buffers[2:-1]
+    if len(x.shape) != 2 or isinstance(x.shape[0], tirx.IntImm) or len(wp.shape) != 3:
+        return None
+    nb, k, blk = (int(s) for s in wp.shape)
+    n = int(out.shape[1])
+    if wp.dtype != BF16 or blk != PANEL or k % KSTEP or x.dtype not in (F32, BF16):
+        return None
+    bias = next((b for b in extra if len(b.shape) == 1), None)
+    residual = next((b for b in extra if len(b.shape) == 2), None)
+    if len(extra) != (bias is not None) + (residual is not None):
+        return None
+    return _kernel(k, n, nb, x.dtype, out.dtype, bias.dtype if bias is not None else None,
+                   residual.dtype if residual is not None else None)
+
+
+def _tile(name: str, *args):
+    """One AMX instruction (tile register numbers are immediates: pass constants)."""
+    from tvm.script import tirx as T
+
+    return T.evaluate(T.call_llvm_intrin("void", f"llvm.x86.{name}", *args))
+
+
+@functools.cache
+def tile_macros() -> SimpleNamespace:
+    """The TVMScript macros every AMX kernel here uses, over the register plan above:
+    ``configure()`` loads the tile configuration (palette 1, all 8 registers 16 rows of 64
+    bytes: 16 x 32 bf16 operands, 16 x 16 fp32 sums); ``zero()`` clears the accumulators;
+    ``product(a0, a1, b0, b1)`` adds (a0; a1) @ (b0 b1) into them; ``accumulators(op, buf,
+    ld, c0)`` loads or stores them from/to the fp32 rows buf[0:32, c0:c0 + 32] (ld per row)."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def configure():
+        cfg = T.alloc_buffer((64,), "uint8")
+        for b in range(64):
+            cfg[b] = T.uint8(0)
+        cfg[0] = T.uint8(1)
+        for tile in range(8):
+            cfg[16 + 2 * tile] = T.uint8(64)  # bytes per row (uint16, little-endian)
+            cfg[48 + tile] = T.uint8(16)  # rows
+        _tile("ldtilecfg", T.address_of(cfg[0]))
+
+    @T.macro
+    def zero():
+        _tile("tilezero", T.uint8(C00))
+        _tile("tilezero", T.uint8(C01))
+        _tile("tilezero", T.uint8(C10))
+        _tile("tilezero", T.uint8(C11))
+
+    @T.macro
+    def product(a0, a1, b0, b1):
+        _tile("tdpbf16ps", T.uint8(C00), T.uint8(a0), T.uint8(b0))
+        _tile("tdpbf16ps", T.uint8(C01), T.uint8(a0), T.uint8(b1))
+        _tile("tdpbf16ps", T.uint8(C10), T.uint8(a1), T.uint8(b0))
+        _tile("tdpbf16ps", T.uint8(C11), T.uint8(a1), T.uint8(b1))
+
+    @T.macro
+    def accumulators(op, buf, ld, c0):
+        _tile(op, T.uint8(C00), T.address_of(buf[0, c0]), T.int64(ld * 4))
+        _tile(op, T.uint8(C01), T.address_of(buf[0, c0 + 16]), T.int64(ld * 4))
+        _tile(op, T.uint8(C10), T.address_of(buf[16, c0]), T.int64(ld * 4))
+        _tile(op, T.uint8(C11), T.address_of(buf[16, c0 + 16]), T.int64(ld * 4))
+
+    return SimpleNamespace(configure=configure, zero=zero, product=product, accumulators=accumulators)
+
+
+def _bf16_bits(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The bits of bf16(v) (round to nearest even; v fp32, finite) as uint32, with integer ops:
+    TVM's bf16 legalization would drop an fp32 -> bf16 -> fp32 round trip."""
+    u = tirx.reinterpret("uint32", v)
+    return (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
+        >> tirx.const(16, "uint32")
+
+
+def _from_bits(b: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The fp32 value of bf16 bits b (uint32)."""
+    return tirx.reinterpret(F32, b << tirx.const(16, "uint32"))
+
+
+def _value(x, i, c) -> tirx.PrimExpr:
+    """x[i, c] as fp32; a bf16 x by its bits."""
+    if x.dtype == F32:
+        return x[i, c]
+    return _from_bits(tirx.Cast("uint32", tirx.reinterpret("uint16", x[i, c])))
+
+
+def _row_value(x, i, c, t) -> tirx.PrimExpr:
+    """Row i of x, or 0 for a padding row (i >= t)."""
+    return tirx.if_then_else(i < t, _value(x, tirx.min(i, t - 1), c), tirx.const(0, F32))
+
+
+def _lo(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    """v - bf16(v): what the hi part misses."""
+    return v - _from_bits(_bf16_bits(v))
+
+
+def _padded(t: tirx.PrimExpr) -> tirx.PrimExpr:
+    return (t + ROWS - 1) // ROWS * ROWS
+
+
+def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: str | None) -> tirx.PrimFunc:
+    from tvm.script import tirx as T
+
+    parts = 2 if xdt == F32 else 1  # a bf16 x is exact in one part
+    tiles = tile_macros()
+    ksteps = k // KSTEP
+    full = n // PANEL  # panels with all 32 columns inside N
+
+    @T.macro
+    def split_rows(x, xs, t, tp):
+        for i in T.parallel(tp):
+            for c0 in range(k // 16):
+                for c in T.vectorized(16):
+                    xs[0, i, c0 * 16 + c] = T.Cast("uint16", _bf16_bits(_row_value(x, i, c0 * 16 + c, t)))
+                    if parts == 2:
+                        xs[1, i, c0 * 16 + c] = T.Cast("uint16", _bf16_bits(_lo(_row_value(x, i, c0 * 16 + c, t))))
+
+    def result(bias, res, acc, i0, j0, r, c):  # an expression: a variable bound in a vectorized loop is not a vector
+        v = acc[r, c]
+        if bdt is not None:
+            v = v + T.Cast(F32, bias[j0 + c])
+        if rdt is not None:
+            v = v + T.Cast(F32, res[i0 + r, j0 + c])
+        return T.Cast(odt, v)
+
+    @T.macro
+    def body(x, wp, bias, res, out, t):
+        xs = T.alloc_buffer((parts, _padded(t), k), "uint16")
+        split_rows(x, xs, t, _padded(t))
+        for jb in T.parallel(nb):
+            pairs = T.alloc_buffer((k // 2, PANEL), "uint32")
+            acc = T.alloc_buffer((ROWS, PANEL), F32)
+            tiles.configure()
+            for kp in range(k // 2):
+                for j in T.vectorized(PANEL):
+                    pairs[kp, j] = T.bitwise_or(
+                        T.Cast("uint32", T.reinterpret("uint16", wp[jb, 2 * kp, j])),
+                        T.shift_left(T.Cast("uint32", T.reinterpret("uint16", wp[jb, 2 * kp + 1, j])), T.uint32(16)))
+            for rb in range(_padded(t) // ROWS):
+                tiles.zero()
+                for ks in range(ksteps):
+                    _tile("tileloadd64", T.uint8(W0), T.address_of(pairs[ks * 16, 0]), T.int64(PANEL * 4))
+                    _tile("tileloadd64", T.uint8(W1), T.address_of(pairs[ks * 16, 16]), T.int64(PANEL * 4))
+                    for p in T.unroll(parts):
+                        _tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * ROWS, ks * KSTEP]), T.int64(k * 2))
+                        _tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * ROWS + 16, ks * KSTEP]),
+                              T.int64(k * 2))
+                        tiles.product(X0, X1, W0, W1)
+                tiles.accumulators("tilestored64", acc, PANEL, 0)
+                for r in range(T.min(ROWS, t - rb * ROWS)):
+                    if jb < full:
+                        for c in T.vectorized(PANEL):
+                            out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+                    else:
+                        for c in range(n - full * PANEL):
+                            out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+            _tile("tilerelease")
+
+    if bdt is not None and rdt is not None:
+        @T.prim_func(private=True)
+        def linear_amx_bias_residual(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), bias: T.Buffer((n,), bdt),
+                                     var_res: T.handle, var_out: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, k), xdt)
+            res = T.match_buffer(var_res, (t, n), rdt)
+            out = T.match_buffer(var_out, (t, n), odt)
+            body(x, wp, bias, res, out, t)
+
+        return linear_amx_bias_residual
+    if bdt is not None:
+        @T.prim_func(private=True)
+        def linear_amx_bias(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), bias: T.Buffer((n,), bdt),
+                            var_out: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, k), xdt)
+            out = T.match_buffer(var_out, (t, n), odt)
+            body(x, wp, bias, None, out, t)
+
+        return linear_amx_bias
+    if rdt is not None:
+        @T.prim_func(private=True)
+        def linear_amx_residual(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), var_res: T.handle,
+                                var_out: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, k), xdt)
+            res = T.match_buffer(var_res, (t, n), rdt)
+            out = T.match_buffer(var_out, (t, n), odt)
+            body(x, wp, None, res, out, t)
+
+        return linear_amx_residual
+
+    @T.prim_func(private=True)
+    def linear_amx(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), var_out: T.handle):
+        t = T.int64()
+        x = T.match_buffer(var_x, (t, k), xdt)
+        out = T.match_buffer(var_out, (t, n), odt)
+        body(x, wp, None, None, out, t)
+
+    return linear_amx

@@ -1,0 +1,191 @@
+"""Prefill attention on Intel AMX: `flash_attention.py`'s structure with both products on tiles.
+
+For T > 1 query rows over a bf16 K/V (the KV cache), on a CPU with AMX. One task per (kv head,
+block of 32 / G query rows): the R = 32 rows of the block's G query heads. Their q rows are
+scaled, split into bf16 hi + lo (as `amx.py` splits x) and stored once as pairs of head-dim
+values, the layout a tile product's second operand takes. Then blocks of KB = 32 keys:
+
+    copy the key rows (bf16, exact: no split) and interleave value rows in pairs; rows past
+    the last visible key are zero
+    S^T (KB, R) = K_blk Q^T         4 accumulator tiles, D / 32 steps, hi and lo parts of q
+    online softmax down the keys, vectorized over the R rows (as the FMA kernel)
+    P (R, KB), hi and lo            the probabilities transposed for the next product
+    O (R, Dv) = O * corr + P V_blk  O in memory, loaded and stored 32 columns at a time
+
+Key blocks past the block's last causal position are never visited. The split keeps q and P
+to within 2^-16 of their values (bf16 alone: 2^-8), so the result stays within ~1e-5 of fp32
+math.
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.tirx.buffer import is_buffer_var
+
+from ...targets import TargetDesc, amx_usable
+from ..kernels import attention_tir, causal_bounds, same_params
+from .amx import BF16, F32, W0, W1, X0, X1, _bf16_bits, _from_bits, _tile, tile_macros
+from .flash_attention import NEG, fast_exp
+
+R = 32  # query rows per task: 2 tiles of 16
+KB = 32  # keys per block: one 32-wide step of the P V product
+
+
+def amx_flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The AMX kernel for an attention / cache_attention PrimFunc with T > 1 rows over bf16
+    keys and values, else None."""
+    attrs = func.attrs
+    if not amx_usable(target.cpu_flags) or attrs is None or "scale" not in attrs or attrs.get("kv_len_tensor") \
+            or "q_norm_eps" in attrs:
+        return None
+    buffers = [p for p in func.params if is_buffer_var(p)]
+    if len(buffers) != 4:
+        return None
+    q, k, v, out = buffers
+    if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1:
+        return None  # decode: the row-parallel schedule
+    hq, d, hkv, dv = int(q.shape[1]), int(q.shape[2]), int(k.shape[1]), int(v.shape[2])
+    g = hq // hkv
+    if (k.dtype, v.dtype) != (BF16, BF16) or q.dtype not in (F32, BF16) or R % g or d % 32 or dv % 32:
+        return None
+    cache = len(func.params) == 5
+    f = _kernel(hq=hq, hkv=hkv, d=d, dv=dv, cache_rows=int(k.shape[0]) if cache else None,
+                dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]),
+                causal=bool(attrs.get("causal", True)))
+    return same_params(f, func)
+
+
+def _pair(lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Two bf16 bit patterns (uint32) in one word, ``lo`` first in memory."""
+    return lo | (hi << tirx.const(16, "uint32"))
+
+
+def _split(v: tirx.PrimExpr, part: int) -> tirx.PrimExpr:
+    """The bits of v's hi (part 0) or lo (part 1) bf16 part."""
+    return _bf16_bits(v) if part == 0 else _bf16_bits(v - _from_bits(_bf16_bits(v)))
+
+
+def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
+            causal: bool) -> tirx.PrimFunc:
+    from tvm.script import tirx as T
+
+    odt = dtypes[3]
+    g = hq // hkv
+    bq = R // g  # query rows per block
+    last_key, visible = causal_bounds(causal, bq)
+    tiles = tile_macros()
+
+    def qv(q, h, i0, r, e, t):  # row r of the block (query i0 + r // g, head h * g + r % g), scaled; 0 past t
+        return tirx.if_then_else(i0 + r // g < t, tirx.Cast(F32, q[tirx.min(i0 + r // g, t - 1), h * g + r % g, e]),
+                                 tirx.const(0, F32)) * tirx.const(scale, F32)
+
+    def q_pair(q, h, i0, r, dp, t, part):  # head dims 2 dp, 2 dp + 1 of row r: their hi or lo parts
+        return _pair(_split(qv(q, h, i0, r, 2 * dp, t), part), _split(qv(q, h, i0, r, 2 * dp + 1, t), part))
+
+    def kv_bits(c16, h, j, e, kmax):  # the bits of row j (0 past kmax)
+        return tirx.if_then_else(j < kmax, tirx.Cast("uint32", c16[tirx.min(j, kmax - 1), h, e]),
+                                 tirx.const(0, "uint32"))
+
+    @T.macro
+    def scores_t(keys, j, hh, ld, qp):  # the accumulators = S^T: keys[j:j+32, hh] @ (q's pairs)
+        tiles.zero()
+        for ds in range(d // 32):
+            _tile("tileloadd64", T.uint8(X0), T.address_of(keys[j, hh, ds * 32]), T.int64(ld))
+            _tile("tileloadd64", T.uint8(X1), T.address_of(keys[j + 16, hh, ds * 32]), T.int64(ld))
+            for p in T.unroll(2):
+                _tile("tileloadd64", T.uint8(W0), T.address_of(qp[p, ds * 16, 0]), T.int64(R * 4))
+                _tile("tileloadd64", T.uint8(W1), T.address_of(qp[p, ds * 16, 16]), T.int64(R * 4))
+                tiles.product(X0, X1, W0, W1)
+
+    @T.macro
+    def body(q, kc, vc, out, t, kv_len):
+        nb = (t + bq - 1) // bq
+        k16 = T.decl_buffer(kc.shape, "uint16", data=kc.data)  # bf16 bits, read as such
+        v16 = T.decl_buffer(vc.shape, "uint16", data=vc.data)
+        for task in T.parallel(hkv * nb):
+            qp = T.alloc_buffer((2, d // 2, R), "uint32")  # q^T in head-dim pairs, hi and lo
+            kf = T.alloc_buffer((KB, 1, d), "uint16")  # a last, partial block of keys
+            vp = T.alloc_buffer((KB // 2, dv), "uint32")  # value rows in key pairs
+            st = T.alloc_buffer((KB, R), F32)  # S^T, then P^T
+            pt = T.alloc_buffer((2, KB // 2, R), "uint32")  # P^T in key pairs, hi and lo
+            pa = T.alloc_buffer((2, R, KB // 2), "uint32")  # P, the same pairs transposed
+            acc = T.alloc_buffer((R, dv), F32)
+            m = T.alloc_buffer((R,), F32)
+            mn = T.alloc_buffer((R,), F32)
+            corr = T.alloc_buffer((R,), F32)
+            den = T.alloc_buffer((R,), F32)
+            tiles.configure()
+            h = task // nb
+            i0 = task % nb * bq
+            kmax = last_key(kv_len, t, i0)
+            for dp in range(d // 2):
+                for r in range(R):
+                    qp[0, dp, r] = q_pair(q, h, i0, r, dp, t, 0)
+                    qp[1, dp, r] = q_pair(q, h, i0, r, dp, t, 1)
+            for r in range(R):
+                for e in T.vectorized(dv):
+                    acc[r, e] = T.float32(0)
+            for r in T.vectorized(R):
+                m[r] = T.float32(NEG)
+                den[r] = T.float32(0)
+            for kb in range((kmax + KB - 1) // KB):
+                j0 = kb * KB
+                if j0 + KB <= kmax:  # a whole block: K straight from the cache
+                    for jp in range(KB // 2):
+                        for e in T.vectorized(dv):
+                            vp[jp, e] = _pair(T.Cast("uint32", v16[j0 + 2 * jp, h, e]),
+                                              T.Cast("uint32", v16[j0 + 2 * jp + 1, h, e]))
+                    scores_t(k16, j0, h, hkv * d * 2, qp)
+                else:  # the last block: rows past kmax are zeros (the cache may hold NaNs there)
+                    for jj in range(KB):
+                        for e in T.vectorized(d):
+                            kf[jj, 0, e] = T.Cast("uint16", kv_bits(k16, h, j0 + jj, e, kmax))
+                    for jp in range(KB // 2):
+                        for e in T.vectorized(dv):
+                            vp[jp, e] = _pair(kv_bits(v16, h, j0 + 2 * jp, e, kmax),
+                                              kv_bits(v16, h, j0 + 2 * jp + 1, e, kmax))
+                    scores_t(kf, 0, 0, d * 2, qp)
+                tiles.accumulators("tilestored64", st, R, 0)
+                # online softmax down the keys, all R rows at once
+                for r in T.vectorized(R):
+                    mn[r] = m[r]
+                for jj in range(KB):
+                    for r in T.vectorized(R):
+                        st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t), st[jj, r],
+                                                   T.float32(NEG))
+                        mn[r] = T.max(mn[r], st[jj, r])
+                for r in T.vectorized(R):
+                    corr[r] = fast_exp(m[r] - mn[r])
+                    m[r] = mn[r]
+                    den[r] = den[r] * corr[r]
+                for jj in range(KB):
+                    for r in T.vectorized(R):
+                        st[jj, r] = fast_exp(st[jj, r] - mn[r])
+                        den[r] = den[r] + st[jj, r]
+                for jp in range(KB // 2):  # P^T split and paired, vectorized over the rows
+                    for r in T.vectorized(R):
+                        pt[0, jp, r] = _pair(_split(st[2 * jp, r], 0), _split(st[2 * jp + 1, r], 0))
+                        pt[1, jp, r] = _pair(_split(st[2 * jp, r], 1), _split(st[2 * jp + 1, r], 1))
+                for p in T.unroll(2):  # transposed: P's rows
+                    for r in T.unroll(R):
+                        for jp in T.unroll(KB // 2):
+                            pa[p, r, jp] = pt[p, jp, r]
+                for r in range(R):
+                    for e in T.vectorized(dv):
+                        acc[r, e] = acc[r, e] * corr[r]
+                # O += P V_blk, 32 columns of O at a time
+                for ec in range(dv // 32):
+                    tiles.accumulators("tileloadd64", acc, dv, ec * 32)
+                    _tile("tileloadd64", T.uint8(W0), T.address_of(vp[0, ec * 32]), T.int64(dv * 4))
+                    _tile("tileloadd64", T.uint8(W1), T.address_of(vp[0, ec * 32 + 16]), T.int64(dv * 4))
+                    for p in T.unroll(2):
+                        _tile("tileloadd64", T.uint8(X0), T.address_of(pa[p, 0, 0]), T.int64(KB * 2))
+                        _tile("tileloadd64", T.uint8(X1), T.address_of(pa[p, 16, 0]), T.int64(KB * 2))
+                        tiles.product(X0, X1, W0, W1)
+                    tiles.accumulators("tilestored64", acc, dv, ec * 32)
+            _tile("tilerelease")
+            for r in range(R):
+                if i0 + r // g < t:
+                    for e in T.vectorized(dv):
+                        out[i0 + r // g, h * g + r % g, e] = T.Cast(odt, acc[r, e] / den[r])
+
+    return attention_tir(body, hq, hkv, d, dv, cache_rows, dtypes)
