@@ -2,6 +2,7 @@
 from ..registry import register, register_fallback
 from .amx import amx_linear
 from .attention import attention_rows
+from .decode_attention import split_key_attention
 from .flash_amx import amx_flash_attention
 from .flash_attention import flash_attention
 from .generic import parallel_outer
@@ -20,5 +21,6 @@ register("llvm", "attention", flash_attention)  # T > 1
 register("llvm", "attention", attention_rows)
 register("llvm", "cache_attention", amx_flash_attention)
 register("llvm", "cache_attention", flash_attention)
+register("llvm", "cache_attention", split_key_attention)  # T = 1
 register("llvm", "cache_attention", attention_rows)
 register_fallback("llvm", parallel_outer)
