@@ -7,13 +7,17 @@ GEMM of `linear.py` for bf16 weights when K is a multiple of 32 and the weights 
 32-column panels (AVX-512's packing):
 
     split x (T, K) into two bf16 parts, hi = bf16(x), lo = bf16(x - hi) (rows padded to 32)
-    for each panel of 32 outputs (one task per panel, the cores share them):
-        interleave the panel's (K, 32) bf16 rows in pairs: (K/2, 32) words of two k each,
-        the layout AMX wants for its second operand ("VNNI"); it stays in L2 for the rows
-        for each block of 32 rows: 2 x 2 accumulator tiles (32 x 32 fp32)
+    for each group of up to 4 panels of 32 outputs (one task per group; the cores share them):
+        interleave each panel's (K, 32) bf16 rows in pairs: (K/2, 32) words of two k each,
+        the layout AMX wants for its second operand ("VNNI"); they stay in cache for the rows
+        for each block of 32 rows, for each panel of the group: 2 x 2 accumulator tiles
             for each 32-wide step of K: 2 weight tiles; 2 tiles of hi rows, then of lo rows;
             8 tile products
         store the tiles, add bias / residual, cast, write the rows that exist
+
+The group lets one block of x rows, read from L3 once, serve 4 panels from L2: 370 -> 486
+GFLOP/s for Qwen3-4B's gate+up at 256 rows (K 2560; x alone outgrows L2), unchanged at 0.6B's
+K 1024.
 
 x is split rather than rounded: hi + lo carries x to within 2^-16 of |x| (bf16 alone: 2^-8),
 so the result stays within ~1e-5 of fp32 math where bf16 activations would be off by ~1e-3;
@@ -41,6 +45,7 @@ F32, BF16 = "float32", "bfloat16"
 PANEL = 32  # outputs per weight panel: AVX-512's packing (2 x 16 fp32 lanes)
 KSTEP = 32  # bf16 values of K per tile row (64 bytes)
 ROWS = 32  # rows of x per accumulator block: 2 tiles of 16
+GROUP = 4  # panels per task: each block of x rows is read from L2 once for all of them
 # tile registers: 0-3 accumulators (rows 0-15 / 16-31 x columns 0-15 / 16-31), 4-5 x, 6-7 weights
 C00, C01, C10, C11, X0, X1, W0, W1 = range(8)
 
@@ -63,8 +68,9 @@ def amx_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     residual = next((b for b in extra if len(b.shape) == 2), None)
     if len(extra) != (bias is not None) + (residual is not None):
         return None
+    group = max(1, min(GROUP, nb // (2 * target.num_cores)))  # but at least 2 tasks per core
     return _kernel(k, n, nb, x.dtype, out.dtype, bias.dtype if bias is not None else None,
-                   residual.dtype if residual is not None else None)
+                   residual.dtype if residual is not None else None, group)
 
 
 def _tile(name: str, *args):
@@ -152,7 +158,8 @@ def _padded(t: tirx.PrimExpr) -> tirx.PrimExpr:
     return (t + ROWS - 1) // ROWS * ROWS
 
 
-def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: str | None) -> tirx.PrimFunc:
+def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: str | None,
+            group: int = 1) -> tirx.PrimFunc:
     from tvm.script import tirx as T
 
     parts = 2 if xdt == F32 else 1  # a bf16 x is exact in one part
@@ -178,76 +185,58 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
         return T.Cast(odt, v)
 
     @T.macro
+    def epilogue(out, bias, res, acc, t, rb, jb):  # the block's rows that exist, the panel's columns inside N
+        for r in range(T.min(ROWS, t - rb * ROWS)):
+            if jb < full:
+                for c in T.vectorized(PANEL):
+                    out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+            else:
+                for c in range(n - full * PANEL):
+                    out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+
+    @T.macro
     def body(x, wp, bias, res, out, t):
         xs = T.alloc_buffer((parts, _padded(t), k), "uint16")
         split_rows(x, xs, t, _padded(t))
-        for jb in T.parallel(nb):
-            pairs = T.alloc_buffer((k // 2, PANEL), "uint32")
+        for task in T.parallel((nb + group - 1) // group):
+            pairs = T.alloc_buffer((group, k // 2, PANEL), "uint32")
             acc = T.alloc_buffer((ROWS, PANEL), F32)
             tiles.configure()
-            for kp in range(k // 2):
-                for j in T.vectorized(PANEL):
-                    pairs[kp, j] = T.bitwise_or(
-                        T.Cast("uint32", T.reinterpret("uint16", wp[jb, 2 * kp, j])),
-                        T.shift_left(T.Cast("uint32", T.reinterpret("uint16", wp[jb, 2 * kp + 1, j])), T.uint32(16)))
+            for pj in range(group):
+                if task * group + pj < nb:
+                    for kp in range(k // 2):
+                        for j in T.vectorized(PANEL):
+                            pairs[pj, kp, j] = T.bitwise_or(
+                                T.Cast("uint32", T.reinterpret("uint16", wp[task * group + pj, 2 * kp, j])),
+                                T.shift_left(T.Cast("uint32", T.reinterpret("uint16", wp[task * group + pj, 2 * kp + 1, j])),
+                                             T.uint32(16)))
             for rb in range(_padded(t) // ROWS):
-                tiles.zero()
-                for ks in range(ksteps):
-                    _tile("tileloadd64", T.uint8(W0), T.address_of(pairs[ks * 16, 0]), T.int64(PANEL * 4))
-                    _tile("tileloadd64", T.uint8(W1), T.address_of(pairs[ks * 16, 16]), T.int64(PANEL * 4))
-                    for p in T.unroll(parts):
-                        _tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * ROWS, ks * KSTEP]), T.int64(k * 2))
-                        _tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * ROWS + 16, ks * KSTEP]),
-                              T.int64(k * 2))
-                        tiles.product(X0, X1, W0, W1)
-                tiles.accumulators("tilestored64", acc, PANEL, 0)
-                for r in range(T.min(ROWS, t - rb * ROWS)):
-                    if jb < full:
-                        for c in T.vectorized(PANEL):
-                            out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
-                    else:
-                        for c in range(n - full * PANEL):
-                            out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+                for pj in range(group):  # the block's rows of x stay in L2 across the group's panels
+                    if task * group + pj < nb:
+                        tiles.zero()
+                        for ks in range(ksteps):
+                            _tile("tileloadd64", T.uint8(W0), T.address_of(pairs[pj, ks * 16, 0]), T.int64(PANEL * 4))
+                            _tile("tileloadd64", T.uint8(W1), T.address_of(pairs[pj, ks * 16, 16]), T.int64(PANEL * 4))
+                            for p in T.unroll(parts):
+                                _tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * ROWS, ks * KSTEP]),
+                                      T.int64(k * 2))
+                                _tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * ROWS + 16, ks * KSTEP]),
+                                      T.int64(k * 2))
+                                tiles.product(X0, X1, W0, W1)
+                        tiles.accumulators("tilestored64", acc, PANEL, 0)
+                        epilogue(out, bias, res, acc, t, rb, task * group + pj)
             _tile("tilerelease")
 
-    if bdt is not None and rdt is not None:
-        @T.prim_func(private=True)
-        def linear_amx_bias_residual(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), bias: T.Buffer((n,), bdt),
-                                     var_res: T.handle, var_out: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, k), xdt)
-            res = T.match_buffer(var_res, (t, n), rdt)
-            out = T.match_buffer(var_out, (t, n), odt)
-            body(x, wp, bias, res, out, t)
-
-        return linear_amx_bias_residual
-    if bdt is not None:
-        @T.prim_func(private=True)
-        def linear_amx_bias(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), bias: T.Buffer((n,), bdt),
-                            var_out: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, k), xdt)
-            out = T.match_buffer(var_out, (t, n), odt)
-            body(x, wp, bias, None, out, t)
-
-        return linear_amx_bias
-    if rdt is not None:
-        @T.prim_func(private=True)
-        def linear_amx_residual(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), var_res: T.handle,
-                                var_out: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, k), xdt)
-            res = T.match_buffer(var_res, (t, n), rdt)
-            out = T.match_buffer(var_out, (t, n), odt)
-            body(x, wp, None, res, out, t)
-
-        return linear_amx_residual
-
     @T.prim_func(private=True)
-    def linear_amx(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), var_out: T.handle):
+    def linear_amx(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), bias: T.Buffer((n,), bdt or F32),
+                   var_res: T.handle, var_out: T.handle):
         t = T.int64()
         x = T.match_buffer(var_x, (t, k), xdt)
+        res = T.match_buffer(var_res, (t, n), rdt or F32)
         out = T.match_buffer(var_out, (t, n), odt)
-        body(x, wp, None, None, out, t)
+        body(x, wp, bias, res, out, t)
 
-    return linear_amx
+    # the body reads bias and res only where they exist: the other parameters go
+    x_, wp_, bias_, res_, out_ = linear_amx.params
+    params = [x_, wp_] + ([bias_] if bdt is not None else []) + ([res_] if rdt is not None else []) + [out_]
+    return tirx.PrimFunc(params, linear_amx.body, linear_amx.ret_type, linear_amx.attrs)

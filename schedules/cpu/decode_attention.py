@@ -20,6 +20,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
+from ..kernels import same_params
 from .flash_attention import NEG, fast_exp
 
 F32 = "float32"
@@ -41,13 +42,13 @@ def split_key_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFun
     lanes = target.vector_lanes
     if hq % hkv or d % lanes or dv % lanes or lanes > 16:
         return None
-    kv_len_first = not is_buffer_var(func.params[3])  # lowering may pass kv_len before the output
-    return _kernel(hq, hkv, d, dv, int(kc.shape[0]), (q.dtype, kc.dtype, vc.dtype, out.dtype),
-                   float(attrs["scale"]), lanes, kv_len_first)
+    f = _kernel(hq, hkv, d, dv, int(kc.shape[0]), (q.dtype, kc.dtype, vc.dtype, out.dtype), float(attrs["scale"]),
+                lanes)
+    return same_params(f, func)  # lowering may pass kv_len before the output
 
 
 def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...], scale: float,
-            lanes: int, kv_len_first: bool) -> tirx.PrimFunc:
+            lanes: int) -> tirx.PrimFunc:
     from tvm.script import tirx as T
 
     qdt, kdt, vdt, odt = dtypes
@@ -125,19 +126,6 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
                     res[e] = res[e] + fast_exp(pm[c, h] - mx[0]) * po[c, h, e]
             for e in T.vectorized(dv):
                 out[0, h, e] = T.Cast(odt, res[e] / tot[0])
-
-    if kv_len_first:
-        @T.prim_func(private=True, s_tir=True)
-        def cache_attention_split_n(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, kv_len: T.int64,
-                                    var_out: T.handle):
-            q = T.match_buffer(var_q, (1, hq, d), qdt)
-            kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
-            vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
-            out = T.match_buffer(var_out, (1, hq, dv), odt)
-            with T.sblock("root"):
-                body(q, kc, vc, out, kv_len)
-
-        return cache_attention_split_n
 
     @T.prim_func(private=True, s_tir=True)
     def cache_attention_split(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle,

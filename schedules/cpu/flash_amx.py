@@ -24,7 +24,7 @@ from tvm.tirx.buffer import is_buffer_var
 from ...targets import TargetDesc, amx_usable
 from ..kernels import attention_tir, causal_bounds, same_params
 from .amx import BF16, F32, W0, W1, X0, X1, _bf16_bits, _from_bits, _tile, tile_macros
-from .flash_attention import NEG, fast_exp
+from .flash_attention import NEG, online_softmax
 
 R = 32  # query rows per task: 2 tiles of 16
 KB = 32  # keys per block: one 32-wide step of the P V product
@@ -72,6 +72,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     g = hq // hkv
     bq = R // g  # query rows per block
     last_key, visible = causal_bounds(causal, bq)
+    softmax = online_softmax(visible, g, KB, R)
     tiles = tile_macros()
 
     def qv(q, h, i0, r, e, t):  # row r of the block (query i0 + r // g, head h * g + r % g), scaled; 0 past t
@@ -130,37 +131,23 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
             for kb in range((kmax + KB - 1) // KB):
                 j0 = kb * KB
                 if j0 + KB <= kmax:  # a whole block: K straight from the cache
-                    for jp in range(KB // 2):
+                    scores_t(k16, j0, h, hkv * d * 2, qp)
+                    tiles.accumulators("tilestored64", st, R, 0)
+                    for jp in range(KB // 2):  # (vector work while the tile stores drain)
                         for e in T.vectorized(dv):
                             vp[jp, e] = _pair(T.Cast("uint32", v16[j0 + 2 * jp, h, e]),
                                               T.Cast("uint32", v16[j0 + 2 * jp + 1, h, e]))
-                    scores_t(k16, j0, h, hkv * d * 2, qp)
                 else:  # the last block: rows past kmax are zeros (the cache may hold NaNs there)
                     for jj in range(KB):
                         for e in T.vectorized(d):
                             kf[jj, 0, e] = T.Cast("uint16", kv_bits(k16, h, j0 + jj, e, kmax))
+                    scores_t(kf, 0, 0, d * 2, qp)
+                    tiles.accumulators("tilestored64", st, R, 0)
                     for jp in range(KB // 2):
                         for e in T.vectorized(dv):
                             vp[jp, e] = _pair(kv_bits(v16, h, j0 + 2 * jp, e, kmax),
                                               kv_bits(v16, h, j0 + 2 * jp + 1, e, kmax))
-                    scores_t(kf, 0, 0, d * 2, qp)
-                tiles.accumulators("tilestored64", st, R, 0)
-                # online softmax down the keys, all R rows at once
-                for r in T.vectorized(R):
-                    mn[r] = m[r]
-                for jj in range(KB):
-                    for r in T.vectorized(R):
-                        st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t), st[jj, r],
-                                                   T.float32(NEG))
-                        mn[r] = T.max(mn[r], st[jj, r])
-                for r in T.vectorized(R):
-                    corr[r] = fast_exp(m[r] - mn[r])
-                    m[r] = mn[r]
-                    den[r] = den[r] * corr[r]
-                for jj in range(KB):
-                    for r in T.vectorized(R):
-                        st[jj, r] = fast_exp(st[jj, r] - mn[r])
-                        den[r] = den[r] + st[jj, r]
+                softmax(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
                 for jp in range(KB // 2):  # P^T split and paired, vectorized over the rows
                     for r in T.vectorized(R):
                         pt[0, jp, r] = _pair(_split(st[2 * jp, r], 0), _split(st[2 * jp + 1, r], 0))

@@ -47,6 +47,34 @@ def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return p * tirx.reinterpret(F32, tirx.shift_left(n.astype("int32") + 127, 23))
 
 
+def online_softmax(visible, g: int, keys: int, rows: int):
+    """A macro ``softmax(st, m, mn, corr, den, j0, i0, kv_len, t)`` for the flash kernels here:
+    st holds S^T (keys x rows) of the key block from key j0, for query rows i0 + r // g (the
+    block's G heads interleaved). Masks the keys a row may not see, updates each row's running
+    max m and sum den, leaves P^T = exp(S^T - m) in st and the factor that rescales the rows'
+    running output in corr; ``visible`` from `causal_bounds`, mn is scratch."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def softmax(st, m, mn, corr, den, j0, i0, kv_len, t):
+        for r in T.vectorized(rows):
+            mn[r] = m[r]
+        for jj in range(keys):
+            for r in T.vectorized(rows):
+                st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t), st[jj, r], T.float32(NEG))
+                mn[r] = T.max(mn[r], st[jj, r])
+        for r in T.vectorized(rows):
+            corr[r] = fast_exp(m[r] - mn[r])
+            m[r] = mn[r]
+            den[r] = den[r] * corr[r]
+        for jj in range(keys):
+            for r in T.vectorized(rows):
+                st[jj, r] = fast_exp(st[jj, r] - mn[r])
+                den[r] = den[r] + st[jj, r]
+
+    return softmax
+
+
 def _head_tile(dv: int) -> int:
     return next(e for e in (16, 8, 4, 2, 1) if dv % e == 0)
 
@@ -82,6 +110,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     ev = _head_tile(dv)
 
     last_key, visible = causal_bounds(causal, bq)
+    softmax = online_softmax(visible, g, KB, r_)
 
     @T.macro
     def body(q, kc, vc, out, t, kv_len):
@@ -133,22 +162,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                         for ji in T.unroll(JT):
                             for r in T.vectorized(r_):
                                 st[jo * JT + ji, r] = sreg[ji, r]
-                    # online softmax down the keys, all R rows at once
-                    for r in T.vectorized(r_):
-                        mn[r] = m[r]
-                    for jj in range(KB):
-                        for r in T.vectorized(r_):
-                            st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t),
-                                                           st[jj, r], T.float32(NEG))
-                            mn[r] = T.max(mn[r], st[jj, r])
-                    for r in T.vectorized(r_):
-                        corr[r] = fast_exp(m[r] - mn[r])
-                        m[r] = mn[r]
-                        den[r] = den[r] * corr[r]
-                    for jj in range(KB):
-                        for r in T.vectorized(r_):
-                            st[jj, r] = fast_exp(st[jj, r] - mn[r])
-                            den[r] = den[r] + st[jj, r]
+                    softmax(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
                     for ro in range(r_ // RT):  # O = O * corr + P V_blk
                         for eo in range(dv // ev):
                             areg = T.alloc_buffer((RT, ev), F32)

@@ -69,8 +69,9 @@ def test_compiles_to_tile_instructions_for_an_amx_cpu():
 
 @needs_amx
 @pytest.mark.parametrize("t", [2, 5, 31, 32, 33, 70])
-@pytest.mark.parametrize("k,n", [(32, 1), (64, 33), (96, 64)])
+@pytest.mark.parametrize("k,n", [(32, 1), (64, 33), (96, 64), (64, 541)])
 def test_amx_linear(t, k, n):
+    """(64, 541): 17 panels, the last partial; on 2 cores, tasks of 4 panels and a last of 1."""
     from inference_pio.passes.pack_weights import pack_weights
 
     rng = np.random.default_rng(t * 1000 + k + n)
