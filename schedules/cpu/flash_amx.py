@@ -79,9 +79,6 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         return tirx.if_then_else(i0 + r // g < t, tirx.Cast(F32, q[tirx.min(i0 + r // g, t - 1), h * g + r % g, e]),
                                  tirx.const(0, F32)) * tirx.const(scale, F32)
 
-    def q_pair(q, h, i0, r, dp, t, part):  # head dims 2 dp, 2 dp + 1 of row r: their hi or lo parts
-        return _pair(_split(qv(q, h, i0, r, 2 * dp, t), part), _split(qv(q, h, i0, r, 2 * dp + 1, t), part))
-
     def kv_bits(c16, h, j, e, kmax):  # the bits of row j (0 past kmax)
         return tirx.if_then_else(j < kmax, tirx.Cast("uint32", c16[tirx.min(j, kmax - 1), h, e]),
                                  tirx.const(0, "uint32"))
@@ -103,6 +100,8 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         k16 = T.decl_buffer(kc.shape, "uint16", data=kc.data)  # bf16 bits, read as such
         v16 = T.decl_buffer(vc.shape, "uint16", data=vc.data)
         for task in T.parallel(hkv * nb):
+            qa = T.alloc_buffer((2, R, d), "uint16")  # the block's q rows, scaled: hi and lo
+            qa32 = T.decl_buffer((2, R, d // 2), "uint32", data=qa.data)  # the same, in head-dim pairs
             qp = T.alloc_buffer((2, d // 2, R), "uint32")  # q^T in head-dim pairs, hi and lo
             kf = T.alloc_buffer((KB, 1, d), "uint16")  # a last, partial block of keys
             vp = T.alloc_buffer((KB // 2, dv), "uint32")  # value rows in key pairs
@@ -118,10 +117,14 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
             h = task // nb
             i0 = task % nb * bq
             kmax = last_key(kv_len, t, i0)
-            for dp in range(d // 2):
+            for r in range(R):  # q's rows split (vectorized along them), then transposed in pairs
+                for e in T.vectorized(d):
+                    qa[0, r, e] = T.Cast("uint16", _split(qv(q, h, i0, r, e, t), 0))
+                    qa[1, r, e] = T.Cast("uint16", _split(qv(q, h, i0, r, e, t), 1))
+            for p in range(2):
                 for r in range(R):
-                    qp[0, dp, r] = q_pair(q, h, i0, r, dp, t, 0)
-                    qp[1, dp, r] = q_pair(q, h, i0, r, dp, t, 1)
+                    for dp in range(d // 2):
+                        qp[p, dp, r] = qa32[p, r, dp]
             for r in range(R):
                 for e in T.vectorized(dv):
                     acc[r, e] = T.float32(0)
