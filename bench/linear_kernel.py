@@ -4,7 +4,8 @@
     python bench/linear_kernel.py --tokens 1 --k 1024 --n 6144       # the same at decode
 
 Weights packed as `passes/pack_weights.py` packs them for this CPU (blocks of two SIMD
-registers), --dtype weights and activations, fp32 accumulation. Median and best over --reps
+registers), --dtype weights and activations (--x-dtype float32: fp32 rows of x, as the models
+pass them; on an AMX CPU that takes the split hi + lo tile products), fp32 accumulation. Median and best over --reps
 calls; prints ms and GFLOP/s (and weight GB/s, the figure that matters at --tokens 1).
 Handy when swapping a linear schedule rule.
 """
@@ -30,12 +31,15 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=1024)
     ap.add_argument("--n", type=int, default=6144)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    ap.add_argument("--x-dtype", choices=["bfloat16", "float32", "float16"],
+                    help="activations (default --dtype); the models feed fp32 rows of x to every linear")
     ap.add_argument("--reps", type=int, default=25)
     a = ap.parse_args()
     td = resolve("llvm")
     blk = 2 * td.vector_lanes
     t = 1 if a.tokens == 1 else tirx.Var("T", "int64")
-    x = te.placeholder((t, a.k), a.dtype, "x")
+    xdt = a.x_dtype or a.dtype
+    x = te.placeholder((t, a.k), xdt, "x")
     wp = te.placeholder((-(-a.n // blk), a.k, blk), a.dtype, "wp")
     out = kernels.linear_packed(x, wp, n=a.n, out_dtype=a.dtype)
     func = te.create_prim_func([x, wp, out]).with_attr(OP_KIND_ATTR, "linear_packed")
@@ -43,7 +47,7 @@ def main() -> None:
     with td.to_tvm() as tgt:
         fn = tvm.compile(tvm.IRModule({"main": func}), target=tgt)["main"]
     rng, dev, npdt = np.random.default_rng(0), tvm.cpu(), np_dtype(a.dtype)
-    xa = tvm.runtime.tensor(rng.standard_normal((a.tokens, a.k)).astype(npdt), dev)
+    xa = tvm.runtime.tensor(rng.standard_normal((a.tokens, a.k)).astype(np_dtype(xdt)), dev)
     wa = tvm.runtime.tensor(rng.standard_normal(tuple(int(s) for s in wp.shape)).astype(npdt), dev)
     oa = tvm.runtime.tensor(np.zeros((a.tokens, a.n), npdt), dev)
     fn(xa, wa, oa)
@@ -54,7 +58,7 @@ def main() -> None:
         ts.append(time.perf_counter() - t0)
     med, best = float(np.median(ts)), min(ts)
     flop, wbytes = 2 * a.tokens * a.k * a.n, a.k * a.n * npdt.itemsize
-    print(f"linear_packed T={a.tokens} K={a.k} N={a.n} {a.dtype}: median {med * 1e3:.2f} ms, "
+    print(f"linear_packed T={a.tokens} K={a.k} N={a.n} {a.dtype} (x {xdt}): median {med * 1e3:.2f} ms, "
           f"best {best * 1e3:.2f} ms = {flop / best / 1e9:.1f} GFLOP/s, weights {wbytes / best / 1e9:.1f} GB/s")
 
 
