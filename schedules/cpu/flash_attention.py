@@ -59,10 +59,15 @@ def online_softmax(visible, g: int, keys: int, rows: int):
     def softmax(st, m, mn, corr, den, j0, i0, kv_len, t):
         for r in T.vectorized(rows):
             mn[r] = m[r]
-        for jj in range(keys):
-            for r in T.vectorized(rows):
-                st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t), st[jj, r], T.float32(NEG))
-                mn[r] = T.max(mn[r], st[jj, r])
+        if visible(j0 + keys - 1, i0, kv_len, t):  # every row sees every key of the block: no mask
+            for jj in range(keys):
+                for r in T.vectorized(rows):
+                    mn[r] = T.max(mn[r], st[jj, r])
+        else:
+            for jj in range(keys):
+                for r in T.vectorized(rows):
+                    st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t), st[jj, r], T.float32(NEG))
+                    mn[r] = T.max(mn[r], st[jj, r])
         for r in T.vectorized(rows):
             corr[r] = fast_exp(m[r] - mn[r])
             m[r] = mn[r]
