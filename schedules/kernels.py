@@ -86,16 +86,26 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     return _with_epilogue(acc, extra, bias, residual, out_dtype)
 
 
-def to_bf16(v: tirx.PrimExpr, bit_round: bool = False) -> tirx.PrimExpr:
-    """fp32 ``v`` rounded to bf16 (to nearest even). With ``bit_round`` by integer operations, for
-    kernels run on a CPU: TVM's bf16 legalization for LLVM computes in fp32 and drops an
+def bf16_bits(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The bits of bf16(v) (fp32 ``v``, finite; round to nearest even) as uint32, by integer
+    operations: TVM's bf16 legalization for LLVM computes in fp32 and drops an
     fp32 -> bf16 -> fp32 round trip."""
+    u = tirx.reinterpret("uint32", v)
+    return (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
+        >> tirx.const(16, "uint32")
+
+
+def bf16_value(bits: tirx.PrimExpr) -> tirx.PrimExpr:
+    """The fp32 value of bf16 ``bits`` (uint32)."""
+    return tirx.reinterpret(F32, bits << tirx.const(16, "uint32"))
+
+
+def to_bf16(v: tirx.PrimExpr, bit_round: bool = False) -> tirx.PrimExpr:
+    """fp32 ``v`` rounded to bf16 (to nearest even). With ``bit_round`` by integer operations
+    (`bf16_bits`), for kernels run on a CPU."""
     if not bit_round:
         return v.astype(BF16)
-    u = tirx.reinterpret("uint32", v)
-    u = (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
-        & tirx.const(0xFFFF0000, "uint32")
-    return tirx.reinterpret(F32, u).astype(BF16)
+    return bf16_value(bf16_bits(v)).astype(BF16)
 
 
 def split_reduction(k: int, w_dtype: str, dt: str = BF16, tile: int = 16) -> tuple[int, int]:

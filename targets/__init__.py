@@ -59,6 +59,15 @@ def host_cpu_flags() -> tuple[str, ...]:
     return ()
 
 
+_LLVM_NAMES = {"sse4_2": "sse4.2", "avx512_bf16": "avx512bf16", "avx512_vnni": "avx512vnni",
+               "avx512_fp16": "avx512fp16", "amx_tile": "amx-tile", "amx_bf16": "amx-bf16"}
+
+
+def _llvm_name(flag: str) -> str:
+    """LLVM's name for a /proc/cpuinfo flag."""
+    return _LLVM_NAMES.get(flag, flag)
+
+
 AMX_FLAGS = ("amx_tile", "amx_bf16")
 _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA, _SYS_ARCH_PRCTL = 0x1023, 18, 158
 _amx_granted: bool | None = None
@@ -105,16 +114,14 @@ def _llvm(spec: dict[str, Any]) -> TargetDesc:
             import tvm
 
             t = tvm.target.Target({"kind": "llvm", "mcpu": spec["mcpu"]})
-            lacking = [f for f in ("amx-tile", "amx-bf16") if not codegen.target_has_features(f, t)]
+            lacking = [_llvm_name(f) for f in AMX_FLAGS if not codegen.target_has_features(_llvm_name(f), t)]
             if lacking:
                 spec["mattr"] = [*spec.get("mattr", []), *(f"+{f}" for f in lacking)]
     else:
         import tvm
 
         t = tvm.target.Target({"kind": "llvm", **spec})
-        llvm_names = {"sse4_2": "sse4.2", "avx512_bf16": "avx512bf16", "avx512_vnni": "avx512vnni",
-                      "avx512_fp16": "avx512fp16", "amx_tile": "amx-tile", "amx_bf16": "amx-bf16"}
-        flags = tuple(fl for fl in SIMD_FLAGS if codegen.target_has_features(llvm_names.get(fl, fl), t))
+        flags = tuple(fl for fl in SIMD_FLAGS if codegen.target_has_features(_llvm_name(fl), t))
     if platform.machine() not in ("x86_64", "AMD64"):
         flags = ()
     tvm_spec = {"kind": "llvm", **spec, "num-cores": cores}

@@ -39,6 +39,18 @@ def compile_graph(graph: Graph):
     return _CACHE[key]
 
 
+def lowered_kernel(graph: Graph, attr: str):
+    """The PrimFunc of ``graph``'s lowering that carries schedule hint ``attr`` (e.g. "scale":
+    the attention kernel), unscheduled: what a schedule rule receives."""
+    from tvm import tirx
+
+    from inference_pio.engine.lower import lower
+
+    mod = lower({graph.name: graph})
+    return next(f for f in mod.functions.values()
+                if isinstance(f, tirx.PrimFunc) and f.attrs is not None and attr in f.attrs)
+
+
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
               weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Run the compiled ``graph``; returns its outputs by name, like `ir.interpret`."""

@@ -39,6 +39,7 @@ from tvm import s_tir, tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc, amx_usable
+from ..kernels import bf16_bits, bf16_value
 from ..registry import find_blocks
 
 F32, BF16 = "float32", "bfloat16"
@@ -124,24 +125,26 @@ def tile_macros() -> SimpleNamespace:
     return SimpleNamespace(configure=configure, zero=zero, product=product, accumulators=accumulators)
 
 
-def _bf16_bits(v: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The bits of bf16(v) (round to nearest even; v fp32, finite) as uint32, with integer ops:
-    TVM's bf16 legalization would drop an fp32 -> bf16 -> fp32 round trip."""
-    u = tirx.reinterpret("uint32", v)
-    return (u + tirx.const(0x7FFF, "uint32") + ((u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32"))) \
-        >> tirx.const(16, "uint32")
+def split_bits(v: tirx.PrimExpr, part: int) -> tirx.PrimExpr:
+    """The bits (uint32) of fp32 v's bf16 hi part (``part`` 0) or lo part (1, bf16(v - hi))."""
+    hi = bf16_bits(v)
+    return hi if part == 0 else bf16_bits(v - bf16_value(hi))
 
 
-def _from_bits(b: tirx.PrimExpr) -> tirx.PrimExpr:
-    """The fp32 value of bf16 bits b (uint32)."""
-    return tirx.reinterpret(F32, b << tirx.const(16, "uint32"))
+def pair(lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Two bf16 bit patterns (uint32) in one word, ``lo`` first in memory: the pairs along the
+    reduction that a tile product's second operand holds."""
+    return lo | (hi << tirx.const(16, "uint32"))
+
+
+def _bits(x, *idx) -> tirx.PrimExpr:
+    """The bits of bf16 x[idx] as uint32."""
+    return tirx.Cast("uint32", tirx.reinterpret("uint16", x[idx]))
 
 
 def _value(x, i, c) -> tirx.PrimExpr:
     """x[i, c] as fp32; a bf16 x by its bits."""
-    if x.dtype == F32:
-        return x[i, c]
-    return _from_bits(tirx.Cast("uint32", tirx.reinterpret("uint16", x[i, c])))
+    return x[i, c] if x.dtype == F32 else bf16_value(_bits(x, i, c))
 
 
 def _row_value(x, i, c, t) -> tirx.PrimExpr:
@@ -149,17 +152,12 @@ def _row_value(x, i, c, t) -> tirx.PrimExpr:
     return tirx.if_then_else(i < t, _value(x, tirx.min(i, t - 1), c), tirx.const(0, F32))
 
 
-def _lo(v: tirx.PrimExpr) -> tirx.PrimExpr:
-    """v - bf16(v): what the hi part misses."""
-    return v - _from_bits(_bf16_bits(v))
-
-
 def _padded(t: tirx.PrimExpr) -> tirx.PrimExpr:
     return (t + ROWS - 1) // ROWS * ROWS
 
 
 def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: str | None,
-            group: int = 1) -> tirx.PrimFunc:
+            group: int) -> tirx.PrimFunc:
     from tvm.script import tirx as T
 
     parts = 2 if xdt == F32 else 1  # a bf16 x is exact in one part
@@ -172,9 +170,9 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
         for i in T.parallel(tp):
             for c0 in range(k // 16):
                 for c in T.vectorized(16):
-                    xs[0, i, c0 * 16 + c] = T.Cast("uint16", _bf16_bits(_row_value(x, i, c0 * 16 + c, t)))
+                    xs[0, i, c0 * 16 + c] = T.Cast("uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 0))
                     if parts == 2:
-                        xs[1, i, c0 * 16 + c] = T.Cast("uint16", _bf16_bits(_lo(_row_value(x, i, c0 * 16 + c, t))))
+                        xs[1, i, c0 * 16 + c] = T.Cast("uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 1))
 
     def result(bias, res, acc, i0, j0, r, c):  # an expression: a variable bound in a vectorized loop is not a vector
         v = acc[r, c]
@@ -206,10 +204,8 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
                 if task * group + pj < nb:
                     for kp in range(k // 2):
                         for j in T.vectorized(PANEL):
-                            pairs[pj, kp, j] = T.bitwise_or(
-                                T.Cast("uint32", T.reinterpret("uint16", wp[task * group + pj, 2 * kp, j])),
-                                T.shift_left(T.Cast("uint32", T.reinterpret("uint16", wp[task * group + pj, 2 * kp + 1, j])),
-                                             T.uint32(16)))
+                            pairs[pj, kp, j] = pair(_bits(wp, task * group + pj, 2 * kp, j),
+                                                    _bits(wp, task * group + pj, 2 * kp + 1, j))
             for rb in range(_padded(t) // ROWS):
                 for pj in range(group):  # the block's rows of x stay in L2 across the group's panels
                     if task * group + pj < nb:

@@ -113,6 +113,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
         for h in T.parallel(hq):
             mx = T.alloc_buffer((1,), F32)
             tot = T.alloc_buffer((1,), F32)
+            wc = T.alloc_buffer((1,), F32)  # the chunk's weight, exp(m_c - M)
             res = T.alloc_buffer((dv,), F32)
             mx[0] = T.float32(NEG)
             for c in range((kv_len + KC - 1) // KC):
@@ -121,9 +122,10 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
             for e in T.vectorized(dv):
                 res[e] = T.float32(0)
             for c in range((kv_len + KC - 1) // KC):
-                tot[0] = tot[0] + fast_exp(pm[c, h] - mx[0]) * pl[c, h]
+                wc[0] = fast_exp(pm[c, h] - mx[0])
+                tot[0] = tot[0] + wc[0] * pl[c, h]
                 for e in T.vectorized(dv):
-                    res[e] = res[e] + fast_exp(pm[c, h] - mx[0]) * po[c, h, e]
+                    res[e] = res[e] + wc[0] * po[c, h, e]
             for e in T.vectorized(dv):
                 out[0, h, e] = T.Cast(odt, res[e] / tot[0])
 

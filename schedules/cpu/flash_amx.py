@@ -19,12 +19,11 @@ math.
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc, amx_usable
 from ..kernels import attention_tir, causal_bounds, same_params
-from .amx import BF16, F32, W0, W1, X0, X1, _bf16_bits, _from_bits, _tile, tile_macros
-from .flash_attention import NEG, online_softmax
+from .amx import BF16, F32, W0, W1, X0, X1, _tile, pair, split_bits, tile_macros
+from .flash_attention import block_query, flash_spec, online_softmax
 
 R = 32  # query rows per task: 2 tiles of 16
 KB = 32  # keys per block: one 32-wide step of the P V product
@@ -33,35 +32,14 @@ KB = 32  # keys per block: one 32-wide step of the P V product
 def amx_flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The AMX kernel for an attention / cache_attention PrimFunc with T > 1 rows over bf16
     keys and values, else None."""
-    attrs = func.attrs
-    if not amx_usable(target.cpu_flags) or attrs is None or "scale" not in attrs or attrs.get("kv_len_tensor") \
-            or "q_norm_eps" in attrs:
+    spec = flash_spec(func) if amx_usable(target.cpu_flags) else None
+    if spec is None:
         return None
-    buffers = [p for p in func.params if is_buffer_var(p)]
-    if len(buffers) != 4:
+    qdt, kdt, vdt, _ = spec["dtypes"]
+    if (kdt, vdt) != (BF16, BF16) or qdt not in (F32, BF16) or R % (spec["hq"] // spec["hkv"]) \
+            or spec["d"] % 32 or spec["dv"] % 32:
         return None
-    q, k, v, out = buffers
-    if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1:
-        return None  # decode: the row-parallel schedule
-    hq, d, hkv, dv = int(q.shape[1]), int(q.shape[2]), int(k.shape[1]), int(v.shape[2])
-    g = hq // hkv
-    if (k.dtype, v.dtype) != (BF16, BF16) or q.dtype not in (F32, BF16) or R % g or d % 32 or dv % 32:
-        return None
-    cache = len(func.params) == 5
-    f = _kernel(hq=hq, hkv=hkv, d=d, dv=dv, cache_rows=int(k.shape[0]) if cache else None,
-                dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]),
-                causal=bool(attrs.get("causal", True)))
-    return same_params(f, func)
-
-
-def _pair(lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.PrimExpr:
-    """Two bf16 bit patterns (uint32) in one word, ``lo`` first in memory."""
-    return lo | (hi << tirx.const(16, "uint32"))
-
-
-def _split(v: tirx.PrimExpr, part: int) -> tirx.PrimExpr:
-    """The bits of v's hi (part 0) or lo (part 1) bf16 part."""
-    return _bf16_bits(v) if part == 0 else _bf16_bits(v - _from_bits(_bf16_bits(v)))
+    return same_params(_kernel(**spec), func)
 
 
 def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
@@ -72,12 +50,8 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     g = hq // hkv
     bq = R // g  # query rows per block
     last_key, visible = causal_bounds(causal, bq)
-    softmax = online_softmax(visible, g, KB, R)
+    softmax = online_softmax(visible, g, KB, R, dv)
     tiles = tile_macros()
-
-    def qv(q, h, i0, r, e, t):  # row r of the block (query i0 + r // g, head h * g + r % g), scaled; 0 past t
-        return tirx.if_then_else(i0 + r // g < t, tirx.Cast(F32, q[tirx.min(i0 + r // g, t - 1), h * g + r % g, e]),
-                                 tirx.const(0, F32)) * tirx.const(scale, F32)
 
     def kv_bits(c16, h, j, e, kmax):  # the bits of row j (0 past kmax)
         return tirx.if_then_else(j < kmax, tirx.Cast("uint32", c16[tirx.min(j, kmax - 1), h, e]),
@@ -119,18 +93,13 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
             kmax = last_key(kv_len, t, i0)
             for r in range(R):  # q's rows split (vectorized along them), then transposed in pairs
                 for e in T.vectorized(d):
-                    qa[0, r, e] = T.Cast("uint16", _split(qv(q, h, i0, r, e, t), 0))
-                    qa[1, r, e] = T.Cast("uint16", _split(qv(q, h, i0, r, e, t), 1))
+                    qa[0, r, e] = T.Cast("uint16", split_bits(block_query(q, g, scale, h, i0, r, e, t), 0))
+                    qa[1, r, e] = T.Cast("uint16", split_bits(block_query(q, g, scale, h, i0, r, e, t), 1))
             for p in range(2):
                 for r in range(R):
                     for dp in range(d // 2):
                         qp[p, dp, r] = qa32[p, r, dp]
-            for r in range(R):
-                for e in T.vectorized(dv):
-                    acc[r, e] = T.float32(0)
-            for r in T.vectorized(R):
-                m[r] = T.float32(NEG)
-                den[r] = T.float32(0)
+            softmax.start(acc, m, den)
             for kb in range((kmax + KB - 1) // KB):
                 j0 = kb * KB
                 if j0 + KB <= kmax:  # a whole block: K straight from the cache
@@ -138,7 +107,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                     tiles.accumulators("tilestored64", st, R, 0)
                     for jp in range(KB // 2):  # (vector work while the tile stores drain)
                         for e in T.vectorized(dv):
-                            vp[jp, e] = _pair(T.Cast("uint32", v16[j0 + 2 * jp, h, e]),
+                            vp[jp, e] = pair(T.Cast("uint32", v16[j0 + 2 * jp, h, e]),
                                               T.Cast("uint32", v16[j0 + 2 * jp + 1, h, e]))
                 else:  # the last block: rows past kmax are zeros (the cache may hold NaNs there)
                     for jj in range(KB):
@@ -148,13 +117,13 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                     tiles.accumulators("tilestored64", st, R, 0)
                     for jp in range(KB // 2):
                         for e in T.vectorized(dv):
-                            vp[jp, e] = _pair(kv_bits(v16, h, j0 + 2 * jp, e, kmax),
+                            vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, kmax),
                                               kv_bits(v16, h, j0 + 2 * jp + 1, e, kmax))
-                softmax(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
+                softmax.step(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
                 for jp in range(KB // 2):  # P^T split and paired, vectorized over the rows
                     for r in T.vectorized(R):
-                        pt[0, jp, r] = _pair(_split(st[2 * jp, r], 0), _split(st[2 * jp + 1, r], 0))
-                        pt[1, jp, r] = _pair(_split(st[2 * jp, r], 1), _split(st[2 * jp + 1, r], 1))
+                        pt[0, jp, r] = pair(split_bits(st[2 * jp, r], 0), split_bits(st[2 * jp + 1, r], 0))
+                        pt[1, jp, r] = pair(split_bits(st[2 * jp, r], 1), split_bits(st[2 * jp + 1, r], 1))
                 for p in T.unroll(2):  # transposed: P's rows
                     for r in T.unroll(R):
                         for jp in T.unroll(KB // 2):

@@ -15,6 +15,8 @@ them in registers), while "local" ones become heap workspace that LLVM re-stores
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
@@ -47,16 +49,33 @@ def fast_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return p * tirx.reinterpret(F32, tirx.shift_left(n.astype("int32") + 127, 23))
 
 
-def online_softmax(visible, g: int, keys: int, rows: int):
-    """A macro ``softmax(st, m, mn, corr, den, j0, i0, kv_len, t)`` for the flash kernels here:
-    st holds S^T (keys x rows) of the key block from key j0, for query rows i0 + r // g (the
-    block's G heads interleaved). Masks the keys a row may not see, updates each row's running
-    max m and sum den, leaves P^T = exp(S^T - m) in st and the factor that rescales the rows'
-    running output in corr; ``visible`` from `causal_bounds`, mn is scratch."""
+def block_query(q, g: int, scale: float, h, i0, r, e, t) -> tirx.PrimExpr:
+    """Element e of row r of a flash block: query row i0 + r // g of head h * g + r % g (the
+    block's G heads interleaved), scaled, in fp32; 0 past the T rows."""
+    return tirx.if_then_else(i0 + r // g < t, tirx.Cast(F32, q[tirx.min(i0 + r // g, t - 1), h * g + r % g, e]),
+                             tirx.const(0, F32)) * tirx.const(scale, F32)
+
+
+def online_softmax(visible, g: int, keys: int, rows: int, dv: int) -> SimpleNamespace:
+    """The online softmax of the flash kernels here, as two macros over each row's running max
+    m and sum den and its output rows acc (rows x dv). ``start(acc, m, den)`` empties them;
+    ``step(st, m, mn, corr, den, j0, i0, kv_len, t)`` takes st, S^T (keys x rows) of the key
+    block from key j0 for query rows i0 + r // g: masks the keys a row may not see, updates m
+    and den, leaves P^T = exp(S^T - m) in st and the factor that rescales acc in corr.
+    ``visible`` from `causal_bounds`, mn is scratch."""
     from tvm.script import tirx as T
 
     @T.macro
-    def softmax(st, m, mn, corr, den, j0, i0, kv_len, t):
+    def start(acc, m, den):
+        for r in range(rows):
+            for e in T.vectorized(dv):
+                acc[r, e] = T.float32(0)
+        for r in T.vectorized(rows):
+            m[r] = T.float32(NEG)
+            den[r] = T.float32(0)
+
+    @T.macro
+    def step(st, m, mn, corr, den, j0, i0, kv_len, t):
         for r in T.vectorized(rows):
             mn[r] = m[r]
         if visible(j0 + keys - 1, i0, kv_len, t):  # every row sees every key of the block: no mask
@@ -77,29 +96,36 @@ def online_softmax(visible, g: int, keys: int, rows: int):
                 st[jj, r] = fast_exp(st[jj, r] - mn[r])
                 den[r] = den[r] + st[jj, r]
 
-    return softmax
+    return SimpleNamespace(start=start, step=step)
 
 
 def _head_tile(dv: int) -> int:
     return next(e for e in (16, 8, 4, 2, 1) if dv % e == 0)
 
 
-def flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
-    """The tiled kernel for an attention / cache_attention PrimFunc with T > 1, else None."""
+def flash_spec(func: tirx.PrimFunc) -> dict | None:
+    """For an attention / cache_attention PrimFunc with T > 1 query rows (not static decode, no
+    fused q norm), the arguments of a flash kernel builder: hq, hkv, d, dv, cache_rows (None
+    without a cache), dtypes (q, k, v, out), scale, causal. None for anything else."""
     attrs = func.attrs
     if attrs is None or "scale" not in attrs or attrs.get("kv_len_tensor") or "q_norm_eps" in attrs:
         return None  # not attention, static decode (one query row: the row-parallel schedule), a fused q norm
     buffers = [p for p in func.params if is_buffer_var(p)]  # q, k, v, out; kv_len may sit among them
+    if len(buffers) != 4:
+        return None
     q, k, v, out = buffers
     if isinstance(q.shape[0], tirx.IntImm) and int(q.shape[0]) == 1:
         return None  # decode: the row-parallel schedule is the better fit
-    _, hq, d = (x if i == 0 else int(x) for i, x in enumerate(q.shape))
-    hkv, dv = int(k.shape[1]), int(v.shape[2])
     cache = len(func.params) == 5
-    f = _kernel(hq=hq, hkv=hkv, d=d, dv=dv, cache_rows=int(k.shape[0]) if cache else None,
-                dtypes=(q.dtype, k.dtype, v.dtype, out.dtype), scale=float(attrs["scale"]),
-                causal=bool(attrs.get("causal", True)))
-    return same_params(f, func)
+    return dict(hq=int(q.shape[1]), hkv=int(k.shape[1]), d=int(q.shape[2]), dv=int(v.shape[2]),
+                cache_rows=int(k.shape[0]) if cache else None, dtypes=(q.dtype, k.dtype, v.dtype, out.dtype),
+                scale=float(attrs["scale"]), causal=bool(attrs.get("causal", True)))
+
+
+def flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The tiled kernel for an attention / cache_attention PrimFunc with T > 1, else None."""
+    spec = flash_spec(func)
+    return None if spec is None else same_params(_kernel(**spec), func)
 
 
 def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
@@ -115,7 +141,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     ev = _head_tile(dv)
 
     last_key, visible = causal_bounds(causal, bq)
-    softmax = online_softmax(visible, g, KB, r_)
+    softmax = online_softmax(visible, g, KB, r_, dv)
 
     @T.macro
     def body(q, kc, vc, out, t, kv_len):
@@ -136,17 +162,10 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                 h = task // nb
                 i0 = task % nb * bq
                 kmax = last_key(kv_len, t, i0)
-                # query rows (padded past t), pre-scaled, transposed to (D, R)
-                for r in range(r_):
+                for r in range(r_):  # query rows (padded past t), pre-scaled, transposed to (D, R)
                     for e in range(d):
-                        qt[e, r] = T.if_then_else(
-                            i0 + r // g < t, T.Cast(F32, q[T.min(i0 + r // g, t - 1), h * g + r % g, e]),
-                            T.float32(0)) * T.float32(scale)
-                    for e in T.vectorized(dv):
-                        acc[r, e] = T.float32(0)
-                for r in T.vectorized(r_):
-                    m[r] = T.float32(NEG)
-                    den[r] = T.float32(0)
+                        qt[e, r] = block_query(q, g, scale, h, i0, r, e, t)
+                softmax.start(acc, m, den)
                 for kb in range((kmax + KB - 1) // KB):
                     j0 = kb * KB
                     for jj in range(KB):  # the key block in fp32; value rows past kmax are 0
@@ -167,7 +186,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                         for ji in T.unroll(JT):
                             for r in T.vectorized(r_):
                                 st[jo * JT + ji, r] = sreg[ji, r]
-                    softmax(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
+                    softmax.step(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
                     for ro in range(r_ // RT):  # O = O * corr + P V_blk
                         for eo in range(dv // ev):
                             areg = T.alloc_buffer((RT, ev), F32)

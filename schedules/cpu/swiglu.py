@@ -36,6 +36,12 @@ def _kernel(rows, f: int, xdt: str, odt: str, lanes: int) -> tirx.PrimFunc:
         g, u = tirx.Cast(F32, g), tirx.Cast(F32, u)
         return g / (tirx.const(1, F32) + fast_exp(-g)) * u
 
+    @T.macro
+    def row(x, out, i):
+        for c0 in range(f // lanes):
+            for c in T.vectorized(lanes):
+                out[i, c0 * lanes + c] = T.Cast(odt, silu_times(x[i, c0 * lanes + c], x[i, f + c0 * lanes + c]))
+
     if isinstance(rows, tirx.IntImm):
         t = int(rows)
 
@@ -43,10 +49,7 @@ def _kernel(rows, f: int, xdt: str, odt: str, lanes: int) -> tirx.PrimFunc:
         def swiglu_static(x: T.Buffer((t, 2 * f), xdt), out: T.Buffer((t, f), odt)):
             with T.sblock("root"):
                 for i in T.parallel(t):
-                    for c0 in range(f // lanes):
-                        for c in T.vectorized(lanes):
-                            out[i, c0 * lanes + c] = T.Cast(odt, silu_times(x[i, c0 * lanes + c],
-                                                                            x[i, f + c0 * lanes + c]))
+                    row(x, out, i)
 
         return swiglu_static
 
@@ -58,9 +61,6 @@ def _kernel(rows, f: int, xdt: str, odt: str, lanes: int) -> tirx.PrimFunc:
         with T.sblock("root"):  # (Relax's analysis of a called PrimFunc expects one)
             for ib in T.parallel((t + ROWS - 1) // ROWS):
                 for ii in range(T.min(ROWS, t - ib * ROWS)):
-                    for c0 in range(f // lanes):
-                        for c in T.vectorized(lanes):
-                            out[ib * ROWS + ii, c0 * lanes + c] = T.Cast(odt, silu_times(
-                                x[ib * ROWS + ii, c0 * lanes + c], x[ib * ROWS + ii, f + c0 * lanes + c]))
+                    row(x, out, ib * ROWS + ii)
 
     return swiglu

@@ -10,7 +10,7 @@ import pytest
 
 from inference_pio.ir import GraphBuilder
 from inference_pio.targets import amx_usable, resolve
-from kernel_harness import check, rand, run_graph
+from kernel_harness import check, lowered_kernel, rand, run_graph
 
 HOST_AMX = amx_usable(resolve("llvm").cpu_flags)
 needs_amx = pytest.mark.skipif(not HOST_AMX, reason="this CPU (or its OS) has no AMX bf16")
@@ -129,12 +129,10 @@ def cache_attention_graph(hkv: int, group: int, d: int, cap: int, qdt: str, caus
 
 
 def test_attention_rule_takes_bf16_caches_over_t_rows():
-    from inference_pio.engine.lower import lower
     from inference_pio.schedules.cpu.flash_amx import amx_flash_attention
 
     def func(group=2, d=64, qdt="float32"):
-        mod = lower({"g": cache_attention_graph(2, group, d, 96, qdt)})
-        return next(f for _, f in mod.functions.items() if hasattr(f, "params") and f.attrs and "scale" in f.attrs)
+        return lowered_kernel(cache_attention_graph(2, group, d, 96, qdt), "scale")
 
     assert amx_flash_attention(func(), SPR) is not None
     assert amx_flash_attention(func(qdt="bfloat16", group=4), SPR) is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel_harness import check, rand
+from kernel_harness import check, lowered_kernel, rand
 
 
 def decode_graph(hq: int, hkv: int, d: int, cap: int, dt: str):
@@ -18,16 +18,13 @@ def decode_graph(hq: int, hkv: int, d: int, cap: int, dt: str):
 
 
 def test_rule_takes_one_row_over_a_cache():
-    from inference_pio.engine.lower import lower
     from inference_pio.schedules.cpu.decode_attention import split_key_attention
     from inference_pio.targets import resolve
 
-    mod = lower({"g": decode_graph(4, 2, 32, 100, "float32")})
-    func = next(f for _, f in mod.functions.items() if hasattr(f, "params") and f.attrs and "scale" in f.attrs)
-    assert split_key_attention(func, resolve("llvm")) is not None
-    mod = lower({"g": decode_graph(4, 2, 6, 100, "float32")})  # head dim not a multiple of the SIMD width
-    func = next(f for _, f in mod.functions.items() if hasattr(f, "params") and f.attrs and "scale" in f.attrs)
-    assert split_key_attention(func, resolve("llvm")) is None
+    assert split_key_attention(lowered_kernel(decode_graph(4, 2, 32, 100, "float32"), "scale"),
+                               resolve("llvm")) is not None
+    # head dim not a multiple of the SIMD width
+    assert split_key_attention(lowered_kernel(decode_graph(4, 2, 6, 100, "float32"), "scale"), resolve("llvm")) is None
 
 
 @pytest.mark.parametrize("kv_len", [1, 63, 64, 65, 200])
