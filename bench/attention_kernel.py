@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--precision", choices=["high", "medium"], default="high",
+                    help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
     td = resolve("llvm")
     cap, d, dt = a.context + 4, a.head_dim, "bfloat16"
@@ -41,7 +43,8 @@ def main() -> None:
     scale = d ** -0.5
     out = kernels.cache_attention(q, kc, vc, kv_len, scale=scale)
     func = te.create_prim_func([q, kc, vc, out, kv_len]).with_attrs(
-        {OP_KIND_ATTR: "cache_attention", "gqa_group": a.q_heads // a.kv_heads, "scale": scale, "causal": True})
+        {OP_KIND_ATTR: "cache_attention", "gqa_group": a.q_heads // a.kv_heads, "scale": scale, "causal": True,
+         "precision": a.precision})
     func = schedule_func(func, td).with_attr("global_symbol", "main")
     with td.to_tvm() as tgt:
         fn = tvm.compile(tvm.IRModule({"main": func}), target=tgt)["main"]
@@ -56,7 +59,7 @@ def main() -> None:
         fn(*args, res, a.context)
         ts.append(time.perf_counter() - t0)
     ms, best = 1e3 * float(np.median(ts)), 1e3 * min(ts)
-    print(f"cache_attention T={a.tokens} kv_len={a.context} heads {a.q_heads}/{a.kv_heads}x{d}: "
+    print(f"cache_attention T={a.tokens} kv_len={a.context} precision {a.precision} heads {a.q_heads}/{a.kv_heads}x{d}: "
           f"{ms:.3f} ms per layer (best {best:.3f}), x{a.layers} = {ms * a.layers:.1f} ms")
 
 

@@ -7,6 +7,8 @@ All engines run the same random-weight checkpoint (random_checkpoint.py, real sh
 --threads threads, each in its own subprocess (bench/peers.py) so peak RSS is per engine:
 
   ours          inference_pio compiled for "llvm" (this CPU), weights in --dtype
+  ours-medium   the same at matmul precision "medium" (passes/matmul_precision.py): bf16-rounded
+                activations in the AMX products, as oneDNN's bf16 path (and so transformers) does
   llama.cpp     llama-cpp-python, GGUF converted from the same weights (gguf_convert.py),
                 in the matching type (bf16/f32); --q8 adds a q8_0 row
   transformers  Qwen3ForCausalLM, eager PyTorch, DynamicCache
@@ -52,7 +54,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--decode", type=int, nargs="+", default=[128, 512, 1024, 2048], help="decode contexts")
     ap.add_argument("--steps", type=int, default=16, help="timed decode steps per context")
     ap.add_argument("--engines", nargs="+", default=["ours", "llama.cpp", "transformers"],
-                    choices=["ours", "llama.cpp", "transformers"])
+                    choices=["ours", "ours-medium", "llama.cpp", "transformers"])
     ap.add_argument("--hf-prefill", type=int, nargs="*", help="transformers prompt lengths (default --prefill)")
     ap.add_argument("--hf-decode", type=int, nargs="*", help="transformers decode contexts (default --decode)")
     ap.add_argument("--repeats", type=int, default=1,
@@ -128,6 +130,9 @@ def engine_runs(a: argparse.Namespace, ckpt: Path, ggufs: dict[str, Path]) -> li
             runs += [(f"llama.cpp {SHORT.get(q, q)}", engine, {**base, "gguf": str(p)}) for q, p in ggufs.items()]
             continue
         spec = dict(base)
+        if engine == "ours-medium":
+            runs.append((f"ours {SHORT[a.dtype]} medium", "ours", {**spec, "matmul_precision": "medium"}))
+            continue
         if engine == "transformers":
             spec["prefill"] = a.prefill if a.hf_prefill is None else a.hf_prefill
             spec["decode"] = a.decode if a.hf_decode is None else a.hf_decode
@@ -198,14 +203,16 @@ def format_table(res: dict[str, Any]) -> str:
     for label, row in rows.items():
         cells = "".join(_fmt(_cell(row, k, c)) for k, c in cols)
         lines.append(f"{label:<26}{cells}{_fmt(row.get('peak_rss_mib'), digits=0)}")
-    ours = next((r for r in rows.values() if r["engine"] == "ours"), None)
+    ours = {label: r for label, r in rows.items() if r["engine"] == "ours"}
     lines.append("-" * len(head))
-    for label, row in rows.items():
-        if ours is None or row is ours:
-            continue
-        ratios = [_ratio(_cell(ours, k, c), _cell(row, k, c)) for k, c in cols]
-        ratios.append(_ratio(ours.get("peak_rss_mib"), row.get("peak_rss_mib")))
-        lines.append(f"{'ours / ' + label:<26}" + "".join(_fmt(r, suffix="x") for r in ratios))
+    for name, mine in ours.items():
+        for label, row in rows.items():
+            if label in ours:
+                continue
+            ratios = [_ratio(_cell(mine, k, c), _cell(row, k, c)) for k, c in cols]
+            ratios.append(_ratio(mine.get("peak_rss_mib"), row.get("peak_rss_mib")))
+            short = "ours" if len(ours) == 1 else name.replace(f" {SHORT[a['dtype']]}", "")
+            lines.append(f"{short + ' / ' + label:<26}" + "".join(_fmt(r, suffix="x") for r in ratios))
     return "\n".join(lines + [""] + footer(res))
 
 

@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--x-dtype", choices=["bfloat16", "float32", "float16"],
                     help="activations (default --dtype); the models feed fp32 rows of x to every linear")
     ap.add_argument("--reps", type=int, default=25)
+    ap.add_argument("--precision", choices=["high", "medium"], default="high",
+                    help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
     td = resolve("llvm")
     blk = 2 * td.vector_lanes
@@ -42,7 +44,7 @@ def main() -> None:
     x = te.placeholder((t, a.k), xdt, "x")
     wp = te.placeholder((-(-a.n // blk), a.k, blk), a.dtype, "wp")
     out = kernels.linear_packed(x, wp, n=a.n, out_dtype=a.dtype)
-    func = te.create_prim_func([x, wp, out]).with_attr(OP_KIND_ATTR, "linear_packed")
+    func = te.create_prim_func([x, wp, out]).with_attrs({OP_KIND_ATTR: "linear_packed", "precision": a.precision})
     func = schedule_func(func, td).with_attr("global_symbol", "main")
     with td.to_tvm() as tgt:
         fn = tvm.compile(tvm.IRModule({"main": func}), target=tgt)["main"]
@@ -58,7 +60,7 @@ def main() -> None:
         ts.append(time.perf_counter() - t0)
     med, best = float(np.median(ts)), min(ts)
     flop, wbytes = 2 * a.tokens * a.k * a.n, a.k * a.n * npdt.itemsize
-    print(f"linear_packed T={a.tokens} K={a.k} N={a.n} {a.dtype} (x {xdt}): median {med * 1e3:.2f} ms, "
+    print(f"linear_packed T={a.tokens} K={a.k} N={a.n} {a.dtype} (x {xdt}, precision {a.precision}): median {med * 1e3:.2f} ms, "
           f"best {best * 1e3:.2f} ms = {flop / best / 1e9:.1f} GFLOP/s, weights {wbytes / best / 1e9:.1f} GB/s")
 
 

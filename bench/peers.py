@@ -34,12 +34,13 @@ class Ours:
 
         ckpt, n = spec["ckpt"], spec["max_context"] + spec["steps"] + 2
         md = frontends.huggingface.model_def(ckpt)
-        cached = cache_dir() / artifact_key(md, "llvm", {"max_seq_len": n})
+        opts = {"max_seq_len": n, "matmul_precision": spec.get("matmul_precision", "high")}
+        cached = cache_dir() / artifact_key(md, "llvm", opts)
         if spec.get("fresh") and cached.is_dir():
             shutil.rmtree(cached)
         self.info = {"cache_hit": cached.is_dir()}
         t = time.perf_counter()
-        art = compile_cached(md, "llvm", max_seq_len=n)
+        art = compile_cached(md, "llvm", **opts)
         self.info["compile_s"] = time.perf_counter() - t
         self.rt = engine.load(art, weights=ckpt)
         self.steps = spec["steps"]

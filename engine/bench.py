@@ -20,11 +20,13 @@ def run_bench(a: argparse.Namespace) -> None:
     ckpt = a.model or CHECKPOINT
     md = frontends.huggingface.model_def(ckpt, dtype=a.dtype)
     t0 = time.perf_counter()
-    path = compile_cached(md, "llvm", max_seq_len=max(a.prompt_len) + a.new_tokens + 1)
+    path = compile_cached(md, "llvm", max_seq_len=max(a.prompt_len) + a.new_tokens + 1,
+                          matmul_precision=a.matmul_precision)
     compile_s = time.perf_counter() - t0
     rt = load(path, weights=ckpt)
     rng = np.random.default_rng(0)
-    print(f"model {ckpt} ({md.family}, {rt.manifest['params'][0]['dtype']}), compile/cache {compile_s:.1f}s")
+    print(f"model {ckpt} ({md.family}, {rt.manifest['params'][0]['dtype']}, matmul precision "
+          f"{a.matmul_precision}), compile/cache {compile_s:.1f}s")
     print(f"{'prompt':>7} {'prefill tok/s':>14} {'decode tok/s':>13}")
     for n in a.prompt_len:
         ids = rng.integers(0, rt.vocab_size, n).tolist()

@@ -11,6 +11,7 @@ import tvm
 
 from .. import __version__, passes
 from ..ir import Graph
+from ..ir.ops import PRECISIONS
 from ..model_defs import ModelDef
 from ..schedules import schedule_module
 from ..targets import TargetDesc, TargetError, resolve
@@ -61,12 +62,15 @@ def device_top_k(tdesc: TargetDesc) -> bool:
 
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
-            max_seq_len: int | None = None, cuda_graph: bool = False, static_decode: bool | None = None,
-            dump_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Artifact:
+            max_seq_len: int | None = None, matmul_precision: str = "high", cuda_graph: bool = False,
+            static_decode: bool | None = None, dump_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
 
     ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
-    accepts (default: the model's max_position_embeddings, at most 4096). ``cuda_graph``
+    accepts (default: the model's max_position_embeddings, at most 4096). ``matmul_precision``
+    "medium" lets the linears' and attention's products run on bf16-rounded operands where a
+    kernel has such a product (AMX, tensor cores: half their prefill arithmetic), ~1e-3
+    relative per op; "high" keeps them within ~1e-5 of fp32 math (`passes.matmul_precision`). ``cuda_graph``
     (cuda only) has TVM capture CUDA graphs, replayed on later calls: all of a decode step
     (see ``static_decode``), and in prefill the stretches between the kernels that read
     per-call inputs. ``static_decode`` (default: ``cuda_graph``) compiles decode with static
@@ -79,6 +83,8 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     tdesc = resolve(target)
     if tdesc.kind not in md.spec.targets:
         raise TargetError(f"{md.family} does not support target kind {tdesc.kind!r}")
+    if matmul_precision not in PRECISIONS:
+        raise ValueError(f"matmul_precision must be one of {PRECISIONS}, got {matmul_precision!r}")
     if cuda_graph and tdesc.kind != "cuda":
         raise TargetError(f"cuda_graph=True needs a cuda target, not {tdesc.kind!r}")
     if tdesc.kind == "cuda":
@@ -102,7 +108,8 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         static_decode = cuda_graph
     if static_decode:
         decode = passes.static_decode(decode)
-    graphs = {"forward": forward, "prefill": prefill, "decode": decode}
+    graphs = {name: passes.matmul_precision(g, matmul_precision)
+              for name, g in {"forward": forward, "prefill": prefill, "decode": decode}.items()}
     for g in graphs.values():
         g.verify()
     t1 = time.perf_counter()
@@ -140,6 +147,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "target": tdesc.tvm,
         "device": tdesc.device,
         "cpu_flags": list(tdesc.cpu_flags),
+        "matmul_precision": matmul_precision,
         "cuda_graph": cuda_graph,
         "tvm_version": tvm.__version__,
         "inference_pio_version": __version__,

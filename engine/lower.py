@@ -39,7 +39,7 @@ class _Lowerer:
         return relax.TensorType([self.dim(d) for d in n.shape], n.dtype)
 
     def emit(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
-        attrs = n.attr_dict
+        attrs = {k: v for k, v in n.attr_dict.items() if k not in SCHEDULE_ONLY}
         # a shape-only operand (kv_len) is passed as its TIR var, not as a tensor
         args = [self.dim(i.shape[0]) if i.attr("shape_only") else a for i, a in zip(n.inputs, args)]
         if n.op == "kv_append":
@@ -61,8 +61,16 @@ class _Lowerer:
                                primfunc_attrs={OP_KIND_ATTR: n.op, **_schedule_hints(n)})
 
 
+SCHEDULE_ONLY = ("precision",)  # node attrs that only the schedule rules read (as hints), not the TE kernels
+
+
 def _schedule_hints(n: Node) -> dict[str, Any]:
     """Facts a schedule rule wants that the TE kernel does not spell out, as PrimFunc attrs."""
+    hints = {k: n.attr(k) for k in SCHEDULE_ONLY if n.attr(k) is not None}
+    return {**hints, **_op_hints(n)}
+
+
+def _op_hints(n: Node) -> dict[str, Any]:
     if n.op in ("attention", "cache_attention"):
         hints = {"gqa_group": n.shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
                  "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}

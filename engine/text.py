@@ -41,7 +41,7 @@ class Model:
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str | None = None, *, weights: str | Path | None = None,
-               target: Any = None, max_seq_len: int | None = None) -> Model:
+               target: Any = None, max_seq_len: int | None = None, matmul_precision: str = "high") -> Model:
     path = Path(path)
     if (path / mf.MANIFEST).is_file():
         artifact = path
@@ -51,6 +51,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str | None = None, 
         from .cache import compile_cached
 
         md = frontends.huggingface.model_def(path, dtype=dtype)
-        artifact = compile_cached(md, target or ("llvm" if device == "cpu" else "cuda"), max_seq_len=max_seq_len)
+        artifact = compile_cached(md, target or ("llvm" if device == "cpu" else "cuda"), max_seq_len=max_seq_len,
+                                  matmul_precision=matmul_precision)
         weights = Path(weights or path)
     return Model(load(artifact, weights=weights, device=device), Tokenizer(weights))

@@ -18,6 +18,11 @@ import numpy as np
 from .graph import Dim, TensorType
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+# attr ``precision`` of linear and attention ops (`passes.matmul_precision`): "high" (the
+# default) keeps each product within ~1e-5 of fp32 math; "medium" allows products over
+# bf16-rounded operands (fp32 sums), ~1e-3 relative. The references compute in fp32, which
+# every precision allows.
+PRECISIONS = ("high", "medium")
 
 
 class TypeError_(ValueError):
@@ -61,6 +66,10 @@ def infer_type(op: str, types: Sequence[TensorType], attrs: dict[str, Any]) -> T
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise TypeError_(msg)
+
+
+def _check_precision(a: dict[str, Any]) -> None:
+    _check(a.get("precision", "high") in PRECISIONS, f"precision must be one of {PRECISIONS}, got {a.get('precision')!r}")
 
 
 def _float(t: TensorType) -> None:
@@ -147,6 +156,7 @@ def _linear_t(ts, a):
     _float(x), _float(w)
     act, norm = a.get("act"), a.get("norm_eps") is not None
     _check(act in (None, "swiglu"), f"unknown linear act {act!r}")
+    _check_precision(a)
     _check(not (act and norm), "a linear normalizes x or applies act to it, not both")
     k = w.shape[1] * (2 if act else 1)
     _check(w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == k,
@@ -169,7 +179,7 @@ def _linear_t(ts, a):
 
 
 @_linear_t
-def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None, norm_eps=None):
+def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None, norm_eps=None, precision="high"):
     extra = list(extra)
     if act == "swiglu":
         x = swiglu(x)
@@ -489,11 +499,12 @@ def _attention_t(ts, a):
     _check(isinstance(q.shape[1], int) and isinstance(k.shape[1], int) and q.shape[1] % k.shape[1] == 0,
            f"query heads {q.shape[1]} must be a multiple of kv heads {k.shape[1]}")
     _check(isinstance(a.get("scale"), float), "needs a float scale")
+    _check_precision(a)
     return TensorType((q.shape[0], q.shape[1], v.shape[2]), q.dtype)
 
 
 @_attention_t
-def attention(q, k, v, scale, causal=True):
+def attention(q, k, v, scale, causal=True, precision="high"):
     g = q.shape[1] // k.shape[1]
     kk, vv = np.repeat(f32(k), g, axis=1), np.repeat(f32(v), g, axis=1)
     s = np.einsum("thd,shd->hts", f32(q), kk) * np.float32(scale)
@@ -566,7 +577,8 @@ def _cache_attention_t(ts, a):
 
 
 @_cache_attention_t
-def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=None, start=None, heads=None):
+def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=None, start=None, heads=None,
+                    precision="high"):
     if norm:
         q = norm_rotary(q, *norm, eps=eps, start=start, heads=heads)
     n = _kv_len_value(kv_len, kv_len_tensor)

@@ -5,6 +5,7 @@ from .fuse_projections import fuse_projections
 from .insert_kv_cache import insert_kv_cache, last_token_logits, specialize
 from .insert_rotary import insert_rotary
 from .insert_sampler import insert_sampler
+from .matmul_precision import matmul_precision
 from .pack_weights import pack_weights
 from .pipeline import NamedPass, PassError, cache_passes, cpu_passes, cuda_passes, decode_passes, default_passes, run
 from .rewrite_attention import rewrite_attention
@@ -12,5 +13,5 @@ from .static_decode import static_decode
 
 __all__ = ["NamedPass", "PassError", "cache_passes", "cpu_passes", "cuda_passes", "decode_passes", "default_passes", "fold_slices",
            "fuse_norm_append", "fuse_norm_attention", "fuse_norm_linear", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu", "fuse_swiglu_linear",
-           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "pack_weights", "rewrite_attention",
+           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "matmul_precision", "pack_weights", "rewrite_attention",
            "run", "specialize", "static_decode"]

@@ -7,6 +7,7 @@ schedule rules in `schedules.cpu` find blocks by these names.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from tvm import te, tirx
@@ -108,18 +109,29 @@ def to_bf16(v: tirx.PrimExpr, bit_round: bool = False) -> tirx.PrimExpr:
     return bf16_value(bf16_bits(v)).astype(BF16)
 
 
-def split_reduction(k: int, w_dtype: str, dt: str = BF16, tile: int = 16) -> tuple[int, int]:
-    """(parts, Kp) of `linear_split`'s reduction, parts x Kp long: 2 parts where the weights are
-    in ``dt``, 3 for fp16 weights multiplied in bf16; Kp = K rounded up to ``tile``."""
-    return (2 if w_dtype == dt else 3), (k + tile - 1) // tile * tile
+def split_plan(w_dtype: str, dt: str = BF16, precision: str = "high") -> tuple[tuple[int, int], ...]:
+    """The products `linear_split` adds up, as (x part, w part), 0 = hi and 1 = lo: x is split
+    in two at precision "high" and only rounded (its hi part) at "medium"
+    (`passes.matmul_precision`); w is split where it is not in ``dt`` (fp16 weights multiplied
+    in bf16), its lo part multiplied by x's hi part only."""
+    plan = ((0, 0), (1, 0)) if precision == "high" else ((0, 0),)
+    return plan if w_dtype == dt else plan + ((0, 1),)
+
+
+def split_reduction(k: int, w_dtype: str, dt: str = BF16, tile: int = 16, precision: str = "high") -> tuple[int, int]:
+    """(parts, Kp) of `linear_split`'s reduction, parts x Kp long: the number of products in
+    `split_plan` (2 where the weights are in ``dt``, 3 for fp16 weights multiplied in bf16; one
+    fewer at precision "medium"); Kp = K rounded up to ``tile``."""
+    return len(split_plan(w_dtype, dt, precision)), (k + tile - 1) // tile * tile
 
 
 def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
                  out_dtype: str = F32, act: str | None = None, tile: int = 16, dt: str | None = None,
-                 slices: tuple[tirx.PrimExpr, int] | None = None, bit_round: bool = False) -> te.Tensor:
+                 slices: tuple[tirx.PrimExpr, int] | None = None, bit_round: bool = False,
+                 precision: str = "high") -> te.Tensor:
     """`linear` for multipliers that take only 16-bit inputs (tensor cores, AMX) of dtype ``dt``
     (default: w's). x (fp32) is split into hi = dt(x) and lo = dt(x - hi), and the products
-    run over a longer reduction, ``parts`` x K:
+    run over a longer reduction, ``parts`` x K (`split_plan`):
 
         w in dt (parts 2):   hi @ w^T + lo @ w^T
         fp16 w, dt bf16 (3): hi @ w_hi^T + lo @ w_hi^T + hi @ w_lo^T, w = w_hi + w_lo exactly
@@ -129,7 +141,8 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     Either way the result is x @ w^T up to bf16's unit roundoff squared (2^-16 of |x| |w|,
     against 2^-8 for dt(x) alone); the dropped lo @ w_lo^T is of that size too. fp16 weights go
     through bf16 rather than splitting x into fp16 parts because fp16's range cannot hold
-    every fp32 activation (|x| > 65504 would become inf).
+    every fp32 activation (|x| > 65504 would become inf). At ``precision`` "medium" x's lo part
+    is dropped: hi @ w^T (1 part), or hi @ w_hi^T + hi @ w_lo^T (2), ~1e-3 relative.
 
     The parts alternate in runs of ``tile`` along the reduction ("x_split" and "w_split",
     (T, parts Kp) and (N, parts Kp), Kp = K rounded up to ``tile`` with zeros), so the copies of
@@ -150,7 +163,8 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     dt = dt or w.dtype
     if w.dtype != dt and (w.dtype, dt) != ("float16", BF16):
         raise ValueError(f"linear_split multiplies in {dt}: weights must be {dt} (or fp16 for bf16), got {w.dtype}")
-    parts, kp = split_reduction(kk, w.dtype, dt, tile)
+    plan = split_plan(w.dtype, dt, precision)
+    parts, kp = split_reduction(kk, w.dtype, dt, tile, precision)
     xf = _x_of(x, act, w.shape[1])
     rp = tirx.IntImm("int64", parts * kp)
     zero = tirx.const(0, dt)
@@ -172,12 +186,20 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
         hi = to_dt(v)
         return tirx.if_then_else(lo, to_dt(v - hi.astype(F32)), hi)
 
+    def lo_part(r, side):  # whether reduction index r belongs to a product of that side's lo part
+        lows = [p for p, parts_ in enumerate(plan) if parts_[side] == 1]
+        return functools.reduce(tirx.Or, [r // tile % parts == p for p in lows]) if lows else None
+
     def x_part(i, r):
-        return guarded(hi_lo(xf(i, src(r)), r // tile % parts == 1), src(r))
+        lo = lo_part(r, 0)
+        v = xf(i, src(r))
+        return guarded(to_dt(v.astype(F32)) if lo is None else hi_lo(v, lo), src(r))
 
     def w_part(j, r):
-        v = w[j, src(r)]
-        return guarded(v if parts == 2 else hi_lo(v, r // tile % parts == 2), src(r))
+        v, lo = w[j, src(r)], lo_part(r, 1)
+        if w.dtype == dt:
+            return guarded(v, src(r))
+        return guarded(to_dt(v.astype(F32)) if lo is None else hi_lo(v, lo), src(r))
 
     if slices is None:
         a = te.compute((t, rp), x_part, name="x_split")

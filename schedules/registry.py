@@ -48,6 +48,12 @@ def find_blocks(sch: s_tir.Schedule, *names: str) -> list[SBlockRV] | None:
     return None if any(b is None for b in blocks) else blocks
 
 
+def precision(func: tirx.PrimFunc) -> str:
+    """The kernel's ``precision`` hint (`passes.matmul_precision`, `ir.ops.PRECISIONS`):
+    "medium" lets a rule multiply bf16-rounded operands; "high" (unmarked) does not."""
+    return str(func.attrs["precision"]) if func.attrs is not None and "precision" in func.attrs else "high"
+
+
 def register(target_kind: str, op_kind: str, rule: Rule, *, first: bool = False) -> None:
     rules = _RULES.setdefault((target_kind, op_kind), [])
     rules.insert(0, rule) if first else rules.append(rule)

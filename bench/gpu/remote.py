@@ -26,8 +26,10 @@ Sections
                token / step time) and the per-step time above that bandwidth floor; plus a sanity check
                of our logits at real shapes against transformers in fp32 over the same weights.
 
-Order, so that a tight deadline cuts the least needed: correctness; every preset's main bench rows;
-the kernel table; the dlight rows.
+Order, so that a tight deadline cuts the least needed: correctness; every preset's main bench rows
+(ours, ours graph, transformers eager and compiled); the kernel table; the "ours medium" rows
+(compiled with matmul_precision="medium": bf16-rounded activations in the tensor-core products, as
+torch's bf16 matmuls; sanity bound 3e-2) and the dlight rows.
 
 Every measurement runs in its own subprocess (ours never imports torch; theirs never imports TVM),
 with a timeout and an overall deadline, so one failure or hang is recorded in the table, not fatal.
@@ -57,9 +59,12 @@ WORK = Path(os.environ.get("INFERENCE_PIO_GPU_WORK", "/tmp/inference_pio_gpu"))
 FP32_TOL, BF16_TOL = 1e-4, 5e-2
 # more rows of ours: the same model compiled another way (bundle artifact "<device>_<suffix>");
 # benchmarked in this order; AFTER_PEERS rows run after every preset's main rows and the kernel table (least needed)
-OURS_VARIANTS = {"ours_graph": "graph", "ours_dlight": "dlight"}
-AFTER_PEERS = {"ours_dlight"}
+OURS_VARIANTS = {"ours_graph": "graph", "ours_medium": "medium", "ours_dlight": "dlight"}
+AFTER_PEERS = {"ours_medium", "ours_dlight"}
 SANITY_TOL = 1e-3  # real shapes, fp32 vs fp32 over the same bf16 weights (long reductions, other order)
+# matmul_precision="medium" (bf16-rounded activations in the tensor-core products): ~7e-3 on the
+# tiny bf16 fixture on an AMX CPU, where transformers' own bf16 run is 1.6e-2 off
+MEDIUM_SANITY_TOL = 3e-2
 # the cached path keeps K and V in the weights' dtype (bf16), which transformers' fp32 forward
 # does not: 1.0e-3 at the CPU dry run's small preset
 DECODE_SANITY_TOL = 1e-2
@@ -693,9 +698,9 @@ def section_correctness(r: Runner, info: dict, results: dict) -> None:
     results["correctness"] = rows
 
 
-def sanity(ours: dict, hf: dict, tokens: int) -> dict:
+def sanity(ours: dict, hf: dict, tokens: int, tol: float = SANITY_TOL) -> dict:
     """Our forward logits and cached-path logits (`decode_logits`) against transformers' fp32
-    forward over the same weights: relative errors, within SANITY_TOL (DECODE_SANITY_TOL)."""
+    forward over the same weights: relative errors, within ``tol`` (and DECODE_SANITY_TOL)."""
     import numpy as np
 
     if not ours.get("sanity_logits") or not hf.get("sanity_logits"):
@@ -703,13 +708,13 @@ def sanity(ours: dict, hf: dict, tokens: int) -> dict:
     try:
         ref = np.load(hf["sanity_logits"])
         fwd = np.load(ours["sanity_logits"])
-        out = {"rel_err": rel_err(fwd, ref), "tol": SANITY_TOL, "tokens": tokens,
+        out = {"rel_err": rel_err(fwd, ref), "tol": tol, "tokens": tokens,
                "argmax_agree": float((fwd.argmax(-1) == ref.argmax(-1)).mean())}
         if ours.get("sanity_decode_logits"):
             dec = np.load(ours["sanity_decode_logits"])
             out["decode_rel_err"] = rel_err(dec, ref[len(ref) - len(dec):])
-            out["decode_tol"] = DECODE_SANITY_TOL
-        out["ok"] = out["rel_err"] <= SANITY_TOL and out.get("decode_rel_err", 0.0) <= DECODE_SANITY_TOL
+            out["decode_tol"] = max(tol, DECODE_SANITY_TOL)
+        out["ok"] = out["rel_err"] <= tol and out.get("decode_rel_err", 0.0) <= out.get("decode_tol", 0.0)
         return out
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"}
@@ -774,7 +779,8 @@ def _derive(res: dict, p: dict, a: argparse.Namespace, results: dict) -> None:
     # and for the cached path (prefill + teacher-forced decode steps), per variant of ours
     for eng in ["ours", *OURS_VARIANTS]:
         if eng in res:
-            res[eng]["sanity"] = sanity(res[eng], res.get("hf_eager", {}), a.sanity_tokens)
+            tol = MEDIUM_SANITY_TOL if eng == "ours_medium" else SANITY_TOL
+            res[eng]["sanity"] = sanity(res[eng], res.get("hf_eager", {}), a.sanity_tokens, tol)
     res["sanity"] = res["ours"]["sanity"]
     # bandwidth: bytes a decode step must read (weights + KV rows so far) over its time
     cfg = p["preset"]

@@ -19,6 +19,8 @@ and no network. The bundle therefore holds:
   configs/<preset>/config.json       real Qwen3-0.6B / Qwen3-4B shapes (bench/random_checkpoint.py PRESETS)
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above
   artifacts/cuda_graph/<preset>/     the real-shape presets again, compiled with cuda_graph=True
+  artifacts/cuda_medium/<preset>/    and with matmul_precision="medium" (bf16-rounded activations in
+                                     the tensor-core products; cpu_medium with --cpu-dry-run)
   artifacts/cuda_dlight/<preset>/    and again with TVM dlight's rules for every linear (its GEMV and
                                      CUDA-core Matmul instead of ours): the baseline our GEMMs must beat
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
@@ -318,6 +320,11 @@ def main() -> None:
         ent["artifacts"][dev] = {"path": f"artifacts/{dev}/{preset}",
                                  **compile_one(cfg_dir, out / "artifacts" / dev / preset,
                                                cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN)}
+        # the same at matmul precision "medium", benchmarked as "ours medium"
+        ent["artifacts"][f"{dev}_medium"] = {"path": f"artifacts/{dev}_medium/{preset}",
+                                             **compile_one(cfg_dir, out / "artifacts" / f"{dev}_medium" / preset,
+                                                           cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
+                                                           matmul_precision="medium")}
         if dev == "cuda":  # the same with CUDA graphs, benchmarked as a second "ours" row
             ent["artifacts"]["cuda_graph"] = {"path": f"artifacts/cuda_graph/{preset}",
                                               **compile_one(cfg_dir, out / "artifacts" / "cuda_graph" / preset, cuda,

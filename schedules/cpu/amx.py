@@ -21,7 +21,8 @@ K 1024.
 
 x is split rather than rounded: hi + lo carries x to within 2^-16 of |x| (bf16 alone: 2^-8),
 so the result stays within ~1e-5 of fp32 math where bf16 activations would be off by ~1e-3;
-twice the tile products, still far fewer instructions than FMAs. A bf16 x has no lo part.
+twice the tile products, still far fewer instructions than FMAs. A bf16 x has no lo part, and
+at precision "medium" (`passes.matmul_precision`) x is rounded to its hi part: one product.
 
 The weights keep the packed layout the decode GEMV streams (`passes/pack_weights.py`): the pair
 interleave costs a few vector instructions per 64 weights, once per call and panel.
@@ -40,7 +41,7 @@ from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc, amx_usable
 from ..kernels import bf16_bits, bf16_value
-from ..registry import find_blocks
+from ..registry import find_blocks, precision
 
 F32, BF16 = "float32", "bfloat16"
 PANEL = 32  # outputs per weight panel: AVX-512's packing (2 x 16 fp32 lanes)
@@ -70,8 +71,9 @@ def amx_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     if len(extra) != (bias is not None) + (residual is not None):
         return None
     group = max(1, min(GROUP, nb // (2 * target.num_cores)))  # but at least 2 tasks per core
+    parts = 2 if x.dtype == F32 and precision(func) == "high" else 1  # bf16 x: exact in one part
     return _kernel(k, n, nb, x.dtype, out.dtype, bias.dtype if bias is not None else None,
-                   residual.dtype if residual is not None else None, group)
+                   residual.dtype if residual is not None else None, group, parts)
 
 
 def _tile(name: str, *args):
@@ -157,10 +159,10 @@ def _padded(t: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: str | None,
-            group: int) -> tirx.PrimFunc:
+            group: int, parts: int) -> tirx.PrimFunc:
+    """The kernel, with x as ``parts`` bf16 parts: 2 (hi and lo) or 1 (hi)."""
     from tvm.script import tirx as T
 
-    parts = 2 if xdt == F32 else 1  # a bf16 x is exact in one part
     tiles = tile_macros()
     ksteps = k // KSTEP
     full = n // PANEL  # panels with all 32 columns inside N

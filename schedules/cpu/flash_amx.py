@@ -14,7 +14,8 @@ values, the layout a tile product's second operand takes. Then blocks of KB = 32
 
 Key blocks past the block's last causal position are never visited. The split keeps q and P
 to within 2^-16 of their values (bf16 alone: 2^-8), so the result stays within ~1e-5 of fp32
-math.
+math. At precision "medium" (`passes.matmul_precision`) q and P are rounded to their hi parts
+instead: one product each.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tvm import tirx
 
 from ...targets import TargetDesc, amx_usable
 from ..kernels import attention_tir, causal_bounds, same_params
+from ..registry import precision
 from .amx import BF16, F32, W0, W1, X0, X1, _tile, pair, split_bits, tile_macros
 from .flash_attention import block_query, flash_spec, online_softmax
 
@@ -39,11 +41,12 @@ def amx_flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFun
     if (kdt, vdt) != (BF16, BF16) or qdt not in (F32, BF16) or R % (spec["hq"] // spec["hkv"]) \
             or spec["d"] % 32 or spec["dv"] % 32:
         return None
-    return same_params(_kernel(**spec), func)
+    return same_params(_kernel(**spec, parts=1 if precision(func) == "medium" else 2), func)
 
 
 def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
-            causal: bool) -> tirx.PrimFunc:
+            causal: bool, parts: int = 2) -> tirx.PrimFunc:
+    """The kernel, with q and P as ``parts`` bf16 parts: 2 (hi and lo) or 1 (hi)."""
     from tvm.script import tirx as T
 
     odt = dtypes[3]
@@ -63,7 +66,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         for ds in range(d // 32):
             _tile("tileloadd64", T.uint8(X0), T.address_of(keys[j, hh, ds * 32]), T.int64(ld))
             _tile("tileloadd64", T.uint8(X1), T.address_of(keys[j + 16, hh, ds * 32]), T.int64(ld))
-            for p in T.unroll(2):
+            for p in T.unroll(parts):
                 _tile("tileloadd64", T.uint8(W0), T.address_of(qp[p, ds * 16, 0]), T.int64(R * 4))
                 _tile("tileloadd64", T.uint8(W1), T.address_of(qp[p, ds * 16, 16]), T.int64(R * 4))
                 tiles.product(X0, X1, W0, W1)
@@ -74,14 +77,14 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         k16 = T.decl_buffer(kc.shape, "uint16", data=kc.data)  # bf16 bits, read as such
         v16 = T.decl_buffer(vc.shape, "uint16", data=vc.data)
         for task in T.parallel(hkv * nb):
-            qa = T.alloc_buffer((2, R, d), "uint16")  # the block's q rows, scaled: hi and lo
-            qa32 = T.decl_buffer((2, R, d // 2), "uint32", data=qa.data)  # the same, in head-dim pairs
-            qp = T.alloc_buffer((2, d // 2, R), "uint32")  # q^T in head-dim pairs, hi and lo
+            qa = T.alloc_buffer((parts, R, d), "uint16")  # the block's q rows, scaled: hi (and lo)
+            qa32 = T.decl_buffer((parts, R, d // 2), "uint32", data=qa.data)  # the same, in head-dim pairs
+            qp = T.alloc_buffer((parts, d // 2, R), "uint32")  # q^T in head-dim pairs, hi (and lo)
             kf = T.alloc_buffer((KB, 1, d), "uint16")  # a last, partial block of keys
             vp = T.alloc_buffer((KB // 2, dv), "uint32")  # value rows in key pairs
             st = T.alloc_buffer((KB, R), F32)  # S^T, then P^T
-            pt = T.alloc_buffer((2, KB // 2, R), "uint32")  # P^T in key pairs, hi and lo
-            pa = T.alloc_buffer((2, R, KB // 2), "uint32")  # P, the same pairs transposed
+            pt = T.alloc_buffer((parts, KB // 2, R), "uint32")  # P^T in key pairs, hi (and lo)
+            pa = T.alloc_buffer((parts, R, KB // 2), "uint32")  # P, the same pairs transposed
             acc = T.alloc_buffer((R, dv), F32)
             m = T.alloc_buffer((R,), F32)
             mn = T.alloc_buffer((R,), F32)
@@ -94,8 +97,9 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
             for r in range(R):  # q's rows split (vectorized along them), then transposed in pairs
                 for e in T.vectorized(d):
                     qa[0, r, e] = T.Cast("uint16", split_bits(block_query(q, g, scale, h, i0, r, e, t), 0))
-                    qa[1, r, e] = T.Cast("uint16", split_bits(block_query(q, g, scale, h, i0, r, e, t), 1))
-            for p in range(2):
+                    if parts == 2:
+                        qa[1, r, e] = T.Cast("uint16", split_bits(block_query(q, g, scale, h, i0, r, e, t), 1))
+            for p in range(parts):
                 for r in range(R):
                     for dp in range(d // 2):
                         qp[p, dp, r] = qa32[p, r, dp]
@@ -123,8 +127,9 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                 for jp in range(KB // 2):  # P^T split and paired, vectorized over the rows
                     for r in T.vectorized(R):
                         pt[0, jp, r] = pair(split_bits(st[2 * jp, r], 0), split_bits(st[2 * jp + 1, r], 0))
-                        pt[1, jp, r] = pair(split_bits(st[2 * jp, r], 1), split_bits(st[2 * jp + 1, r], 1))
-                for p in T.unroll(2):  # transposed: P's rows
+                        if parts == 2:
+                            pt[1, jp, r] = pair(split_bits(st[2 * jp, r], 1), split_bits(st[2 * jp + 1, r], 1))
+                for p in T.unroll(parts):  # transposed: P's rows
                     for r in T.unroll(R):
                         for jp in T.unroll(KB // 2):
                             pa[p, r, jp] = pt[p, jp, r]
@@ -136,7 +141,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                     tiles.accumulators("tileloadd64", acc, dv, ec * 32)
                     _tile("tileloadd64", T.uint8(W0), T.address_of(vp[0, ec * 32]), T.int64(dv * 4))
                     _tile("tileloadd64", T.uint8(W1), T.address_of(vp[0, ec * 32 + 16]), T.int64(dv * 4))
-                    for p in T.unroll(2):
+                    for p in T.unroll(parts):
                         _tile("tileloadd64", T.uint8(X0), T.address_of(pa[p, 0, 0]), T.int64(KB * 2))
                         _tile("tileloadd64", T.uint8(X1), T.address_of(pa[p, 16, 0]), T.int64(KB * 2))
                         tiles.product(X0, X1, W0, W1)

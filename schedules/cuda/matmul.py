@@ -5,7 +5,8 @@ kernel is `kernels.linear_split`: x = hi + lo, both bf16, against the same weigh
 carries x to within 2^-16 of |x| per product instead of bf16's 2^-8 (fp32's is 2^-24) for twice
 the multiplies, still far cheaper than fp32 FMAs. fp16 weights are split the same way while they
 are staged (w = w_hi + w_lo in bf16, exactly), for three products instead of two: x stays in
-bf16 parts because fp16's range cannot hold every fp32 activation. The schedule is WMMA
+bf16 parts because fp16's range cannot hold every fp32 activation. At matmul precision "medium"
+(`passes.matmul_precision`) x is rounded to bf16 instead of split: half the products. The schedule is WMMA
 16x16x16 (bf16 x bf16 -> fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which
 has no bf16 path:
 
@@ -43,7 +44,7 @@ from tvm import s_tir, te, tirx
 
 from ...targets import TargetDesc
 from ..kernels import linear_operands, linear_split, same_params, split_reduction
-from ..registry import find_block
+from ..registry import find_block, precision
 
 F32, BF16, F16 = "float32", "bfloat16", "float16"
 MIN_ROWS = 16  # a static T below one fragment is left to the GEMV rules
@@ -193,11 +194,12 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
     tiles = tiles or tiles_for(int(n))
-    parts, kp = split_reduction(int(k), w.dtype)
+    prec = precision(func)  # "medium": x rounded to bf16, not split (half the products)
+    parts, kp = split_reduction(int(k), w.dtype, precision=prec)
     most = slices_for(int(n), parts * kp, tiles, max_slices)
     slices = (slice_count(_i64(t), int(n), tiles, most), most) if most > 1 else None
     y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
-                     slices=slices, bit_round=not _TENSORIZE)  # (emulated on a CPU: see linear_split)
+                     slices=slices, bit_round=not _TENSORIZE, precision=prec)  # (bit_round: emulated on a CPU)
     sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE)
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 

@@ -37,6 +37,12 @@ def test_unsupported_targets_are_refused_before_compiling(models):
         engine.compile(md, target="metal")
 
 
+def test_unknown_matmul_precision_is_refused_before_compiling(models):
+    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
+    with pytest.raises(ValueError, match=r"matmul_precision must be one of \('high', 'medium'\), got 'low'"):
+        engine.compile(md, target="llvm", matmul_precision="low")
+
+
 def test_resolve_targets():
     t = resolve("llvm")
     assert t.kind == "llvm" and t.device == "cpu" and t.num_cores >= 1 and t.vector_lanes in (4, 8, 16)

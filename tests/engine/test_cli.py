@@ -68,9 +68,12 @@ def test_errors_are_one_line_messages(tmp_path):
 
 
 def test_bench_prints_a_table(tmp_path):
-    r = cli("bench", "--prompt-len", "16", "--new-tokens", "4", env={"INFERENCE_PIO_CACHE": str(tmp_path)})
+    r = cli("bench", "--prompt-len", "16", "--new-tokens", "4", "--matmul-precision", "medium",
+            env={"INFERENCE_PIO_CACHE": str(tmp_path)})
     assert r.returncode == 0, r.stderr
-    assert "prefill tok/s" in r.stdout and "decode tok/s" in r.stdout
+    assert "prefill tok/s" in r.stdout and "decode tok/s" in r.stdout and "matmul precision medium" in r.stdout
+    (art,) = tmp_path.glob("qwen3-*")
+    assert json.loads((art / "manifest.json").read_text())["matmul_precision"] == "medium"
 
 
 def test_second_compile_is_served_from_the_cache(tmp_path):

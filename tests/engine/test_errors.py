@@ -131,7 +131,7 @@ def test_manifest_records_the_compile(art):
 
     m = mf.read(art)
     assert m["format"] == mf.FORMAT and m["format_version"] == mf.FORMAT_VERSION
-    assert m["device"] == "cpu" and m["target"]["kind"] == "llvm"
+    assert m["device"] == "cpu" and m["target"]["kind"] == "llvm" and m["matmul_precision"] == "high"
     assert m["family"] == "qwen3" and m["vocab_size"] == 97 and m["max_seq_len"] == 64
     assert m["model_config"]["num_key_value_heads"] == 1 and m["model_config"]["head_dim"] == 6
     fwd = m["functions"]["forward"]

@@ -95,6 +95,26 @@ def test_bf16_checkpoint_with_wide_projections(models, n):
     assert rel_err(rt.logits(ids), hf_logits(load_reference(ck.path, "float32"), ids)) <= FP32_TOL
 
 
+def test_medium_matmul_precision(models, tmp_path):
+    """compile(..., matmul_precision="medium"): bf16-rounded activations in the 16-bit products
+    (AMX here when the CPU has it), as close to fp32 math as transformers' own bf16 run; greedy
+    decoding still runs through the cache. Where a product has no 16-bit form it stays fp32."""
+    from inference_pio import engine, frontends
+    from inference_pio.targets import amx_usable, resolve
+
+    ck = models.checkpoint("wide32", dtype="bfloat16")
+    art = engine.compile(frontends.huggingface.model_def(ck.path), target="llvm", max_seq_len=64,
+                         matmul_precision="medium")
+    assert art.manifest["matmul_precision"] == "medium"
+    rt = engine.load(art.save(tmp_path / "art"), weights=ck.path, device="cpu")
+    ids = token_ids(131, 40, seed=5)
+    err = rel_err(rt.logits(ids), hf_logits(load_reference(ck.path, "float32"), ids))
+    assert err <= BF16_TOL / 2
+    if amx_usable(resolve("llvm").cpu_flags):
+        assert err > FP32_TOL  # the option reached the tile kernels: x rounded, not split
+    assert len(rt.generate(ids[:8], max_new_tokens=4)) == 4
+
+
 @pytest.mark.parametrize("dtype,tol", [("bfloat16", BF16_TOL), ("float16", F16_TOL)])
 def test_dtype_override_of_fp32_checkpoint(models, dtype, tol):
     """compile(md, dtype=...) stores an fp32 checkpoint's weights in a narrower dtype."""

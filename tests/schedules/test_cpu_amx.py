@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference_pio.ir import GraphBuilder
+from inference_pio.ir import GraphBuilder, interpret
 from inference_pio.targets import amx_usable, resolve
 from kernel_harness import check, lowered_kernel, rand, run_graph
 
@@ -154,3 +154,40 @@ def test_amx_cache_attention(t, kv_len, group, d, qdt):
         np.dtype("float32")).astype(rand(rng, (1,), "bfloat16").dtype)
     check(g, {"q": rand(rng, (t, hkv * group, d), qdt, 3.0), "kc": cache(), "vc": cache(),
               "kv_len": np.zeros(kv_len)}, dtype=qdt, rtol=2e-5)
+
+
+@needs_amx
+@pytest.mark.parametrize("t,k,n", [(5, 64, 33), (70, 96, 64)])
+def test_medium_precision_rounds_x_to_bf16(t, k, n):
+    """At matmul precision "medium" the kernel multiplies bf16(x) (one tile product, not two):
+    bf16(x) @ w to within the fp32 sums' rounding, ~1e-3 from x @ w."""
+    from inference_pio.passes import matmul_precision
+    from inference_pio.passes.pack_weights import pack_weights
+
+    rng = np.random.default_rng(t + k)
+    b = GraphBuilder("amx_medium")
+    x = b.input("x", ("T", k), "float32")
+    g = pack_weights(b.build({"y": b.linear(x, b.param("w", (n, k), "bfloat16"))}), block=32)
+    xs, w = rand(rng, (t, k)), rand(rng, (n, k), "bfloat16", 1 / np.sqrt(k))
+    ours = run_graph(matmul_precision(g, "medium"), {"x": xs}, {"w": w})["y"]
+    wf = w.astype(np.float64)
+    rounded, exact = xs.astype(w.dtype).astype(np.float64) @ wf.T, xs.astype(np.float64) @ wf.T
+    scale = np.abs(exact).max()
+    assert np.abs(ours - rounded).max() / scale <= SPLIT_TOL
+    assert 1e-4 < np.abs(ours - exact).max() / scale < 1e-2
+
+
+@needs_amx
+@pytest.mark.parametrize("t,kv_len,group,d", [(33, 70, 2, 64), (40, 100, 8, 32)])
+def test_medium_precision_attention(t, kv_len, group, d):
+    """q and P as bf16 (one tile product each): ~1e-3 from fp32 math, and not the split's ~1e-5."""
+    from inference_pio.passes import matmul_precision
+
+    rng = np.random.default_rng(t * kv_len)
+    cap, hkv = 128, 2
+    g = cache_attention_graph(hkv, group, d, cap, "float32")
+    feeds = {"q": rand(rng, (t, hkv * group, d), "float32", 3.0), "kc": rand(rng, (cap, hkv, d), "bfloat16"),
+             "vc": rand(rng, (cap, hkv, d), "bfloat16"), "kv_len": np.zeros(kv_len)}
+    ref = interpret(g, feeds, {})["o"].astype(np.float64)
+    err = np.abs(run_graph(matmul_precision(g, "medium"), feeds)["o"] - ref).max() / np.abs(ref).max()
+    assert 2e-5 < err < 2e-2, err

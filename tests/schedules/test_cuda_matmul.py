@@ -278,3 +278,25 @@ def test_gemv_loads_16_bytes_and_reduces_with_warp_shuffles():
     assert "tvm_thread_allreduce" in text
     del tgt
     assert gemv(_linear_func(64, 40, t=tirx.IntImm("int64", 1)), CUDA) is None  # K not a multiple of 32
+
+
+@pytest.mark.parametrize("wdtype", [BF16, F16])
+def test_medium_precision_multiplies_bf16_x(rng, wdtype):
+    """At matmul precision "medium" x is rounded to bf16 instead of split: one product per
+    weight part (bf16 weights 1, fp16 weights 2, still exact), so the result is bf16(x) @ w."""
+    import ml_dtypes
+
+    from inference_pio.schedules.kernels import split_reduction
+
+    t, n, k = 37, 72, 48
+    assert split_reduction(k, wdtype, precision="medium")[0] == split_reduction(k, wdtype)[0] - 1
+    with untensorized():
+        f = tensor_core_linear(_linear_func(n, k, wdtype).with_attr("precision", "medium"), CUDA)
+    x = (rng.standard_normal((t, k)) * 3).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16 if wdtype == BF16 else np.float16)
+    got = cuda_emulation.run(f, x, w, np.zeros((t, n), np.float32))[-1].astype(np.float64)
+    wf = w.astype(np.float64)
+    rounded, exact = x.astype(ml_dtypes.bfloat16).astype(np.float64) @ wf.T, x.astype(np.float64) @ wf.T
+    scale = np.abs(exact).max()
+    assert np.abs(got - rounded).max() / scale <= SPLIT_TOL
+    assert 1e-4 < np.abs(got - exact).max() / scale < 1e-2
