@@ -196,14 +196,16 @@ def format_table(res: dict[str, Any]) -> str:
     """One table: tok/s per engine row and peak RSS, then ours / peer ratios, then notes."""
     a, m, rows = res["args"], res["machine"], res["rows"]
     cols = [("prefill", c) for c in a["prefill"]] + [("decode", c) for c in (min(a["decode"]), max(a["decode"]))]
-    head = f"{'engine':<26}" + "".join(f"{f'{k}@{c}':>14}" for k, c in cols) + f"{'peak RSS MiB':>14}"
+    ours = {label: r for label, r in rows.items() if r["engine"] == "ours"}
+    short = {name: "ours" if len(ours) == 1 else name.replace(f" {SHORT[a['dtype']]}", "") for name in ours}
+    width = max([26] + [len(f"{short[o]} / {label}") + 2 for o in ours for label in rows if label not in ours])
+    head = f"{'engine':<{width}}" + "".join(f"{f'{k}@{c}':>14}" for k, c in cols) + f"{'peak RSS MiB':>14}"
     lines = [f"{a['preset']} (random weights), {a['threads']} threads, {m['cpu']}, {m['date']}",
              f"inference_pio {m['commit']}; load average {m['loadavg_start']} at start, {m['loadavg_end']} at end; "
              f"best of {a['repeats']} round(s); tok/s", "", head, "-" * len(head)]
     for label, row in rows.items():
         cells = "".join(_fmt(_cell(row, k, c)) for k, c in cols)
-        lines.append(f"{label:<26}{cells}{_fmt(row.get('peak_rss_mib'), digits=0)}")
-    ours = {label: r for label, r in rows.items() if r["engine"] == "ours"}
+        lines.append(f"{label:<{width}}{cells}{_fmt(row.get('peak_rss_mib'), digits=0)}")
     lines.append("-" * len(head))
     for name, mine in ours.items():
         for label, row in rows.items():
@@ -211,8 +213,7 @@ def format_table(res: dict[str, Any]) -> str:
                 continue
             ratios = [_ratio(_cell(mine, k, c), _cell(row, k, c)) for k, c in cols]
             ratios.append(_ratio(mine.get("peak_rss_mib"), row.get("peak_rss_mib")))
-            short = "ours" if len(ours) == 1 else name.replace(f" {SHORT[a['dtype']]}", "")
-            lines.append(f"{short + ' / ' + label:<26}" + "".join(_fmt(r, suffix="x") for r in ratios))
+            lines.append(f"{short[name] + ' / ' + label:<{width}}" + "".join(_fmt(r, suffix="x") for r in ratios))
     return "\n".join(lines + [""] + footer(res))
 
 

@@ -34,6 +34,8 @@ ROTATE_BYTES = 256 << 20  # > 2x the L2 of an H100 (50 MB) or H200 (60 MB)
 MAX_COPIES = 16
 BF16 = "bfloat16"
 DIFF_TOL = 1e-3  # a variant's output against ours' (relative to its largest value) beyond this is flagged
+# ... except for variants that round on purpose: matmul precision "medium" multiplies bf16(x)
+VARIANT_TOL = {"medium": 2e-2, "medium, serial": 2e-2}
 
 
 def projections(cfg: dict) -> list[tuple[str, int, int, dict | None, dict]]:
@@ -62,6 +64,7 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
         tiles = tiles_for(n)
         out.append(("ours", tensor_core_linear(f, target), PREFILL_T))
         out.append(("no split-K", tensor_core_linear(f, target, max_slices=1), PREFILL_T))
+        out.append(("medium", tensor_core_linear(f.with_attr("precision", "medium"), target), PREFILL_T))
         other = BIG if tiles == SMALL else SMALL
         out.append((f"{other.rows}x{other.cols}, no split", tensor_core_linear(f, target, tiles=other, max_slices=1),
                     PREFILL_T))
@@ -140,7 +143,9 @@ def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tu
         f = _linear_func(n, k, BF16, **prefill)
         with untensorized():
             tc = tensor_core_linear(f, cuda)
-        out += [("ours", f, (16, 64)), ("cuda, serial", cuda_emulation.serialize(tc), (16, 64))]
+            medium = tensor_core_linear(f.with_attr("precision", "medium"), cuda)
+        out += [("ours", f, (16, 64)), ("cuda, serial", cuda_emulation.serialize(tc), (16, 64)),
+                ("medium, serial", cuda_emulation.serialize(medium), (16, 64))]
     f = _linear_func(n, k, BF16, t=tirx.IntImm("int64", 1), **decode)
     out.append(("ours", f, (1,)))
     sch = gemv(f, cuda)
@@ -341,7 +346,7 @@ def table(res: dict) -> str:
     text.insert(1, "-" * len(text[0]))
     errors = [f"{r['preset']} {r['op']} {r['variant']} T={r['t']}: {r['error']}" for r in rows if "error" in r]
     errors += [f"DIFFERS from ours: {r['preset']} {r['op']} {r['variant']} T={r['t']}: {r['diff']:.1e}"
-               for r in rows if r.get("diff", 0) > DIFF_TOL]
+               for r in rows if r.get("diff", 0) > VARIANT_TOL.get(r["variant"], DIFF_TOL)]
     note = (f"{res['skipped']} entries skipped (time budget). " if res.get("skipped") else "") + \
         "* = fastest; ours = TFLOP/s of 2 T N K (T > 1), bf16 weight GB/s (T = 1) or K and V GB/s " \
         "(attention: N query heads of K dims over T cached keys; prefill attention: TFLOP/s of its " \
