@@ -15,14 +15,15 @@ values, the layout a tile product's second operand takes. Then blocks of KB = 32
 Key blocks past the block's last causal position are never visited. The split keeps q and P
 to within 2^-16 of their values (bf16 alone: 2^-8), so the result stays within ~1e-5 of fp32
 math. At precision "medium" (`passes.matmul_precision`) q and P are rounded to their hi parts
-instead: one product each.
+instead: one product each; and fp32 keys and values (the cache-less forward's) are taken too,
+rounded to bf16 as each block is copied.
 """
 from __future__ import annotations
 
 from tvm import tirx
 
 from ...targets import TargetDesc, amx_usable
-from ..kernels import attention_tir, causal_bounds, same_params
+from ..kernels import attention_tir, bf16_bits, causal_bounds, same_params
 from ..registry import precision
 from .amx import BF16, F32, W0, W1, X0, X1, _tile, pair, split_bits, tile_macros
 from .flash_attention import block_query, flash_spec, online_softmax
@@ -33,15 +34,17 @@ KB = 32  # keys per block: one 32-wide step of the P V product
 
 def amx_flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The AMX kernel for an attention / cache_attention PrimFunc with T > 1 rows over bf16
-    keys and values, else None."""
+    keys and values (or fp32 ones at precision "medium"), else None."""
     spec = flash_spec(func) if amx_usable(target.cpu_flags) else None
     if spec is None:
         return None
+    medium = precision(func) == "medium"
     qdt, kdt, vdt, _ = spec["dtypes"]
-    if (kdt, vdt) != (BF16, BF16) or qdt not in (F32, BF16) or R % (spec["hq"] // spec["hkv"]) \
+    kv = {(BF16, BF16)} | ({(F32, F32)} if medium else set())  # fp32 keys would need splitting too
+    if (kdt, vdt) not in kv or qdt not in (F32, BF16) or R % (spec["hq"] // spec["hkv"]) \
             or spec["d"] % 32 or spec["dv"] % 32:
         return None
-    return same_params(_kernel(**spec, parts=1 if precision(func) == "medium" else 2), func)
+    return same_params(_kernel(**spec, parts=1 if medium else 2), func)
 
 
 def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...], scale: float,
@@ -56,9 +59,12 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     softmax = online_softmax(visible, g, KB, R, dv)
     tiles = tile_macros()
 
-    def kv_bits(c16, h, j, e, kmax):  # the bits of row j (0 past kmax)
-        return tirx.if_then_else(j < kmax, tirx.Cast("uint32", c16[tirx.min(j, kmax - 1), h, e]),
-                                 tirx.const(0, "uint32"))
+    f32_kv = dtypes[1] == F32  # fp32 keys and values ("medium" only): rounded to bf16 as copied
+
+    def kv_bits(c16, h, j, e, kmax):  # the bf16 bits of row j (0 past kmax)
+        row = tirx.min(j, kmax - 1)
+        v = bf16_bits(c16[row, h, e]) if f32_kv else tirx.Cast("uint32", c16[row, h, e])
+        return tirx.if_then_else(j < kmax, v, tirx.const(0, "uint32"))
 
     @T.macro
     def scores_t(keys, j, hh, ld, qp):  # the accumulators = S^T: keys[j:j+32, hh] @ (q's pairs)
@@ -72,10 +78,22 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                 tiles.product(X0, X1, W0, W1)
 
     @T.macro
+    def copied_block(k16, v16, kf, vp, st, qp, h, j0, kmax):  # S^T of keys j0.. via a copy; rows past kmax are zeros
+        for jj in range(KB):  # (the cache may hold NaNs there)
+            for e in T.vectorized(d):
+                kf[jj, 0, e] = T.Cast("uint16", kv_bits(k16, h, j0 + jj, e, kmax))
+        scores_t(kf, 0, 0, d * 2, qp)
+        tiles.accumulators("tilestored64", st, R, 0)
+        for jp in range(KB // 2):
+            for e in T.vectorized(dv):
+                vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, kmax), kv_bits(v16, h, j0 + 2 * jp + 1, e, kmax))
+
+    @T.macro
     def body(q, kc, vc, out, t, kv_len):
         nb = (t + bq - 1) // bq
-        k16 = T.decl_buffer(kc.shape, "uint16", data=kc.data)  # bf16 bits, read as such
-        v16 = T.decl_buffer(vc.shape, "uint16", data=vc.data)
+        # bf16 bits, read as such (fp32 keys and values are read as they are, and rounded)
+        k16 = kc if f32_kv else T.decl_buffer(kc.shape, "uint16", data=kc.data)
+        v16 = vc if f32_kv else T.decl_buffer(vc.shape, "uint16", data=vc.data)
         for task in T.parallel(hkv * nb):
             qa = T.alloc_buffer((parts, R, d), "uint16")  # the block's q rows, scaled: hi (and lo)
             qa32 = T.decl_buffer((parts, R, d // 2), "uint32", data=qa.data)  # the same, in head-dim pairs
@@ -106,23 +124,17 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
             softmax.start(acc, m, den)
             for kb in range((kmax + KB - 1) // KB):
                 j0 = kb * KB
-                if j0 + KB <= kmax:  # a whole block: K straight from the cache
+                if f32_kv:  # every block copied (and rounded)
+                    copied_block(k16, v16, kf, vp, st, qp, h, j0, kmax)
+                elif j0 + KB <= kmax:  # a whole block: K straight from the cache
                     scores_t(k16, j0, h, hkv * d * 2, qp)
                     tiles.accumulators("tilestored64", st, R, 0)
                     for jp in range(KB // 2):  # (vector work while the tile stores drain)
                         for e in T.vectorized(dv):
                             vp[jp, e] = pair(T.Cast("uint32", v16[j0 + 2 * jp, h, e]),
                                               T.Cast("uint32", v16[j0 + 2 * jp + 1, h, e]))
-                else:  # the last block: rows past kmax are zeros (the cache may hold NaNs there)
-                    for jj in range(KB):
-                        for e in T.vectorized(d):
-                            kf[jj, 0, e] = T.Cast("uint16", kv_bits(k16, h, j0 + jj, e, kmax))
-                    scores_t(kf, 0, 0, d * 2, qp)
-                    tiles.accumulators("tilestored64", st, R, 0)
-                    for jp in range(KB // 2):
-                        for e in T.vectorized(dv):
-                            vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, kmax),
-                                              kv_bits(v16, h, j0 + 2 * jp + 1, e, kmax))
+                else:  # the last block
+                    copied_block(k16, v16, kf, vp, st, qp, h, j0, kmax)
                 softmax.step(st, m, mn, corr, den, j0, i0, kv_len, t)  # P^T in st, O's factors in corr
                 for jp in range(KB // 2):  # P^T split and paired, vectorized over the rows
                     for r in T.vectorized(R):

@@ -191,3 +191,37 @@ def test_medium_precision_attention(t, kv_len, group, d):
     ref = interpret(g, feeds, {})["o"].astype(np.float64)
     err = np.abs(run_graph(matmul_precision(g, "medium"), feeds)["o"] - ref).max() / np.abs(ref).max()
     assert 2e-5 < err < 2e-2, err
+
+
+def forward_attention_graph(hkv: int, group: int, d: int, causal: bool = True):
+    """The cache-less forward's attention: fp32 q, k and v."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    q = input_node("q", TensorType(("T", hkv * group, d), "float32"))
+    k, v = (input_node(n, TensorType(("T", hkv, d), "float32")) for n in ("k", "v"))
+    o = op_node("attention", [q, k, v], scale=d ** -0.5, **({} if causal else {"causal": False}))
+    return Graph("attention", (q, k, v), (("o", o),))
+
+
+def test_fp32_keys_take_the_tiles_only_at_medium_precision():
+    from inference_pio.passes import matmul_precision
+    from inference_pio.schedules.cpu.flash_amx import amx_flash_attention
+
+    g = forward_attention_graph(2, 2, 64)
+    assert amx_flash_attention(lowered_kernel(g, "scale"), SPR) is None  # fp32 k would need a split too
+    assert amx_flash_attention(lowered_kernel(matmul_precision(g, "medium"), "scale"), SPR) is not None
+
+
+@needs_amx
+@pytest.mark.parametrize("t,hkv,group,d,causal", [(70, 2, 2, 64, True), (33, 2, 4, 32, False), (100, 1, 8, 128, True)])
+def test_medium_precision_forward_attention(t, hkv, group, d, causal):
+    """fp32 k and v rounded to bf16 as each block is copied, q and P too: ~1e-3 relative."""
+    from inference_pio.passes import matmul_precision
+
+    rng = np.random.default_rng(t * d)
+    g = forward_attention_graph(hkv, group, d, causal)
+    feeds = {"q": rand(rng, (t, hkv * group, d), "float32", 3.0), "k": rand(rng, (t, hkv, d)),
+             "v": rand(rng, (t, hkv, d))}
+    ref = interpret(g, feeds, {})["o"].astype(np.float64)
+    err = np.abs(run_graph(matmul_precision(g, "medium"), feeds)["o"] - ref).max() / np.abs(ref).max()
+    assert 2e-5 < err < 2e-2, err
