@@ -217,14 +217,18 @@ def test_other_linears_are_left_to_dlight(kw):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
-@pytest.mark.parametrize("name", ["gqa5x1", "wide256"])
-def test_bf16_model_compiles_to_tensor_core_kernels(models, name):
+@pytest.mark.parametrize("name,precision,split", [("gqa5x1", "high", False), ("wide256", "high", True),
+                                                  ("wide256", "medium", False)])
+def test_bf16_model_compiles_to_tensor_core_kernels(models, name, precision, split):
     """A bf16 checkpoint's prefill GEMMs are WMMA kernels in the shipped cubin's source, and no
-    swiglu kernel is left; wide256's o and down projections take the split-K form."""
+    swiglu kernel is left; wide256's o and down projections (K = 256) take the split-K form, a
+    reduction of 2 x 256 products, but not at matmul precision "medium": 256 products are one
+    slice (`MIN_SLICE`)."""
     from inference_pio import engine, frontends
 
     md = frontends.huggingface.model_def(models.checkpoint(name, dtype=BF16).path)
-    art = engine.compile(md, target={"kind": "cuda", "arch": "sm_90a"}, max_seq_len=64)
+    art = engine.compile(md, target={"kind": "cuda", "arch": "sm_90a"}, max_seq_len=64, matmul_precision=precision)
+    assert art.manifest["matmul_precision"] == precision
     def cuda_sources(m):
         yield m.inspect_source("") if m.kind == "cuda" else ""
         for sub in m.imports:
@@ -232,7 +236,7 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models, name):
 
     src = "".join(cuda_sources(art.executable.mod))
     assert "nvcuda::wmma::mma_sync" in src and "wmma::matrix_a, 16, 16, 16, nv_bfloat16" in src
-    assert ("slice_sum" in src) == (name == "wide256")
+    assert ("slice_sum" in src) == split
     assert "swiglu" not in art.executable.as_text()  # fused into the down projection (cuda_passes)
 
 
