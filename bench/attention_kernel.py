@@ -2,8 +2,10 @@
 
     python bench/attention_kernel.py --context 2048            # decode (T=1), Qwen3-0.6B heads
     python bench/attention_kernel.py --context 768 --tokens 256 --q-heads 32 --kv-heads 8
+    python bench/attention_kernel.py --context 1024 --forward     # the cache-less forward's attention
 
-Median and best over --reps calls of the compiled kernel (bf16 cache, all threads), in ms
+Median and best over --reps calls of the compiled kernel (bf16 cache, all threads; with --forward,
+the `attention` op over --context fp32 rows of q, k and v, as `rt.logits` runs it), in ms
 per layer, and the median times --layers. The best is the steadier figure on a noisy VM. Handy when swapping an attention schedule rule.
 """
 from __future__ import annotations
@@ -31,37 +33,41 @@ def main() -> None:
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--forward", action="store_true", help="causal attention of --context fp32 rows, no cache")
     ap.add_argument("--precision", choices=["high", "medium"], default="high",
                     help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
     td = resolve("llvm")
-    cap, d, dt = a.context + 4, a.head_dim, "bfloat16"
-    kv_len = tirx.Var("kv_len", "int64")
-    t = 1 if a.tokens == 1 else tirx.Var("T", "int64")
-    q = te.placeholder((t, a.q_heads, d), dt, "q")
-    kc, vc = (te.placeholder((cap, a.kv_heads, d), dt, n) for n in ("kc", "vc"))
-    scale = d ** -0.5
-    out = kernels.cache_attention(q, kc, vc, kv_len, scale=scale)
-    func = te.create_prim_func([q, kc, vc, out, kv_len]).with_attrs(
-        {OP_KIND_ATTR: "cache_attention", "gqa_group": a.q_heads // a.kv_heads, "scale": scale, "causal": True,
-         "precision": a.precision})
-    func = schedule_func(func, td).with_attr("global_symbol", "main")
+    d, scale = a.head_dim, a.head_dim ** -0.5
+    hints = {"gqa_group": a.q_heads // a.kv_heads, "scale": scale, "causal": True, "precision": a.precision}
+    if a.forward:  # attention(q, k, v) over T = S = --context fp32 rows
+        t, dt, rows, kvr = tirx.Var("T", "int64"), "float32", a.context, a.context
+        q, k, v = (te.placeholder((t, h, d), dt, n) for n, h in (("q", a.q_heads), ("k", a.kv_heads), ("v", a.kv_heads)))
+        out, op, extra = kernels.attention(q, k, v, scale), "attention", []
+        func = te.create_prim_func([q, k, v, out])
+    else:  # cache_attention over a bf16 cache of kv_len = --context valid rows
+        kv_len = tirx.Var("kv_len", "int64")
+        t, dt, rows, kvr = (1 if a.tokens == 1 else tirx.Var("T", "int64")), "bfloat16", a.tokens, a.context + 4
+        q = te.placeholder((t, a.q_heads, d), dt, "q")
+        kc, vc = (te.placeholder((kvr, a.kv_heads, d), dt, n) for n in ("kc", "vc"))
+        out, op, extra = kernels.cache_attention(q, kc, vc, kv_len, scale=scale), "cache_attention", [a.context]
+        func = te.create_prim_func([q, kc, vc, out, kv_len])
+    func = schedule_func(func.with_attrs({OP_KIND_ATTR: op, **hints}), td).with_attr("global_symbol", "main")
     with td.to_tvm() as tgt:
         fn = tvm.compile(tvm.IRModule({"main": func}), target=tgt)["main"]
-    rng, dev = np.random.default_rng(0), tvm.cpu()
-    args = [tvm.runtime.tensor(rng.standard_normal(s).astype(ml_dtypes.bfloat16), dev)
-            for s in [(a.tokens, a.q_heads, d), (cap, a.kv_heads, d), (cap, a.kv_heads, d)]]
-    res = tvm.runtime.tensor(np.zeros((a.tokens, a.q_heads, d), ml_dtypes.bfloat16), dev)
-    fn(*args, res, a.context)
+    rng, dev, npdt = np.random.default_rng(0), tvm.cpu(), (np.float32 if dt == "float32" else ml_dtypes.bfloat16)
+    args = [tvm.runtime.tensor(rng.standard_normal(s).astype(npdt), dev)
+            for s in [(rows, a.q_heads, d), (kvr, a.kv_heads, d), (kvr, a.kv_heads, d)]]
+    args += [tvm.runtime.tensor(np.zeros((rows, a.q_heads, d), npdt), dev)] + extra
+    fn(*args)
     ts = []
     for _ in range(a.reps):
         t0 = time.perf_counter()
-        fn(*args, res, a.context)
+        fn(*args)
         ts.append(time.perf_counter() - t0)
     ms, best = 1e3 * float(np.median(ts)), 1e3 * min(ts)
-    print(f"cache_attention T={a.tokens} kv_len={a.context} precision {a.precision} heads {a.q_heads}/{a.kv_heads}x{d}: "
+    print(f"{op} T={rows} kv_len={a.context} precision {a.precision} heads {a.q_heads}/{a.kv_heads}x{d}: "
           f"{ms:.3f} ms per layer (best {best:.3f}), x{a.layers} = {ms * a.layers:.1f} ms")
-
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,7 @@ import tvm
 
 from .. import __version__, passes
 from ..ir import Graph
-from ..ir.ops import PRECISIONS
+from ..ir.ops import check_precision
 from ..model_defs import ModelDef
 from ..schedules import schedule_module
 from ..targets import TargetDesc, TargetError, resolve
@@ -83,8 +83,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     tdesc = resolve(target)
     if tdesc.kind not in md.spec.targets:
         raise TargetError(f"{md.family} does not support target kind {tdesc.kind!r}")
-    if matmul_precision not in PRECISIONS:
-        raise ValueError(f"matmul_precision must be one of {PRECISIONS}, got {matmul_precision!r}")
+    check_precision(matmul_precision, "matmul_precision")
     if cuda_graph and tdesc.kind != "cuda":
         raise TargetError(f"cuda_graph=True needs a cuda target, not {tdesc.kind!r}")
     if tdesc.kind == "cuda":

@@ -25,6 +25,12 @@ FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 PRECISIONS = ("high", "medium")
 
 
+def check_precision(value: Any, name: str = "precision") -> None:
+    """A ValueError naming ``name`` unless ``value`` is one of PRECISIONS."""
+    if value not in PRECISIONS:
+        raise ValueError(f"{name} must be one of {PRECISIONS}, got {value!r}")
+
+
 class TypeError_(ValueError):
     """An op applied to operands of the wrong shape or dtype."""
 

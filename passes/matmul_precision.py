@@ -13,14 +13,13 @@ both: a precision is an allowance, not a rounding the result must show.
 from __future__ import annotations
 
 from ..ir import Graph, Node, op_node, rewrite
-from ..ir.ops import PRECISIONS
+from ..ir.ops import check_precision
 
 OPS = ("linear", "linear_packed", "attention", "cache_attention")
 
 
 def matmul_precision(graph: Graph, precision: str) -> Graph:
-    if precision not in PRECISIONS:
-        raise ValueError(f"matmul precision must be one of {PRECISIONS}, got {precision!r}")
+    check_precision(precision)
 
     def fn(n: Node, _old: Node) -> Node | None:
         if n.op not in OPS or n.attr("precision", "high") == precision:

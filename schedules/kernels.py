@@ -181,25 +181,21 @@ def linear_split(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = Fal
     def to_dt(v):  # v (fp32) rounded to dt
         return to_bf16(v, bit_round) if dt == BF16 else v.astype(dt)
 
-    def hi_lo(v, lo):  # v's dt part, or the dt remainder (v fp32, or fp16 and exactly a dt pair)
+    def hi_lo(v, lo):  # v's dt part, or where ``lo`` holds the dt remainder (v fp32, or fp16 and exactly a dt pair)
         v = v.astype(F32)
         hi = to_dt(v)
-        return tirx.if_then_else(lo, to_dt(v - hi.astype(F32)), hi)
+        return hi if lo is None else tirx.if_then_else(lo, to_dt(v - hi.astype(F32)), hi)
 
-    def lo_part(r, side):  # whether reduction index r belongs to a product of that side's lo part
-        lows = [p for p, parts_ in enumerate(plan) if parts_[side] == 1]
+    def lo_part(r, side):  # whether reduction index r is in a product of that side's lo part (None: never)
+        lows = [p for p, product in enumerate(plan) if product[side] == 1]
         return functools.reduce(tirx.Or, [r // tile % parts == p for p in lows]) if lows else None
 
     def x_part(i, r):
-        lo = lo_part(r, 0)
-        v = xf(i, src(r))
-        return guarded(to_dt(v.astype(F32)) if lo is None else hi_lo(v, lo), src(r))
+        return guarded(hi_lo(xf(i, src(r)), lo_part(r, 0)), src(r))
 
     def w_part(j, r):
-        v, lo = w[j, src(r)], lo_part(r, 1)
-        if w.dtype == dt:
-            return guarded(v, src(r))
-        return guarded(to_dt(v.astype(F32)) if lo is None else hi_lo(v, lo), src(r))
+        v = w[j, src(r)]
+        return guarded(v if w.dtype == dt else hi_lo(v, lo_part(r, 1)), src(r))
 
     if slices is None:
         a = te.compute((t, rp), x_part, name="x_split")

@@ -705,6 +705,7 @@ def sanity(ours: dict, hf: dict, tokens: int, tol: float = SANITY_TOL) -> dict:
 
     if not ours.get("sanity_logits") or not hf.get("sanity_logits"):
         return {"error": ours.get("sanity_error") or hf.get("sanity_error") or "no logits from one side"}
+    decode_tol = max(tol, DECODE_SANITY_TOL)
     try:
         ref = np.load(hf["sanity_logits"])
         fwd = np.load(ours["sanity_logits"])
@@ -713,8 +714,8 @@ def sanity(ours: dict, hf: dict, tokens: int, tol: float = SANITY_TOL) -> dict:
         if ours.get("sanity_decode_logits"):
             dec = np.load(ours["sanity_decode_logits"])
             out["decode_rel_err"] = rel_err(dec, ref[len(ref) - len(dec):])
-            out["decode_tol"] = max(tol, DECODE_SANITY_TOL)
-        out["ok"] = out["rel_err"] <= tol and out.get("decode_rel_err", 0.0) <= out.get("decode_tol", 0.0)
+            out["decode_tol"] = decode_tol
+        out["ok"] = out["rel_err"] <= tol and out.get("decode_rel_err", 0.0) <= decode_tol
         return out
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}"}

@@ -98,7 +98,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
             qa = T.alloc_buffer((parts, R, d), "uint16")  # the block's q rows, scaled: hi (and lo)
             qa32 = T.decl_buffer((parts, R, d // 2), "uint32", data=qa.data)  # the same, in head-dim pairs
             qp = T.alloc_buffer((parts, d // 2, R), "uint32")  # q^T in head-dim pairs, hi (and lo)
-            kf = T.alloc_buffer((KB, 1, d), "uint16")  # a last, partial block of keys
+            kf = T.alloc_buffer((KB, 1, d), "uint16")  # a copied block of keys: the last, partial one, or any fp32 one
             vp = T.alloc_buffer((KB // 2, dv), "uint32")  # value rows in key pairs
             st = T.alloc_buffer((KB, R), F32)  # S^T, then P^T
             pt = T.alloc_buffer((parts, KB // 2, R), "uint32")  # P^T in key pairs, hi (and lo)
