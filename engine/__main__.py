@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -116,12 +117,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
     _precision(p)
+    _threads(p)
 
 
 def _precision(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-precision", default="high", choices=["high", "medium"],
                    help="medium: linears and attention may multiply bf16-rounded activations (faster prefill "
                         "on AMX / tensor cores, ~1e-3 relative per op); high (default): within ~1e-5 of fp32")
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads running the kernels (default: TVM_NUM_THREADS if set, else this process's "
+                        "physical cores)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -150,12 +158,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     _precision(p)
+    _threads(p)
     p.set_defaults(fn=cmd_bench)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    if getattr(a, "threads", None) is not None:  # read by TVM when it makes its thread pool
+        if a.threads < 1:
+            print(f"inference-pio {a.cmd}: error: --threads must be >= 1, got {a.threads}", file=sys.stderr)
+            return 2
+        os.environ["TVM_NUM_THREADS"] = str(a.threads)
     try:
         a.fn(a)
     except (ValueError, FileNotFoundError) as e:  # our errors are ValueErrors that name the problem

@@ -26,7 +26,7 @@ def run_bench(a: argparse.Namespace) -> None:
     rt = load(path, weights=ckpt)
     rng = np.random.default_rng(0)
     print(f"model {ckpt} ({md.family}, {rt.manifest['params'][0]['dtype']}, matmul precision "
-          f"{a.matmul_precision}), compile/cache {compile_s:.1f}s")
+          f"{a.matmul_precision}), {rt.threads} threads, compile/cache {compile_s:.1f}s")
     print(f"{'prompt':>7} {'prefill tok/s':>14} {'decode tok/s':>13}")
     for n in a.prompt_len:
         ids = rng.integers(0, rt.vocab_size, n).tolist()

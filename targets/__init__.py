@@ -59,6 +59,31 @@ def host_cpu_flags() -> tuple[str, ...]:
     return ()
 
 
+def host_cores() -> int:
+    """Physical cores this process may run on (Linux): its CPU affinity, with hyperthread siblings
+    counted once, capped by a cgroup v2 CPU quota. Elsewhere: os.cpu_count()."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in allowed:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list") as f:
+                cores.add(f.read().strip())  # one line per core, the same for all its hyperthreads
+        except OSError:
+            cores.add(str(cpu))
+    n = len(cores) or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
 _LLVM_NAMES = {"sse4_2": "sse4.2", "avx512_bf16": "avx512bf16", "avx512_vnni": "avx512vnni",
                "avx512_fp16": "avx512fp16", "amx_tile": "amx-tile", "amx_bf16": "amx-bf16"}
 

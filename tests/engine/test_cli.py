@@ -65,13 +65,16 @@ def test_errors_are_one_line_messages(tmp_path):
     assert "error: no config.json in" in r.stderr and "Traceback" not in r.stderr
     r = cli("run", "x", "--model", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr
+    r = cli("run", "x", "--threads", "0")
+    assert r.returncode == 2 and "--threads must be >= 1" in r.stderr
 
 
 def test_bench_prints_a_table(tmp_path):
-    r = cli("bench", "--prompt-len", "16", "--new-tokens", "4", "--matmul-precision", "medium",
+    r = cli("bench", "--prompt-len", "16", "--new-tokens", "4", "--matmul-precision", "medium", "--threads", "1",
             env={"INFERENCE_PIO_CACHE": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     assert "prefill tok/s" in r.stdout and "decode tok/s" in r.stdout and "matmul precision medium" in r.stdout
+    assert ", 1 threads," in r.stdout
     (art,) = tmp_path.glob("qwen3-*")
     assert json.loads((art / "manifest.json").read_text())["matmul_precision"] == "medium"
 

@@ -96,6 +96,25 @@ def test_linear_packed(t, k, n, block, wdt, bias, residual, static, seed):
     check(g, feeds, weights, rtol=5e-5)
 
 
+@pytest.mark.parametrize("wdt", ["float32", "bfloat16"])
+def test_decode_gemv_prefetches_its_weight_stream(wdt):
+    """The T=1 GEMV prefetches every cache line of its panel row PREFETCH_BYTES ahead
+    (test_linear_packed checks its numbers)."""
+    from tvm import te
+
+    from inference_pio.schedules import kernels
+    from inference_pio.schedules.cpu.linear import LINE
+    from inference_pio.schedules.registry import OP_KIND_ATTR, schedule_func
+    from inference_pio.targets import resolve
+
+    blk = 32
+    x, wp = te.placeholder((1, 64), "float32", "x"), te.placeholder((3, 64, blk), wdt, "wp")
+    func = te.create_prim_func([x, wp, kernels.linear_packed(x, wp, n=80)]).with_attrs({OP_KIND_ATTR: "linear_packed"})
+    text = schedule_func(func, resolve("llvm")).script()
+    lines_per_row = max(1, blk * np.dtype("float32" if wdt == "float32" else "float16").itemsize // LINE)
+    assert text.count("llvm.prefetch") == lines_per_row
+
+
 @SETTINGS
 @given(v=st.integers(1, 40), h=small, t=small, block=st.sampled_from([4, 16]), dt=float_dtypes, seed=seeds)
 def test_embedding_packed(v, h, t, block, dt, seed):
