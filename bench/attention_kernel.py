@@ -6,7 +6,7 @@
 
 Median and best over --reps calls of the compiled kernel (bf16 cache, all threads; with --forward,
 the `attention` op over --context fp32 rows of q, k and v, as `rt.logits` runs it), in ms
-per layer, and the median times --layers. The best is the steadier figure on a noisy VM. Handy when swapping an attention schedule rule.
+per layer, and the median times --layers (--cold: a cache per layer, as a decode step reads them). The best is the steadier figure on a noisy VM. Handy when swapping an attention schedule rule.
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--forward", action="store_true", help="causal attention of --context fp32 rows, no cache")
+    ap.add_argument("--cold", action="store_true",
+                    help="one cache per layer, called in turn, so that K and V come from memory as in a decode "
+                         "step, not from the last level cache")
     ap.add_argument("--precision", choices=["high", "medium"], default="high",
                     help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
@@ -59,12 +62,17 @@ def main() -> None:
     args = [tvm.runtime.tensor(rng.standard_normal(s).astype(npdt), dev)
             for s in [(rows, a.q_heads, d), (kvr, a.kv_heads, d), (kvr, a.kv_heads, d)]]
     args += [tvm.runtime.tensor(np.zeros((rows, a.q_heads, d), npdt), dev)] + extra
+    layers = [args]
+    if a.cold and not a.forward:
+        layers += [[args[0], *(tvm.runtime.tensor(rng.standard_normal(x.shape).astype(npdt), dev) for x in args[1:3]),
+                    *args[3:]] for _ in range(a.layers - 1)]
     fn(*args)
     ts = []
     for _ in range(a.reps):
-        t0 = time.perf_counter()
-        fn(*args)
-        ts.append(time.perf_counter() - t0)
+        for layer in layers:
+            t0 = time.perf_counter()
+            fn(*layer)
+            ts.append(time.perf_counter() - t0)
     ms, best = 1e3 * float(np.median(ts)), 1e3 * min(ts)
     print(f"{op} T={rows} kv_len={a.context} precision {a.precision} heads {a.q_heads}/{a.kv_heads}x{d}: "
           f"{ms:.3f} ms per layer (best {best:.3f}), x{a.layers} = {ms * a.layers:.1f} ms")

@@ -32,9 +32,7 @@ def run_bench(a: argparse.Namespace) -> None:
         ids = rng.integers(0, rt.vocab_size, n).tolist()
         rt.generate(ids[:8], max_new_tokens=2)  # warm-up
         t = time.perf_counter()
-        rt.generate(ids, max_new_tokens=1)
-        prefill = time.perf_counter() - t
-        t = time.perf_counter()
-        out = rt.generate(ids, max_new_tokens=a.new_tokens + 1)
-        decode = (time.perf_counter() - t - prefill) / max(len(out) - 1, 1)
+        stamps = [time.perf_counter() for _ in rt.stream(ids, max_new_tokens=a.new_tokens + 1)]
+        prefill = stamps[0] - t  # to the first token
+        decode = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1)  # per token after it
         print(f"{n:>7} {n / prefill:>14.1f} {1 / decode:>13.1f}")

@@ -10,18 +10,22 @@ consecutive keys for all heads instead, reading whole cache rows front to back:
     softmax over the chunk: max m and sum l per head, p = exp(s - m)
     o (Hq, Dv) = p @ V_chunk, per key for all heads
 
-and writes the unnormalized (o, m, l) of its chunk; a second loop merges the chunks of each
+and writes the unnormalized (o, m, l) of its chunk (each pass over K and V asks for the rows
+PREFETCH_BYTES ahead: ~0.95 -> ~0.83 ms per layer at 2048 keys, `bench/attention_kernel.py
+--cold`); a second loop merges the chunks of each
 head: out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c. Everything is fp32 over the
 stored K and V, as the other attention kernels compute.
 """
 from __future__ import annotations
 
+import tvm
 from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
 from ..kernels import same_params
 from .flash_attention import NEG, fast_exp
+from .prefetch import LINE, PREFETCH_BYTES, prefetch
 
 F32 = "float32"
 KC = 64  # keys per chunk (task)
@@ -54,6 +58,15 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
     qdt, kdt, vdt, odt = dtypes
     g = hq // hkv
     chunks = (cache_rows + KC - 1) // KC
+    k_row, v_row = hkv * d, hkv * dv  # elements per cache row
+    k_size, v_size = (tvm.DataType(dt).bits // 8 for dt in (kdt, vdt))
+    k_ahead, v_ahead = max(1, PREFETCH_BYTES // (k_row * k_size)), max(1, PREFETCH_BYTES // (v_row * v_size))  # rows
+    k_line, v_line = LINE // k_size, LINE // v_size  # elements per cache line
+
+    @T.macro
+    def ask(flat, row, row_len, line):  # prefetch every cache line of one cache row
+        for ln in T.unroll((row_len + line - 1) // line):
+            T.evaluate(prefetch(T.address_of(flat[row * row_len + ln * line])))
 
     @T.macro
     def halve(acc, h, w):
@@ -66,6 +79,8 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
         po = T.alloc_buffer((chunks, hq, dv), F32)
         pm = T.alloc_buffer((chunks, hq), F32)
         pl = T.alloc_buffer((chunks, hq), F32)
+        kf = T.decl_buffer((cache_rows * k_row,), kdt, data=kc.data)  # flat views, for the prefetches
+        vf = T.decl_buffer((cache_rows * v_row,), vdt, data=vc.data)
         for c in T.parallel((kv_len + KC - 1) // KC):
             qf = T.alloc_buffer((hq, d), F32)
             acc = T.alloc_buffer((hq, lanes), F32)
@@ -79,6 +94,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
                 for e in T.vectorized(dv):
                     o[h, e] = T.float32(0)
             for jj in range(T.min(KC, kv_len - c * KC)):
+                ask(kf, c * KC + jj + k_ahead, k_row, k_line)
                 for h in T.unroll(hq):
                     for ln in T.vectorized(lanes):
                         acc[h, ln] = T.float32(0)
@@ -102,6 +118,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
                     s[h, jj] = fast_exp(s[h, jj] - m[h])
                     den[h] = den[h] + s[h, jj]
             for jj in range(T.min(KC, kv_len - c * KC)):
+                ask(vf, c * KC + jj + v_ahead, v_row, v_line)
                 for h in range(hq):
                     for e in T.vectorized(dv):
                         o[h, e] = o[h, e] + s[h, jj] * T.Cast(F32, vc[c * KC + jj, h // g, e])

@@ -14,6 +14,7 @@ from tvm import s_tir, tirx
 from ...targets import TargetDesc
 from ..kernels import ROW_TILE
 from ..registry import find_block, find_blocks
+from .prefetch import LINE, PREFETCH_BYTES, prefetch
 
 ROWS = 4  # output features per register tile
 ROW_BLOCK = 8  # row tiles per pass over the weights: their fp32 rows of x stay in L2
@@ -104,10 +105,6 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
     sch.vectorize(sch.get_loops(acc)[-1])
     return sch
 SPLIT_K = 4  # independent accumulator chains in the T=1 GEMV
-PREFETCH_BYTES = 16384  # how far ahead of its reads the T=1 GEMV prefetches the weight stream
-LINE = 64  # bytes per cache line
-
-
 def _weights(sch: s_tir.Schedule, block) -> tirx.Buffer:
     """The packed weight (N/B, K, B) that ``block`` reads: its only 3-d input."""
     return next(r.source for r in sch.get(block).reads if len(r.source.shape) == 3)
@@ -117,20 +114,16 @@ def _prefetch_ahead(sch: s_tir.Schedule, wp: tirx.Buffer, loops: tuple) -> tirx.
     """Prefetch, at each k of the GEMV, the cache lines PREFETCH_BYTES ahead in the weights.
 
     Each core streams its panels front to back, (jb, k, :) after (jb, k - 1, :), so the address
-    (jb, k + d, :) runs on into the next panel: one flat stream. The hardware prefetcher alone
-    kept ~75-80% of numpy's read bandwidth on a Xeon (2 cores), with this ~100%; a prefetch
-    never faults, so the last panel's run past the end of the buffer is harmless."""
+    (jb, k + d, :) runs on into the next panel: one flat stream."""
     jb_loop, ko_loop, ki_loop = (sch.get(lp) for lp in loops)
     jb, ko, ki = jb_loop.loop_var, ko_loop.loop_var, ki_loop.loop_var
     split, blk = int(ki_loop.extent), int(wp.shape[2])
     size = tvm.DataType(wp.dtype).bits // 8
     ahead = max(1, PREFETCH_BYTES // (blk * size))  # in k: each k is one row of B weights
     per_line = LINE // size
-    lines = [tirx.Evaluate(tirx.call_llvm_intrin(
-        "void", "llvm.prefetch.p0",
-        tirx.address_of(tirx.BufferLoad(wp, [jb, ko * split + ki + ahead, tirx.const(off, "int32")])),
-        tirx.const(0, "int32"), tirx.const(3, "int32"), tirx.const(1, "int32")))  # read, keep in L1, data
-        for off in range(0, blk, per_line)]
+    lines = [tirx.Evaluate(prefetch(tirx.address_of(tirx.BufferLoad(wp, [jb, ko * split + ki + ahead,
+                                                                          tirx.const(off, "int32")]))))
+             for off in range(0, blk, per_line)]
 
     func = sch.mod["main"]
     return func.with_body(_in_loop(func.body, ki, lambda body: tirx.SeqStmt([*lines, body])))

@@ -103,7 +103,7 @@ def test_decode_gemv_prefetches_its_weight_stream(wdt):
     from tvm import te
 
     from inference_pio.schedules import kernels
-    from inference_pio.schedules.cpu.linear import LINE
+    from inference_pio.schedules.cpu.prefetch import LINE
     from inference_pio.schedules.registry import OP_KIND_ATTR, schedule_func
     from inference_pio.targets import resolve
 
