@@ -18,6 +18,7 @@ from .prefetch import LINE, PREFETCH_BYTES, prefetch
 
 ROWS = 4  # output features per register tile
 ROW_BLOCK = 8  # row tiles per pass over the weights: their fp32 rows of x stay in L2
+SPLIT_K = 4  # independent accumulator chains in the T=1 GEMV
 
 
 def _lanes_dividing(k: int, lanes: int) -> int:
@@ -65,7 +66,8 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
     ROW_TILE x B tile in registers (6 x 2 vectors: 12 of AVX2's 16); the epilogue unblocks
     the tile right after.
     T = 1 (decode): the panel streams from memory once, with K split over SPLIT_K
-    independent accumulators to hide FMA latency."""
+    independent accumulators to hide FMA latency, asking for its cache lines PREFETCH_BYTES
+    ahead (`prefetch.py`)."""
     sch = s_tir.Schedule(func)
     blocks = find_blocks(sch, "matmul", "epilogue")
     if blocks is None:  # not a packed linear kernel
@@ -104,29 +106,31 @@ def linear_packed_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedul
     sch.vectorize(sch.get_loops(init)[-1])
     sch.vectorize(sch.get_loops(acc)[-1])
     return sch
-SPLIT_K = 4  # independent accumulator chains in the T=1 GEMV
+
+
 def _weights(sch: s_tir.Schedule, block) -> tirx.Buffer:
     """The packed weight (N/B, K, B) that ``block`` reads: its only 3-d input."""
     return next(r.source for r in sch.get(block).reads if len(r.source.shape) == 3)
 
 
-def _prefetch_ahead(sch: s_tir.Schedule, wp: tirx.Buffer, loops: tuple) -> tirx.PrimFunc:
+def _prefetch_ahead(sch: s_tir.Schedule, wp: tirx.Buffer, loops: tuple) -> tirx.PrimFunc | s_tir.Schedule:
     """Prefetch, at each k of the GEMV, the cache lines PREFETCH_BYTES ahead in the weights.
 
     Each core streams its panels front to back, (jb, k, :) after (jb, k - 1, :), so the address
-    (jb, k + d, :) runs on into the next panel: one flat stream."""
+    (jb, k + d, :) runs on into the next panel: one flat stream. (The schedule as it is if its
+    loop nest is not the one expected.)"""
     jb_loop, ko_loop, ki_loop = (sch.get(lp) for lp in loops)
     jb, ko, ki = jb_loop.loop_var, ko_loop.loop_var, ki_loop.loop_var
     split, blk = int(ki_loop.extent), int(wp.shape[2])
     size = tvm.DataType(wp.dtype).bits // 8
     ahead = max(1, PREFETCH_BYTES // (blk * size))  # in k: each k is one row of B weights
     per_line = LINE // size
-    lines = [tirx.Evaluate(prefetch(tirx.address_of(tirx.BufferLoad(wp, [jb, ko * split + ki + ahead,
-                                                                          tirx.const(off, "int32")]))))
+    row = [jb, ko * split + ki + ahead]
+    lines = [tirx.Evaluate(prefetch(tirx.address_of(tirx.BufferLoad(wp, [*row, tirx.const(off, "int32")]))))
              for off in range(0, blk, per_line)]
-
     func = sch.mod["main"]
-    return func.with_body(_in_loop(func.body, ki, lambda body: tirx.SeqStmt([*lines, body])))
+    body = _in_loop(func.body, ki, lambda inner: tirx.SeqStmt([*lines, inner]))
+    return sch if body is None else func.with_body(body)
 
 
 def _in_loop(stmt, var: tirx.Var, make):
@@ -135,8 +139,9 @@ def _in_loop(stmt, var: tirx.Var, make):
     kernels nest just loops, sequences and blocks."""
     if isinstance(stmt, tirx.For):
         body = make(stmt.body) if stmt.loop_var.same_as(var) else _in_loop(stmt.body, var, make)
-        return None if body is None else tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
-                                 stmt.annotations)
+        if body is None:
+            return None
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding, stmt.annotations)
     if isinstance(stmt, tirx.SeqStmt):
         for i, part in enumerate(stmt.seq):
             new = _in_loop(part, var, make)
@@ -146,7 +151,9 @@ def _in_loop(stmt, var: tirx.Var, make):
     if isinstance(stmt, s_tir.SBlockRealize):
         b = stmt.block
         body = _in_loop(b.body, var, make)
-        return None if body is None else s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, s_tir.SBlock(
+        if body is None:
+            return None
+        return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, s_tir.SBlock(
             b.iter_vars, b.reads, b.writes, b.name_hint, body, b.init, b.alloc_buffers, b.match_buffers,
             b.annotations))
     return None
