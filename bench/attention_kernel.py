@@ -21,6 +21,7 @@ def main() -> None:
     import tvm
     from tvm import te, tirx
 
+    from inference_pio.engine.runtime import cpu_threads
     from inference_pio.schedules import kernels
     from inference_pio.schedules.registry import OP_KIND_ATTR, schedule_func
     from inference_pio.targets import resolve
@@ -41,6 +42,7 @@ def main() -> None:
                     help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
     td = resolve("llvm")
+    print(f"{cpu_threads()} threads (as engine.load sizes the pool; TVM_NUM_THREADS to choose)")
     d, scale = a.head_dim, a.head_dim ** -0.5
     hints = {"gqa_group": a.q_heads // a.kv_heads, "scale": scale, "causal": True, "precision": a.precision}
     if a.forward:  # attention(q, k, v) over T = S = --context fp32 rows

@@ -22,6 +22,7 @@ def main() -> None:
     from tvm import te, tirx
 
     from inference_pio.ir import np_dtype
+    from inference_pio.engine.runtime import cpu_threads
     from inference_pio.schedules import kernels
     from inference_pio.schedules.registry import OP_KIND_ATTR, schedule_func
     from inference_pio.targets import resolve
@@ -38,6 +39,7 @@ def main() -> None:
                     help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
     td = resolve("llvm")
+    print(f"{cpu_threads()} threads (as engine.load sizes the pool; TVM_NUM_THREADS to choose)")
     blk = 2 * td.vector_lanes
     t = 1 if a.tokens == 1 else tirx.Var("T", "int64")
     xdt = a.x_dtype or a.dtype
