@@ -79,5 +79,6 @@ def main() -> None:
     print(f"{op} T={rows} kv_len={a.context} precision {a.precision} heads {a.q_heads}/{a.kv_heads}x{d}: "
           f"{ms:.3f} ms per layer (best {best:.3f}), x{a.layers} = {ms * a.layers:.1f} ms")
 
+
 if __name__ == "__main__":
     main()

@@ -21,8 +21,8 @@ def main() -> None:
     import tvm
     from tvm import te, tirx
 
-    from inference_pio.ir import np_dtype
     from inference_pio.engine.runtime import cpu_threads
+    from inference_pio.ir import np_dtype
     from inference_pio.schedules import kernels
     from inference_pio.schedules.registry import OP_KIND_ATTR, schedule_func
     from inference_pio.targets import resolve

@@ -18,14 +18,13 @@ stored K and V, as the other attention kernels compute.
 """
 from __future__ import annotations
 
-import tvm
 from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
 from ..kernels import same_params
 from .flash_attention import NEG, fast_exp
-from .prefetch import LINE, PREFETCH_BYTES, prefetch
+from .prefetch import prefetch, stream_plan
 
 F32 = "float32"
 KC = 64  # keys per chunk (task)
@@ -59,9 +58,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[s
     g = hq // hkv
     chunks = (cache_rows + KC - 1) // KC
     k_row, v_row = hkv * d, hkv * dv  # elements per cache row
-    k_size, v_size = (tvm.DataType(dt).bits // 8 for dt in (kdt, vdt))
-    k_ahead, v_ahead = max(1, PREFETCH_BYTES // (k_row * k_size)), max(1, PREFETCH_BYTES // (v_row * v_size))  # rows
-    k_line, v_line = LINE // k_size, LINE // v_size  # elements per cache line
+    (k_ahead, k_line), (v_ahead, v_line) = stream_plan(kdt, k_row), stream_plan(vdt, v_row)
 
     @T.macro
     def ask(flat, row, row_len, line):  # prefetch every cache line of one cache row

@@ -8,13 +8,12 @@ At T=1 this is the GEMV that reached ~38 GB/s fp32 on AVX-512 (see docs/).
 """
 from __future__ import annotations
 
-import tvm
 from tvm import s_tir, tirx
 
 from ...targets import TargetDesc
 from ..kernels import ROW_TILE
 from ..registry import find_block, find_blocks
-from .prefetch import LINE, PREFETCH_BYTES, prefetch
+from .prefetch import prefetch, stream_plan
 
 ROWS = 4  # output features per register tile
 ROW_BLOCK = 8  # row tiles per pass over the weights: their fp32 rows of x stay in L2
@@ -122,9 +121,7 @@ def _prefetch_ahead(sch: s_tir.Schedule, wp: tirx.Buffer, loops: tuple) -> tirx.
     jb_loop, ko_loop, ki_loop = (sch.get(lp) for lp in loops)
     jb, ko, ki = jb_loop.loop_var, ko_loop.loop_var, ki_loop.loop_var
     split, blk = int(ki_loop.extent), int(wp.shape[2])
-    size = tvm.DataType(wp.dtype).bits // 8
-    ahead = max(1, PREFETCH_BYTES // (blk * size))  # in k: each k is one row of B weights
-    per_line = LINE // size
+    ahead, per_line = stream_plan(wp.dtype, blk)  # ahead in k: each k is one row of B weights
     row = [jb, ko * split + ki + ahead]
     lines = [tirx.Evaluate(prefetch(tirx.address_of(tirx.BufferLoad(wp, [*row, tirx.const(off, "int32")]))))
              for off in range(0, blk, per_line)]

@@ -1,6 +1,7 @@
 """targets.host_cores and the CPU thread pool the runtime sizes from it."""
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -15,39 +16,32 @@ def test_host_cores_counts_the_cores_this_process_may_use():
     assert 1 <= n <= len(os.sched_getaffinity(0))
 
 
-def test_hyperthread_siblings_count_once(monkeypatch):
-    siblings = {0: "0,2", 2: "0,2", 1: "1,3", 3: "1,3"}  # two cores, two threads each
+def _fake_sysfs(monkeypatch, cpus: set[int], files: dict[str, str]) -> None:
+    """The process may run on ``cpus``; reading a /sys path gives files[path], or OSError if absent."""
     real_open = open
 
     def fake_open(path, *a, **k):
-        for cpu, line in siblings.items():
-            if path == f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list":
-                import io
-                return io.StringIO(line + "\n")
-        if path == "/sys/fs/cgroup/cpu.max":
-            raise OSError("no cgroup v2 here")
+        if isinstance(path, str) and path.startswith("/sys/"):
+            if path not in files:
+                raise OSError(f"{path}: not here")
+            return io.StringIO(files[path] + "\n")
         return real_open(path, *a, **k)
 
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus)
     monkeypatch.setattr("builtins.open", fake_open)
+
+
+def test_hyperthread_siblings_count_once(monkeypatch):
+    siblings = {0: "0,2", 2: "0,2", 1: "1,3", 3: "1,3"}  # two cores, two threads each
+    files = {f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list": line for cpu, line in siblings.items()}
+    _fake_sysfs(monkeypatch, {0, 1, 2, 3}, files)  # and no cgroup v2 quota
     assert targets.host_cores() == 2
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2})  # pinned to one core's two threads
+    _fake_sysfs(monkeypatch, {0, 2}, files)  # pinned to one core's two threads
     assert targets.host_cores() == 1
 
 
 def test_a_cgroup_quota_caps_the_count(monkeypatch):
-    real_open = open
-
-    def fake_open(path, *a, **k):
-        if path == "/sys/fs/cgroup/cpu.max":
-            import io
-            return io.StringIO("150000 100000\n")  # 1.5 CPUs -> 2 threads
-        if path.startswith("/sys/devices/system/cpu/cpu"):
-            raise OSError
-        return real_open(path, *a, **k)
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr("builtins.open", fake_open)
+    _fake_sysfs(monkeypatch, set(range(8)), {"/sys/fs/cgroup/cpu.max": "150000 100000"})  # 1.5 CPUs -> 2 threads
     assert targets.host_cores() == 2
 
 
