@@ -6,7 +6,8 @@ multiply-adds per instruction, against 16 for an AVX-512 FMA. This replaces the 
 GEMM of `linear.py` for bf16 weights when K is a multiple of 32 and the weights are packed in
 32-column panels (AVX-512's packing):
 
-    split x (T, K) into two bf16 parts, hi = bf16(x), lo = bf16(x - hi) (rows padded to 32)
+    split x (T, K) into two bf16 parts, hi = bf16(x), lo = bf16(x - hi) (rows padded to 32),
+        stored as 16 x 32 tiles of 1 KB, each in one piece
     for each group of up to 4 panels of 32 outputs (one task per group; the cores share them):
         interleave each panel's (K, 32) bf16 rows in pairs: (K/2, 32) words of two k each,
         the layout AMX wants for its second operand ("VNNI"); they stay in cache for the rows
@@ -17,7 +18,9 @@ GEMM of `linear.py` for bf16 weights when K is a multiple of 32 and the weights 
 
 The group lets one block of x rows, read from L3 once, serve 4 panels from L2: 370 -> 486
 GFLOP/s for Qwen3-4B's gate+up at 256 rows (K 2560; x alone outgrows L2), unchanged at 0.6B's
-K 1024.
+K 1024. Tiles of x in one piece, rather than 16 rows K * 2 bytes apart (a stride that piles
+a tile's 16 cache lines into a few L1 sets), made the kernel 1.1x (K 1024) to 1.8x (K 9728)
+faster (docs/performance.md, 2026-12-03).
 
 x is split rather than rounded: hi + lo carries x to within 2^-16 of |x| (bf16 alone: 2^-8),
 so the result stays within ~1e-5 of fp32 math where bf16 activations would be off by ~1e-3;
@@ -89,7 +92,8 @@ def tile_macros() -> SimpleNamespace:
     ``configure()`` loads the tile configuration (palette 1, all 8 registers 16 rows of 64
     bytes: 16 x 32 bf16 operands, 16 x 16 fp32 sums); ``zero()`` clears the accumulators;
     ``product(a0, a1, b0, b1)`` adds (a0; a1) @ (b0 b1) into them; ``accumulators(op, buf,
-    ld, c0)`` loads or stores them from/to the fp32 rows buf[0:32, c0:c0 + 32] (ld per row)."""
+    ld, r0, c0)`` loads or stores them from/to the fp32 block buf[r0:r0 + 32, c0:c0 + 32] (ld
+    per row)."""
     from tvm.script import tirx as T
 
     @T.macro
@@ -118,11 +122,11 @@ def tile_macros() -> SimpleNamespace:
         _tile("tdpbf16ps", T.uint8(C11), T.uint8(a1), T.uint8(b1))
 
     @T.macro
-    def accumulators(op, buf, ld, c0):
-        _tile(op, T.uint8(C00), T.address_of(buf[0, c0]), T.int64(ld * 4))
-        _tile(op, T.uint8(C01), T.address_of(buf[0, c0 + 16]), T.int64(ld * 4))
-        _tile(op, T.uint8(C10), T.address_of(buf[16, c0]), T.int64(ld * 4))
-        _tile(op, T.uint8(C11), T.address_of(buf[16, c0 + 16]), T.int64(ld * 4))
+    def accumulators(op, buf, ld, r0, c0):
+        _tile(op, T.uint8(C00), T.address_of(buf[r0, c0]), T.int64(ld * 4))
+        _tile(op, T.uint8(C01), T.address_of(buf[r0, c0 + 16]), T.int64(ld * 4))
+        _tile(op, T.uint8(C10), T.address_of(buf[r0 + 16, c0]), T.int64(ld * 4))
+        _tile(op, T.uint8(C11), T.address_of(buf[r0 + 16, c0 + 16]), T.int64(ld * 4))
 
     return SimpleNamespace(configure=configure, zero=zero, product=product, accumulators=accumulators)
 
@@ -172,9 +176,11 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
         for i in T.parallel(tp):
             for c0 in range(k // 16):
                 for c in T.vectorized(16):
-                    xs[0, i, c0 * 16 + c] = T.Cast("uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 0))
+                    xs[0, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
+                        "uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 0))
                     if parts == 2:
-                        xs[1, i, c0 * 16 + c] = T.Cast("uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 1))
+                        xs[1, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
+                            "uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 1))
 
     def result(bias, res, acc, i0, j0, r, c):  # an expression: a variable bound in a vectorized loop is not a vector
         v = acc[r, c]
@@ -196,7 +202,7 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
 
     @T.macro
     def body(x, wp, bias, res, out, t):
-        xs = T.alloc_buffer((parts, _padded(t), k), "uint16")
+        xs = T.alloc_buffer((parts, _padded(t) // 16, ksteps, 16, KSTEP), "uint16")  # x's parts as 16 x 32 tiles, 1 KB each
         split_rows(x, xs, t, _padded(t))
         for task in T.parallel((nb + group - 1) // group):
             pairs = T.alloc_buffer((group, k // 2, PANEL), "uint32")
@@ -216,12 +222,11 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
                             _tile("tileloadd64", T.uint8(W0), T.address_of(pairs[pj, ks * 16, 0]), T.int64(PANEL * 4))
                             _tile("tileloadd64", T.uint8(W1), T.address_of(pairs[pj, ks * 16, 16]), T.int64(PANEL * 4))
                             for p in T.unroll(parts):
-                                _tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * ROWS, ks * KSTEP]),
-                                      T.int64(k * 2))
-                                _tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * ROWS + 16, ks * KSTEP]),
-                                      T.int64(k * 2))
+                                _tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * 2, ks, 0, 0]), T.int64(KSTEP * 2))
+                                _tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * 2 + 1, ks, 0, 0]),
+                                      T.int64(KSTEP * 2))
                                 tiles.product(X0, X1, W0, W1)
-                        tiles.accumulators("tilestored64", acc, PANEL, 0)
+                        tiles.accumulators("tilestored64", acc, PANEL, 0, 0)
                         epilogue(out, bias, res, acc, t, rb, task * group + pj)
             _tile("tilerelease")
 

@@ -56,20 +56,24 @@ def block_query(q, g: int, scale: float, h, i0, r, e, t) -> tirx.PrimExpr:
                              tirx.const(0, F32)) * tirx.const(scale, F32)
 
 
-def online_softmax(visible, g: int, keys: int, rows: int, dv: int) -> SimpleNamespace:
+def online_softmax(visible, g: int, keys: int, rows: int, dv: int, tau: float = 0.0) -> SimpleNamespace:
     """The online softmax of the flash kernels here, as two macros over each row's running max
     m and sum den and its output rows acc (rows x dv). ``start(acc, m, den)`` empties them;
     ``step(st, m, mn, corr, den, j0, i0, kv_len, t)`` takes st, S^T (keys x rows) of the key
     block from key j0 for query rows i0 + r // g: masks the keys a row may not see, updates m
     and den, leaves P^T = exp(S^T - m) in st and the factor that rescales acc in corr.
-    ``visible`` from `causal_bounds`, mn is scratch."""
+    ``visible`` from `causal_bounds`, mn is scratch. With ``tau`` > 0 a row's m moves only when
+    the block's max passes it by more than tau (FlashAttention-4's lazy rescale), so that corr
+    is exactly 1 for most blocks and P stays below e^tau; the result is the same, since m
+    cancels between O and den. ``start`` zeroes acc's rows * dv values whatever its shape."""
     from tvm.script import tirx as T
 
     @T.macro
     def start(acc, m, den):
+        flat = T.decl_buffer((rows * dv,), F32, data=acc.data)
         for r in range(rows):
             for e in T.vectorized(dv):
-                acc[r, e] = T.float32(0)
+                flat[r * dv + e] = T.float32(0)
         for r in T.vectorized(rows):
             m[r] = T.float32(NEG)
             den[r] = T.float32(0)
@@ -87,6 +91,9 @@ def online_softmax(visible, g: int, keys: int, rows: int, dv: int) -> SimpleName
                 for r in T.vectorized(rows):
                     st[jj, r] = T.if_then_else(visible(j0 + jj, i0 + r // g, kv_len, t), st[jj, r], T.float32(NEG))
                     mn[r] = T.max(mn[r], st[jj, r])
+        if tau > 0:  # (decided when the kernel is built)
+            for r in T.vectorized(rows):
+                mn[r] = T.if_then_else(mn[r] > m[r] + T.float32(tau), mn[r], m[r])
         for r in T.vectorized(rows):
             corr[r] = fast_exp(m[r] - mn[r])
             m[r] = mn[r]
