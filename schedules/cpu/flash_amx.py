@@ -66,7 +66,9 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
     tiles = tile_macros()
     f32_kv = dtypes[1] == F32  # fp32 keys and values ("medium" only): rounded to bf16 as copied
 
-    def kv_bits(c16, h, j, e, s):  # the bf16 bits of row j (0 past s)
+    def kv_bits(c16, h, j, e, s, checked):  # the bf16 bits of row j (checked: 0 past s)
+        if not checked:  # (a bf16 row before s)
+            return tirx.Cast("uint32", c16[j, h, e])
         v = bf16_bits(c16[tirx.min(j, s - 1), h, e]) if f32_kv else tirx.Cast("uint32", c16[tirx.min(j, s - 1), h, e])
         return tirx.if_then_else(j < s, v, tirx.const(0, "uint32"))
 
@@ -79,16 +81,12 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         for jj in range(kb):
             for ds in range(d // 32):
                 for c in T.vectorized(32):
-                    if checked:
-                        kt[h, (j0 + jj) // 16, ds, jj % 16, c] = T.Cast("uint16", kv_bits(k16, h, j0 + jj, ds * 32 + c, s))
-                    else:
-                        kt[h, (j0 + jj) // 16, ds, jj % 16, c] = k16[j0 + jj, h, ds * 32 + c]
+                    kt[h, (j0 + jj) // 16, ds, jj % 16, c] = T.Cast(
+                        "uint16", kv_bits(k16, h, j0 + jj, ds * 32 + c, s, checked))
         for jp in range(kb // 2):
             for e in T.vectorized(dv):
-                if checked:
-                    vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, s), kv_bits(v16, h, j0 + 2 * jp + 1, e, s))
-                else:
-                    vp[jp, e] = pair(T.Cast("uint32", v16[j0 + 2 * jp, h, e]), T.Cast("uint32", v16[j0 + 2 * jp + 1, h, e]))
+                vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, s, checked),
+                                 kv_bits(v16, h, j0 + 2 * jp + 1, e, s, checked))
         for e in range(dv):  # transposed, a word (two keys) at a time
             for jp in T.unroll(kb // 2):
                 vt32[h, j0 // 32 + jp // 16, e // 16, e % 16, jp % 16] = vp[jp, e]
@@ -117,10 +115,10 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         vt = T.alloc_buffer((hkv, padded(kv_len) // 32, dv // 16, 16, 32), "uint16")
         vt32 = T.decl_buffer((hkv, padded(kv_len) // 32, dv // 16, 16, 16), "uint32", data=vt.data)
         for task in T.parallel(hkv * (padded(kv_len) // kb)):
-            if f32_kv or task % (padded(kv_len) // kb) * kb + kb > kv_len:
+            if f32_kv or task % (padded(kv_len) // kb) * kb + kb > kv_len:  # rounded, or the last block
                 copy_block(k16, v16, kt, vt32, task // (padded(kv_len) // kb), task % (padded(kv_len) // kb) * kb,
                            kv_len, True)
-            else:
+            else:  # bf16 rows, all before kv_len: no checks
                 copy_block(k16, v16, kt, vt32, task // (padded(kv_len) // kb), task % (padded(kv_len) // kb) * kb,
                            kv_len, False)
         for task in T.parallel(hkv * nb):
