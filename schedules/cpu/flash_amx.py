@@ -72,8 +72,11 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         v = bf16_bits(c16[tirx.min(j, s - 1), h, e]) if f32_kv else tirx.Cast("uint32", c16[tirx.min(j, s - 1), h, e])
         return tirx.if_then_else(j < s, v, tirx.const(0, "uint32"))
 
+    def blocks(s):  # key blocks over s keys
+        return (s + kb - 1) // kb
+
     def padded(s):  # the keys, to whole blocks
-        return (s + kb - 1) // kb * kb
+        return blocks(s) * kb
 
     @T.macro
     def copy_block(k16, v16, kt, vt32, h, j0, s, checked):  # one block of keys into kt, of values into vt32
@@ -114,13 +117,13 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         kt = T.alloc_buffer((hkv, padded(kv_len) // 16, d // 32, 16, 32), "uint16")
         vt = T.alloc_buffer((hkv, padded(kv_len) // 32, dv // 16, 16, 32), "uint16")
         vt32 = T.decl_buffer((hkv, padded(kv_len) // 32, dv // 16, 16, 16), "uint32", data=vt.data)
-        for task in T.parallel(hkv * (padded(kv_len) // kb)):
-            if f32_kv or task % (padded(kv_len) // kb) * kb + kb > kv_len:  # rounded, or the last block
-                copy_block(k16, v16, kt, vt32, task // (padded(kv_len) // kb), task % (padded(kv_len) // kb) * kb,
-                           kv_len, True)
+        for task in T.parallel(hkv * blocks(kv_len)):
+            ch = task // blocks(kv_len)
+            cj = task % blocks(kv_len) * kb
+            if f32_kv or cj + kb > kv_len:  # rounded, or the last block
+                copy_block(k16, v16, kt, vt32, ch, cj, kv_len, True)
             else:  # bf16 rows, all before kv_len: no checks
-                copy_block(k16, v16, kt, vt32, task // (padded(kv_len) // kb), task % (padded(kv_len) // kb) * kb,
-                           kv_len, False)
+                copy_block(k16, v16, kt, vt32, ch, cj, kv_len, False)
         for task in T.parallel(hkv * nb):
             qa = T.alloc_buffer((parts, R, d), "uint16")  # the block's q rows, scaled: hi (and lo)
             qa32 = T.decl_buffer((parts, R, d // 2), "uint32", data=qa.data)  # the same, in head-dim pairs
@@ -147,7 +150,7 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                     for dp in range(d // 2):
                         qp[p, dp, r] = qa32[p, r, dp]
             softmax.start(acc, m, den)
-            for blk in range((kmax + kb - 1) // kb):
+            for blk in range(blocks(kmax)):
                 j0 = blk * kb
                 for ks in T.unroll(kb // 32):  # S^T, 32 keys at a time
                     scores_t(kt, h, j0 // 16 + 2 * ks, qp)

@@ -36,7 +36,7 @@ def test_hyperthread_siblings_count_once(monkeypatch):
     files = {f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list": line for cpu, line in siblings.items()}
     _fake_sysfs(monkeypatch, {0, 1, 2, 3}, files)  # and no cgroup v2 quota
     assert targets.host_cores() == 2
-    _fake_sysfs(monkeypatch, {0, 2}, files)  # pinned to one core's two threads
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2})  # pinned to one core's two threads
     assert targets.host_cores() == 1
 
 
