@@ -9,6 +9,8 @@ All engines run the same random-weight checkpoint (random_checkpoint.py, real sh
   ours          inference_pio compiled for "llvm" (this CPU), weights in --dtype
   ours-medium   the same at matmul precision "medium" (passes/matmul_precision.py): bf16-rounded
                 activations in the AMX products, as oneDNN's bf16 path (and so transformers) does
+  ours-int8     the same with int8 weights, one scale per row (passes/quantize_weights.py): compare
+                with llama.cpp's q8_0 row (--q8)
   llama.cpp     llama-cpp-python, GGUF converted from the same weights (gguf_convert.py),
                 in the matching type (bf16/f32); --q8 adds a q8_0 row
   transformers  Qwen3ForCausalLM, eager PyTorch, DynamicCache
@@ -54,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--decode", type=int, nargs="+", default=[128, 512, 1024, 2048], help="decode contexts")
     ap.add_argument("--steps", type=int, default=16, help="timed decode steps per context")
     ap.add_argument("--engines", nargs="+", default=["ours", "llama.cpp", "transformers"],
-                    choices=["ours", "ours-medium", "llama.cpp", "transformers"])
+                    choices=["ours", "ours-medium", "ours-int8", "llama.cpp", "transformers"])
     ap.add_argument("--hf-prefill", type=int, nargs="*", help="transformers prompt lengths (default --prefill)")
     ap.add_argument("--hf-decode", type=int, nargs="*", help="transformers decode contexts (default --decode)")
     ap.add_argument("--repeats", type=int, default=1,
@@ -119,6 +121,15 @@ def machine_info() -> dict[str, str]:
             "commit": head + (" (+ uncommitted changes)" if dirty.strip() else "")}
 
 
+def cpu_flags() -> set[str]:
+    """This CPU's flags (/proc/cpuinfo; empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+
+
 def engine_runs(a: argparse.Namespace, ckpt: Path, ggufs: dict[str, Path]) -> list[tuple[str, str, dict]]:
     """(row label, engine, spec) for each engine subprocess to run."""
     vocab = random_checkpoint.PRESETS[a.preset]["vocab_size"]
@@ -127,11 +138,21 @@ def engine_runs(a: argparse.Namespace, ckpt: Path, ggufs: dict[str, Path]) -> li
     runs = []
     for engine in a.engines:
         if engine == "llama.cpp":
-            runs += [(f"llama.cpp {SHORT.get(q, q)}", engine, {**base, "gguf": str(p)}) for q, p in ggufs.items()]
+            for q, p in ggufs.items():
+                if q == "q8_0" and "amx_int8" in cpu_flags():
+                    # llama.cpp's AMX int8 matmul (its extra buffer type for q8_0 on such CPUs) segfaults
+                    # on prompts of more than one token here (llama.cpp issue 20824): run without the
+                    # extra buffer types, i.e. without AMX and without the repacked q8_0 layout
+                    runs.append(("llama.cpp q8_0 no-repack", engine, {**base, "gguf": str(p), "no_extra_bufts": True}))
+                else:
+                    runs.append((f"llama.cpp {SHORT.get(q, q)}", engine, {**base, "gguf": str(p)}))
             continue
         spec = dict(base)
         if engine == "ours-medium":
             runs.append((f"ours {SHORT[a.dtype]} medium", "ours", {**spec, "matmul_precision": "medium"}))
+            continue
+        if engine == "ours-int8":
+            runs.append(("ours int8", "ours", {**spec, "quantize": "int8"}))
             continue
         if engine == "transformers":
             spec["prefill"] = a.prefill if a.hf_prefill is None else a.hf_prefill

@@ -5,7 +5,8 @@
 
 Weights packed as `passes/pack_weights.py` packs them for this CPU (blocks of two SIMD
 registers), --dtype weights and activations (--x-dtype float32: fp32 rows of x, as the models
-pass them; on an AMX CPU that takes the split hi + lo tile products), fp32 accumulation. Median and best over --reps
+pass them; on an AMX CPU that takes the split hi + lo tile products; --dtype int8: int8 weights
+with a per-row scale, `passes/quantize_weights.py`, and fp32 x), fp32 accumulation. Median and best over --reps
 calls; prints ms and GFLOP/s (and weight GB/s, the figure that matters at --tokens 1).
 Handy when swapping a linear schedule rule.
 """
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256, help="rows of x (1 = decode)")
     ap.add_argument("--k", type=int, default=1024)
     ap.add_argument("--n", type=int, default=6144)
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16", "int8"])
     ap.add_argument("--x-dtype", choices=["bfloat16", "float32", "float16"],
                     help="activations (default --dtype); the models feed fp32 rows of x to every linear")
     ap.add_argument("--reps", type=int, default=25)
@@ -42,23 +43,29 @@ def main() -> None:
     print(f"{cpu_threads()} threads (as engine.load sizes the pool; TVM_NUM_THREADS to choose)")
     blk = 2 * td.vector_lanes
     t = 1 if a.tokens == 1 else tirx.Var("T", "int64")
-    xdt = a.x_dtype or a.dtype
+    quant = a.dtype == "int8"
+    xdt = a.x_dtype or ("float32" if quant else a.dtype)
+    odt = "float32" if quant else a.dtype
     x = te.placeholder((t, a.k), xdt, "x")
     wp = te.placeholder((-(-a.n // blk), a.k, blk), a.dtype, "wp")
-    out = kernels.linear_packed(x, wp, n=a.n, out_dtype=a.dtype)
-    func = te.create_prim_func([x, wp, out]).with_attrs({OP_KIND_ATTR: "linear_packed", "precision": a.precision})
+    scale = [te.placeholder((a.n,), "float32", "scale")] if quant else []
+    out = kernels.linear_packed(x, wp, *scale, n=a.n, out_dtype=odt)
+    func = te.create_prim_func([x, wp, *scale, out]).with_attrs({OP_KIND_ATTR: "linear_packed", "precision": a.precision})
     func = schedule_func(func, td).with_attr("global_symbol", "main")
     with td.to_tvm() as tgt:
         fn = tvm.compile(tvm.IRModule({"main": func}), target=tgt)["main"]
     rng, dev, npdt = np.random.default_rng(0), tvm.cpu(), np_dtype(a.dtype)
     xa = tvm.runtime.tensor(rng.standard_normal((a.tokens, a.k)).astype(np_dtype(xdt)), dev)
-    wa = tvm.runtime.tensor(rng.standard_normal(tuple(int(s) for s in wp.shape)).astype(npdt), dev)
-    oa = tvm.runtime.tensor(np.zeros((a.tokens, a.n), npdt), dev)
-    fn(xa, wa, oa)
+    wshape = tuple(int(s) for s in wp.shape)
+    w = rng.integers(-127, 128, wshape) if quant else rng.standard_normal(wshape)
+    args = [xa, tvm.runtime.tensor(w.astype(npdt), dev)]
+    args += [tvm.runtime.tensor(rng.random(a.n, np.float32) / 127, dev)] if quant else []
+    args.append(tvm.runtime.tensor(np.zeros((a.tokens, a.n), np_dtype(odt)), dev))
+    fn(*args)
     ts = []
     for _ in range(a.reps):
         t0 = time.perf_counter()
-        fn(xa, wa, oa)
+        fn(*args)
         ts.append(time.perf_counter() - t0)
     med, best = float(np.median(ts)), min(ts)
     flop, wbytes = 2 * a.tokens * a.k * a.n, a.k * a.n * npdt.itemsize

@@ -30,11 +30,12 @@ class Ours:
     def __init__(self, spec: dict[str, Any]) -> None:
         os.environ["INFERENCE_PIO_CACHE"] = spec["cache"]
         from inference_pio import engine, frontends
-        from inference_pio.engine.cache import artifact_key, cache_dir, compile_cached
+        from inference_pio.engine.cache import artifact_key, cache_dir, compile_cached, quantize_option
 
         ckpt, n = spec["ckpt"], spec["max_context"] + spec["steps"] + 2
         md = frontends.huggingface.model_def(ckpt)
-        opts = {"max_seq_len": n, "matmul_precision": spec.get("matmul_precision", "high")}
+        opts = {"max_seq_len": n, "matmul_precision": spec.get("matmul_precision", "high"),
+                **quantize_option(spec.get("quantize"))}
         cached = cache_dir() / artifact_key(md, "llvm", opts)
         if spec.get("fresh") and cached.is_dir():
             shutil.rmtree(cached)
@@ -63,6 +64,17 @@ class LlamaCpp:
 
         t = spec["threads"]
         self.lib = llama_cpp
+        if spec.get("no_extra_bufts"):  # see compare_cpu.engine_runs: no AMX / repacked weight buffers
+            import llama_cpp.llama as high_level
+
+            defaults = high_level.llama_cpp.llama_model_default_params
+
+            def params():
+                p = defaults()
+                p.use_extra_bufts = False
+                return p
+
+            high_level.llama_cpp.llama_model_default_params = params
         self.llm = llama_cpp.Llama(model_path=spec["gguf"], n_ctx=spec["max_context"] + spec["steps"] + 8,
                                    n_batch=512, n_threads=t, n_threads_batch=t, flash_attn=True, verbose=False)
         self.n_vocab = self.llm.n_vocab()

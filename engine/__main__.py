@@ -39,14 +39,14 @@ def cmd_compile(a: argparse.Namespace) -> None:
 
     from .. import frontends
     from . import manifest as mf
-    from .cache import compile_cached
+    from .cache import compile_cached, quantize_option
 
     say = _progress(STAGES)
     t = time.perf_counter()
     md = frontends.huggingface.model_def(a.checkpoint, dtype=a.dtype)
     opts = {"cuda_graph": True} if a.cuda_graph else {}
     cached = compile_cached(md, a.target, progress=say, max_seq_len=a.max_seq_len,
-                            matmul_precision=a.matmul_precision, **opts)
+                            matmul_precision=a.matmul_precision, **quantize_option(a.quantize), **opts)
     say("save")
     out = Path(a.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def _model(a: argparse.Namespace):
     from .text import load_model
 
     return load_model(a.model or _demo(), device=a.device, dtype=a.dtype, weights=a.weights,
-                      matmul_precision=a.matmul_precision)
+                      matmul_precision=a.matmul_precision, quantize=a.quantize)
 
 
 def _sampling(a: argparse.Namespace) -> dict:
@@ -116,14 +116,17 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
-    _precision(p)
+    _numerics(p)
     _threads(p)
 
 
-def _precision(p: argparse.ArgumentParser) -> None:
+def _numerics(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matmul-precision", default="high", choices=["high", "medium"],
                    help="medium: linears and attention may multiply bf16-rounded activations (faster prefill "
                         "on AMX / tensor cores, ~1e-3 relative per op); high (default): within ~1e-5 of fp32")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="int8: store the linear, embedding and LM head weights as int8 rows with a per-row "
+                        "scale, quantized as they load (CPU only; about half the bytes of bf16 for decode)")
 
 
 def _threads(p: argparse.ArgumentParser) -> None:
@@ -142,7 +145,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-seq-len", type=int, default=None)
     p.add_argument("--cuda-graph", action="store_true", help="cuda: replay the static kernel stretches as CUDA graphs")
-    _precision(p)
+    _numerics(p)
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("run", help="generate a continuation of a prompt, streamed")
     p.add_argument("prompt")
@@ -157,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-len", type=int, nargs="+", default=[128])
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    _precision(p)
+    _numerics(p)
     _threads(p)
     p.set_defaults(fn=cmd_bench)
     return ap

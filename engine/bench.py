@@ -14,18 +14,19 @@ import numpy as np
 def run_bench(a: argparse.Namespace) -> None:
     from .. import frontends
     from ..demo import CHECKPOINT
-    from .cache import compile_cached
+    from .cache import compile_cached, quantize_option
     from .runtime import load
 
     ckpt = a.model or CHECKPOINT
     md = frontends.huggingface.model_def(ckpt, dtype=a.dtype)
     t0 = time.perf_counter()
     path = compile_cached(md, "llvm", max_seq_len=max(a.prompt_len) + a.new_tokens + 1,
-                          matmul_precision=a.matmul_precision)
+                          matmul_precision=a.matmul_precision, **quantize_option(a.quantize))
     compile_s = time.perf_counter() - t0
     rt = load(path, weights=ckpt)
     rng = np.random.default_rng(0)
-    print(f"model {ckpt} ({md.family}, {rt.manifest['params'][0]['dtype']}, matmul precision "
+    quant = f", {a.quantize} weights" if a.quantize else ""
+    print(f"model {ckpt} ({md.family}, {md.graph.params()[0].dtype}{quant}, matmul precision "
           f"{a.matmul_precision}), {rt.threads} threads, compile/cache {compile_s:.1f}s")
     print(f"{'prompt':>7} {'prefill tok/s':>14} {'decode tok/s':>13}")
     for n in a.prompt_len:

@@ -62,6 +62,12 @@ def artifact_key(md: ModelDef, target: Any, options: dict[str, Any]) -> str:
     return f"{md.family}-{h.hexdigest()[:24]}"
 
 
+def quantize_option(quantize: str | None) -> dict[str, Any]:
+    """The `compile_cached` option for ``quantize``: none when unset, so the cache keys of
+    unquantized artifacts stay what they were."""
+    return {"quantize": quantize} if quantize else {}
+
+
 def compile_cached(md: ModelDef, target: Any = "llvm", progress: Callable[[str], None] | None = None,
                    **options: Any) -> Path:
     """The directory of a saved artifact for ``md``: from the cache, or compiled and saved there."""

@@ -11,7 +11,7 @@ import tvm
 
 from .. import __version__, passes
 from ..ir import Graph
-from ..ir.ops import check_precision
+from ..ir.ops import QUANT_DTYPES, check_precision
 from ..model_defs import ModelDef
 from ..schedules import schedule_module
 from ..targets import TargetDesc, TargetError, resolve
@@ -62,15 +62,19 @@ def device_top_k(tdesc: TargetDesc) -> bool:
 
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
-            max_seq_len: int | None = None, matmul_precision: str = "high", cuda_graph: bool = False,
-            static_decode: bool | None = None, dump_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Artifact:
+            max_seq_len: int | None = None, matmul_precision: str = "high", quantize: str | None = None,
+            cuda_graph: bool = False, static_decode: bool | None = None, dump_dir: str | Path | None = None,
+            progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
 
     ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
     accepts (default: the model's max_position_embeddings, at most 4096). ``matmul_precision``
     "medium" lets the linears' and attention's products run on bf16-rounded operands where a
     kernel has such a product (AMX, tensor cores: half their prefill arithmetic), ~1e-3
-    relative per op; "high" keeps them within ~1e-5 of fp32 math (`passes.matmul_precision`). ``cuda_graph``
+    relative per op; "high" keeps them within ~1e-5 of fp32 math (`passes.matmul_precision`).
+    ``quantize="int8"`` (llvm only) stores the projection, embedding and LM head weights as int8
+    rows with a per-row fp32 scale, quantized from the checkpoint as it loads
+    (`passes.quantize_weights`): half the bytes of bf16 for decode to stream. ``cuda_graph``
     (cuda only) has TVM capture CUDA graphs, replayed on later calls: all of a decode step
     (see ``static_decode``), and in prefill the stretches between the kernels that read
     per-call inputs. ``static_decode`` (default: ``cuda_graph``) compiles decode with static
@@ -86,17 +90,23 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     check_precision(matmul_precision, "matmul_precision")
     if cuda_graph and tdesc.kind != "cuda":
         raise TargetError(f"cuda_graph=True needs a cuda target, not {tdesc.kind!r}")
+    if quantize is not None:
+        if quantize not in QUANT_DTYPES:
+            raise ValueError(f"quantize must be one of {QUANT_DTYPES} or None, got {quantize!r}")
+        if tdesc.kind != "llvm":
+            raise TargetError(f"quantize={quantize!r} has kernels for the llvm (CPU) target only, not {tdesc.kind!r}")
     if tdesc.kind == "cuda":
         from ..targets.cuda_host import enable_cuda_codegen
 
         enable_cuda_codegen()
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
     # a packed weight block is two SIMD registers wide: 16 fp32 lanes on AVX2, 32 on AVX-512
-    layout = passes.cpu_passes(block=2 * tdesc.vector_lanes) if tdesc.kind == "llvm" else passes.cuda_passes()
+    layout = (passes.cpu_passes(block=2 * tdesc.vector_lanes, quantize=quantize) if tdesc.kind == "llvm"
+              else passes.cuda_passes())
     forward = passes.run(graph, passes.default_passes() + layout, dump_dir=dump_dir)
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
-    weight_dtype = forward.params()[0].dtype  # cast_params made them one dtype
+    weight_dtype = graph.params()[0].dtype  # cast_params made them one dtype (before any quantization)
     # fold_slices again: kv_append now reads the v window, and decode's last-row slice is the whole row
     dump_dir = dump_dir or os.environ.get("INFERENCE_PIO_DUMP")
     prefill = passes.fold_slices(insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)))
@@ -147,6 +157,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "device": tdesc.device,
         "cpu_flags": list(tdesc.cpu_flags),
         "matmul_precision": matmul_precision,
+        "quantize": quantize,
         "cuda_graph": cuda_graph,
         "tvm_version": tvm.__version__,
         "inference_pio_version": __version__,

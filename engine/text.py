@@ -41,17 +41,18 @@ class Model:
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str | None = None, *, weights: str | Path | None = None,
-               target: Any = None, max_seq_len: int | None = None, matmul_precision: str = "high") -> Model:
+               target: Any = None, max_seq_len: int | None = None, matmul_precision: str = "high",
+               quantize: str | None = None) -> Model:
     path = Path(path)
     if (path / mf.MANIFEST).is_file():
         artifact = path
         weights = Path(weights or mf.read(path).get("checkpoint") or path)
     else:
         from .. import frontends
-        from .cache import compile_cached
+        from .cache import compile_cached, quantize_option
 
         md = frontends.huggingface.model_def(path, dtype=dtype)
         artifact = compile_cached(md, target or ("llvm" if device == "cpu" else "cuda"), max_seq_len=max_seq_len,
-                                  matmul_precision=matmul_precision)
+                                  matmul_precision=matmul_precision, **quantize_option(quantize))
         weights = Path(weights or path)
     return Model(load(artifact, weights=weights, device=device), Tokenizer(weights))

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import model_defs
 from ..ir import Graph, Node, np_dtype
-from ..ir.ops import pack_rows
+from ..ir.ops import pack_rows, quantize_rows
 from ..model_defs import ConfigError, ModelDef
 from .safetensors import SafetensorsFiles, WeightError
 
@@ -91,10 +91,21 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
     st = open_checkpoint(ckpt)
     _check_tensors(graph_params, st, ckpt, ignored)
     arrays: dict[str, np.ndarray] = {}
+    scales = {p.attr("scale_of"): p for p in graph_params if p.attr("scale_of")}
     for p in graph_params:
+        if p.attr("scale_of"):
+            continue  # written with its weight, below
         parts = [st.get(s) for s in _sources(p)]
         arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))
-        arr = _convert(arr, p.dtype)
+        if p.attr("quant"):  # `passes.quantize_weights`: int8 rows and their scales
+            arr, scale = quantize_rows(arr)
+            sp = scales[p.name]
+            sdst = out(sp) if out is not None else None
+            if sdst is not None:
+                sdst[...] = scale
+            arrays[sp.name] = scale if sdst is None else sdst
+        else:
+            arr = _convert(arr, p.dtype)
         dst = out(p) if out is not None else None
         if p.attr("pack"):
             arr = pack_rows(arr, p.attr("pack"), out=dst)
@@ -110,6 +121,8 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
 def _check_tensors(graph_params: list[Node], st: SafetensorsFiles, ckpt: str | Path, ignored: tuple[str, ...]) -> None:
     used: set[str] = set()
     for p in graph_params:
+        if p.attr("scale_of"):  # computed from its weight
+            continue
         srcs, want = _sources(p), param_source_shape(p)
         for s, part_shape in zip(srcs, _part_shapes(p, want)):
             if s not in st:

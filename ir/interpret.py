@@ -6,32 +6,47 @@ from typing import Mapping
 import numpy as np
 
 from .graph import Graph, Node
-from .ops import OPS, np_dtype, pack_rows
+from .ops import OPS, np_dtype, pack_rows, quantize_rows
 
 
-def param_value(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
-    """A param's array: looked up by name, or built from its ``concat`` sources, then packed
-    (`ir.ops.pack_rows`) if the param says ``pack``."""
+def _source(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
+    """A param's unpacked array: looked up by name, or built from its ``concat`` sources."""
     if node.name in weights:
-        arr = np.asarray(weights[node.name])
-    elif node.attr("concat"):
-        arr = np.concatenate([np.asarray(weights[s]) for s in node.attr("concat")], axis=node.attr("axis", 0))
-    else:
-        raise KeyError(f"no weight for param {node.name!r}")
-    if node.attr("pack"):
-        arr = pack_rows(arr, node.attr("pack"))
-    return arr.astype(np_dtype(node.dtype))
+        return np.asarray(weights[node.name])
+    if node.attr("concat"):
+        return np.concatenate([np.asarray(weights[s]) for s in node.attr("concat")], axis=node.attr("axis", 0))
+    raise KeyError(f"no weight for param {node.name!r}")
+
+
+def param_values(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every param's array, by name: its source (by name or ``concat``), quantized
+    (`ir.ops.quantize_rows`) if it says ``quant``, then packed (`ir.ops.pack_rows`) if it says
+    ``pack``; a param that says ``scale_of`` holds the per-row scales of that weight."""
+    params = {p.name: p for p in graph.params()}
+    out = {}
+    for name, p in params.items():
+        if p.attr("scale_of"):
+            out[name] = quantize_rows(_source(params[p.attr("scale_of")], weights))[1]
+            continue
+        arr = _source(p, weights)
+        if p.attr("quant"):
+            arr = quantize_rows(arr)[0]
+        if p.attr("pack"):
+            arr = pack_rows(arr, p.attr("pack"))
+        out[name] = arr.astype(np_dtype(p.dtype))
+    return out
 
 
 def interpret(graph: Graph, feeds: Mapping[str, np.ndarray],
               weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Evaluate ``graph`` with input arrays ``feeds`` and parameter arrays ``weights``."""
     vals: dict[int, np.ndarray] = {}
+    params = param_values(graph, weights)
     for n in graph.nodes():
         if n.op == "input":
             vals[id(n)] = np.asarray(feeds[n.name]).astype(np_dtype(n.dtype), copy=False)  # caches: in place
         elif n.op == "param":
-            vals[id(n)] = param_value(n, weights)
+            vals[id(n)] = params[n.name]
         else:
             vals[id(n)] = OPS[n.op].ref(*(vals[id(i)] for i in n.inputs), **n.attr_dict)
     return {k: vals[id(v)] for k, v in graph.outputs}

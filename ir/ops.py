@@ -139,27 +139,78 @@ def unpack_rows(wp: np.ndarray, n: int) -> np.ndarray:
     return wp.transpose(0, 2, 1).reshape(nb * block, k)[:n]
 
 
-@_op("embedding", 2, "table (V, H) [or packed (V/B, H, B) with pack=B], ids (...) -> (..., H) in out_dtype")
+QUANT_DTYPES = ("int8",)  # weight dtypes stored with a per-row scale (`passes.quantize_weights`)
+QMAX = 127  # int8 rows are symmetric: q in [-127, 127]
+
+
+def quantize_rows(w: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) float -> (q int8 (N, K), scale float32 (N,)) with w ~= scale[:, None] * q: each row
+    scaled so that its largest magnitude is QMAX, rounded to nearest (a zero row: scale 0).
+    Works ``chunk`` rows at a time, so a large table needs no fp32 copy of itself."""
+    n, k = w.shape
+    q, scale = np.empty((n, k), np.int8), np.empty(n, np.float32)
+    for r in range(0, n, chunk):
+        part = f32(w[r:r + chunk])
+        s = np.abs(part).max(axis=1, initial=0) / np.float32(QMAX)
+        q[r:r + chunk] = np.clip(np.rint(part / np.where(s > 0, s, np.float32(1))[:, None]), -QMAX, QMAX)
+        scale[r:r + chunk] = s
+    return q, scale
+
+
+def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The fp32 weights an int8 (N, K) ``q`` with per-row ``scale`` (N,) stands for."""
+    return f32(q) * f32(scale)[:, None]
+
+
+def _check_scale(w: TensorType, scale: TensorType, rows: Dim) -> None:
+    _check(scale.dtype == "float32" and scale.shape == (rows,),
+           f"an {w.dtype} weight is read with its per-row scale f32[{rows}], got {scale}")
+
+
+def _quantized(w: TensorType) -> bool:
+    """Whether weight ``w`` is quantized (then its per-row scale is the next operand); else it
+    must be a float tensor."""
+    if w.dtype in QUANT_DTYPES:
+        return True
+    _float(w)
+    return False
+
+
+@_op("embedding", (2, 3), "table (V, H) [or packed (V/B, H, B) with pack=B], ids (...) -> (..., H) in out_dtype; "
+                          "an int8 table is followed by its per-row scale (V,): row v is scale[v] * table[v]")
 def _embedding_t(ts, a):
-    table, ids = ts
+    table, ids = ts[0], ts[1]
     _check(table.ndim == (3 if a.get("pack") else 2), "table must be (V, H), or (V/B, H, B) when packed")
     _check(ids.dtype in ("int32", "int64"), "ids must be integers")
+    quant = _quantized(table)
+    _check(len(ts) == 2 + quant, "an embedding has a scale operand exactly when its table is quantized")
+    if quant:
+        scale, pack = ts[2], a.get("pack") or 1
+        v = scale.shape[0] if scale.ndim == 1 and isinstance(scale.shape[0], int) else -1
+        _check(table.shape[0] * pack >= v > (table.shape[0] - 1) * pack, f"scale {scale} does not fit table {table}")
+        _check_scale(table, scale, v)
     return TensorType(ids.shape + (table.shape[1],), a.get("out_dtype", "float32"))
 
 
 @_embedding_t
-def embedding(table, ids, out_dtype="float32", pack=None):
+def embedding(table, ids, *scale, out_dtype="float32", pack=None):
     if pack:
         table = unpack_rows(table, table.shape[0] * pack)
-    return _cast_like(f32(table)[ids], out_dtype)
+    table = dequantize_rows(table, np.pad(scale[0], (0, table.shape[0] - scale[0].size))) if scale else f32(table)
+    return _cast_like(table[ids], out_dtype)
 
 
-@_op("linear", (2, 5), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate; "
+@_op("linear", (2, 6), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate; "
+                       "an int8 w is followed by its per-row scale (N,) (w stands for scale[:, None] * w); "
                        "act='swiglu': x is (..., 2K) and swiglu(x) is multiplied; "
                        "norm_eps=e: rms_norm(x, g (K), e) is multiplied, g the first extra operand")
 def _linear_t(ts, a):
     x, w = ts[0], ts[1]
-    _float(x), _float(w)
+    _float(x)
+    if _quantized(w):  # an int8 w: its per-row scale comes first among the extra operands
+        _check(len(ts) > 2, f"an {w.dtype} weight needs its per-row scale operand")
+        _check_scale(w, ts[2], w.shape[0])
+        ts = [x, w.with_dtype("float32"), *ts[3:]]
     act, norm = a.get("act"), a.get("norm_eps") is not None
     _check(act in (None, "swiglu"), f"unknown linear act {act!r}")
     _check_precision(a)
@@ -187,6 +238,8 @@ def _linear_t(ts, a):
 @_linear_t
 def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None, norm_eps=None, precision="high"):
     extra = list(extra)
+    if np.asarray(w).dtype == np.int8:
+        w = dequantize_rows(w, extra.pop(0))
     if act == "swiglu":
         x = swiglu(x)
     if norm_eps is not None:
@@ -199,7 +252,7 @@ def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=No
     return _cast_like(y, out_dtype)
 
 
-@_op("linear_packed", (2, 4), "linear with a packed weight (N/B, K, B) (see pack_rows); n = true N")
+@_op("linear_packed", (2, 5), "linear with a packed weight (N/B, K, B) (see pack_rows); n = true N")
 def _linear_packed_t(ts, a):
     x, wp = ts[0], ts[1]
     _check(wp.ndim == 3 and x.shape[-1] == wp.shape[1], f"x {x} does not match packed weight {wp}")

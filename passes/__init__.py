@@ -8,10 +8,11 @@ from .insert_sampler import insert_sampler
 from .matmul_precision import matmul_precision
 from .pack_weights import pack_weights
 from .pipeline import NamedPass, PassError, cache_passes, cpu_passes, cuda_passes, decode_passes, default_passes, run
+from .quantize_weights import quantize_weights
 from .rewrite_attention import rewrite_attention
 from .static_decode import static_decode
 
 __all__ = ["NamedPass", "PassError", "cache_passes", "cpu_passes", "cuda_passes", "decode_passes", "default_passes", "fold_slices",
            "fuse_norm_append", "fuse_norm_attention", "fuse_norm_linear", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu", "fuse_swiglu_linear",
-           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "matmul_precision", "pack_weights", "rewrite_attention",
+           "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "matmul_precision", "pack_weights", "quantize_weights", "rewrite_attention",
            "run", "specialize", "static_decode"]

@@ -42,14 +42,19 @@ def default_passes() -> list[NamedPass]:
     ]
 
 
-def cpu_passes(block: int = 16) -> list[NamedPass]:
-    """Layout passes for the llvm target, after `default_passes`."""
+def cpu_passes(block: int = 16, quantize: str | None = None) -> list[NamedPass]:
+    """Layout passes for the llvm target, after `default_passes`; ``quantize`` ("int8") stores
+    the packed weights quantized."""
     from functools import partial
 
     from .pack_weights import pack_weights
+    from .quantize_weights import quantize_weights
 
     # after fusion: pack the fused q+k+v / gate+up weights, not their parts
-    return [NamedPass("pack_weights", partial(pack_weights, block=block))]
+    layout = [NamedPass("pack_weights", partial(pack_weights, block=block))]
+    if quantize:
+        layout.append(NamedPass("quantize_weights", partial(quantize_weights, dtype=quantize)))
+    return layout
 
 
 def cuda_passes() -> list[NamedPass]:

@@ -20,23 +20,37 @@ def _f32(x: te.Tensor, *idx) -> tirx.PrimExpr:
     return v if x.dtype == F32 else v.astype(F32)
 
 
-def embedding(table: te.Tensor, ids: te.Tensor, out_dtype: str = F32, pack: int | None = None) -> te.Tensor:
-    """Rows of table (V, H), or of a packed table (V/B, H, B) (see `ir.ops.pack_rows`)."""
+def embedding(table: te.Tensor, ids: te.Tensor, *scale: te.Tensor, out_dtype: str = F32,
+              pack: int | None = None) -> te.Tensor:
+    """Rows of table (V, H), or of a packed table (V/B, H, B) (see `ir.ops.pack_rows`); an int8
+    table's row v times its ``scale`` [v]."""
     # ids are range-checked by the runtime before the call
     def row(*i):
         v = ids[i[:-1]].astype("int64")
-        return (table[v // pack, i[-1], v % pack] if pack else table[v, i[-1]]).astype(out_dtype)
+        value = table[v // pack, i[-1], v % pack] if pack else table[v, i[-1]]
+        if scale:
+            return (value.astype(F32) * scale[0][v]).astype(out_dtype)
+        return value.astype(out_dtype)
 
     return te.compute((*ids.shape, table.shape[1]), row, name="embedding")
 
 
-def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual: bool, out_dtype: str) -> Callable:
-    """out[i, j] = acc(i, j) [+ bias[j]] [+ residual[i, j]], cast: the tail of both linear kernels."""
+def weight_scale(w: te.Tensor, extra: tuple[te.Tensor, ...]) -> tuple[te.Tensor | None, tuple[te.Tensor, ...]]:
+    """(the per-row scale of an int8 ``w`` (the first extra operand) or None, the other extras)."""
+    return (extra[0], extra[1:]) if w.dtype == "int8" else (None, extra)
+
+
+def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual: bool, out_dtype: str,
+              scale: te.Tensor | None = None) -> Callable:
+    """out[i, j] = acc(i, j) [* scale[j]] [+ bias[j]] [+ residual[i, j]], cast: the tail of both
+    linear kernels (``scale``: an int8 weight's, applied to the finished sum)."""
     b = extra[0] if bias else None
     r = extra[-1] if residual else None
 
     def fn(i, j):
         v = acc(i, j)
+        if scale is not None:
+            v = v * scale[j]
         if b is not None:
             v = v + _f32(b, j)
         if r is not None:
@@ -47,11 +61,12 @@ def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual:
 
 
 def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, residual: bool,
-                   out_dtype: str) -> te.Tensor:
-    """acc (T, N) itself where there is nothing to add or cast, else an "epilogue" block."""
-    if not (bias or residual) and out_dtype == F32:
+                   out_dtype: str, scale: te.Tensor | None = None) -> te.Tensor:
+    """acc (T, N) itself where there is nothing to scale, add or cast, else an "epilogue" block."""
+    if not (bias or residual) and out_dtype == F32 and scale is None:
         return acc
-    return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype), name="epilogue")
+    return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype, scale),
+                      name="epilogue")
 
 
 def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -80,11 +95,12 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
+    scale, extra = weight_scale(w, extra)
     if norm_eps is not None:
         xn, extra = rms_norm(x, extra[0], norm_eps, out_dtype=F32, name="x_normed"), extra[1:]
         xf = lambda i, c: xn[i, c]  # noqa: E731
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
-    return _with_epilogue(acc, extra, bias, residual, out_dtype)
+    return _with_epilogue(acc, extra, bias, residual, out_dtype, scale)
 
 
 def bf16_bits(v: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -232,10 +248,11 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
 
     "matmul" computes (T', N/B, B) blocks of outputs, T' = T rounded up to ROW_TILE (the
     extra rows repeat the last one, so no row tile needs a bounds check); "epilogue"
-    unblocks the first T rows, drops the padding columns and applies bias, residual and the
-    output cast.
+    unblocks the first T rows, drops the padding columns and applies an int8 weight's scale,
+    bias, residual and the output cast.
     """
     t, (nb, kk, blk) = x.shape[0], wp.shape
+    scale, extra = weight_scale(wp, extra)
     k = te.reduce_axis((0, kk), "k")
     if isinstance(t, tirx.IntImm) and int(t) == 1:
         rows, xf = t, lambda i, kk_: _f32(x, i, kk_)
@@ -245,8 +262,8 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
         xf = lambda i, kk_: xc[i, kk_]  # noqa: E731
     acc = te.compute((rows, nb, blk), lambda i, jb, jj: te.sum(xf(i, k) * _f32(wp, jb, k, jj), axis=k),
                      name="matmul")
-    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j // blk, j % blk], extra, bias, residual, out_dtype),
-                      name="epilogue")
+    return te.compute((t, n), _epilogue(lambda i, j: acc[i, j // blk, j % blk], extra, bias, residual, out_dtype,
+                                        scale), name="epilogue")
 
 
 def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:

@@ -33,27 +33,27 @@ class Models:
         return self._ckpts[key]
 
     def artifact(self, name: str, ckpt_dtype: str = "float32", compile_dtype: str | None = None,
-                 max_seq_len: int = 64) -> Path:
+                 max_seq_len: int = 64, quantize: str | None = None) -> Path:
         """The saved artifact for config ``name`` (compiled from its default checkpoint's config.json)."""
-        key = (name, ckpt_dtype, compile_dtype, max_seq_len)
+        key = (name, ckpt_dtype, compile_dtype, max_seq_len, quantize)
         if key not in self._arts:
             from inference_pio import engine, frontends
 
             ck = self.checkpoint(name, dtype=ckpt_dtype)
             md = frontends.huggingface.model_def(ck.path)
-            art = engine.compile(md, target="llvm", dtype=compile_dtype, max_seq_len=max_seq_len)
-            out = self._tmp.mktemp(f"art_{name}_{ckpt_dtype}_{compile_dtype}_{max_seq_len}")
+            art = engine.compile(md, target="llvm", dtype=compile_dtype, max_seq_len=max_seq_len, quantize=quantize)
+            out = self._tmp.mktemp(f"art_{name}_{ckpt_dtype}_{compile_dtype}_{max_seq_len}_{quantize}")
             art.save(out)
             self._arts[key] = out
         return self._arts[key]
 
     def runtime(self, name: str, seed: int | None = None, ckpt_dtype: str = "float32",
-                compile_dtype: str | None = None, max_seq_len: int = 64):
-        key = (name, seed, ckpt_dtype, compile_dtype, max_seq_len)
+                compile_dtype: str | None = None, max_seq_len: int = 64, quantize: str | None = None):
+        key = (name, seed, ckpt_dtype, compile_dtype, max_seq_len, quantize)
         if key not in self._rts:
             from inference_pio import engine
 
-            art = self.artifact(name, ckpt_dtype, compile_dtype, max_seq_len)
+            art = self.artifact(name, ckpt_dtype, compile_dtype, max_seq_len, quantize)
             ck = self.checkpoint(name, seed, ckpt_dtype)
             self._rts[key] = engine.load(art, weights=ck.path, device="cpu")
         return self._rts[key]

@@ -13,7 +13,7 @@ def random_weights(graph: Graph, rng: np.random.Generator, scale: float = 0.5) -
     out: dict[str, np.ndarray] = {}
     for p in graph.params():
         if p.attr("concat"):
-            continue  # derived: built from its sources by ir.param_value
+            continue  # derived: built from its sources by ir.param_values
         a = rng.standard_normal(p.shape).astype(np.float32) * scale
         if p.name.endswith("norm.weight"):
             a = 1.0 + a

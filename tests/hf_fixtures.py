@@ -133,6 +133,24 @@ def rounded_reference(model, dtype: str):
     return m
 
 
+def dequantized_reference(model):
+    """A float32 copy of ``model`` whose matrices (projections, embedding, LM head) hold what
+    int8 rows with per-row scales stand for (`ir.ops.quantize_rows`): what an engine compiled
+    with quantize="int8" should reproduce."""
+    import copy
+
+    import torch
+
+    from inference_pio.ir.ops import dequantize_rows, quantize_rows
+
+    m = copy.deepcopy(model).float()
+    with torch.no_grad():
+        for prm in m.parameters():
+            if prm.ndim == 2:
+                prm.copy_(torch.from_numpy(dequantize_rows(*quantize_rows(prm.numpy()))))
+    return m
+
+
 def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
     """max|ours - ref| / max|ref| (NaNs count as infinitely wrong)."""
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)

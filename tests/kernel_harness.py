@@ -10,7 +10,7 @@ from typing import Mapping
 
 import numpy as np
 
-from inference_pio.ir import Graph, interpret, np_dtype, param_value
+from inference_pio.ir import Graph, interpret, np_dtype, param_values
 
 _CACHE: dict[str, object] = {}
 
@@ -62,8 +62,8 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray],
     args = [tvm.runtime.ShapeTuple(list(np.shape(feeds[n.name]))) if n.attr("shape_only") else
             tvm.runtime.tensor(np.ascontiguousarray(np.asarray(feeds[n.name]).astype(_np(n.dtype))), dev)
             for n in graph.inputs]
-    args += [tvm.runtime.tensor(np.ascontiguousarray(param_value(p, weights or {})), dev)
-             for p in graph.params()]
+    values = param_values(graph, weights or {})
+    args += [tvm.runtime.tensor(np.ascontiguousarray(values[p.name]), dev) for p in graph.params()]
     out = vm[graph.name](*args)
     outs = [out] if len(graph.outputs) == 1 else list(out)
     return {k: o.numpy() for (k, _), o in zip(graph.outputs, outs)}

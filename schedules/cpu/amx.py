@@ -46,7 +46,7 @@ from ...targets import TargetDesc, amx_usable
 from ..kernels import bf16_bits, bf16_value
 from ..registry import find_blocks, precision
 
-F32, BF16 = "float32", "bfloat16"
+F32, BF16, I8 = "float32", "bfloat16", "int8"
 PANEL = 32  # outputs per weight panel: AVX-512's packing (2 x 16 fp32 lanes)
 KSTEP = 32  # bf16 values of K per tile row (64 bytes)
 ROWS = 32  # rows of x per accumulator block: 2 tiles of 16
@@ -67,8 +67,13 @@ def amx_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
         return None
     nb, k, blk = (int(s) for s in wp.shape)
     n = int(out.shape[1])
-    if wp.dtype != BF16 or blk != PANEL or k % KSTEP or x.dtype not in (F32, BF16):
+    if wp.dtype not in (BF16, I8) or blk != PANEL or k % KSTEP or x.dtype not in (F32, BF16):
         return None
+    scale = extra[0] if wp.dtype == I8 else None  # an int8 weight's per-row scale (`ir.ops`)
+    if scale is not None:
+        if len(scale.shape) != 1 or scale.dtype != F32:
+            return None
+        extra = extra[1:]
     bias = next((b for b in extra if len(b.shape) == 1), None)
     residual = next((b for b in extra if len(b.shape) == 2), None)
     if len(extra) != (bias is not None) + (residual is not None):
@@ -76,7 +81,7 @@ def amx_linear(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     group = max(1, min(GROUP, nb // (2 * target.num_cores)))  # but at least 2 tasks per core
     parts = 2 if x.dtype == F32 and precision(func) == "high" else 1  # bf16 x: exact in one part
     return _kernel(k, n, nb, x.dtype, out.dtype, bias.dtype if bias is not None else None,
-                   residual.dtype if residual is not None else None, group, parts)
+                   residual.dtype if residual is not None else None, group, parts, wp.dtype)
 
 
 def _tile(name: str, *args):
@@ -144,7 +149,10 @@ def pair(lo: tirx.PrimExpr, hi: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _bits(x, *idx) -> tirx.PrimExpr:
-    """The bits of bf16 x[idx] as uint32."""
+    """The bits of bf16 x[idx] as uint32; of an int8 x, those of its value in bf16 (exact: an
+    integer of up to 8 bits fills only the top 7 of fp32's 23 mantissa bits)."""
+    if x.dtype == I8:
+        return tirx.reinterpret("uint32", tirx.Cast(F32, x[idx])) >> tirx.const(16, "uint32")
     return tirx.Cast("uint32", tirx.reinterpret("uint16", x[idx]))
 
 
@@ -163,8 +171,10 @@ def _padded(t: tirx.PrimExpr) -> tirx.PrimExpr:
 
 
 def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: str | None,
-            group: int, parts: int) -> tirx.PrimFunc:
-    """The kernel, with x as ``parts`` bf16 parts: 2 (hi and lo) or 1 (hi)."""
+            group: int, parts: int, wdt: str = BF16) -> tirx.PrimFunc:
+    """The kernel, with x as ``parts`` bf16 parts: 2 (hi and lo) or 1 (hi). Weights ``wdt``:
+    bf16, or int8 (each converted to bf16 exactly as the pairs are made) with a per-row scale
+    applied to the finished sums."""
     from tvm.script import tirx as T
 
     tiles = tile_macros()
@@ -182,8 +192,10 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
                         xs[1, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
                             "uint16", split_bits(_row_value(x, i, c0 * 16 + c, t), 1))
 
-    def result(bias, res, acc, i0, j0, r, c):  # an expression: a variable bound in a vectorized loop is not a vector
+    def result(scale, bias, res, acc, i0, j0, r, c):  # an expression: a variable bound in a vectorized loop is not a vector
         v = acc[r, c]
+        if wdt == I8:
+            v = v * scale[j0 + c]
         if bdt is not None:
             v = v + T.Cast(F32, bias[j0 + c])
         if rdt is not None:
@@ -191,17 +203,17 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
         return T.Cast(odt, v)
 
     @T.macro
-    def epilogue(out, bias, res, acc, t, rb, jb):  # the block's rows that exist, the panel's columns inside N
+    def epilogue(out, scale, bias, res, acc, t, rb, jb):  # the block's rows that exist, the panel's columns inside N
         for r in range(T.min(ROWS, t - rb * ROWS)):
             if jb < full:
                 for c in T.vectorized(PANEL):
-                    out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+                    out[rb * ROWS + r, jb * PANEL + c] = result(scale, bias, res, acc, rb * ROWS, jb * PANEL, r, c)
             else:
                 for c in range(n - full * PANEL):
-                    out[rb * ROWS + r, jb * PANEL + c] = result(bias, res, acc, rb * ROWS, jb * PANEL, r, c)
+                    out[rb * ROWS + r, jb * PANEL + c] = result(scale, bias, res, acc, rb * ROWS, jb * PANEL, r, c)
 
     @T.macro
-    def body(x, wp, bias, res, out, t):
+    def body(x, wp, scale, bias, res, out, t):
         xs = T.alloc_buffer((parts, _padded(t) // 16, ksteps, 16, KSTEP), "uint16")  # x's parts as 16 x 32 tiles, 1 KB each
         split_rows(x, xs, t, _padded(t))
         for task in T.parallel((nb + group - 1) // group):
@@ -227,19 +239,20 @@ def _kernel(k: int, n: int, nb: int, xdt: str, odt: str, bdt: str | None, rdt: s
                                       T.int64(KSTEP * 2))
                                 tiles.product(X0, X1, W0, W1)
                         tiles.accumulators("tilestored64", acc, PANEL, 0, 0)
-                        epilogue(out, bias, res, acc, t, rb, task * group + pj)
+                        epilogue(out, scale, bias, res, acc, t, rb, task * group + pj)
             _tile("tilerelease")
 
     @T.prim_func(private=True)
-    def linear_amx(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), BF16), bias: T.Buffer((n,), bdt or F32),
-                   var_res: T.handle, var_out: T.handle):
+    def linear_amx(var_x: T.handle, wp: T.Buffer((nb, k, PANEL), wdt), scale: T.Buffer((n,), F32),
+                   bias: T.Buffer((n,), bdt or F32), var_res: T.handle, var_out: T.handle):
         t = T.int64()
         x = T.match_buffer(var_x, (t, k), xdt)
         res = T.match_buffer(var_res, (t, n), rdt or F32)
         out = T.match_buffer(var_out, (t, n), odt)
-        body(x, wp, bias, res, out, t)
+        body(x, wp, scale, bias, res, out, t)
 
-    # the body reads bias and res only where they exist: the other parameters go
-    x_, wp_, bias_, res_, out_ = linear_amx.params
-    params = [x_, wp_] + ([bias_] if bdt is not None else []) + ([res_] if rdt is not None else []) + [out_]
+    # the body reads scale, bias and res only where they exist: the other parameters go
+    x_, wp_, scale_, bias_, res_, out_ = linear_amx.params
+    params = ([x_, wp_] + ([scale_] if wdt == I8 else []) + ([bias_] if bdt is not None else [])
+              + ([res_] if rdt is not None else []) + [out_])
     return tirx.PrimFunc(params, linear_amx.body, linear_amx.ret_type, linear_amx.attrs)

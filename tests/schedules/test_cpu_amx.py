@@ -28,7 +28,8 @@ def linear_func(t, k: int, n: int, xdt: str = "float32", wdt: str = "bfloat16", 
     rows = t if isinstance(t, int) else tirx.Var("T", "int64")
     x = te.placeholder((rows, k), xdt, "x")
     wp = te.placeholder((-(-n // block), k, block), wdt, "wp")
-    extra = ([te.placeholder((n,), wdt, "b")] if bias else []) + \
+    extra = ([te.placeholder((n,), "float32", "scale")] if wdt == "int8" else []) + \
+        ([te.placeholder((n,), "float32", "b")] if bias else []) + \
         ([te.placeholder((rows, n), "float32", "r")] if residual else [])
     out = kernels.linear_packed(x, wp, *extra, n=n, bias=bias, residual=residual)
     return te.create_prim_func([x, wp, *extra, out]).with_attr(OP_KIND_ATTR, "linear_packed")
@@ -45,6 +46,7 @@ def test_rule_takes_bf16_panels_of_32_over_t_rows():
     assert amx_linear(linear_func("T", 64, 40, xdt="bfloat16", bias=True, residual=True), SPR) is not None
     assert amx_linear(linear_func(1, 64, 40), SPR) is None  # decode: the GEMV streams the weights
     assert amx_linear(linear_func("T", 48, 40), SPR) is None  # K not a multiple of 32
+    assert amx_linear(linear_func("T", 64, 40, wdt="int8", bias=True, residual=True), SPR) is not None
     assert amx_linear(linear_func("T", 64, 40, wdt="float32"), SPR) is None
     assert amx_linear(linear_func("T", 64, 40, wdt="float16"), SPR) is None
     assert amx_linear(linear_func("T", 64, 40, block=16), SPR) is None  # AVX2's panels
@@ -82,6 +84,27 @@ def test_amx_linear(t, k, n):
     g = pack_weights(b.build({"y": y}), block=32)
     feeds = {"x": rand(rng, (t, k)), "r": rand(rng, (t, n))}
     weights = {"w": rand(rng, (n, k), "bfloat16", 1 / np.sqrt(k)), "b": rand(rng, (n,), "bfloat16")}
+    check(g, feeds, weights, rtol=SPLIT_TOL)
+
+
+@needs_amx
+@pytest.mark.parametrize("t", [3, 33])
+@pytest.mark.parametrize("k,n", [(64, 33), (96, 541)])
+def test_amx_linear_int8_weights(t, k, n):
+    """int8 weights (`passes/quantize_weights.py`): each converted to bf16 exactly as the pairs
+    are made, the row's scale applied to the finished sum, before bias and residual."""
+    from inference_pio.passes.pack_weights import pack_weights
+    from inference_pio.passes.quantize_weights import quantize_weights
+
+    rng = np.random.default_rng(t + k + n)
+    b = GraphBuilder("amx_linear_int8")
+    x = b.input("x", ("T", k), "float32")
+    r = b.input("r", ("T", n), "float32")
+    y = b.linear(x, b.param("w", (n, k), "bfloat16"), b.param("b", (n,), "float32"), r, bias=True, residual=True)
+    g = quantize_weights(pack_weights(b.build({"y": y}), block=32))
+    assert {p.name: p.dtype for p in g.params()}["w"] == "int8"
+    feeds = {"x": rand(rng, (t, k)), "r": rand(rng, (t, n))}
+    weights = {"w": rand(rng, (n, k), "bfloat16", 1 / np.sqrt(k)), "b": rand(rng, (n,))}
     check(g, feeds, weights, rtol=SPLIT_TOL)
 
 

@@ -74,10 +74,12 @@ def test_linear_with_rms_norm_fused(t, k, n, wdt, residual):
 @SETTINGS
 @given(t=st.sampled_from([1, 1, 2, 5, 9]), k=st.sampled_from([4, 8, 12, 40, 64]) | st.integers(1, 50),
        n=st.integers(1, 40), block=st.sampled_from([4, 16]), wdt=st.sampled_from(["float32", "bfloat16"]),
-       bias=st.booleans(), residual=st.booleans(), static=st.booleans(), seed=seeds)
-def test_linear_packed(t, k, n, block, wdt, bias, residual, static, seed):
-    """linear after pack_weights: weight (ceil(N/B), K, B), including the static T=1 (decode) GEMV."""
+       bias=st.booleans(), residual=st.booleans(), static=st.booleans(), quant=st.booleans(), seed=seeds)
+def test_linear_packed(t, k, n, block, wdt, bias, residual, static, quant, seed):
+    """linear after pack_weights: weight (ceil(N/B), K, B), including the static T=1 (decode) GEMV;
+    ``quant``: then quantize_weights (int8 rows, a scale each)."""
     from inference_pio.passes.pack_weights import pack_weights
+    from inference_pio.passes.quantize_weights import quantize_weights
 
     rng = np.random.default_rng(seed)
     b = GraphBuilder("linear_packed")
@@ -93,7 +95,7 @@ def test_linear_packed(t, k, n, block, wdt, bias, residual, static, seed):
     g = pack_weights(b.build({"y": b.linear(x, b.param("w", (n, k), wdt), *extra, bias=bias, residual=residual)}),
                      block=block)
     assert g.count("linear_packed") == 1 and g.count("linear") == 0
-    check(g, feeds, weights, rtol=5e-5)
+    check(quantize_weights(g) if quant else g, feeds, weights, rtol=5e-5)
 
 
 @pytest.mark.parametrize("wdt", ["float32", "bfloat16"])
@@ -116,14 +118,17 @@ def test_decode_gemv_prefetches_its_weight_stream(wdt):
 
 
 @SETTINGS
-@given(v=st.integers(1, 40), h=small, t=small, block=st.sampled_from([4, 16]), dt=float_dtypes, seed=seeds)
-def test_embedding_packed(v, h, t, block, dt, seed):
+@given(v=st.integers(1, 40), h=small, t=small, block=st.sampled_from([4, 16]), dt=float_dtypes, quant=st.booleans(),
+       seed=seeds)
+def test_embedding_packed(v, h, t, block, dt, quant, seed):
     from inference_pio.passes.pack_weights import pack_weights
+    from inference_pio.passes.quantize_weights import quantize_weights
 
     rng = np.random.default_rng(seed)
     b = GraphBuilder("embedding_packed")
     g = pack_weights(b.build({"y": b.embedding(b.param("table", (v, h), dt), b.input("ids", ("T",), "int32"))}),
                      block=block)
+    g = quantize_weights(g) if quant else g
     assert g.output("y").attr("pack") == block
     ids = rng.integers(0, v, size=t).astype(np.int32)
     ids[-1] = v - 1
