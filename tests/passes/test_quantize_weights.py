@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from graph_helpers import op_counts, random_weights
-from inference_pio.ir import GraphBuilder, TensorType, interpret, op_node, param_node
+from inference_pio.ir import GraphBuilder, TensorType, interpret, np_dtype, op_node, param_node
 from inference_pio.ir.ops import QMAX, TypeError_, dequantize_rows, quantize_rows
 from inference_pio.passes.pack_weights import pack_weights
 from inference_pio.passes.quantize_weights import quantize_weights
@@ -20,8 +20,11 @@ def test_quantize_rows_bounds_and_round_trip():
     assert (np.abs(q).max(axis=1)[s > 0] == QMAX).all()  # each row's largest weight maps to +-127
     err = np.abs(dequantize_rows(q, s) - w)
     assert (err <= s[:, None] / 2 * (1 + 1e-6)).all()  # rounded to nearest
-    q2, s2 = quantize_rows(w.astype(np.dtype("float32")))
+    q2, s2 = quantize_rows(w)
     assert (q2 == q).all() and (s2 == s).all()  # chunking does not change the result
+    wb = w.astype(np_dtype("bfloat16"))  # bf16 is widened by its bits: the same as through fp32
+    for a, b in zip(quantize_rows(wb, chunk=8), quantize_rows(wb.astype(np.float32))):
+        assert (a == b).all()
 
 
 def _model_graph(table_dtype: str = "bfloat16"):
