@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = """
 import json, sys
 from inference_pio import engine
@@ -16,15 +18,17 @@ print(json.dumps(out))
 """
 
 
-def test_load_and_generate_without_the_compiler(models):
-    art, ck = models.artifact("gqa5x1"), models.checkpoint("gqa5x1")
+@pytest.mark.parametrize("quantize", [None, "int8"])
+def test_load_and_generate_without_the_compiler(models, quantize):
+    """int8: the loader quantizes the checkpoint with numpy alone."""
+    art, ck = models.artifact("gqa5x1", quantize=quantize), models.checkpoint("gqa5x1")
     env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(art), str(ck.path)], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["relax"] is False
-    rt = models.runtime("gqa5x1")
+    rt = models.runtime("gqa5x1", quantize=quantize)
     assert out["gen"] == rt.generate([1, 2, 3], max_new_tokens=8)
     import numpy as np
 
