@@ -1,6 +1,6 @@
 """Per-kernel time of one decode (or prefill) step, timed through the VM's instrument hook.
 
-    python bench/profile_step.py /tmp/qwen3-0.6b --context 128 [--prefill 128]
+    python bench/profile_step.py /tmp/qwen3-0.6b --context 128 [--prefill 128] [--quantize int8]
 
 Compiles in-process (the hook needs the compiler-side VM); prints time per kernel, summed.
 """
@@ -22,9 +22,10 @@ def main() -> None:
     ap.add_argument("checkpoint")
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--prefill", type=int, default=0, help="profile a prefill of this many tokens instead")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="int8 weights (passes/quantize_weights.py)")
     a = ap.parse_args()
     md = frontends.huggingface.model_def(a.checkpoint)
-    art = engine.compile(md, "llvm", max_seq_len=a.context + max(a.prefill, 1) + 1)
+    art = engine.compile(md, "llvm", max_seq_len=a.context + max(a.prefill, 1) + 1, quantize=a.quantize)
     rt = engine.Runtime.__new__(engine.Runtime)  # reuse the runtime's weight loading and feeds
     path = art.save(f"/tmp/inference-pio-profile-{md.family}")
     rt.__init__(path, a.checkpoint)
