@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE))
 
 import gguf_convert  # noqa: E402
 import random_checkpoint  # noqa: E402
+from inference_pio.targets import cpu_info_flags  # noqa: E402
 
 GGUF_TYPE = {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}
 SHORT = {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "q8_0": "q8_0"}
@@ -121,15 +122,6 @@ def machine_info() -> dict[str, str]:
             "commit": head + (" (+ uncommitted changes)" if dirty.strip() else "")}
 
 
-def cpu_flags() -> set[str]:
-    """This CPU's flags (/proc/cpuinfo; empty elsewhere)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-
-
 def engine_runs(a: argparse.Namespace, ckpt: Path, ggufs: dict[str, Path]) -> list[tuple[str, str, dict]]:
     """(row label, engine, spec) for each engine subprocess to run."""
     vocab = random_checkpoint.PRESETS[a.preset]["vocab_size"]
@@ -139,7 +131,7 @@ def engine_runs(a: argparse.Namespace, ckpt: Path, ggufs: dict[str, Path]) -> li
     for engine in a.engines:
         if engine == "llama.cpp":
             for q, p in ggufs.items():
-                if q == "q8_0" and "amx_int8" in cpu_flags():
+                if q == "q8_0" and "amx_int8" in cpu_info_flags():
                     # llama.cpp's AMX int8 matmul (its extra buffer type for q8_0 on such CPUs) segfaults
                     # on prompts of more than one token here (llama.cpp issue 20824): run without the
                     # extra buffer types, i.e. without AMX and without the repacked q8_0 layout

@@ -100,10 +100,11 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
         if p.attr("quant"):  # `passes.quantize_weights`: int8 rows and their scales
             arr, scale = quantize_rows(arr)
             sp = scales[p.name]
-            sdst = out(sp) if out is not None else None
-            if sdst is not None:
-                sdst[...] = scale
-            arrays[sp.name] = scale if sdst is None else sdst
+            if out is not None:  # the scales' slot in the arena
+                slot = out(sp)
+                slot[...] = scale
+                scale = slot
+            arrays[sp.name] = scale
         else:
             arr = _convert(arr, p.dtype)
         dst = out(p) if out is not None else None

@@ -159,15 +159,11 @@ def quantize_rows(w: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndar
         q[r:r + chunk] = np.rint(part, out=part)
         scale[r:r + chunk] = s
 
-    starts = range(0, n, chunk)
-    if len(starts) > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(len(starts), os.cpu_count() or 1)) as pool:
-            list(pool.map(rows, starts))
-    else:
-        for r in starts:
-            rows(r)
+    starts = range(0, n, chunk)
+    with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
+        list(pool.map(rows, starts))
     return q, scale
 
 

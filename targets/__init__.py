@@ -46,17 +46,22 @@ class TargetDesc:
         return "cpu" if self.kind == "llvm" else "cuda"
 
 
-def host_cpu_flags() -> tuple[str, ...]:
-    """The SIMD_FLAGS this machine's CPU has (Linux /proc/cpuinfo; empty elsewhere)."""
+def cpu_info_flags() -> frozenset[str]:
+    """Every flag this machine's CPU reports (Linux /proc/cpuinfo; empty elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return tuple(fl for fl in SIMD_FLAGS if fl in have)
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return ()
+    return frozenset()
+
+
+def host_cpu_flags() -> tuple[str, ...]:
+    """The SIMD_FLAGS this machine's CPU has (empty where /proc/cpuinfo cannot be read)."""
+    have = cpu_info_flags()
+    return tuple(fl for fl in SIMD_FLAGS if fl in have)
 
 
 def host_cores() -> int:
