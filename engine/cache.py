@@ -74,7 +74,7 @@ def compile_cached(md: ModelDef, target: Any = "llvm", progress: Callable[[str],
     path = cache_dir() / artifact_key(md, target, options)
     if (path / mf.MANIFEST).is_file():
         return path
-    from .compiler import compile as compile_model
+    from . import compile as compile_model  # the public entry: a clear error where there is no compiler
 
     art = compile_model(md, target, progress=progress, **options)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")

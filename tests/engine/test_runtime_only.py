@@ -33,3 +33,16 @@ def test_load_and_generate_without_the_compiler(models, quantize):
     import numpy as np
 
     np.testing.assert_allclose(np.array(out["logits"]), rt.logits([1, 2, 3]), rtol=0, atol=1e-5)
+
+
+def test_compiling_without_the_compiler_is_a_clear_error(models, tmp_path):
+    """A cache miss in runtime-only mode names the problem instead of failing inside TVM."""
+    script = ("import sys\nfrom inference_pio import engine, frontends\n"
+              "md = frontends.huggingface.model_def(sys.argv[1])\n"
+              "try:\n    engine.compile(md, 'llvm')\n"
+              "except engine.ArtifactError as e:\n    print('ERR', e)\n")
+    env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1", "INFERENCE_PIO_CACHE": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", script, str(models.checkpoint("gqa5x1").path)], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "ERR compiling needs TVM's compiler" in r.stdout and "TVM_USE_RUNTIME_LIB=1" in r.stdout
