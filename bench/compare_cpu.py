@@ -2,6 +2,7 @@
 
     python bench/compare_cpu.py --preset qwen3-0.6b --dtype bfloat16
     python bench/compare_cpu.py --preset qwen3-0.6b --dtype float32 --q8
+    python bench/compare_cpu.py --preset qwen3-coder-30b-a3b --layers 4 --engines llama.cpp --q8
 
 All engines run the same random-weight checkpoint (random_checkpoint.py, real shapes), on
 --threads threads, each in its own subprocess (bench/peers.py) so peak RSS is per engine:
@@ -37,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -51,6 +54,7 @@ SHORT = {"bfloat16": "bf16", "float32": "f32", "float16": "f16", "q8_0": "q8_0"}
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="qwen3-0.6b", choices=sorted(random_checkpoint.PRESETS))
+    ap.add_argument("--layers", type=int, help="decoder layers of the checkpoint (default: the preset's)")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(GGUF_TYPE))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--prefill", type=int, nargs="+", default=[128, 1024], help="prompt lengths")
@@ -74,16 +78,23 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def model_name(a: argparse.Namespace) -> str:
+    """The preset, with the layer count when --layers cuts it ("qwen3-coder-30b-a3b-4l"): names the
+    cached checkpoint and GGUFs, logs and results, so different layer counts don't collide."""
+    full = random_checkpoint.PRESETS[a.preset]["num_hidden_layers"]
+    return a.preset if a.layers in (None, full) else f"{a.preset}-{a.layers}l"
+
+
 def prepare_weights(a: argparse.Namespace) -> tuple[Path, dict[str, Path]]:
     """The HF checkpoint, and the GGUFs llama.cpp runs (by weight type), all cached in workdir."""
-    ckpt = a.workdir / "ckpt" / f"{a.preset}-{a.dtype}"
+    ckpt = a.workdir / "ckpt" / f"{model_name(a)}-{a.dtype}"
     if not (ckpt / "model.safetensors").is_file():
         log(f"writing random checkpoint {ckpt}")
-        random_checkpoint.make(a.preset, ckpt, a.dtype)
+        random_checkpoint.make(a.preset, ckpt, a.dtype, layers=a.layers)
     ggufs: dict[str, Path] = {}
     if "llama.cpp" in a.engines:
         for qtype in [GGUF_TYPE[a.dtype]] + (["q8_0"] if a.q8 else []):
-            out = a.workdir / "gguf" / f"{a.preset}-{a.dtype}-{qtype}.gguf"
+            out = a.workdir / "gguf" / f"{model_name(a)}-{a.dtype}-{qtype}.gguf"
             if not out.is_file():
                 log(f"converting to {out}")
             ggufs[qtype] = gguf_convert.convert(ckpt, out, qtype, a.workdir)
@@ -177,6 +188,7 @@ def run_all(a: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()},
                            "machine": machine_info(), "rows": {}}
     res["weights_bytes"] = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
+    res["decode_bytes"] = decode_bytes(random_checkpoint.preset_config(a.preset, a.layers), res["weights_bytes"])
     log("measuring memory read bandwidth")
     bw = run_worker("bandwidth", {"threads": a.threads}, a.workdir / "logs" / "bandwidth.log", a.timeout)
     res["read_gbs"] = bw.get("read_gbs")
@@ -185,7 +197,7 @@ def run_all(a: argparse.Namespace) -> dict[str, Any]:
     for r in range(a.repeats):
         for label, engine, spec in runs:
             log(f"round {r + 1}/{a.repeats}: running {label}")
-            logfile = a.workdir / "logs" / f"{a.preset}-{label.replace(' ', '-')}-{r + 1}.log"
+            logfile = a.workdir / "logs" / f"{model_name(a)}-{label.replace(' ', '-')}-{r + 1}.log"
             rounds[label].append({"engine": engine, **run_worker(engine, spec, logfile, a.timeout)})
     res["rows"] = {label: merge_rounds(rs) for label, rs in rounds.items()}
     res["machine"]["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -205,15 +217,21 @@ def _fmt(v: float | None, digits: int = 2, suffix: str = "", width: int = 14) ->
     return f"{text:>{width}}"
 
 
+def _title(args: dict[str, Any]) -> str:
+    """The preset, and the layer count when --layers was given."""
+    return args["preset"] + (f" ({args['layers']} layers)" if args.get("layers") is not None else "")
+
+
 def format_table(res: dict[str, Any]) -> str:
     """One table: tok/s per engine row and peak RSS, then ours / peer ratios, then notes."""
     a, m, rows = res["args"], res["machine"], res["rows"]
-    cols = [("prefill", c) for c in a["prefill"]] + [("decode", c) for c in (min(a["decode"]), max(a["decode"]))]
+    decode = sorted({min(a["decode"]), max(a["decode"])})
+    cols = [("prefill", c) for c in a["prefill"]] + [("decode", c) for c in decode]
     ours = {label: r for label, r in rows.items() if r["engine"] == "ours"}
     short = {name: "ours" if len(ours) == 1 else name.replace(f" {SHORT[a['dtype']]}", "") for name in ours}
     width = max([26] + [len(f"{short[o]} / {label}") + 2 for o in ours for label in rows if label not in ours])
     head = f"{'engine':<{width}}" + "".join(f"{f'{k}@{c}':>14}" for k, c in cols) + f"{'peak RSS MiB':>14}"
-    lines = [f"{a['preset']} (random weights), {a['threads']} threads, {m['cpu']}, {m['date']}",
+    lines = [f"{_title(a)} (random weights), {a['threads']} threads, {m['cpu']}, {m['date']}",
              f"inference_pio {m['commit']}; load average {m['loadavg_start']} at start, {m['loadavg_end']} at end; "
              f"best of {a['repeats']} round(s); tok/s", "", head, "-" * len(head)]
     for label, row in rows.items():
@@ -230,13 +248,27 @@ def format_table(res: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + footer(res))
 
 
+def decode_bytes(c: dict[str, Any], weights_bytes: int) -> int:
+    """The weight bytes one decode step reads: all of them, less an untied embedding table (one
+    row is read) and the experts a token does not use (a MoE layer reads num_experts_per_tok
+    of num_experts)."""
+    shapes = random_checkpoint.checkpoint_shapes(c)
+    total = sum(int(np.prod(s)) for s in shapes.values())
+    experts = sum(int(np.prod(s)) for n, s in shapes.items() if ".mlp.experts." in n)
+    unused = experts * (1 - c.get("num_experts_per_tok", 1) / c.get("num_experts", 1))
+    if not c["tie_word_embeddings"]:
+        unused += int(np.prod(shapes["model.embed_tokens.weight"]))
+    return int(weights_bytes * (total - unused) / total)
+
+
 def footer(res: dict[str, Any]) -> list[str]:
     """Bandwidth and decode roofline, our compile time, failures."""
     out = []
-    bw, wb = res.get("read_gbs"), res["weights_bytes"]
+    bw, wb = res.get("read_gbs"), res.get("decode_bytes", res["weights_bytes"])
     if bw:
         out.append(f"memory read bandwidth {bw:.1f} GB/s (numpy max-reduce over 1 GiB, {res['args']['threads']} "
-                   f"threads): decode bound ~{bw * 1e9 / wb:.1f} tok/s for {wb / 1e9:.2f} GB of weights")
+                   f"threads): decode bound ~{bw * 1e9 / wb:.1f} tok/s for the {wb / 1e9:.2f} GB of weights "
+                   "a step reads")
     for label, row in res["rows"].items():
         compiles = [f"{r['compile_s']:.1f}s ({'cache hit' if r['cache_hit'] else 'first compile'})"
                     for r in row.get("rounds", []) if "compile_s" in r]
@@ -265,7 +297,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("context length (tokens in KV cache)")
     ax.set_ylabel("decode tok/s")
     m, a = res["machine"], res["args"]
-    ax.set_title(f"{a['preset']} decode, {a['threads']} threads, {m['cpu']}", fontsize=9)
+    ax.set_title(f"{_title(a)} decode, {a['threads']} threads, {m['cpu']}", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +308,7 @@ def main() -> None:
     a = parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     res = run_all(a)
-    out = a.workdir / f"results-{a.preset}-{a.dtype}.json"
+    out = a.workdir / f"results-{model_name(a)}-{a.dtype}.json"
     out.write_text(json.dumps(res, indent=2))
     print(format_table(res))
     plot(res, a.plot)

@@ -103,7 +103,7 @@ class Transformers:
 
         torch.set_num_threads(spec["threads"])
         self.torch = torch
-        self.model = transformers.Qwen3ForCausalLM.from_pretrained(
+        self.model = transformers.AutoModelForCausalLM.from_pretrained(
             spec["ckpt"], dtype=getattr(torch, spec["dtype"])).eval()
         self.past = None
         self.info = {"torch_version": torch.__version__, "transformers_version": transformers.__version__,

@@ -1,8 +1,11 @@
 """Write an HF-style checkpoint with random weights at real model shapes (no downloads).
 
     python bench/random_checkpoint.py qwen3-0.6b /tmp/qwen3-0.6b --dtype bfloat16
+    python bench/random_checkpoint.py qwen3-coder-30b-a3b /tmp/qwen3-moe-4l --layers 4
 
-Presets copy the published config.json fields of each model.
+Presets copy the published config.json fields of each model; a preset without
+"architectures" is a Qwen3ForCausalLM. --layers keeps the first N decoder layers (the
+config.json then says num_hidden_layers N), for models too large to write in full.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import argparse
 import json
 import struct
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,25 +24,72 @@ PRESETS = {
     "qwen3-4b": dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                      num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
                      max_position_embeddings=262144, rope_theta=5000000.0, rms_norm_eps=1e-6),
+    # Qwen3-Coder-30B-A3B-Instruct: 48 layers of 128 experts (8 active), 61 GB in bf16
+    "qwen3-coder-30b-a3b": dict(architectures=["Qwen3MoeForCausalLM"], vocab_size=151936, hidden_size=2048,
+                                intermediate_size=6144, moe_intermediate_size=768, num_hidden_layers=48,
+                                num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128,
+                                num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1,
+                                mlp_only_layers=[], tie_word_embeddings=False, max_position_embeddings=262144,
+                                rope_theta=10000000.0, rms_norm_eps=1e-6),
 }
 _ST_DTYPE = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
 
-def qwen3_shapes(c: dict) -> dict[str, tuple[int, ...]]:
-    h, d, hq, hkv, f = c["hidden_size"], c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"], \
-        c["intermediate_size"]
+def _gated_mlp(p: str, h: int, f: int) -> dict[str, tuple[int, ...]]:
+    """gate/up/down projections of the SiLU-gated MLP module ``p`` (hidden h, intermediate f)."""
+    return {f"{p}.gate_proj.weight": (f, h), f"{p}.up_proj.weight": (f, h), f"{p}.down_proj.weight": (h, f)}
+
+
+def _decoder_shapes(c: dict, mlp: Callable[[int, str], dict[str, tuple[int, ...]]]) -> dict[str, tuple[int, ...]]:
+    """A Qwen3-style decoder (norms, attention with q/k norms); ``mlp(i, prefix)`` gives layer i's MLP tensors."""
+    h, d, hq, hkv = c["hidden_size"], c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"]
     shapes = {"model.embed_tokens.weight": (c["vocab_size"], h), "model.norm.weight": (h,)}
     for i in range(c["num_hidden_layers"]):
         p = f"model.layers.{i}"
         shapes.update({f"{p}.input_layernorm.weight": (h,), f"{p}.post_attention_layernorm.weight": (h,),
                        f"{p}.self_attn.q_proj.weight": (hq * d, h), f"{p}.self_attn.k_proj.weight": (hkv * d, h),
                        f"{p}.self_attn.v_proj.weight": (hkv * d, h), f"{p}.self_attn.o_proj.weight": (h, hq * d),
-                       f"{p}.self_attn.q_norm.weight": (d,), f"{p}.self_attn.k_norm.weight": (d,),
-                       f"{p}.mlp.gate_proj.weight": (f, h), f"{p}.mlp.up_proj.weight": (f, h),
-                       f"{p}.mlp.down_proj.weight": (h, f)})
+                       f"{p}.self_attn.q_norm.weight": (d,), f"{p}.self_attn.k_norm.weight": (d,)})
+        shapes.update(mlp(i, p))
     if not c["tie_word_embeddings"]:
         shapes["lm_head.weight"] = (c["vocab_size"], h)
     return shapes
+
+
+def qwen3_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    return _decoder_shapes(c, lambda i, p: _gated_mlp(f"{p}.mlp", c["hidden_size"], c["intermediate_size"]))
+
+
+def qwen3_moe_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Qwen3MoeForCausalLM, per-expert tensors named as transformers' save_pretrained writes them. A layer
+    is sparse unless it is in mlp_only_layers or off the decoder_sparse_step (as Qwen3MoeDecoderLayer)."""
+    h, e, f = c["hidden_size"], c["num_experts"], c["moe_intermediate_size"]
+
+    def mlp(i: int, p: str) -> dict[str, tuple[int, ...]]:
+        if i in c["mlp_only_layers"] or not (e > 0 and (i + 1) % c["decoder_sparse_step"] == 0):
+            return _gated_mlp(f"{p}.mlp", h, c["intermediate_size"])
+        out = {f"{p}.mlp.gate.weight": (e, h)}
+        for j in range(e):
+            out.update(_gated_mlp(f"{p}.mlp.experts.{j}", h, f))
+        return out
+
+    return _decoder_shapes(c, mlp)
+
+
+# architecture -> (model_type, tensor shapes of a config)
+FAMILIES: dict[str, tuple[str, Callable[[dict], dict[str, tuple[int, ...]]]]] = {
+    "Qwen3ForCausalLM": ("qwen3", qwen3_shapes),
+    "Qwen3MoeForCausalLM": ("qwen3_moe", qwen3_moe_shapes),
+}
+
+
+def architecture(c: dict) -> str:
+    return c.get("architectures", ["Qwen3ForCausalLM"])[0]
+
+
+def checkpoint_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of a checkpoint of the preset ``c``, in file order."""
+    return FAMILIES[architecture(c)][1](c)
 
 
 def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str, seed: int = 0) -> None:
@@ -66,17 +117,25 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
 
 
 def hf_config(c: dict, dtype: str = "bfloat16") -> dict:
-    """The config.json of a Qwen3 checkpoint with the shapes and settings in ``c`` (a PRESETS entry)."""
-    return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_act": "silu", "dtype": dtype,
+    """The config.json of a checkpoint with the shapes and settings in ``c`` (a PRESETS entry)."""
+    arch = architecture(c)
+    return {"architectures": [arch], "model_type": FAMILIES[arch][0], "hidden_act": "silu", "dtype": dtype,
             "attention_bias": False, "use_sliding_window": False, **c}
 
 
-def make(preset: str, out: str | Path, dtype: str = "bfloat16", seed: int = 0) -> Path:
+def preset_config(preset: str, layers: int | None = None) -> dict:
+    """PRESETS[preset], with num_hidden_layers = ``layers`` when given."""
     c = PRESETS[preset]
+    return c if layers is None else {**c, "num_hidden_layers": layers}
+
+
+def make(preset: str, out: str | Path, dtype: str = "bfloat16", seed: int = 0, layers: int | None = None) -> Path:
+    """Write config.json and model.safetensors of ``preset`` (its first ``layers`` layers when given) to ``out``."""
+    c = preset_config(preset, layers)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(hf_config(c, dtype), indent=2))
-    write_safetensors(out / "model.safetensors", qwen3_shapes(c), dtype, seed)
+    write_safetensors(out / "model.safetensors", checkpoint_shapes(c), dtype, seed)
     return out
 
 
@@ -86,5 +145,6 @@ if __name__ == "__main__":
     ap.add_argument("out")
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(_ST_DTYPE))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, help="number of decoder layers (default: the preset's)")
     a = ap.parse_args()
-    print(make(a.preset, a.out, a.dtype, a.seed))
+    print(make(a.preset, a.out, a.dtype, a.seed, a.layers))

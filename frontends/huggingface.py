@@ -67,14 +67,21 @@ def _sources(p: Node) -> tuple[str, ...]:
 
 
 def param_source_shape(p: Node) -> tuple[int, ...]:
-    """The shape a param has before packing: what its checkpoint tensors concatenate to."""
+    """The shape a param has before packing: (N, K), or (E, N, K) for a stack of experts."""
     if p.attr("pack"):
-        return (p.attr("rows"), p.shape[1])
+        return (*p.shape[:-3], p.attr("rows"), p.shape[-2])
     return tuple(p.shape)
 
 
+def _concat_shape(p: Node) -> tuple[int, ...]:
+    """What ``p``'s checkpoint tensors concatenate to: its source shape, with a stack of E
+    experts (E, N, K) flattened to (E * N, K)."""
+    want = param_source_shape(p)
+    return (want[0] * want[1], want[2]) if p.attr("experts") else want
+
+
 def _part_shapes(p: Node, want: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The shape each source tensor of ``p`` must have."""
+    """The shape each source tensor of ``p`` must have (``want``: their concatenation's)."""
     srcs = _sources(p)
     if len(srcs) == 1:
         return [want]
@@ -97,6 +104,7 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
             continue  # written with its weight, below
         parts = [st.get(s) for s in _sources(p)]
         arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))
+        arr = arr.reshape(param_source_shape(p))  # a stack of experts: (E * N, K) -> (E, N, K)
         if p.attr("quant"):  # `passes.quantize_weights`: int8 rows and their scales
             arr, scale = quantize_rows(arr)
             sp = scales[p.name]
@@ -124,7 +132,7 @@ def _check_tensors(graph_params: list[Node], st: SafetensorsFiles, ckpt: str | P
     for p in graph_params:
         if p.attr("scale_of"):  # computed from its weight
             continue
-        srcs, want = _sources(p), param_source_shape(p)
+        srcs, want = _sources(p), _concat_shape(p)
         for s, part_shape in zip(srcs, _part_shapes(p, want)):
             if s not in st:
                 raise WeightError(f"checkpoint {ckpt} is missing tensor {s!r}"

@@ -103,8 +103,10 @@ def input_node(name: str, type: TensorType, *, shape_only: bool = False) -> Node
 
 
 def param_node(name: str, type: TensorType, **attrs: Any) -> Node:
-    """A named weight. A derived param (e.g. a fused qkv weight) carries ``concat=(names...)``
-    and ``axis``: the loader builds it by concatenating those source weights."""
+    """A named weight. A derived param (e.g. a fused qkv weight) carries ``concat=(names...)``,
+    their sizes ``splits`` and ``axis``: the loader builds it by concatenating those source
+    weights. With ``experts=E`` the concatenation (E * N, K) is viewed as a stack (E, N, K):
+    one matrix per expert of a mixture-of-experts block."""
     return Node("param", (), type, make_attrs(attrs), name=name)
 
 
@@ -192,13 +194,14 @@ class GraphBuilder:
         self._inputs.append(n)
         return n
 
-    def param(self, name: str, shape: tuple[Dim, ...], dtype: str) -> Node:
+    def param(self, name: str, shape: tuple[Dim, ...], dtype: str, **attrs: Any) -> Node:
+        """A weight; ``attrs`` as for `param_node` (e.g. the sources of a stacked weight)."""
         t = TensorType(tuple(shape), dtype)
         if name in self._params:
             if self._params[name].type != t:
                 raise ValueError(f"param {name!r} declared as {self._params[name].type} and {t}")
             return self._params[name]
-        self._params[name] = param_node(name, t)
+        self._params[name] = param_node(name, t, **attrs)
         return self._params[name]
 
     def __getattr__(self, op: str) -> Callable[..., Node]:

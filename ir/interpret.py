@@ -14,7 +14,8 @@ def _source(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
     if node.name in weights:
         return np.asarray(weights[node.name])
     if node.attr("concat"):
-        return np.concatenate([np.asarray(weights[s]) for s in node.attr("concat")], axis=node.attr("axis", 0))
+        arr = np.concatenate([np.asarray(weights[s]) for s in node.attr("concat")], axis=node.attr("axis", 0))
+        return arr.reshape(node.attr("experts"), -1, arr.shape[-1]) if node.attr("experts") else arr
     raise KeyError(f"no weight for param {node.name!r}")
 
 

@@ -122,7 +122,13 @@ def _cast_like(x: np.ndarray, dtype: str) -> np.ndarray:
 def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None) -> np.ndarray:
     """(N, K) -> (ceil(N / block), K, block): each block of ``block`` rows interleaved along K,
     zero-padded, so a kernel streams one contiguous panel per block of outputs. Writes into
-    ``out`` when given."""
+    ``out`` when given. A stack of matrices (E, N, K) (MoE experts) packs each one: (E, NB, K, B)."""
+    if w.ndim == 3:
+        if out is None:
+            out = np.empty((w.shape[0], -(-w.shape[1] // block), w.shape[2], block), dtype=w.dtype)
+        for e in range(w.shape[0]):
+            pack_rows(w[e], block, out[e])
+        return out
     n, k = w.shape
     nb = -(-n // block)
     if out is None:
@@ -136,6 +142,8 @@ def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None) -> np.nd
 
 
 def unpack_rows(wp: np.ndarray, n: int) -> np.ndarray:
+    if wp.ndim == 4:
+        return np.stack([unpack_rows(w, n) for w in wp])
     nb, k, block = wp.shape
     return wp.transpose(0, 2, 1).reshape(nb * block, k)[:n]
 
@@ -146,9 +154,13 @@ QMAX = 127  # int8 rows are symmetric: q in [-127, 127]
 
 def quantize_rows(w: np.ndarray, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """(N, K) float -> (q int8 (N, K), scale float32 (N,)) with w ~= scale[:, None] * q: each row
-    scaled so that its largest magnitude is QMAX, rounded to nearest (a zero row: scale 0).
+    scaled so that its largest magnitude is QMAX, rounded to nearest (a zero row: scale 0). A
+    stack of experts (E, N, K) gets scales (E, N).
     Works ``chunk`` rows at a time, on every core (numpy releases the GIL), so a large table
     needs no fp32 copy of itself and a model's weights quantize in seconds."""
+    if w.ndim == 3:  # a stack of experts: each row of each matrix
+        q, scale = quantize_rows(w.reshape(-1, w.shape[-1]), chunk)
+        return q.reshape(w.shape), scale.reshape(w.shape[:2])
     n, k = w.shape
     q, scale = np.empty((n, k), np.int8), np.empty(n, np.float32)
 
@@ -178,8 +190,8 @@ def _f32_copy(a: np.ndarray) -> np.ndarray:
 
 
 def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The fp32 weights an int8 (N, K) ``q`` with per-row ``scale`` (N,) stands for."""
-    return f32(q) * f32(scale)[:, None]
+    """The fp32 weights an int8 (N, K) ``q`` with per-row ``scale`` (N,) stands for (or a stack)."""
+    return f32(q) * f32(scale)[..., None]
 
 
 def _check_scale(w: TensorType, scale: TensorType, rows: Dim) -> None:
@@ -299,6 +311,103 @@ def _matmul_t(ts, a):
 @_matmul_t
 def matmul(x, y, out_dtype="float32"):
     return _cast_like(f32(x) @ f32(y), out_dtype)
+
+
+# **** mixture of experts ****
+# A sparse MLP block: a router linear scores E experts per token, `moe_gates` keeps the top_k
+# (their softmax weights, zero elsewhere), and `moe_experts` runs each token through just the
+# experts with a nonzero gate. Gates stay a dense (T, E) tensor: one value per node, readable
+# by any kernel, and E is small (128) next to the weights it selects.
+
+
+@_op("moe_gates", 1, "router logits (T, E) -> gates (T, E) f32: softmax over E, kept at the top_k largest logits "
+                     "(ties: the lower expert) and zero elsewhere; normalize=True rescales the kept ones to sum 1")
+def _moe_gates_t(ts, a):
+    (x,) = ts
+    _float(x)
+    _check(x.ndim == 2 and isinstance(x.shape[1], int), f"expects logits (T, E) with E static, got {x}")
+    k = a.get("top_k")
+    _check(isinstance(k, int) and 0 < k <= x.shape[1], f"top_k must be an int in [1, {x.shape[1]}], got {k!r}")
+    return x.with_dtype("float32")
+
+
+@_moe_gates_t
+def moe_gates(x, top_k, normalize=False):
+    z = f32(x)
+    p = softmax(z)
+    order = np.argsort(-z, axis=-1, kind="stable")[:, :top_k]  # stable: ties go to the lower expert
+    gates = np.zeros_like(p)
+    np.put_along_axis(gates, order, np.take_along_axis(p, order, axis=-1), axis=-1)
+    if normalize:
+        gates /= gates.sum(axis=-1, keepdims=True)
+    return gates
+
+
+def expert_operands(ops: Sequence[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """moe_experts' operands (x, gates, w_in, s_in, w_out, s_out), a scale None where its
+    weight is not quantized (an int8 stack is followed by its per-row scales (E, N))."""
+    x, g, w_in, *rest = ops
+    quantized = lambda w: str(getattr(w, "dtype", "")) in QUANT_DTYPES  # noqa: E731
+    s_in = rest.pop(0) if quantized(w_in) and rest else None
+    w_out = rest.pop(0) if rest else None
+    s_out = rest.pop(0) if w_out is not None and quantized(w_out) and rest else None
+    return x, g, w_in, s_in, w_out, s_out
+
+
+@_op("moe_experts", (4, 6), "x (T, H), gates (T, E), w_in (E, 2F, H), w_out (E, H, F) -> (T, H) f32: the sum "
+                            "over the experts e with gates[t, e] != 0 of gates[t, e] * w_out[e] @ (silu(g) * u), "
+                            "where [g; u] = w_in[e] @ x[t] (gate rows first). With pack=B the weights are packed "
+                            "per expert (see pack_rows): w_in (E, 2F/B, H, B), w_out (E, H/B, F, B), F in attr "
+                            "inter. An int8 w_in / w_out is followed by its per-row scales (E, 2F) / (E, H)")
+def _moe_experts_t(ts, a):
+    _check(len(ts) > 3, "moe_experts needs x, gates, w_in and w_out")
+    x, g, w_in, s_in, w_out, s_out = expert_operands(ts)
+    _check(w_out is not None and len(ts) == 4 + (s_in is not None) + (s_out is not None) and all(
+        (w.dtype in QUANT_DTYPES) == (s is not None) for w, s in ((w_in, s_in), (w_out, s_out))),
+        "each int8 expert stack needs its scale operand, right after it")
+    for w, s in ((w_in, s_in), (w_out, s_out)):
+        if s is not None:
+            _check(s.dtype == "float32" and s.ndim == 2 and s.shape[0] == w.shape[0],
+                   f"an {w.dtype} expert stack is read with per-row scales f32[E, N], got {s}")
+        else:
+            _float(w)
+    _float(x), _float(g)
+    _check(x.ndim == 2 and g.ndim == 2 and g.shape[0] == x.shape[0], f"expects x (T, H), gates (T, E); got {x}, {g}")
+    e, h = g.shape[1], x.shape[1]
+    blk = a.get("pack")
+    if blk:
+        f = a.get("inter")
+        _check(isinstance(f, int) and f > 0, "packed experts need attr inter (F)")
+        want_in, want_out = (e, -(-2 * f // blk), h, blk), (e, -(-h // blk), f, blk)
+    else:
+        _check(w_in.ndim == 3 and w_in.shape[1] % 2 == 0, f"w_in must be (E, 2F, H), got {w_in}")
+        f = w_in.shape[1] // 2
+        want_in, want_out = (e, 2 * f, h), (e, h, f)
+    _check(w_in.shape == want_in, f"w_in {w_in} must be {want_in}")
+    _check(w_out.shape == want_out, f"w_out {w_out} must be {want_out}")
+    for s, rows in ((s_in, 2 * f), (s_out, h)):
+        _check(s is None or s.shape == (e, rows), f"scales {s} must be f32[{e}, {rows}]")
+    return x.with_dtype("float32")
+
+
+@_moe_experts_t
+def moe_experts(*ops, pack=None, inter=None):
+    x, gates, w_in, s_in, w_out, s_out = expert_operands(ops)
+    if pack:
+        w_in, w_out = unpack_rows(w_in, 2 * inter), unpack_rows(w_out, x.shape[1])
+    if s_in is not None:
+        w_in = f32(w_in) * f32(s_in)[..., None]
+    if s_out is not None:
+        w_out = f32(w_out) * f32(s_out)[..., None]
+    x, gates, f = f32(x), f32(gates), w_in.shape[1] // 2
+    out = np.zeros(x.shape, np.float32)
+    for e in range(gates.shape[1]):
+        rows = np.nonzero(gates[:, e])[0]
+        if rows.size:
+            gu = x[rows] @ f32(w_in[e]).T
+            act = gu[:, :f] / (1 + np.exp(-gu[:, :f])) * gu[:, f:]
+            out[rows] += gates[rows, e, None] * (act @ f32(w_out[e]).T)
+    return out
 
 
 # **** normalization, elementwise ****

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..ir import Graph
-from . import qwen3
+from . import qwen3, qwen3_moe
 from .config import ConfigError
 
 ENTRY_POINT_GROUP = "inference_pio.model_families"
@@ -63,6 +63,9 @@ def register(spec: ModelSpec) -> None:
 
 register(ModelSpec("qwen3", ("Qwen3ForCausalLM",), qwen3.Qwen3Config.from_hf, qwen3.build,
                    ignored=_qwen3_ignored))
+# sparse kernels for the CPU only, so far
+register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConfig.from_hf, qwen3_moe.build,
+                   targets=("llvm",), ignored=_qwen3_ignored))
 
 _plugins_loaded = False
 

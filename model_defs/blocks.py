@@ -38,3 +38,18 @@ def gated_mlp(b: GraphBuilder, x: Node, prefix: str, hidden: int, inter: int, dt
     gate = linear(b, x, f"{prefix}.gate_proj", hidden, inter, dtype)
     up = linear(b, x, f"{prefix}.up_proj", hidden, inter, dtype)
     return linear(b, b.mul(b.silu(gate), up), f"{prefix}.down_proj", inter, hidden, dtype)
+
+
+def sparse_moe(b: GraphBuilder, x: Node, prefix: str, hidden: int, inter: int, experts: int, top_k: int,
+               normalize: bool, dtype: str) -> Node:
+    """A mixture of SwiGLU experts (Qwen3-MoE's ``mlp``): the router ``{prefix}.gate`` keeps
+    each token's top_k experts. The experts' weights are declared as two stacks built from the
+    checkpoint's per-expert tensors: w_in (E, 2F, H) of each expert's gate then up rows, and
+    w_out (E, H, F) of its down rows."""
+    gates = b.moe_gates(linear(b, x, f"{prefix}.gate", hidden, experts, dtype), top_k=top_k, normalize=normalize)
+    ex = [f"{prefix}.experts.{e}" for e in range(experts)]
+    w_in = b.param(f"{prefix}.experts.gate_up_proj", (experts, 2 * inter, hidden), dtype, experts=experts, axis=0,
+                   concat=tuple(f"{p}.{n}_proj.weight" for p in ex for n in ("gate", "up")), splits=(inter,) * 2 * experts)
+    w_out = b.param(f"{prefix}.experts.down_proj", (experts, hidden, inter), dtype, experts=experts, axis=0,
+                    concat=tuple(f"{p}.down_proj.weight" for p in ex), splits=(hidden,) * experts)
+    return b.moe_experts(x, gates, w_in, w_out)

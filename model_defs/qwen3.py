@@ -7,9 +7,9 @@ Hugging Face tensor names, so the weight map is the identity.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from ..ir import Graph, GraphBuilder
+from ..ir import Graph, GraphBuilder, Node
 from . import blocks
 from .config import ConfigError, pop_rope_theta, require
 
@@ -61,9 +61,19 @@ class Qwen3Config:
         return cls(**kw, dtype=dtype, extra=cfg)
 
 
-def build(cfg: Qwen3Config) -> Graph:
-    """ids (T,) -> logits (T, vocab), plain causal attention over the whole sequence."""
+MLP = Callable[[GraphBuilder, Node, int], Node]  # (builder, normed x, layer index) -> mlp(x)
+
+
+def dense_mlp(cfg: Qwen3Config) -> MLP:
+    return lambda b, x, i: blocks.gated_mlp(b, x, f"model.layers.{i}.mlp", cfg.hidden_size, cfg.intermediate_size,
+                                            cfg.dtype)
+
+
+def build(cfg: Qwen3Config, mlp: MLP | None = None, family: str = "qwen3") -> Graph:
+    """ids (T,) -> logits (T, vocab), plain causal attention over the whole sequence. ``mlp``
+    builds each layer's MLP (default: the dense SwiGLU; Qwen3-MoE passes its sparse block)."""
     c, dt = cfg, cfg.dtype
+    mlp = mlp or dense_mlp(cfg)
     hq, hkv, d, hidden = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.hidden_size
     b = GraphBuilder("forward")
     ids = b.input("ids", ("seq_len",), "int32")
@@ -84,9 +94,9 @@ def build(cfg: Qwen3Config) -> Graph:
         o = b.reshape(o, shape=("seq_len", hq * d))
         h = b.add(h, blocks.linear(b, o, f"{p}.self_attn.o_proj", hq * d, hidden, dt, bias=c.attention_bias))
         x = blocks.rms_norm(b, h, f"{p}.post_attention_layernorm", c.rms_norm_eps, dt)
-        h = b.add(h, blocks.gated_mlp(b, x, f"{p}.mlp", hidden, c.intermediate_size, dt))
+        h = b.add(h, mlp(b, x, i))
     h = blocks.rms_norm(b, h, "model.norm", c.rms_norm_eps, dt)
     head = embed if c.tie_word_embeddings else b.param("lm_head.weight", (c.vocab_size, hidden), dt)
     logits = b.linear(h, head)  # (T, vocab) float32
-    return b.build({"logits": logits}, family="qwen3", num_hidden_layers=c.num_hidden_layers,
+    return b.build({"logits": logits}, family=family, num_hidden_layers=c.num_hidden_layers,
                    vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings)

@@ -1,10 +1,12 @@
 """pack_weights: store linear weights in the layout CPU kernels stream best.
 
 Matches: every weight param read only by ``linear`` (as its weight) and ``embedding`` (as
-its table), e.g. projections and a tied embedding / lm_head.
-Produces: the same param (same name) with type (ceil(N/B), K, B) and attrs ``pack=B``,
-``rows=N`` (the loader packs it with `ir.ops.pack_rows`); ``linear`` becomes
-``linear_packed(..., n=N)`` and ``embedding`` gets ``pack=B``.
+its table), e.g. projections and a tied embedding / lm_head; and the expert stacks (E, N, K)
+of ``moe_experts``.
+Produces: the same param (same name) with type (ceil(N/B), K, B), or (E, ceil(N/B), K, B)
+per expert, and attrs ``pack=B``, ``rows=N`` (the loader packs it with `ir.ops.pack_rows`);
+``linear`` becomes ``linear_packed(..., n=N)``, ``embedding`` and ``moe_experts`` get
+``pack=B`` (and the experts' ``inter=F``).
 Ensures: numerics unchanged. Each block of B outputs reads one contiguous (K, B) panel: a
 GEMV streams memory linearly and a GEMM reuses the panel from cache across rows.
 """
@@ -14,6 +16,8 @@ from ..ir import Graph, Node, op_node, param_node, rewrite, users
 
 
 def _packable(p: Node, readers: list[Node]) -> bool:
+    if p.op == "param" and p.ndim == 3 and readers:  # an expert stack
+        return all(r.op == "moe_experts" and p in r.inputs[2:] and p not in r.inputs[:2] for r in readers)
     return p.op == "param" and p.ndim == 2 and all(
         (r.op == "linear" and r.inputs[1] is p and p not in r.inputs[2:]) or
         (r.op == "embedding" and r.inputs[0] is p) for r in readers)
@@ -24,8 +28,8 @@ def pack_weights(graph: Graph, block: int = 16) -> Graph:
     packed: dict[int, Node] = {}
     for p in graph.params():
         if _packable(p, readers.get(id(p), [])):
-            n, k = p.shape
-            packed[id(p)] = param_node(p.name, p.type.with_shape((-(-n // block), k, block)),
+            *lead, n, k = p.shape
+            packed[id(p)] = param_node(p.name, p.type.with_shape((*lead, -(-n // block), k, block)),
                                        **p.attr_dict, pack=block, rows=n)
 
     def fn(n: Node, old: Node) -> Node | None:
@@ -35,6 +39,8 @@ def pack_weights(graph: Graph, block: int = 16) -> Graph:
             return op_node("linear_packed", n.inputs, n=n.shape[-1], **n.attr_dict)
         if n.op == "embedding" and n.inputs[0].attr("pack"):
             return op_node("embedding", n.inputs, pack=n.inputs[0].attr("pack"), **n.attr_dict)
+        if n.op == "moe_experts" and n.inputs[2].attr("pack") and not n.attr("pack"):
+            return op_node("moe_experts", n.inputs, pack=block, inter=old.inputs[2].shape[1] // 2)
         return None
 
     return rewrite(graph, fn)

@@ -1,10 +1,11 @@
 """quantize_weights: store the packed weights as int8 rows with one fp32 scale each.
 
 Matches: every packed weight param (`pack_weights` ran first) read only by ``linear_packed``
-(as its weight) and ``embedding`` (as its table): the projections, the LM head and the
-embedding table, i.e. nearly all of a model's bytes.
+(as its weight), ``embedding`` (as its table) or ``moe_experts`` (an expert stack): the
+projections, the LM head, the embedding table and the experts, i.e. nearly all of a model's bytes.
 Produces: the same param (same name, same packed layout) with dtype int8 and attr
-``quant="int8"``, plus a param ``<name>.scale`` (N,) fp32 with attr ``scale_of=<name>``; the
+``quant="int8"``, plus a param ``<name>.scale`` (N,) fp32 ((E, N) for a stack of E experts)
+with attr ``scale_of=<name>``; the
 loader fills both from the checkpoint's weight with `ir.ops.quantize_rows` (symmetric, per
 output row: scale = max |w| / 127). Each reader gets the scale as the operand right after the
 weight (the IR's rule for int8 weights, `ir.ops`).
@@ -21,7 +22,8 @@ from ..ir.ops import QUANT_DTYPES
 def _quantizable(p: Node, readers: list[Node]) -> bool:
     return bool(p.attr("pack")) and bool(readers) and all(
         (r.op == "linear_packed" and r.inputs[1] is p and p not in r.inputs[2:]) or
-        (r.op == "embedding" and r.inputs[0] is p) for r in readers)
+        (r.op == "embedding" and r.inputs[0] is p) or
+        (r.op == "moe_experts" and p in r.inputs[2:] and p not in r.inputs[:2]) for r in readers)
 
 
 def quantize_weights(graph: Graph, dtype: str = "int8") -> Graph:
@@ -32,7 +34,8 @@ def quantize_weights(graph: Graph, dtype: str = "int8") -> Graph:
     for p in graph.params():
         if _quantizable(p, readers.get(id(p), [])):
             q = param_node(p.name, p.type.with_dtype(dtype), **p.attr_dict, quant=dtype)
-            scale = param_node(f"{p.name}.scale", TensorType((p.attr("rows"),), "float32"), scale_of=p.name)
+            rows = (*p.shape[:-3], p.attr("rows"))  # (N,), or (E, N) for an expert stack
+            scale = param_node(f"{p.name}.scale", TensorType(rows, "float32"), scale_of=p.name)
             quantized[id(p)] = (q, scale)
 
     def fn(n: Node, old: Node) -> Node | None:
@@ -45,6 +48,11 @@ def quantize_weights(graph: Graph, dtype: str = "int8") -> Graph:
                 if n.op == "linear_packed":
                     return op_node(n.op, [n.inputs[0], q, scale, *n.inputs[2:]], **n.attr_dict)
                 return op_node(n.op, [q, n.inputs[1], scale], **n.attr_dict)
+        if n.op == "moe_experts" and any(id(w) in quantized for w in old.inputs[2:]):
+            ops = list(n.inputs[:2])
+            for w, cur in zip(old.inputs[2:], n.inputs[2:]):  # each int8 stack followed by its scales
+                ops.extend(quantized[id(w)] if id(w) in quantized else [cur])
+            return op_node(n.op, ops, **n.attr_dict)
         return None
 
     return rewrite(graph, fn)

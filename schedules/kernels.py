@@ -266,6 +266,48 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
                                         scale), name="epilogue")
 
 
+def moe_gates(logits: te.Tensor, top_k: int, normalize: bool = False) -> te.Tensor:
+    """Softmax over the E experts, kept where the logit ranks among the top_k ("rank": how many
+    experts beat it, a tie going to the lower index), then rescaled if ``normalize``."""
+    e = logits.shape[1]
+    j1, j2, j3, j4 = (te.reduce_axis((0, e), f"j{i}") for i in range(1, 5))
+    z = lambda i, j: _f32(logits, i, j)  # noqa: E731
+    mx = te.compute(logits.shape[:1], lambda i: te.max(z(i, j1), axis=j1), name="max")
+    den = te.compute(logits.shape[:1], lambda i: te.sum(tirx.exp(z(i, j2) - mx[i]), axis=j2), name="sum")
+    beats = lambda i, j, other: tirx.Or(z(i, other) > z(i, j), tirx.And(z(i, other) == z(i, j), other < j))  # noqa: E731
+    rank = te.compute(logits.shape, lambda i, j: te.sum(beats(i, j, j3).astype("int32"), axis=j3), name="rank")
+    kept = te.compute(logits.shape, lambda i, j: tirx.if_then_else(
+        rank[i, j] < top_k, tirx.exp(z(i, j) - mx[i]) / den[i], tirx.const(0.0, F32)), name="kept")
+    if not normalize:
+        return kept
+    tot = te.compute(logits.shape[:1], lambda i: te.sum(kept[i, j4], axis=j4), name="kept_sum")
+    return te.compute(logits.shape, lambda i, j: kept[i, j] / tot[i], name="gates")
+
+
+def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = None) -> te.Tensor:
+    """The experts' SwiGLU MLPs, written densely (every expert for every token, weighted by its
+    gate, mostly 0): the meaning, for any target; `schedules.cpu.moe` replaces it with a kernel
+    that runs only the experts a token was routed to. Operands as `ir.ops.expert_operands`."""
+    from ..ir.ops import expert_operands
+
+    x, gates, w_in, s_in, w_out, s_out = expert_operands(ops)
+    t, h = x.shape
+    e = gates.shape[1]
+    f = inter if pack else w_in.shape[1] // 2
+
+    def w(buf, scale, ex, r, c):  # row r, column c of expert ex's matrix, packed or not, int8 or not
+        v = _f32(buf, ex, r // pack, c, r % pack) if pack else _f32(buf, ex, r, c)
+        return v if scale is None else v * scale[ex, r]
+
+    k, ke, kr = te.reduce_axis((0, h), "k"), te.reduce_axis((0, e), "ke"), te.reduce_axis((0, f), "kr")
+    gu = te.compute((t, e, 2 * f), lambda i, ex, r: te.sum(_f32(x, i, k) * w(w_in, s_in, ex, r, k), axis=k),
+                    name="expert_in")
+    act = te.compute((t, e, f), lambda i, ex, r: gu[i, ex, r] * tirx.sigmoid(gu[i, ex, r]) * gu[i, ex, f + r],
+                     name="expert_act")
+    return te.compute((t, h), lambda i, c: te.sum(
+        _f32(gates, i, ke) * act[i, ke, kr] * w(w_out, s_out, ke, c, kr), axis=[ke, kr]), name="expert_out")
+
+
 def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:
     """Batched (..., M, K) @ (..., K, N); any number of batch dims (including none)."""
     k = te.reduce_axis((0, a.shape[-1]), "k")
@@ -694,5 +736,6 @@ KERNELS: dict[str, Callable[..., te.Tensor]] = {
     "mul": mul, "silu": silu, "sigmoid": sigmoid, "scale": scale, "cast": cast, "swiglu": swiglu,
     "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
     "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "norm_rotary": norm_rotary, "attention": attention,
-    "cache_attention": cache_attention, "sample_token": sample_token,
+    "cache_attention": cache_attention, "sample_token": sample_token, "moe_gates": moe_gates,
+    "moe_experts": moe_experts,
 }

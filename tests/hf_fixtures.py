@@ -1,4 +1,4 @@
-"""Tiny random Hugging Face Qwen3 checkpoints and reference logits from transformers.
+"""Tiny random Hugging Face Qwen3 / Qwen3-MoE checkpoints and reference logits from transformers.
 
 Checkpoints are made the way a user's would be: ``Qwen3ForCausalLM(Qwen3Config(...))`` then
 ``save_pretrained``. Sizes are deliberately odd (hidden 40/56, 5 heads sharing 1 kv head,
@@ -40,13 +40,46 @@ QWEN3_CONFIGS: dict[str, dict[str, Any]] = {
                     num_attention_heads=4, num_key_value_heads=2, head_dim=64, tie_word_embeddings=False),
 }
 
-SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4, "wide256": 5}
+# Qwen3-MoE (Qwen3MoeForCausalLM): name -> Qwen3MoeConfig kwargs
+QWEN3_MOE_CONFIGS: dict[str, dict[str, Any]] = {
+    # 6 experts, top 2, unnormalized gates; layer 1 dense (mlp_only_layers); odd expert width 23
+    "moe_odd": dict(vocab_size=97, hidden_size=40, intermediate_size=37, moe_intermediate_size=23,
+                    num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=1, head_dim=6,
+                    num_experts=6, num_experts_per_tok=2, norm_topk_prob=False, mlp_only_layers=[1],
+                    tie_word_embeddings=False),
+    # 9 experts, top 3, normalized gates; every second layer sparse (decoder_sparse_step); tied, biases
+    "moe_norm": dict(vocab_size=131, hidden_size=56, intermediate_size=64, moe_intermediate_size=30,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=14,
+                     num_experts=9, num_experts_per_tok=3, norm_topk_prob=True, decoder_sparse_step=2,
+                     tie_word_embeddings=True, attention_bias=True),
+    # stored in bf16; expert widths a multiple of the packing block
+    "moe_bf16": dict(vocab_size=97, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=False),
+}
+
+SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4, "wide256": 5,
+         "moe_odd": 6, "moe_norm": 7, "moe_bf16": 8}
 
 
 def hf_config(name: str, **overrides: Any):
+    if name in QWEN3_MOE_CONFIGS:
+        from transformers import Qwen3MoeConfig
+
+        cfg = Qwen3MoeConfig(**{**QWEN3_MOE_CONFIGS[name], **overrides})
+        # transformers' default (grouped_mm) needs 16-byte-aligned strides, which odd widths lack
+        cfg._experts_implementation = "eager"
+        return cfg
     from transformers import Qwen3Config
 
     return Qwen3Config(**{**QWEN3_CONFIGS[name], **overrides})
+
+
+def model_class(cfg):
+    """The transformers class for a config made by `hf_config`."""
+    from transformers import Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    return Qwen3MoeForCausalLM if isinstance(cfg, Qwen3MoeConfig) else Qwen3ForCausalLM
 
 
 def randomize(model, seed: int) -> None:
@@ -62,8 +95,8 @@ def randomize(model, seed: int) -> None:
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
             elif p.ndim == 2 and "embed_tokens" in name:
                 p.copy_(torch.randn(p.shape, generator=g))
-            else:  # linear weight (out, in)
-                p.copy_(torch.randn(p.shape, generator=g) * (1.5 / math.sqrt(p.shape[1])))
+            else:  # linear weight (out, in), or a stack of experts' (E, out, in)
+                p.copy_(torch.randn(p.shape, generator=g) * (1.5 / math.sqrt(p.shape[-1])))
 
 
 @dataclass
@@ -78,14 +111,13 @@ class Checkpoint:
 
 def make_checkpoint(path: Path, name: str, seed: int | None = None, dtype: str = "float32",
                     max_shard_size: str | None = None, **overrides: Any) -> Checkpoint:
-    """Save a random Qwen3 checkpoint for config ``name`` at ``path``."""
+    """Save a random Qwen3 (or Qwen3-MoE) checkpoint for config ``name`` at ``path``."""
     import torch
-    from transformers import Qwen3ForCausalLM
 
     seed = SEEDS[name] if seed is None else seed
     torch.manual_seed(seed)
     cfg = hf_config(name, **overrides)
-    model = Qwen3ForCausalLM(cfg).eval()
+    model = model_class(cfg)(cfg).eval()
     randomize(model, seed)
     if cfg.tie_word_embeddings:
         assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
@@ -105,9 +137,11 @@ def load_reference(path: Path, dtype: str):
     which ``from_pretrained`` keeps in float32.
     """
     import torch
-    from transformers import Qwen3ForCausalLM
+    from transformers import AutoConfig
 
-    return Qwen3ForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).eval()
+    cls = model_class(AutoConfig.from_pretrained(str(path)))
+    kw = {"experts_implementation": "eager"} if cls.__name__.startswith("Qwen3Moe") else {}  # see hf_config
+    return cls.from_pretrained(str(path), dtype=getattr(torch, dtype), **kw).eval()
 
 
 def hf_logits(model, ids) -> np.ndarray:
@@ -134,9 +168,9 @@ def rounded_reference(model, dtype: str):
 
 
 def dequantized_reference(model):
-    """A float32 copy of ``model`` whose matrices (projections, embedding, LM head) hold what
-    int8 rows with per-row scales stand for (`ir.ops.quantize_rows`): what an engine compiled
-    with quantize="int8" should reproduce."""
+    """A float32 copy of ``model`` whose matrices (projections, embedding, LM head, stacks of
+    experts) hold what int8 rows with per-row scales stand for (`ir.ops.quantize_rows`): what an
+    engine compiled with quantize="int8" should reproduce."""
     import copy
 
     import torch
@@ -146,7 +180,7 @@ def dequantized_reference(model):
     m = copy.deepcopy(model).float()
     with torch.no_grad():
         for prm in m.parameters():
-            if prm.ndim == 2:
+            if prm.ndim in (2, 3):
                 prm.copy_(torch.from_numpy(dequantize_rows(*quantize_rows(prm.numpy()))))
     return m
 

@@ -356,7 +356,7 @@ def w_weights(job: dict, res: Result) -> None:
         res.update(path=str(out), cached=True, bytes=(out / "model.safetensors").stat().st_size)
         return
     shutil.rmtree(out, ignore_errors=True)
-    need = 2 * sum(_prod(s) for s in rc.qwen3_shapes(job["preset_config"]).values())
+    need = 2 * sum(_prod(s) for s in rc.checkpoint_shapes(job["preset_config"]).values())
     free = shutil.disk_usage(out.parent if out.parent.exists() else "/tmp").free
     if free < need * 1.1:
         raise RuntimeError(f"need {need / 2**30:.1f} GiB for weights, {free / 2**30:.1f} GiB free")

@@ -7,6 +7,7 @@ from .flash_amx import amx_flash_attention
 from .flash_attention import flash_attention
 from .generic import parallel_outer
 from .linear import linear_packed_rows, linear_rows
+from .moe import sparse_experts
 from .norm import rms_norm_rows
 from .swiglu import swiglu_rows
 
@@ -14,6 +15,7 @@ register("llvm", "linear", linear_rows)
 register("llvm", "linear_packed", amx_linear)  # T > 1, bf16 weights, on CPUs with AMX
 register("llvm", "linear_packed", linear_packed_rows)
 register("llvm", "rms_norm", rms_norm_rows)
+register("llvm", "moe_experts", sparse_experts)
 register("llvm", "swiglu", swiglu_rows)
 register("llvm", "norm_rotary", rms_norm_rows)
 register("llvm", "attention", amx_flash_attention)  # T > 1, bf16 k and v, on CPUs with AMX

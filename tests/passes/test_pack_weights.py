@@ -41,3 +41,21 @@ def test_weight_read_by_other_ops_stays_unpacked():
     g = b.build({"y": b.linear(x, w), "z": b.add(w, w)})
     g2 = pack_weights(g, block=4)
     assert op_counts(g2) == op_counts(g)
+
+
+def test_expert_stacks_packed_per_expert():
+    b = GraphBuilder("g")
+    x = b.input("x", ("T", 6), "float32")
+    gates = b.moe_gates(b.linear(x, b.param("router", (4, 6), "float32")), top_k=2)
+    w_in, w_out = b.param("w_in", (4, 10, 6), "float32"), b.param("w_out", (4, 6, 5), "float32")
+    g = b.build({"y": b.moe_experts(x, gates, w_in, w_out)})
+    g2 = pack_weights(g, block=4)
+    p = {x.name: x for x in g2.params()}
+    assert p["w_in"].shape == (4, 3, 6, 4) and (p["w_in"].attr("pack"), p["w_in"].attr("rows")) == (4, 10)
+    assert p["w_out"].shape == (4, 2, 5, 4) and p["w_out"].attr("rows") == 6
+    moe = next(n for n in g2.nodes() if n.op == "moe_experts")
+    assert (moe.attr("pack"), moe.attr("inter")) == (4, 5)
+    w = np.arange(4 * 10 * 6, dtype=np.float32).reshape(4, 10, 6)
+    assert (unpack_rows(pack_rows(w, 4), 10) == w).all()
+    rng = np.random.default_rng(0)
+    assert_same_numerics(g, g2, {"x": rng.standard_normal((5, 6)).astype(np.float32)}, random_weights(g, rng))

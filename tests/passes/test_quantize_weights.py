@@ -89,3 +89,26 @@ def test_int8_weight_needs_its_scale():
         op_node("linear", [x, w8, param_node("s", TensorType((3,), "float32"))])  # one per row: 4
     y = op_node("linear", [x, w8, param_node("s", TensorType((4,), "float32"))])
     assert y.type == TensorType(("T", 4), "float32")
+
+
+def _experts_graph():
+    b = GraphBuilder("g")
+    x = b.input("x", ("T", 6), "float32")
+    gates = b.moe_gates(b.linear(x, b.param("router", (4, 6), "float32")), top_k=2)
+    w_in, w_out = b.param("w_in", (4, 10, 6), "float32"), b.param("w_out", (4, 6, 5), "float32")
+    return b.build({"y": b.moe_experts(x, gates, w_in, w_out)})
+
+
+def test_expert_stacks_get_per_expert_row_scales():
+    q = quantize_weights(pack_weights(_experts_graph(), block=4))
+    p = {x.name: x for x in q.params()}
+    assert p["w_in"].dtype == "int8" and p["w_in.scale"].type == TensorType((4, 10), "float32")
+    assert p["w_out.scale"].shape == (4, 6) and p["router.scale"].shape == (4,)
+    moe = next(n for n in q.ops() if n.op == "moe_experts")
+    assert [i.name for i in moe.inputs[2:]] == ["w_in", "w_in.scale", "w_out", "w_out.scale"]
+    rng = np.random.default_rng(0)
+    weights = random_weights(_experts_graph(), rng)
+    deq = {k: dequantize_rows(*quantize_rows(v)) for k, v in weights.items()}
+    feeds = {"x": rng.standard_normal((5, 6)).astype(np.float32)}
+    ref = interpret(_experts_graph(), feeds, deq)["y"]
+    np.testing.assert_allclose(interpret(q, feeds, weights)["y"], ref, rtol=0, atol=1e-5 * np.abs(ref).max())

@@ -1,0 +1,92 @@
+"""The MoE kernels on CPU against the ops' numpy references: the router's top-k gates (TE,
+ties included) and the routed experts kernel (`schedules.cpu.moe`) over packed weights, for
+decode (T = 1, static) and prompts of several lengths, fp32, bf16 and int8 weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tvm import tirx
+
+from inference_pio.engine.lower import lower
+from inference_pio.ir import GraphBuilder
+from kernel_harness import check, rand
+
+
+def gates_graph(e: int, k: int, normalize: bool, t="T"):
+    b = GraphBuilder("g")
+    z = b.input("z", (t, e), "float32")
+    return b.build({"gates": b.moe_gates(z, top_k=k, normalize=normalize)})
+
+
+@pytest.mark.parametrize("e,k,normalize", [(6, 2, False), (9, 3, True), (128, 8, True), (5, 5, False)])
+def test_moe_gates(rng, e, k, normalize):
+    g = gates_graph(e, k, normalize)
+    for t in (1, 4, 33):
+        ours, _ = check(g, {"z": rand(rng, (t, e))})
+        assert ((ours["gates"] > 0).sum(axis=1) == k).all()
+
+
+def test_moe_gates_ties_go_to_the_lower_expert(rng):
+    z = rng.integers(-2, 3, size=(17, 8)).astype(np.float32)  # many equal logits
+    ours, ref = check(gates_graph(8, 3, True), {"z": z})
+    assert ((ours["gates"] > 0) == (ref["gates"] > 0)).all()
+
+
+def experts_graph(t, h, f, e, k, dtype, block=16):
+    """x, router logits -> moe_experts over packed weights (as pack_weights leaves them; int8:
+    with their scales, as quantize_weights does)."""
+    b = GraphBuilder("moe")
+    x, z = b.input("x", (t, h), "float32"), b.input("z", (t, e), "float32")
+    stacks = []
+    for name, nb, k_len, rows in (("w_in", -(-2 * f // block), h, 2 * f), ("w_out", -(-h // block), f, h)):
+        quant = {"quant": "int8"} if dtype == "int8" else {}
+        stacks.append(b.param(name, (e, nb, k_len, block), dtype, pack=block, rows=rows, **quant))
+        if quant:
+            stacks.append(b.param(f"{name}.scale", (e, rows), "float32", scale_of=name))
+    gates = b.moe_gates(z, top_k=k, normalize=True)
+    return b.build({"y": b.moe_experts(x, gates, *stacks, pack=block, inter=f)})
+
+
+@pytest.mark.parametrize("h,f,e,k,dtype", [(40, 23, 6, 2, "float32"), (64, 32, 8, 2, "bfloat16"),
+                                           (33, 17, 5, 5, "float32"), (48, 40, 16, 3, "bfloat16"),
+                                           (40, 23, 6, 2, "int8"), (64, 32, 8, 3, "int8")])
+def test_routed_experts(rng, h, f, e, k, dtype):
+    src = "float32" if dtype == "int8" else dtype  # int8 stacks quantize fp32 sources (param_values)
+    weights = {"w_in": rand(rng, (e, 2 * f, h), src, h ** -0.5), "w_out": rand(rng, (e, h, f), src, f ** -0.5)}
+    g = experts_graph("T", h, f, e, k, dtype)
+    for t in (1, 2, 7, 30):  # 30 tokens over few experts: several ROWS tiles per expert, one short
+        check(g, {"x": rand(rng, (t, h)), "z": rand(rng, (t, e))}, weights)
+    check(experts_graph(1, h, f, e, k, dtype), {"x": rand(rng, (1, h)), "z": rand(rng, (1, e))}, weights)
+
+
+def gated_graph(h, f, e, blk=16):
+    """moe_experts with the gates as an input."""
+    b = GraphBuilder("moe")
+    x, gates = b.input("x", ("T", h), "float32"), b.input("g", ("T", e), "float32")
+    w_in = b.param("w_in", (e, -(-2 * f // blk), h, blk), "float32", pack=blk, rows=2 * f)
+    w_out = b.param("w_out", (e, -(-h // blk), f, blk), "float32", pack=blk, rows=h)
+    return b.build({"y": b.moe_experts(x, gates, w_in, w_out, pack=blk, inter=f)})
+
+
+@pytest.mark.parametrize("graph", [lambda: gated_graph(40, 23, 6),
+                                   lambda: experts_graph("T", 40, 23, 6, 2, "int8")])
+def test_routed_kernel_replaces_the_dense_one(graph):
+    from inference_pio.schedules import schedule_func
+    from inference_pio.targets import resolve
+
+    mod = lower({"moe": graph()})
+    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)
+                and str(f.attrs["op_kind"]) == "moe_experts")
+    assert "expert_in" in func.script()  # the dense TE statement of the op
+    routed = schedule_func(func, resolve("llvm")).script()
+    assert "expert_in" not in routed and "T.parallel" in routed
+
+
+def test_a_token_with_no_expert_gets_zero(rng):
+    """Gates are data: a row of zeros (no expert) adds nothing."""
+    h, f, e = 24, 9, 4
+    weights = {"w_in": rand(rng, (e, 2 * f, h)), "w_out": rand(rng, (e, h, f))}
+    gv = np.zeros((5, e), np.float32)
+    gv[1, 2], gv[3, [0, 3]] = 0.7, (0.25, 0.75)
+    ours, _ = check(gated_graph(h, f, e), {"x": rand(rng, (5, h)), "g": gv}, weights)
+    assert (ours["y"][[0, 2, 4]] == 0).all() and (ours["y"][[1, 3]] != 0).any()
