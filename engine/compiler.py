@@ -44,11 +44,12 @@ class Artifact:
 
 
 def cast_params(graph: Graph, dtype: str) -> Graph:
-    """Store every float param as ``dtype`` (kernels widen to fp32 as they read)."""
+    """Store every float param as ``dtype`` (kernels widen to fp32 as they read), but those the
+    model keeps in their own dtype (``keep_dtype``, e.g. GLM's fp32 router)."""
     from ..ir import param_node, rewrite
 
     def fn(n, _old):
-        if n.op == "param" and n.dtype != dtype:
+        if n.op == "param" and n.dtype != dtype and not n.attr("keep_dtype"):
             return param_node(n.name, n.type.with_dtype(dtype), **n.attr_dict)
         return None
 

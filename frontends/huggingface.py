@@ -147,7 +147,8 @@ def _check_tensors(graph_params: list[Node], st: SafetensorsFiles, ckpt: str | P
             total = sum(st.tensors[s].shape[axis] for s in srcs)
             if total != want[axis]:
                 raise WeightError(f"tensors {list(srcs)} concatenate to {total} rows but {p.name!r} expects {want}")
-    unexpected = sorted(set(st.tensors) - used - set(ignored))
+    prefixes = tuple(i for i in ignored if i.endswith("."))  # "model.layers.92.": a whole module
+    unexpected = sorted(t for t in set(st.tensors) - used - set(ignored) if not t.startswith(prefixes))
     if unexpected:
         more = f" (and {len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
         raise WeightError(f"checkpoint {ckpt} has tensors the model does not use: {unexpected[:5]}{more}")

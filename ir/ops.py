@@ -320,27 +320,58 @@ def matmul(x, y, out_dtype="float32"):
 # by any kernel, and E is small (128) next to the weights it selects.
 
 
-@_op("moe_gates", 1, "router logits (T, E) -> gates (T, E) f32: softmax over E, kept at the top_k largest logits "
-                     "(ties: the lower expert) and zero elsewhere; normalize=True rescales the kept ones to sum 1")
+GATE_SCORINGS = ("softmax", "sigmoid")
+
+
+@_op("moe_gates", (1, 2), "router logits (T, E) [, bias (E)] -> gates (T, E) f32, zero but at each token's top_k "
+     "experts. scoring='softmax' (Qwen3-MoE): the softmax over E, kept at the top_k logits. scoring='sigmoid' "
+     "(GLM-4.5): sigmoid(logits), chosen by sigmoid + bias, among the topk_group of n_group expert groups whose "
+     "two best choice scores sum highest. Ties go to the lower index. normalize=True rescales the kept weights "
+     "to sum 1; then all are multiplied by attr scale")
 def _moe_gates_t(ts, a):
-    (x,) = ts
+    x = ts[0]
     _float(x)
     _check(x.ndim == 2 and isinstance(x.shape[1], int), f"expects logits (T, E) with E static, got {x}")
-    k = a.get("top_k")
-    _check(isinstance(k, int) and 0 < k <= x.shape[1], f"top_k must be an int in [1, {x.shape[1]}], got {k!r}")
+    e, k = x.shape[1], a.get("top_k")
+    _check(isinstance(k, int) and 0 < k <= e, f"top_k must be an int in [1, {e}], got {k!r}")
+    scoring = a.get("scoring", "softmax")
+    _check(scoring in GATE_SCORINGS, f"scoring must be one of {GATE_SCORINGS}, got {scoring!r}")
+    if len(ts) == 2:
+        _check(scoring == "sigmoid" and ts[1].shape == (e,) and ts[1].dtype == "float32",
+               f"a choice bias is f32[{e}] and needs scoring='sigmoid', got {ts[1]}")
+    groups, kept = a.get("n_group", 1), a.get("topk_group", 1)
+    _check(groups == 1 or (isinstance(groups, int) and groups > 0 and e % groups == 0 and e // groups >= 2),
+           f"n_group={groups!r} must divide {e} experts into groups of at least 2")
+    _check(isinstance(kept, int) and 0 < kept <= groups and k <= kept * (e // groups),
+           f"topk_group={kept!r} groups of {e // groups} cannot hold top_k={k}")
+    _check(groups == 1 or scoring == "sigmoid", "expert groups need scoring='sigmoid'")
     return x.with_dtype("float32")
 
 
+def _top(score: np.ndarray, k: int) -> np.ndarray:
+    """A mask of the k largest entries of each row (ties: the lower index)."""
+    order = np.argsort(-score, axis=-1, kind="stable")[..., :k]
+    mask = np.zeros(score.shape, bool)
+    np.put_along_axis(mask, order, True, axis=-1)
+    return mask
+
+
 @_moe_gates_t
-def moe_gates(x, top_k, normalize=False):
+def moe_gates(x, *bias, top_k, normalize=False, scoring="softmax", n_group=1, topk_group=1, scale=1.0):
     z = f32(x)
-    p = softmax(z)
-    order = np.argsort(-z, axis=-1, kind="stable")[:, :top_k]  # stable: ties go to the lower expert
-    gates = np.zeros_like(p)
-    np.put_along_axis(gates, order, np.take_along_axis(p, order, axis=-1), axis=-1)
+    if scoring == "softmax":
+        weight, choice = softmax(z), z
+    else:
+        weight = 1 / (1 + np.exp(-z))
+        choice = weight + (f32(bias[0]) if bias else 0)
+    if n_group > 1:  # keep the experts of the topk_group groups whose two best choices sum highest
+        grouped = choice.reshape(len(z), n_group, -1)
+        best2 = np.where(_top(grouped, 2), grouped, 0).sum(-1)
+        choice = np.where(np.repeat(_top(best2, topk_group), grouped.shape[-1], axis=-1), choice, -np.inf)
+    gates = np.where(_top(choice, top_k), weight, 0).astype(np.float32)
     if normalize:
-        gates /= gates.sum(axis=-1, keepdims=True)
-    return gates
+        gates /= gates.sum(axis=-1, keepdims=True) + (np.float32(1e-20) if scoring == "sigmoid" else 0)
+    return gates * np.float32(scale)
 
 
 def expert_operands(ops: Sequence[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..ir import Graph
-from . import qwen3, qwen3_moe
+from . import glm4_moe, qwen3, qwen3_moe
 from .config import ConfigError
 
 ENTRY_POINT_GROUP = "inference_pio.model_families"
@@ -27,7 +27,8 @@ class ModelSpec:
     targets: tuple[str, ...] = ("llvm", "cuda")
     dtypes: tuple[str, ...] = ("float32", "bfloat16", "float16")
     version: str = "1"
-    # HF tensors a checkpoint may carry that the graph does not read, per config
+    # HF tensors a checkpoint may carry that the graph does not read, per config: names, or
+    # prefixes ending in "." (a whole module, e.g. a multi-token-prediction layer)
     ignored: Callable[[Any], tuple[str, ...]] = field(default=lambda cfg: ())
 
 
@@ -66,6 +67,8 @@ register(ModelSpec("qwen3", ("Qwen3ForCausalLM",), qwen3.Qwen3Config.from_hf, qw
 # sparse kernels for the CPU only, so far
 register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConfig.from_hf, qwen3_moe.build,
                    targets=("llvm",), ignored=_qwen3_ignored))
+register(ModelSpec("glm4_moe", ("Glm4MoeForCausalLM",), glm4_moe.Glm4MoeConfig.from_hf, glm4_moe.build,
+                   targets=("llvm",), ignored=glm4_moe.ignored))
 
 _plugins_loaded = False
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from ..ir import GraphBuilder, Node
 
 
-def linear(b: GraphBuilder, x: Node, name: str, n_in: int, n_out: int, dtype: str, bias: bool = False) -> Node:
-    """x (..., n_in) -> (..., n_out) with weight ``{name}.weight`` (n_out, n_in)."""
-    w = b.param(f"{name}.weight", (n_out, n_in), dtype)
+def linear(b: GraphBuilder, x: Node, name: str, n_in: int, n_out: int, dtype: str, bias: bool = False,
+           **attrs) -> Node:
+    """x (..., n_in) -> (..., n_out) with weight ``{name}.weight`` (n_out, n_in) (``attrs`` on it)."""
+    w = b.param(f"{name}.weight", (n_out, n_in), dtype, **attrs)
     if bias:
         return b.linear(x, w, b.param(f"{name}.bias", (n_out,), dtype), bias=True)
     return b.linear(x, w)
@@ -40,16 +41,24 @@ def gated_mlp(b: GraphBuilder, x: Node, prefix: str, hidden: int, inter: int, dt
     return linear(b, b.mul(b.silu(gate), up), f"{prefix}.down_proj", inter, hidden, dtype)
 
 
+def expert_stacks(b: GraphBuilder, prefix: str, hidden: int, inter: int, experts: int, dtype: str) -> tuple[Node, Node]:
+    """The SwiGLU experts ``{prefix}.{e}`` as two weights, stacks built from the checkpoint's
+    per-expert tensors: w_in (E, 2F, H) of each expert's gate then up rows, and w_out (E, H, F)
+    of its down rows."""
+    ex = [f"{prefix}.{e}" for e in range(experts)]
+    w_in = b.param(f"{prefix}.gate_up_proj", (experts, 2 * inter, hidden), dtype, experts=experts, axis=0,
+                   concat=tuple(f"{p}.{n}_proj.weight" for p in ex for n in ("gate", "up")), splits=(inter,) * 2 * experts)
+    w_out = b.param(f"{prefix}.down_proj", (experts, hidden, inter), dtype, experts=experts, axis=0,
+                    concat=tuple(f"{p}.down_proj.weight" for p in ex), splits=(hidden,) * experts)
+    return w_in, w_out
+
+
 def sparse_moe(b: GraphBuilder, x: Node, prefix: str, hidden: int, inter: int, experts: int, top_k: int,
                normalize: bool, dtype: str) -> Node:
     """A mixture of SwiGLU experts (Qwen3-MoE's ``mlp``): the router ``{prefix}.gate`` keeps
-    each token's top_k experts. The experts' weights are declared as two stacks built from the
-    checkpoint's per-expert tensors: w_in (E, 2F, H) of each expert's gate then up rows, and
-    w_out (E, H, F) of its down rows."""
-    gates = b.moe_gates(linear(b, x, f"{prefix}.gate", hidden, experts, dtype), top_k=top_k, normalize=normalize)
-    ex = [f"{prefix}.experts.{e}" for e in range(experts)]
-    w_in = b.param(f"{prefix}.experts.gate_up_proj", (experts, 2 * inter, hidden), dtype, experts=experts, axis=0,
-                   concat=tuple(f"{p}.{n}_proj.weight" for p in ex for n in ("gate", "up")), splits=(inter,) * 2 * experts)
-    w_out = b.param(f"{prefix}.experts.down_proj", (experts, hidden, inter), dtype, experts=experts, axis=0,
-                    concat=tuple(f"{p}.down_proj.weight" for p in ex), splits=(hidden,) * experts)
-    return b.moe_experts(x, gates, w_in, w_out)
+    each token's top_k experts by softmax (`expert_stacks` for the experts' weights). The router
+    keeps its dtype (``keep_dtype``: never cast or quantized), since its small errors would
+    change which experts run."""
+    router = linear(b, x, f"{prefix}.gate", hidden, experts, dtype, keep_dtype=True)
+    gates = b.moe_gates(router, top_k=top_k, normalize=normalize)
+    return b.moe_experts(x, gates, *expert_stacks(b, f"{prefix}.experts", hidden, inter, experts, dtype))

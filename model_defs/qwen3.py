@@ -41,24 +41,33 @@ class Qwen3Config:
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any], dtype: str) -> Qwen3Config:
-        cfg = dict(cfg)
-        if cfg.get("use_sliding_window"):
-            raise ConfigError("use_sliding_window=true is not supported for qwen3")
-        if cfg.get("hidden_act", "silu") != "silu":
-            raise ConfigError(f"hidden_act={cfg['hidden_act']!r} is not supported for qwen3 (expected 'silu')")
-        try:
-            kw = {k: cfg.pop(k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                                          "num_attention_heads")}
-        except KeyError as e:
-            raise ConfigError(f"config.json lacks required field {e.args[0]!r}") from None
-        kw["num_key_value_heads"] = cfg.pop("num_key_value_heads", None) or kw["num_attention_heads"]
-        kw["head_dim"] = cfg.pop("head_dim", None) or kw["hidden_size"] // kw["num_attention_heads"]
-        kw["rope_theta"] = pop_rope_theta(cfg, default=1e6)
-        for k in ("rms_norm_eps", "tie_word_embeddings", "attention_bias", "max_position_embeddings"):
-            if cfg.get(k) is not None:
-                kw[k] = cfg.pop(k)
-        kw["rms_norm_eps"] = float(kw.get("rms_norm_eps", 1e-6))
-        return cls(**kw, dtype=dtype, extra=cfg)
+        kw, rest = parse_decoder(cfg)
+        if rest.get("partial_rotary_factor") not in (None, 1, 1.0):
+            raise ConfigError(f"partial_rotary_factor={rest['partial_rotary_factor']!r} is not supported for qwen3")
+        return cls(**kw, dtype=dtype, extra=rest)
+
+
+def parse_decoder(cfg: dict[str, Any], rope_theta: float = 1e6) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `Qwen3Config` fields of an HF config.json dict (checked), and the fields left over:
+    the common part of every family built on this decoder (``rope_theta``: the family's default)."""
+    cfg = dict(cfg)
+    if cfg.get("use_sliding_window"):
+        raise ConfigError("use_sliding_window=true is not supported")
+    if cfg.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"hidden_act={cfg['hidden_act']!r} is not supported (expected 'silu')")
+    try:
+        kw = {k: cfg.pop(k) for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                      "num_attention_heads")}
+    except KeyError as e:
+        raise ConfigError(f"config.json lacks required field {e.args[0]!r}") from None
+    kw["num_key_value_heads"] = cfg.pop("num_key_value_heads", None) or kw["num_attention_heads"]
+    kw["head_dim"] = cfg.pop("head_dim", None) or kw["hidden_size"] // kw["num_attention_heads"]
+    kw["rope_theta"] = pop_rope_theta(cfg, default=rope_theta)
+    for k in ("rms_norm_eps", "tie_word_embeddings", "attention_bias", "max_position_embeddings"):
+        if cfg.get(k) is not None:
+            kw[k] = cfg.pop(k)
+    kw["rms_norm_eps"] = float(kw.get("rms_norm_eps", 1e-6))
+    return kw, cfg
 
 
 MLP = Callable[[GraphBuilder, Node, int], Node]  # (builder, normed x, layer index) -> mlp(x)
@@ -69,11 +78,16 @@ def dense_mlp(cfg: Qwen3Config) -> MLP:
                                             cfg.dtype)
 
 
-def build(cfg: Qwen3Config, mlp: MLP | None = None, family: str = "qwen3") -> Graph:
+def build(cfg: Qwen3Config, mlp: MLP | None = None, family: str = "qwen3", qk_norm: bool = True,
+          o_bias: bool | None = None, rotary_dim: int | None = None) -> Graph:
     """ids (T,) -> logits (T, vocab), plain causal attention over the whole sequence. ``mlp``
-    builds each layer's MLP (default: the dense SwiGLU; Qwen3-MoE passes its sparse block)."""
+    builds each layer's MLP (default: the dense SwiGLU; Qwen3-MoE passes its sparse block).
+    Other families of this decoder say whether q and k are normalized per head (``qk_norm``),
+    whether o_proj has a bias (default: attention_bias) and how many dims of a head rotate."""
     c, dt = cfg, cfg.dtype
     mlp = mlp or dense_mlp(cfg)
+    o_bias = c.attention_bias if o_bias is None else o_bias
+    rotary_dim = rotary_dim or c.head_dim
     hq, hkv, d, hidden = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.hidden_size
     b = GraphBuilder("forward")
     ids = b.input("ids", ("seq_len",), "int32")
@@ -86,13 +100,15 @@ def build(cfg: Qwen3Config, mlp: MLP | None = None, family: str = "qwen3") -> Gr
         for name, n in (("q", hq), ("k", hkv), ("v", hkv)):
             y = blocks.linear(b, x, f"{p}.self_attn.{name}_proj", hidden, n * d, dt, bias=c.attention_bias)
             heads[name] = b.reshape(y, shape=("seq_len", n, d))  # (T, n, d)
-        q = blocks.rms_norm(b, heads["q"], f"{p}.self_attn.q_norm", c.rms_norm_eps, dt)
-        k = blocks.rms_norm(b, heads["k"], f"{p}.self_attn.k_norm", c.rms_norm_eps, dt)
-        q = b.positional(q, theta=float(c.rope_theta), rotary_dim=d)
-        k = b.positional(k, theta=float(c.rope_theta), rotary_dim=d)
+        q, k = heads["q"], heads["k"]
+        if qk_norm:
+            q = blocks.rms_norm(b, q, f"{p}.self_attn.q_norm", c.rms_norm_eps, dt)
+            k = blocks.rms_norm(b, k, f"{p}.self_attn.k_norm", c.rms_norm_eps, dt)
+        q = b.positional(q, theta=float(c.rope_theta), rotary_dim=rotary_dim)
+        k = b.positional(k, theta=float(c.rope_theta), rotary_dim=rotary_dim)
         o = blocks.plain_attention(b, q, k, heads["v"], scale=float(d) ** -0.5)  # (T, hq, d)
         o = b.reshape(o, shape=("seq_len", hq * d))
-        h = b.add(h, blocks.linear(b, o, f"{p}.self_attn.o_proj", hq * d, hidden, dt, bias=c.attention_bias))
+        h = b.add(h, blocks.linear(b, o, f"{p}.self_attn.o_proj", hq * d, hidden, dt, bias=o_bias))
         x = blocks.rms_norm(b, h, f"{p}.post_attention_layernorm", c.rms_norm_eps, dt)
         h = b.add(h, mlp(b, x, i))
     h = blocks.rms_norm(b, h, "model.norm", c.rms_norm_eps, dt)

@@ -39,7 +39,7 @@ class Qwen3MoeConfig(qwen3.Qwen3Config):
     def from_hf(cls, cfg: dict[str, Any], dtype: str) -> Qwen3MoeConfig:
         base = qwen3.Qwen3Config.from_hf(cfg, dtype)
         rest = dict(base.extra)
-        kw = {k: v for k, v in asdict(base).items() if k != "extra"}
+        kw = {k: v for k, v in asdict(base).items() if k != "extra"}  # checked, with their defaults
         experts = rest.pop("num_experts", None) or rest.pop("num_local_experts", None)  # transformers 5 writes the latter
         rest.pop("num_local_experts", None)
         if experts is None:

@@ -1,7 +1,7 @@
 """fuse_projections: merge linears that read the same input into one wide linear.
 
 Matches: two or more ``linear(x, w_i)`` (same x, no residual, same bias flag, plain weight
-params of one dtype), e.g. q/k/v or gate/up projections.
+params of one dtype, none marked ``keep_dtype``), e.g. q/k/v or gate/up projections.
 Produces: ``linear(x, w_fused)`` followed by one `slice` per original output. The fused
 param is named after its parts (``...self_attn.q+k+v_proj.weight``) and records its
 sources (``concat``) and their row counts (``splits``) so the loader builds it from the
@@ -34,7 +34,8 @@ def _fused_param(params: list[Node]) -> Node:
 def _fusable(n: Node) -> bool:
     if n.op != "linear" or n.attr("residual"):
         return False
-    return all(p.op == "param" and not p.attr("concat") for p in n.inputs[1:])
+    # a weight that keeps its dtype (a router) stays apart: the fused weight would not
+    return all(p.op == "param" and not p.attr("concat") and not p.attr("keep_dtype") for p in n.inputs[1:])
 
 
 def fuse_projections(graph: Graph) -> Graph:

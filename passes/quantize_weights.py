@@ -20,7 +20,8 @@ from ..ir.ops import QUANT_DTYPES
 
 
 def _quantizable(p: Node, readers: list[Node]) -> bool:
-    return bool(p.attr("pack")) and bool(readers) and all(
+    # a weight the model keeps in its own dtype (``keep_dtype``: GLM's fp32 router) stays
+    return bool(p.attr("pack")) and not p.attr("keep_dtype") and bool(readers) and all(
         (r.op == "linear_packed" and r.inputs[1] is p and p not in r.inputs[2:]) or
         (r.op == "embedding" and r.inputs[0] is p) or
         (r.op == "moe_experts" and p in r.inputs[2:] and p not in r.inputs[:2]) for r in readers)

@@ -266,22 +266,55 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
                                         scale), name="epilogue")
 
 
-def moe_gates(logits: te.Tensor, top_k: int, normalize: bool = False) -> te.Tensor:
-    """Softmax over the E experts, kept where the logit ranks among the top_k ("rank": how many
-    experts beat it, a tie going to the lower index), then rescaled if ``normalize``."""
-    e = logits.shape[1]
-    j1, j2, j3, j4 = (te.reduce_axis((0, e), f"j{i}") for i in range(1, 5))
+def moe_gates(logits: te.Tensor, *bias: te.Tensor, top_k: int, normalize: bool = False, scoring: str = "softmax",
+              n_group: int = 1, topk_group: int = 1, scale: float = 1.0) -> te.Tensor:
+    """Per token: the weights (softmax, or sigmoid), the choice scores (the logits, or sigmoid +
+    bias), each expert's rank among the choices ("rank": how many beat it, a tie going to the
+    lower index; with expert groups, only the kept groups' experts compete), then the kept
+    weights, normalized and scaled."""
+    t, e = logits.shape
+    js = [te.reduce_axis((0, e), f"j{i}") for i in range(4)]
     z = lambda i, j: _f32(logits, i, j)  # noqa: E731
-    mx = te.compute(logits.shape[:1], lambda i: te.max(z(i, j1), axis=j1), name="max")
-    den = te.compute(logits.shape[:1], lambda i: te.sum(tirx.exp(z(i, j2) - mx[i]), axis=j2), name="sum")
-    beats = lambda i, j, other: tirx.Or(z(i, other) > z(i, j), tirx.And(z(i, other) == z(i, j), other < j))  # noqa: E731
-    rank = te.compute(logits.shape, lambda i, j: te.sum(beats(i, j, j3).astype("int32"), axis=j3), name="rank")
-    kept = te.compute(logits.shape, lambda i, j: tirx.if_then_else(
-        rank[i, j] < top_k, tirx.exp(z(i, j) - mx[i]) / den[i], tirx.const(0.0, F32)), name="kept")
-    if not normalize:
+    if scoring == "softmax":
+        mx = te.compute((t,), lambda i: te.max(z(i, js[0]), axis=js[0]), name="max")
+        den = te.compute((t,), lambda i: te.sum(tirx.exp(z(i, js[1]) - mx[i]), axis=js[1]), name="sum")
+        weight = lambda i, j: tirx.exp(z(i, j) - mx[i]) / den[i]  # noqa: E731
+        choice = z
+    else:
+        weight = lambda i, j: tirx.sigmoid(z(i, j))  # noqa: E731
+        choice = (lambda i, j: weight(i, j) + bias[0][j]) if bias else weight
+    eligible = None
+    if n_group > 1:  # the topk_group groups whose two best choices sum highest
+        size = e // n_group
+        ks = te.reduce_axis((0, size), "ks")
+        in_group = lambda i, j: choice(i, (j // size) * size + ks)  # noqa: E731
+        top2 = te.compute((t, e), lambda i, j: te.sum(tirx.Cast("int32", tirx.Or(  # rank within its group
+            in_group(i, j) > choice(i, j), tirx.And(in_group(i, j) == choice(i, j), (j // size) * size + ks < j))),
+            axis=ks), name="group_rank")
+        gscore = te.compute((t, n_group), lambda i, g: te.sum(tirx.if_then_else(
+            top2[i, g * size + ks] < 2, choice(i, g * size + ks), tirx.const(0.0, F32)), axis=ks), name="group_score")
+        kg = te.reduce_axis((0, n_group), "kg")
+        gbeats = lambda i, g: tirx.Or(gscore[i, kg] > gscore[i, g], tirx.And(gscore[i, kg] == gscore[i, g], kg < g))  # noqa: E731
+        grank = te.compute((t, n_group), lambda i, g: te.sum(gbeats(i, g).astype("int32"), axis=kg),
+                           name="group_rank_of")
+        eligible = lambda i, j: grank[i, j // size] < topk_group  # noqa: E731
+    other = js[2]
+
+    def beats(i, j):
+        b = tirx.Or(choice(i, other) > choice(i, j), tirx.And(choice(i, other) == choice(i, j), other < j))
+        return b if eligible is None else tirx.And(eligible(i, other), b)
+
+    rank = te.compute((t, e), lambda i, j: te.sum(beats(i, j).astype("int32"), axis=other), name="rank")
+    chosen = (lambda i, j: rank[i, j] < top_k) if eligible is None else \
+        (lambda i, j: tirx.And(eligible(i, j), rank[i, j] < top_k))  # noqa: E731
+    kept = te.compute((t, e), lambda i, j: tirx.if_then_else(chosen(i, j), weight(i, j), tirx.const(0.0, F32)),
+                      name="kept")
+    if not normalize and scale == 1.0:
         return kept
-    tot = te.compute(logits.shape[:1], lambda i: te.sum(kept[i, j4], axis=j4), name="kept_sum")
-    return te.compute(logits.shape, lambda i, j: kept[i, j] / tot[i], name="gates")
+    eps = tirx.const(1e-20 if scoring == "sigmoid" else 0.0, F32)
+    tot = te.compute((t,), lambda i: te.sum(kept[i, js[3]], axis=js[3]), name="kept_sum") if normalize else None
+    return te.compute((t, e), lambda i, j: (kept[i, j] / (tot[i] + eps) if normalize else kept[i, j])
+                      * tirx.const(scale, F32), name="gates")
 
 
 def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = None) -> te.Tensor:

@@ -1,4 +1,4 @@
-"""Tiny random Hugging Face Qwen3 / Qwen3-MoE checkpoints and reference logits from transformers.
+"""Tiny random Hugging Face Qwen3 / Qwen3-MoE / GLM-4.5-MoE checkpoints and reference logits from transformers.
 
 Checkpoints are made the way a user's would be: ``Qwen3ForCausalLM(Qwen3Config(...))`` then
 ``save_pretrained``. Sizes are deliberately odd (hidden 40/56, 5 heads sharing 1 kv head,
@@ -58,11 +58,40 @@ QWEN3_MOE_CONFIGS: dict[str, dict[str, Any]] = {
                      num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, tie_word_embeddings=False),
 }
 
+# GLM-4.5 MoE (Glm4MoeForCausalLM): name -> Glm4MoeConfig kwargs
+GLM4_MOE_CONFIGS: dict[str, dict[str, Any]] = {
+    # 8 experts in 2 groups (1 kept), top 2, a shared expert, layer 0 dense, qk-norm, half the head
+    # rotated, routed scale 2.5, q/k/v biases
+    "glm_groups": dict(vocab_size=97, hidden_size=40, intermediate_size=37, moe_intermediate_size=23,
+                       num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=1, head_dim=8,
+                       n_routed_experts=8, num_experts_per_tok=2, n_group=2, topk_group=1, n_shared_experts=1,
+                       first_k_dense_replace=1, use_qk_norm=True, partial_rotary_factor=0.5,
+                       routed_scaling_factor=2.5, attention_bias=True, tie_word_embeddings=False),
+    # no groups, top 3 of 6 unnormalized, two shared experts' width, every layer sparse, no qk-norm, tied
+    "glm_plain": dict(vocab_size=131, hidden_size=48, intermediate_size=64, moe_intermediate_size=20,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                      n_routed_experts=6, num_experts_per_tok=3, n_group=1, topk_group=1, n_shared_experts=2,
+                      first_k_dense_replace=0, use_qk_norm=False, partial_rotary_factor=0.5, norm_topk_prob=False,
+                      tie_word_embeddings=True),
+    # stored in bf16 (the router stays fp32); 4 groups, 2 kept
+    "glm_bf16": dict(vocab_size=97, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                     num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                     n_routed_experts=8, num_experts_per_tok=2, n_group=4, topk_group=2, n_shared_experts=1,
+                     first_k_dense_replace=1, use_qk_norm=True, partial_rotary_factor=0.5,
+                     routed_scaling_factor=1.5, tie_word_embeddings=False),
+}
+
 SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4, "wide256": 5,
-         "moe_odd": 6, "moe_norm": 7, "moe_bf16": 8}
+         "moe_odd": 6, "moe_norm": 7, "moe_bf16": 8, "glm_groups": 9, "glm_plain": 10, "glm_bf16": 11}
 
 
 def hf_config(name: str, **overrides: Any):
+    if name in GLM4_MOE_CONFIGS:
+        from transformers import Glm4MoeConfig
+
+        cfg = Glm4MoeConfig(**{**GLM4_MOE_CONFIGS[name], **overrides})
+        cfg._experts_implementation = "eager"  # see below
+        return cfg
     if name in QWEN3_MOE_CONFIGS:
         from transformers import Qwen3MoeConfig
 
@@ -77,8 +106,11 @@ def hf_config(name: str, **overrides: Any):
 
 def model_class(cfg):
     """The transformers class for a config made by `hf_config`."""
-    from transformers import Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
+    from transformers import (Glm4MoeConfig, Glm4MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeConfig,
+                              Qwen3MoeForCausalLM)
 
+    if isinstance(cfg, Glm4MoeConfig):
+        return Glm4MoeForCausalLM
     return Qwen3MoeForCausalLM if isinstance(cfg, Qwen3MoeConfig) else Qwen3ForCausalLM
 
 
@@ -97,6 +129,9 @@ def randomize(model, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g))
             else:  # linear weight (out, in), or a stack of experts' (E, out, in)
                 p.copy_(torch.randn(p.shape, generator=g) * (1.5 / math.sqrt(p.shape[-1])))
+        for name, buf in model.named_buffers():
+            if name.endswith("e_score_correction_bias"):  # GLM's router bias: a saved buffer
+                buf.copy_(0.3 * torch.randn(buf.shape, generator=g))
 
 
 @dataclass
@@ -140,7 +175,7 @@ def load_reference(path: Path, dtype: str):
     from transformers import AutoConfig
 
     cls = model_class(AutoConfig.from_pretrained(str(path)))
-    kw = {"experts_implementation": "eager"} if cls.__name__.startswith("Qwen3Moe") else {}  # see hf_config
+    kw = {"experts_implementation": "eager"} if "Moe" in cls.__name__ else {}  # see hf_config
     return cls.from_pretrained(str(path), dtype=getattr(torch, dtype), **kw).eval()
 
 
@@ -169,8 +204,8 @@ def rounded_reference(model, dtype: str):
 
 def dequantized_reference(model):
     """A float32 copy of ``model`` whose matrices (projections, embedding, LM head, stacks of
-    experts) hold what int8 rows with per-row scales stand for (`ir.ops.quantize_rows`): what an
-    engine compiled with quantize="int8" should reproduce."""
+    experts; not the MoE routers) hold what int8 rows with per-row scales stand for
+    (`ir.ops.quantize_rows`): what an engine compiled with quantize="int8" should reproduce."""
     import copy
 
     import torch
@@ -179,8 +214,8 @@ def dequantized_reference(model):
 
     m = copy.deepcopy(model).float()
     with torch.no_grad():
-        for prm in m.parameters():
-            if prm.ndim in (2, 3):
+        for name, prm in m.named_parameters():
+            if prm.ndim in (2, 3) and not name.endswith("mlp.gate.weight"):
                 prm.copy_(torch.from_numpy(dequantize_rows(*quantize_rows(prm.numpy()))))
     return m
 

@@ -1,6 +1,8 @@
-"""Qwen3-MoE (Qwen3MoeForCausalLM) end to end against transformers, through the public API:
-tiny random checkpoints with odd widths, dense and sparse layers, normalized and plain gates,
-fp32 and bf16, several seeds; logits of whole prompts and KV-cached greedy decoding."""
+"""Mixture-of-experts families end to end against transformers, through the public API:
+Qwen3-MoE (Qwen3MoeForCausalLM) and GLM-4.5 MoE (Glm4MoeForCausalLM: sigmoid routing in expert
+groups, shared experts, partial rotary). Tiny random checkpoints with odd widths, dense and
+sparse layers, normalized and plain gates, fp32, bf16 and int8, several seeds; logits of whole
+prompts and KV-cached greedy decoding."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +13,10 @@ from hf_fixtures import dequantized_reference, hf_logits, rel_err, rounded_refer
 FP32_TOL = 1e-4
 
 
-@pytest.mark.parametrize("name", ["moe_odd", "moe_norm"])
+FP32 = ["moe_odd", "moe_norm", "glm_groups", "glm_plain"]
+
+
+@pytest.mark.parametrize("name", FP32)
 @pytest.mark.parametrize("n", [1, 6, 23])
 def test_fp32_logits_match_transformers(models, name, n):
     rt, ck = models.runtime(name), models.checkpoint(name)
@@ -21,14 +26,14 @@ def test_fp32_logits_match_transformers(models, name, n):
     assert rel_err(ours, hf_logits(ck.model, ids)) <= FP32_TOL
 
 
-@pytest.mark.parametrize("seed", [30, 31])
-def test_other_seeds_on_one_artifact(models, seed):
-    rt, ck = models.runtime("moe_odd", seed=seed), models.checkpoint("moe_odd", seed=seed)
+@pytest.mark.parametrize("name,seed", [("moe_odd", 30), ("moe_odd", 31), ("glm_groups", 32), ("glm_groups", 33)])
+def test_other_seeds_on_one_artifact(models, name, seed):
+    rt, ck = models.runtime(name, seed=seed), models.checkpoint(name, seed=seed)
     ids = token_ids(ck.config.vocab_size, 17, seed=seed)
     assert rel_err(rt.logits(ids), hf_logits(ck.model, ids)) <= FP32_TOL
 
 
-@pytest.mark.parametrize("name", ["moe_odd", "moe_norm"])
+@pytest.mark.parametrize("name", FP32)
 def test_greedy_generation_matches_transformers(models, name):
     import torch
 
@@ -41,15 +46,16 @@ def test_greedy_generation_matches_transformers(models, name):
     assert rt.generate(ids, max_new_tokens=12, temperature=0.0) == ref
 
 
-def test_bf16_weights(models):
-    """bf16 storage (the packed experts widen as they load); transformers in fp32 over the
-    same rounded weights is the reference."""
-    rt, ck = models.runtime("moe_bf16", ckpt_dtype="bfloat16"), models.checkpoint("moe_bf16", dtype="bfloat16")
+@pytest.mark.parametrize("name", ["moe_bf16", "glm_bf16"])
+def test_bf16_weights(models, name):
+    """bf16 storage (the packed experts widen as they load; GLM's router stays fp32);
+    transformers in fp32 over the same rounded weights is the reference."""
+    rt, ck = models.runtime(name, ckpt_dtype="bfloat16"), models.checkpoint(name, dtype="bfloat16")
     ids = token_ids(ck.config.vocab_size, 13, seed=4)
     assert rel_err(rt.logits(ids), hf_logits(rounded_reference(ck.model, "bfloat16"), ids)) <= FP32_TOL
 
 
-@pytest.mark.parametrize("name", ["moe_odd", "moe_norm"])
+@pytest.mark.parametrize("name", ["moe_odd", "moe_norm", "glm_groups"])
 def test_int8_weights(models, name):
     """quantize="int8": the projections, router, LM head and every expert become int8 rows with
     fp32 scales; transformers over the weights those stand for is the reference."""
@@ -68,12 +74,13 @@ def test_int8_weights(models, name):
     assert stacks and all(p["dtype"] == "int8" for p in stacks)
 
 
-def test_cuda_target_is_refused(models):
+@pytest.mark.parametrize("name,family", [("moe_odd", "qwen3_moe"), ("glm_plain", "glm4_moe")])
+def test_cuda_target_is_refused(models, name, family):
     from inference_pio import engine, frontends
     from inference_pio.targets import TargetError
 
-    md = frontends.huggingface.model_def(models.checkpoint("moe_odd").path)
-    with pytest.raises(TargetError, match="qwen3_moe does not support target kind 'cuda'"):
+    md = frontends.huggingface.model_def(models.checkpoint(name).path)
+    with pytest.raises(TargetError, match=f"{family} does not support target kind 'cuda'"):
         engine.compile(md, target="cuda")
 
 
@@ -93,3 +100,32 @@ def test_missing_expert_tensor_is_named(models, tmp_path):
     with pytest.raises(WeightError, match=r"missing tensor 'model\.layers\.2\.mlp\.experts\.4\.up_proj\.weight' "
                                           r"\(needed for 'model\.layers\.2\.mlp\.experts\.gate_up_proj'\)"):
         engine.load(models.artifact("moe_odd"), weights=tmp_path, device="cpu")
+
+
+def test_multi_token_prediction_layers_are_ignored(models, tmp_path):
+    """GLM checkpoints carry num_nextn_predict_layers extra layers after the decoder's; the
+    loader skips them (and still refuses any other unknown tensor)."""
+    import json
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from inference_pio import engine
+    from inference_pio.frontends.safetensors import WeightError
+
+    ck = models.checkpoint("glm_groups")
+    cfg = json.loads((ck.path / "config.json").read_text())
+    assert cfg["num_nextn_predict_layers"] == 1 and cfg["num_hidden_layers"] == 3
+    tensors = load_file(str(ck.path / "model.safetensors"))
+    tensors["model.layers.3.eh_proj.weight"] = np.zeros((40, 80), np.float32)
+    tensors["model.layers.3.self_attn.q_proj.weight"] = np.zeros((40, 40), np.float32)
+    shutil.copy(ck.path / "config.json", tmp_path / "config.json")
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    rt = engine.load(models.artifact("glm_groups"), weights=tmp_path, device="cpu")
+    ids = token_ids(ck.config.vocab_size, 7, seed=1)
+    assert rel_err(rt.logits(ids), hf_logits(ck.model, ids)) <= FP32_TOL
+    tensors["model.layers.4.extra.weight"] = np.zeros((2, 2), np.float32)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(WeightError, match="model.layers.4.extra.weight"):
+        engine.load(models.artifact("glm_groups"), weights=tmp_path, device="cpu")

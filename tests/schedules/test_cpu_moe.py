@@ -90,3 +90,20 @@ def test_a_token_with_no_expert_gets_zero(rng):
     gv[1, 2], gv[3, [0, 3]] = 0.7, (0.25, 0.75)
     ours, _ = check(gated_graph(h, f, e), {"x": rand(rng, (5, h)), "g": gv}, weights)
     assert (ours["y"][[0, 2, 4]] == 0).all() and (ours["y"][[1, 3]] != 0).any()
+
+
+@pytest.mark.parametrize("e,k,groups,kept,normalize,bias", [(8, 2, 1, 1, True, True), (8, 2, 2, 1, True, True),
+                                                            (12, 3, 4, 2, False, True), (9, 4, 3, 3, True, False)])
+def test_moe_gates_sigmoid_grouped(rng, e, k, groups, kept, normalize, bias):
+    """GLM-4.5's router: sigmoid weights, chosen by sigmoid + bias within the best groups."""
+    b = GraphBuilder("g")
+    z = b.input("z", ("T", e), "float32")
+    extra = [b.param("bias", (e,), "float32")] if bias else []
+    g = b.build({"gates": b.moe_gates(z, *extra, top_k=k, normalize=normalize, scoring="sigmoid", n_group=groups,
+                                      topk_group=kept, scale=2.5)})
+    weights = {"bias": rand(rng, (e,), scale=0.3)} if bias else {}
+    for t in (1, 5, 19):
+        ours, _ = check(g, {"z": rand(rng, (t, e))}, weights)
+        assert ((ours["gates"] > 0).sum(axis=1) == k).all()
+        if groups > 1:  # the chosen experts lie in at most topk_group groups
+            assert ((ours["gates"].reshape(t, groups, -1) > 0).any(-1).sum(-1) <= kept).all()
