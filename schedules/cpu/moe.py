@@ -20,9 +20,10 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
-from ...targets import TargetDesc
+from ...targets import TargetDesc, amx_usable
 from ...ir.ops import expert_operands
 from ..kernels import same_params
+from . import amx
 
 F32 = "float32"
 ROWS = 4  # routed tokens per register tile (T > 1)
@@ -38,10 +39,13 @@ def sparse_experts(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
     if len(w_in.shape) != 4 or len(w_out.shape) != 4 or w_in.dtype != w_out.dtype or out.dtype != F32:
         return None
     e, nb_in, h, blk = (int(v) for v in w_in.shape)
-    f = int(w_out.shape[2])
+    f, nb_out = int(w_out.shape[2]), int(w_out.shape[1])
     one = isinstance(x.shape[0], tirx.IntImm) and int(x.shape[0]) == 1
-    kernel = _kernel(e, h, f, blk, nb_in, int(w_out.shape[1]), (x.dtype, g.dtype, w_in.dtype),
-                     rows=1 if one else ROWS, quantized=s_in is not None)
+    dtypes = (x.dtype, g.dtype, w_in.dtype)
+    if (not one and amx_usable(target.cpu_flags) and blk == amx.PANEL and h % amx.KSTEP == 0
+            and f % amx.KSTEP == 0 and w_in.dtype in ("bfloat16", "int8") and x.dtype == F32):
+        return same_params(_amx_kernel(e, h, f, nb_in, nb_out, dtypes, quantized=s_in is not None), func)
+    kernel = _kernel(e, h, f, blk, nb_in, nb_out, dtypes, rows=1 if one else ROWS, quantized=s_in is not None)
     return same_params(kernel, func)
 
 
@@ -133,3 +137,118 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
             body(x, g, w_in, None, w_out, None, out, t)
 
     return moe_experts_routed
+
+
+def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[str, ...],
+                quantized: bool) -> tirx.PrimFunc:
+    """The routed experts on AMX tiles (T > 1, on CPUs with AMX; `amx.py` has the tile plan):
+    per expert, its tokens' rows of x are gathered into 16 x 32 tiles of bf16 hi and lo parts
+    (within ~1e-5 of fp32 math, as the dense kernel), then each core takes 32-output panels of
+    the expert's gate/up weights, interleaves them into AMX's pairs and runs every 32-row block
+    of those tokens through them; likewise silu(gate) * up through the down panels, each sum
+    times the token's gate added to its output."""
+    from tvm.script import tirx as T
+
+    tiles = amx.tile_macros()
+    xdt, gdt, wdt = dtypes
+    panel, kstep, rows = amx.PANEL, amx.KSTEP, amx.ROWS
+    X0, X1, W0, W1 = amx.X0, amx.X1, amx.W0, amx.W1
+
+    def padded(n):
+        return (n + rows - 1) // rows * rows
+
+    def row_value(src, tok, n, i, c):  # row tok[i] of src, or 0 past the n routed tokens
+        return T.if_then_else(i < n, T.Cast(F32, src[tok[T.min(i, n - 1)], c]), T.float32(0))
+
+    @T.macro
+    def gather(src, tok, n, xs, k_len):
+        """Rows tok[:n] of src (padded with zero rows to a multiple of 32) as tiles of hi, lo."""
+        for i in T.parallel(padded(n)):
+            for c0 in range(k_len // 16):
+                for c in T.vectorized(16):
+                    xs[0, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
+                        "uint16", amx.split_bits(row_value(src, tok, n, i, c0 * 16 + c), 0))
+                    xs[1, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
+                        "uint16", amx.split_bits(row_value(src, tok, n, i, c0 * 16 + c), 1))
+
+    def result(acc, scale, n_rows, jb, r, c):
+        v = acc[r, c]
+        return v * scale[0, T.min(jb * panel + c, n_rows - 1)] if quantized else v
+
+    @T.macro
+    def products(w, scale, n_rows, ex, nb, k_len, xs, tok, n, g, dst, into_act):
+        """Each 32-output panel jb of expert ex's w against the gathered rows xs; into dst: the
+        gate/up sums (into_act), or gate times the down sums, added."""
+        for jb in T.parallel(nb):
+            pairs = T.alloc_buffer((k_len // 2, panel), "uint32")
+            acc = T.alloc_buffer((rows, panel), F32)
+            sc = T.decl_buffer((1, n_rows), F32, data=scale.data, elem_offset=ex * n_rows) if quantized else scale
+            tiles.configure()
+            for kp in range(k_len // 2):
+                for j in T.vectorized(panel):
+                    pairs[kp, j] = amx.pair(amx._bits(w, ex, jb, 2 * kp, j), amx._bits(w, ex, jb, 2 * kp + 1, j))
+            for rb in range(padded(n) // rows):
+                tiles.zero()
+                for ks in range(k_len // kstep):
+                    amx._tile("tileloadd64", T.uint8(W0), T.address_of(pairs[ks * 16, 0]), T.int64(panel * 4))
+                    amx._tile("tileloadd64", T.uint8(W1), T.address_of(pairs[ks * 16, 16]), T.int64(panel * 4))
+                    for p in T.unroll(2):
+                        amx._tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * 2, ks, 0, 0]), T.int64(kstep * 2))
+                        amx._tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * 2 + 1, ks, 0, 0]),
+                                  T.int64(kstep * 2))
+                        tiles.product(X0, X1, W0, W1)
+                tiles.accumulators("tilestored64", acc, panel, 0, 0)
+                for r in range(T.min(rows, n - rb * rows)):
+                    if into_act:
+                        for c in T.vectorized(panel):
+                            dst[tok[rb * rows + r], jb * panel + c] = result(acc, sc, n_rows, jb, r, c)
+                    else:
+                        for c in range(panel):
+                            if jb * panel + c < h:
+                                dst[tok[rb * rows + r], jb * panel + c] = dst[tok[rb * rows + r], jb * panel + c] + \
+                                    T.Cast(F32, g[tok[rb * rows + r], ex]) * result(acc, sc, n_rows, jb, r, c)
+            amx._tile("tilerelease")
+
+    @T.macro
+    def body(x, g, w_in, s_in, w_out, s_out, out, t):
+        xs_in = T.alloc_buffer((2, padded(t) // 16, h // kstep, 16, kstep), "uint16")
+        xs_out = T.alloc_buffer((2, padded(t) // 16, f // kstep, 16, kstep), "uint16")
+        gu = T.alloc_buffer((t, nb_in * panel), F32)
+        act = T.alloc_buffer((t, f), F32)
+        tok = T.alloc_buffer((t,), "int64")
+        cnt = T.alloc_buffer((1,), "int64")
+        for i in T.parallel(t):
+            for c in range(h):
+                out[i, c] = T.float32(0)
+        for ex in range(e):
+            cnt[0] = T.int64(0)
+            for i in range(t):
+                if g[i, ex] != T.Cast(gdt, 0):
+                    tok[cnt[0]] = i
+                    cnt[0] = cnt[0] + 1
+            n = cnt[0]
+            if n > 0:
+                gather(x, tok, n, xs_in, h)
+                products(w_in, s_in, 2 * f, ex, nb_in, h, xs_in, tok, n, g, gu, True)
+                for j in T.parallel(n):
+                    for c in range(f):
+                        act[tok[j], c] = gu[tok[j], c] * T.sigmoid(gu[tok[j], c]) * gu[tok[j], f + c]
+                gather(act, tok, n, xs_out, f)
+                products(w_out, s_out, h, ex, nb_out, f, xs_out, tok, n, g, out, False)
+
+    in_shape, out_shape = (e, nb_in, h, panel), (e, nb_out, f, panel)
+
+    @T.prim_func(private=True)
+    def moe_experts_amx(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt),
+                        s_in: T.Buffer((e, 2 * f), F32), w_out: T.Buffer(out_shape, wdt),
+                        s_out: T.Buffer((e, h), F32), var_out: T.handle):
+        t = T.int64()
+        x = T.match_buffer(var_x, (t, h), xdt)
+        g = T.match_buffer(var_g, (t, e), gdt)
+        out = T.match_buffer(var_out, (t, h), F32)
+        body(x, g, w_in, s_in, w_out, s_out, out, t)
+
+    # the body reads the scales only for int8 stacks: otherwise those parameters go
+    x_, g_, w_in_, s_in_, w_out_, s_out_, out_ = moe_experts_amx.params
+    params = [x_, g_, w_in_, s_in_, w_out_, s_out_, out_] if quantized else [x_, g_, w_in_, w_out_, out_]
+    return tirx.PrimFunc(params, moe_experts_amx.body, moe_experts_amx.ret_type, moe_experts_amx.attrs)

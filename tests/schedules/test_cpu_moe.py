@@ -1,6 +1,7 @@
 """The MoE kernels on CPU against the ops' numpy references: the router's top-k gates (TE,
 ties included) and the routed experts kernel (`schedules.cpu.moe`) over packed weights, for
-decode (T = 1, static) and prompts of several lengths, fp32, bf16 and int8 weights."""
+decode (T = 1, static) and prompts of several lengths, fp32, bf16 and int8 weights; on a CPU
+with AMX the tile kernel takes the prompts with 32-wide panels."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,16 +48,18 @@ def experts_graph(t, h, f, e, k, dtype, block=16):
     return b.build({"y": b.moe_experts(x, gates, *stacks, pack=block, inter=f)})
 
 
-@pytest.mark.parametrize("h,f,e,k,dtype", [(40, 23, 6, 2, "float32"), (64, 32, 8, 2, "bfloat16"),
-                                           (33, 17, 5, 5, "float32"), (48, 40, 16, 3, "bfloat16"),
-                                           (40, 23, 6, 2, "int8"), (64, 32, 8, 3, "int8")])
-def test_routed_experts(rng, h, f, e, k, dtype):
+@pytest.mark.parametrize("h,f,e,k,dtype,block", [
+    (40, 23, 6, 2, "float32", 16), (64, 32, 8, 2, "bfloat16", 16), (33, 17, 5, 5, "float32", 16),
+    (48, 40, 16, 3, "bfloat16", 16), (40, 23, 6, 2, "int8", 16), (64, 32, 8, 3, "int8", 16),
+    # 32-wide panels, H and F multiples of 32: on a CPU with AMX, the tile kernel
+    (64, 32, 4, 2, "bfloat16", 32), (96, 64, 6, 3, "int8", 32), (64, 32, 3, 1, "float32", 32)])
+def test_routed_experts(rng, h, f, e, k, dtype, block):
     src = "float32" if dtype == "int8" else dtype  # int8 stacks quantize fp32 sources (param_values)
     weights = {"w_in": rand(rng, (e, 2 * f, h), src, h ** -0.5), "w_out": rand(rng, (e, h, f), src, f ** -0.5)}
-    g = experts_graph("T", h, f, e, k, dtype)
-    for t in (1, 2, 7, 30):  # 30 tokens over few experts: several ROWS tiles per expert, one short
+    g = experts_graph("T", h, f, e, k, dtype, block)
+    for t in (1, 2, 7, 30, 75):  # 30 and 75 tokens over few experts: several row tiles per expert, one short
         check(g, {"x": rand(rng, (t, h)), "z": rand(rng, (t, e))}, weights)
-    check(experts_graph(1, h, f, e, k, dtype), {"x": rand(rng, (1, h)), "z": rand(rng, (1, e))}, weights)
+    check(experts_graph(1, h, f, e, k, dtype, block), {"x": rand(rng, (1, h)), "z": rand(rng, (1, e))}, weights)
 
 
 def gated_graph(h, f, e, blk=16):
@@ -68,18 +71,38 @@ def gated_graph(h, f, e, blk=16):
     return b.build({"y": b.moe_experts(x, gates, w_in, w_out, pack=blk, inter=f)})
 
 
+def _experts_kernel(graph):
+    mod = lower({"moe": graph})
+    return next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)
+                and str(f.attrs["op_kind"]) == "moe_experts")
+
+
 @pytest.mark.parametrize("graph", [lambda: gated_graph(40, 23, 6),
                                    lambda: experts_graph("T", 40, 23, 6, 2, "int8")])
 def test_routed_kernel_replaces_the_dense_one(graph):
     from inference_pio.schedules import schedule_func
     from inference_pio.targets import resolve
 
-    mod = lower({"moe": graph()})
-    func = next(f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)
-                and str(f.attrs["op_kind"]) == "moe_experts")
+    func = _experts_kernel(graph())
     assert "expert_in" in func.script()  # the dense TE statement of the op
     routed = schedule_func(func, resolve("llvm")).script()
     assert "expert_in" not in routed and "T.parallel" in routed
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_amx_kernel_chosen_for_prompts_on_amx_cpus(dtype):
+    """With AMX in the target's flags: tile products for T > 1 over 32-wide panels; decode
+    (T = 1, memory-bound) stays on the FMA kernel, as do panels of other widths."""
+    import dataclasses
+
+    from inference_pio.schedules import schedule_func
+    from inference_pio.targets import AMX_FLAGS, resolve
+
+    amx = dataclasses.replace(resolve("llvm"), cpu_flags=tuple(resolve("llvm").cpu_flags) + AMX_FLAGS)
+    script = lambda g: schedule_func(_experts_kernel(g), amx).script()  # noqa: E731
+    assert "tdpbf16ps" in script(experts_graph("T", 64, 32, 4, 2, dtype, 32))
+    assert "tdpbf16ps" not in script(experts_graph(1, 64, 32, 4, 2, dtype, 32))
+    assert "tdpbf16ps" not in script(experts_graph("T", 64, 32, 4, 2, dtype, 16))
 
 
 def test_a_token_with_no_expert_gets_zero(rng):
