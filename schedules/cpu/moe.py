@@ -24,9 +24,11 @@ from ...targets import TargetDesc, amx_usable
 from ...ir.ops import expert_operands
 from ..kernels import same_params
 from . import amx
+from .prefetch import prefetch, stream_plan
 
 F32 = "float32"
 ROWS = 4  # routed tokens per register tile (T > 1)
+PREFETCH = True  # decode (T = 1) prefetches each panel's lines PREFETCH_BYTES ahead (`prefetch.py`)
 
 
 def sparse_experts(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
@@ -54,6 +56,7 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
     from tvm.script import tirx as T
 
     xdt, gdt, wdt = dtypes
+    ahead, line = stream_plan(wdt, blk)  # k rows ahead (a panel runs on into the next), elements per line
 
     @T.macro
     def routed(src, w, scale, n_rows, ex, nb, k_len, tok, n, g, dst, into_act):
@@ -70,6 +73,9 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
                     for b in T.vectorized(blk):
                         tile[r, b] = T.float32(0)
                 for k in range(k_len):
+                    if rows == 1 and PREFETCH:  # decode streams each panel once: ask ahead for its lines
+                        for ln in T.unroll((blk + line - 1) // line):
+                            T.evaluate(prefetch(T.address_of(w[ex, jb, k + ahead, ln * line])))
                     for r in T.unroll(rows):
                         for b in T.vectorized(blk):
                             tile[r, b] = tile[r, b] + T.Cast(F32, src[ri[r], k]) * T.Cast(F32, w[ex, jb, k, b])
