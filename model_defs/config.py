@@ -40,3 +40,18 @@ def pop_rotary_fraction(cfg: dict[str, Any], head_dim: int) -> int:
     require(isinstance(factor, (int, float)) and 0 < factor <= 1 and dim % 2 == 0, "partial_rotary_factor", factor,
             f"a fraction in (0, 1] giving an even number of the {head_dim} head dims")
     return dim
+
+
+def pop_moe_fields(cfg: dict[str, Any], count: str) -> dict[str, Any]:
+    """The expert count (under ``count``, or transformers 5's ``num_local_experts``),
+    moe_intermediate_size and num_experts_per_tok, popped from ``cfg``: every MoE family has them."""
+    experts = cfg.pop(count, None)
+    local = cfg.pop("num_local_experts", None)
+    experts = experts or local
+    if experts is None:
+        raise ConfigError(f"config.json lacks required field {count!r}")
+    try:
+        return {count: experts, "moe_intermediate_size": cfg.pop("moe_intermediate_size"),
+                "num_experts_per_tok": cfg.pop("num_experts_per_tok")}
+    except KeyError as e:
+        raise ConfigError(f"config.json lacks required field {e.args[0]!r}") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..ir import Graph, GraphBuilder, Node
 from . import blocks, qwen3
-from .config import ConfigError, pop_rotary_fraction, require
+from .config import pop_moe_fields, pop_rotary_fraction, require
 
 
 @dataclass(frozen=True)
@@ -55,15 +55,7 @@ class Glm4MoeConfig(qwen3.Qwen3Config):
         kw, rest = qwen3.parse_decoder(cfg, rope_theta=10000.0)
         rest.setdefault("partial_rotary_factor", 0.5)  # transformers' default for GLM
         kw["rotary_dim"] = pop_rotary_fraction(rest, kw["head_dim"])
-        experts = rest.pop("n_routed_experts", None) or rest.pop("num_local_experts", None)
-        rest.pop("num_local_experts", None)
-        if experts is None:
-            raise ConfigError("config.json lacks required field 'n_routed_experts'")
-        try:
-            kw.update(n_routed_experts=experts, moe_intermediate_size=rest.pop("moe_intermediate_size"),
-                      num_experts_per_tok=rest.pop("num_experts_per_tok"))
-        except KeyError as e:
-            raise ConfigError(f"config.json lacks required field {e.args[0]!r}") from None
+        kw.update(pop_moe_fields(rest, "n_routed_experts"))
         for k in ("n_shared_experts", "n_group", "topk_group", "routed_scaling_factor", "norm_topk_prob",
                   "first_k_dense_replace", "use_qk_norm", "num_nextn_predict_layers"):
             if rest.get(k) is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..ir import Graph
 from . import blocks, qwen3
-from .config import ConfigError, require
+from .config import pop_moe_fields, require
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,7 @@ class Qwen3MoeConfig(qwen3.Qwen3Config):
         base = qwen3.Qwen3Config.from_hf(cfg, dtype)
         rest = dict(base.extra)
         kw = {k: v for k, v in asdict(base).items() if k != "extra"}  # checked, with their defaults
-        experts = rest.pop("num_experts", None) or rest.pop("num_local_experts", None)  # transformers 5 writes the latter
-        rest.pop("num_local_experts", None)
-        if experts is None:
-            raise ConfigError("config.json lacks required field 'num_experts'")
-        try:
-            kw.update(num_experts=experts, moe_intermediate_size=rest.pop("moe_intermediate_size"),
-                      num_experts_per_tok=rest.pop("num_experts_per_tok"))
-        except KeyError as e:
-            raise ConfigError(f"config.json lacks required field {e.args[0]!r}") from None
+        kw.update(pop_moe_fields(rest, "num_experts"))
         for k in ("norm_topk_prob", "decoder_sparse_step"):
             if rest.get(k) is not None:
                 kw[k] = rest.pop(k)

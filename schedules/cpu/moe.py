@@ -31,6 +31,28 @@ ROWS = 4  # routed tokens per register tile (T > 1)
 PREFETCH = True  # decode (T = 1) prefetches each panel's lines PREFETCH_BYTES ahead (`prefetch.py`)
 
 
+def _routing_macros(e: int, h: int, gdt: str):
+    """Macros both kernels share: ``clear(out, t)`` zeroes the output rows; ``route(g, ex, t,
+    tok, cnt)`` lists in tok[:cnt[0]] the tokens with a nonzero gate for expert ex."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def clear(out, t):
+        for i in T.parallel(t):
+            for c in range(h):
+                out[i, c] = T.float32(0)
+
+    @T.macro
+    def route(g, ex, t, tok, cnt):
+        cnt[0] = T.int64(0)
+        for i in range(t):
+            if g[i, ex] != T.Cast(gdt, 0):
+                tok[cnt[0]] = i
+                cnt[0] = cnt[0] + 1
+
+    return clear, route
+
+
 def sparse_experts(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The routed kernel for a moe_experts over packed weights (both stacks float, or both
     int8 with their scales), else None."""
@@ -56,6 +78,7 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
     from tvm.script import tirx as T
 
     xdt, gdt, wdt = dtypes
+    clear, route = _routing_macros(e, h, gdt)
     ahead, line = stream_plan(wdt, blk)  # k rows ahead (a panel runs on into the next), elements per line
 
     @T.macro
@@ -100,15 +123,9 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
         act = T.alloc_buffer((t, f), F32)
         tok = T.alloc_buffer((t,), "int64")
         cnt = T.alloc_buffer((1,), "int64")
-        for i in T.parallel(t):
-            for c in range(h):
-                out[i, c] = T.float32(0)
+        clear(out, t)
         for ex in range(e):
-            cnt[0] = T.int64(0)
-            for i in range(t):
-                if g[i, ex] != T.Cast(gdt, 0):
-                    tok[cnt[0]] = i
-                    cnt[0] = cnt[0] + 1
+            route(g, ex, t, tok, cnt)
             n = cnt[0]
             if n > 0:
                 routed(x, w_in, s_in, 2 * f, ex, nb_in, h, tok, n, g, gu, True)
@@ -157,6 +174,7 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
 
     tiles = amx.tile_macros()
     xdt, gdt, wdt = dtypes
+    clear, route = _routing_macros(e, h, gdt)
     panel, kstep, rows = amx.PANEL, amx.KSTEP, amx.ROWS
     X0, X1, W0, W1 = amx.X0, amx.X1, amx.W0, amx.W1
 
@@ -223,15 +241,9 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
         act = T.alloc_buffer((t, f), F32)
         tok = T.alloc_buffer((t,), "int64")
         cnt = T.alloc_buffer((1,), "int64")
-        for i in T.parallel(t):
-            for c in range(h):
-                out[i, c] = T.float32(0)
+        clear(out, t)
         for ex in range(e):
-            cnt[0] = T.int64(0)
-            for i in range(t):
-                if g[i, ex] != T.Cast(gdt, 0):
-                    tok[cnt[0]] = i
-                    cnt[0] = cnt[0] + 1
+            route(g, ex, t, tok, cnt)
             n = cnt[0]
             if n > 0:
                 gather(x, tok, n, xs_in, h)
