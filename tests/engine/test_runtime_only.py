@@ -18,17 +18,17 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("quantize", [None, "int8"])
-def test_load_and_generate_without_the_compiler(models, quantize):
-    """int8: the loader quantizes the checkpoint with numpy alone."""
-    art, ck = models.artifact("gqa5x1", quantize=quantize), models.checkpoint("gqa5x1")
+@pytest.mark.parametrize("name,quantize", [("gqa5x1", None), ("gqa5x1", "int8"), ("glm_groups", "int8")])
+def test_load_and_generate_without_the_compiler(models, name, quantize):
+    """int8: the loader quantizes the checkpoint with numpy alone (GLM: and stacks its experts)."""
+    art, ck = models.artifact(name, quantize=quantize), models.checkpoint(name)
     env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(art), str(ck.path)], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["relax"] is False
-    rt = models.runtime("gqa5x1", quantize=quantize)
+    rt = models.runtime(name, quantize=quantize)
     assert out["gen"] == rt.generate([1, 2, 3], max_new_tokens=8)
     import numpy as np
 
