@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "int8"])
     ap.add_argument("--rows", type=int, nargs="+", default=[moe.ROWS], help="tokens per register tile (T > 1)")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--precision", choices=["high", "medium"], default="high",
+                    help="the kernel's matmul precision hint (passes/matmul_precision.py)")
     a = ap.parse_args()
     td = resolve("llvm")
     print(f"{cpu_threads()} threads (as engine.load sizes the pool; TVM_NUM_THREADS to choose)")
@@ -50,7 +52,8 @@ def main() -> None:
     stacks = [w_in, te.placeholder((e, 2 * f), "float32", "s_in")] if quant else [w_in]
     stacks += [w_out, te.placeholder((e, h), "float32", "s_out")] if quant else [w_out]
     out = kernels.moe_experts(x, g, *stacks, pack=blk, inter=f)
-    func = te.create_prim_func([x, g, *stacks, out]).with_attrs({OP_KIND_ATTR: "moe_experts"})
+    func = te.create_prim_func([x, g, *stacks, out]).with_attrs({OP_KIND_ATTR: "moe_experts",
+                                                                 "precision": a.precision})
 
     rng, dev, npdt = np.random.default_rng(0), tvm.cpu(), np_dtype(a.dtype)
     routings = []  # one random routing per call, in turn: a call's experts are rarely still in cache
@@ -86,7 +89,7 @@ def main() -> None:
         med, best = float(np.median(ts)), min(ts)
         print(f"moe_experts T={a.tokens} H={h} F={f} E={e} top-{a.top_k} {a.dtype} rows={rows}: median "
               f"{med * 1e3:.2f} ms, best {best * 1e3:.2f} ms = {flop / best / 1e9:.1f} GFLOP/s, weights of the "
-              f"{used} experts used {wbytes / best / 1e9:.1f} GB/s")
+              f"{used} experts used {wbytes / best / 1e9:.1f} GB/s (precision {a.precision})")
 
 
 if __name__ == "__main__":

@@ -392,6 +392,7 @@ def expert_operands(ops: Sequence[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:
                             "inter. An int8 w_in / w_out is followed by its per-row scales (E, 2F) / (E, H)")
 def _moe_experts_t(ts, a):
     _check(len(ts) > 3, "moe_experts needs x, gates, w_in and w_out")
+    _check_precision(a)
     x, g, w_in, s_in, w_out, s_out = expert_operands(ts)
     _check(w_out is not None and len(ts) == 4 + (s_in is not None) + (s_out is not None) and all(
         (w.dtype in QUANT_DTYPES) == (s is not None) for w, s in ((w_in, s_in), (w_out, s_out))),
@@ -422,7 +423,7 @@ def _moe_experts_t(ts, a):
 
 
 @_moe_experts_t
-def moe_experts(*ops, pack=None, inter=None):
+def moe_experts(*ops, pack=None, inter=None, precision="high"):
     x, gates, w_in, s_in, w_out, s_out = expert_operands(ops)
     if pack:
         w_in, w_out = unpack_rows(w_in, 2 * inter), unpack_rows(w_out, x.shape[1])

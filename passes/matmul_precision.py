@@ -1,6 +1,6 @@
 """matmul_precision: let the products of linears and attention run on bf16 operands.
 
-Matches: every ``linear``, ``linear_packed``, ``attention`` and ``cache_attention``.
+Matches: every ``linear``, ``linear_packed``, ``attention``, ``cache_attention`` and ``moe_experts``.
 Produces: the same nodes with attr ``precision`` (see `ir.ops.PRECISIONS`). "high", the
 default and what an unmarked node means, keeps each product within ~1e-5 of fp32 math: where
 a kernel multiplies 16-bit values (AMX, tensor cores), it splits the fp32 operand into a bf16
@@ -15,7 +15,7 @@ from __future__ import annotations
 from ..ir import Graph, Node, op_node, rewrite
 from ..ir.ops import check_precision
 
-OPS = ("linear", "linear_packed", "attention", "cache_attention")
+OPS = ("linear", "linear_packed", "attention", "cache_attention", "moe_experts")
 
 
 def matmul_precision(graph: Graph, precision: str) -> Graph:

@@ -23,6 +23,7 @@ from tvm.tirx.buffer import is_buffer_var
 from ...targets import TargetDesc, amx_usable
 from ...ir.ops import expert_operands
 from ..kernels import same_params
+from ..registry import precision
 from . import amx
 from .prefetch import prefetch, stream_plan
 
@@ -68,7 +69,9 @@ def sparse_experts(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
     dtypes = (x.dtype, g.dtype, w_in.dtype)
     if (not one and amx_usable(target.cpu_flags) and blk == amx.PANEL and h % amx.KSTEP == 0
             and f % amx.KSTEP == 0 and w_in.dtype in ("bfloat16", "int8") and x.dtype == F32):
-        return same_params(_amx_kernel(e, h, f, nb_in, nb_out, dtypes, quantized=s_in is not None), func)
+        parts = 2 if precision(func) == "high" else 1  # "medium": x rounded to bf16, one product
+        return same_params(_amx_kernel(e, h, f, nb_in, nb_out, dtypes, quantized=s_in is not None, parts=parts),
+                           func)
     kernel = _kernel(e, h, f, blk, nb_in, nb_out, dtypes, rows=1 if one else ROWS, quantized=s_in is not None)
     return same_params(kernel, func)
 
@@ -163,10 +166,11 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
 
 
 def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[str, ...],
-                quantized: bool) -> tirx.PrimFunc:
+                quantized: bool, parts: int = 2) -> tirx.PrimFunc:
     """The routed experts on AMX tiles (T > 1, on CPUs with AMX; `amx.py` has the tile plan):
     per expert, its tokens' rows of x are gathered into 16 x 32 tiles of bf16 hi and lo parts
-    (within ~1e-5 of fp32 math, as the dense kernel), then each core takes 32-output panels of
+    (within ~1e-5 of fp32 math, as the dense kernel; ``parts`` 1 at precision "medium": hi
+    only, one product), then each core takes 32-output panels of
     the expert's gate/up weights, interleaves them into AMX's pairs and runs every 32-row block
     of those tokens through them; likewise silu(gate) * up through the down panels, each sum
     times the token's gate added to its output."""
@@ -192,8 +196,9 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
                 for c in T.vectorized(16):
                     xs[0, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
                         "uint16", amx.split_bits(row_value(src, tok, n, i, c0 * 16 + c), 0))
-                    xs[1, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
-                        "uint16", amx.split_bits(row_value(src, tok, n, i, c0 * 16 + c), 1))
+                    if parts == 2:
+                        xs[1, i // 16, c0 // 2, i % 16, c0 % 2 * 16 + c] = T.Cast(
+                            "uint16", amx.split_bits(row_value(src, tok, n, i, c0 * 16 + c), 1))
 
     def result(acc, scale, n_rows, jb, r, c):
         v = acc[r, c]
@@ -216,7 +221,7 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
                 for ks in range(k_len // kstep):
                     amx._tile("tileloadd64", T.uint8(W0), T.address_of(pairs[ks * 16, 0]), T.int64(panel * 4))
                     amx._tile("tileloadd64", T.uint8(W1), T.address_of(pairs[ks * 16, 16]), T.int64(panel * 4))
-                    for p in T.unroll(2):
+                    for p in T.unroll(parts):
                         amx._tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * 2, ks, 0, 0]), T.int64(kstep * 2))
                         amx._tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * 2 + 1, ks, 0, 0]),
                                   T.int64(kstep * 2))
@@ -235,8 +240,8 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
 
     @T.macro
     def body(x, g, w_in, s_in, w_out, s_out, out, t):
-        xs_in = T.alloc_buffer((2, padded(t) // 16, h // kstep, 16, kstep), "uint16")
-        xs_out = T.alloc_buffer((2, padded(t) // 16, f // kstep, 16, kstep), "uint16")
+        xs_in = T.alloc_buffer((parts, padded(t) // 16, h // kstep, 16, kstep), "uint16")
+        xs_out = T.alloc_buffer((parts, padded(t) // 16, f // kstep, 16, kstep), "uint16")
         gu = T.alloc_buffer((t, nb_in * panel), F32)
         act = T.alloc_buffer((t, f), F32)
         tok = T.alloc_buffer((t,), "int64")

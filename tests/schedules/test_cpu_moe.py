@@ -33,7 +33,7 @@ def test_moe_gates_ties_go_to_the_lower_expert(rng):
     assert ((ours["gates"] > 0) == (ref["gates"] > 0)).all()
 
 
-def experts_graph(t, h, f, e, k, dtype, block=16):
+def experts_graph(t, h, f, e, k, dtype, block=16, precision=None):
     """x, router logits -> moe_experts over packed weights (as pack_weights leaves them; int8:
     with their scales, as quantize_weights does)."""
     b = GraphBuilder("moe")
@@ -45,7 +45,7 @@ def experts_graph(t, h, f, e, k, dtype, block=16):
         if quant:
             stacks.append(b.param(f"{name}.scale", (e, rows), "float32", scale_of=name))
     gates = b.moe_gates(z, top_k=k, normalize=True)
-    return b.build({"y": b.moe_experts(x, gates, *stacks, pack=block, inter=f)})
+    return b.build({"y": b.moe_experts(x, gates, *stacks, pack=block, inter=f, precision=precision)})
 
 
 @pytest.mark.parametrize("h,f,e,k,dtype,block", [
@@ -130,3 +130,13 @@ def test_moe_gates_sigmoid_grouped(rng, e, k, groups, kept, normalize, bias):
         assert ((ours["gates"] > 0).sum(axis=1) == k).all()
         if groups > 1:  # the chosen experts lie in at most topk_group groups
             assert ((ours["gates"].reshape(t, groups, -1) > 0).any(-1).sum(-1) <= kept).all()
+
+
+def test_medium_precision_rounds_x_to_bf16(rng):
+    """precision="medium": on AMX, one tile product over bf16-rounded activations (~1e-3); other
+    CPUs compute in fp32 either way."""
+    h, f, e = 64, 32, 4
+    weights = {"w_in": rand(rng, (e, 2 * f, h), "bfloat16", h ** -0.5),
+               "w_out": rand(rng, (e, h, f), "bfloat16", f ** -0.5)}
+    g = experts_graph("T", h, f, e, 2, "bfloat16", 32, precision="medium")
+    check(g, {"x": rand(rng, (40, h)), "z": rand(rng, (40, e))}, weights, rtol=1e-2)
