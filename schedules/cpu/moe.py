@@ -10,8 +10,11 @@ expert, it lists the tokens with a nonzero gate and, if there are any:
     out: likewise over the (F, B) panels of the down projection; each token's output gets
          gate[t, e] times its sums
 
-so a decode step reads top_k of E experts' weights, and prefill reads each routed expert's
-panels once per ROWS of its tokens while they sit in cache. Sums are fp32 over the stored
+so a decode step reads top_k of E experts' weights (one token: each panel's lines asked for
+PREFETCH_BYTES ahead, as the dense GEMV does), and prefill reads each routed expert's panels
+once per ROWS of its tokens while they sit in cache. On a CPU with AMX, prompts take
+`_amx_kernel` instead: the same loop over experts, with each expert's tokens gathered into
+tiles and its panels run through AMX tile products (`amx.py`). Sums are fp32 over the stored
 weights, in expert order, as the op's reference adds them; int8 stacks
 (`passes.quantize_weights`) widen as they load and scale each row's sum once.
 """
@@ -20,8 +23,8 @@ from __future__ import annotations
 from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
-from ...targets import TargetDesc, amx_usable
 from ...ir.ops import expert_operands
+from ...targets import TargetDesc, amx_usable
 from ..kernels import same_params
 from ..registry import precision
 from . import amx
