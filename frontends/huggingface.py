@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import model_defs
 from ..ir import Graph, Node, np_dtype
-from ..ir.ops import pack_rows, quantize_rows
+from ..ir.ops import join_sources, pack_rows, quantize_rows
 from ..model_defs import ConfigError, ModelDef
 from .safetensors import SafetensorsFiles, WeightError
 
@@ -102,9 +102,7 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
     for p in graph_params:
         if p.attr("scale_of"):
             continue  # written with its weight, below
-        parts = [st.get(s) for s in _sources(p)]
-        arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=p.attr("axis", 0))
-        arr = arr.reshape(param_source_shape(p))  # a stack of experts: (E * N, K) -> (E, N, K)
+        arr = join_sources([st.get(s) for s in _sources(p)], p.attr("axis", 0), p.attr("experts"))
         if p.attr("quant"):  # `passes.quantize_weights`: int8 rows and their scales
             arr, scale = quantize_rows(arr)
             sp = scales[p.name]

@@ -6,7 +6,7 @@ from typing import Mapping
 import numpy as np
 
 from .graph import Graph, Node
-from .ops import OPS, np_dtype, pack_rows, quantize_rows
+from .ops import OPS, join_sources, np_dtype, pack_rows, quantize_rows
 
 
 def _source(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -14,8 +14,8 @@ def _source(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
     if node.name in weights:
         return np.asarray(weights[node.name])
     if node.attr("concat"):
-        arr = np.concatenate([np.asarray(weights[s]) for s in node.attr("concat")], axis=node.attr("axis", 0))
-        return arr.reshape(node.attr("experts"), -1, arr.shape[-1]) if node.attr("experts") else arr
+        return join_sources([np.asarray(weights[s]) for s in node.attr("concat")], node.attr("axis", 0),
+                            node.attr("experts"))
     raise KeyError(f"no weight for param {node.name!r}")
 
 

@@ -141,6 +141,13 @@ def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+def join_sources(parts: Sequence[np.ndarray], axis: int = 0, experts: int | None = None) -> np.ndarray:
+    """A derived param's array from its source tensors (`ir.graph.param_node`): concatenated
+    along ``axis``, and with ``experts=E`` the (E * N, K) result viewed as a stack (E, N, K)."""
+    arr = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+    return arr.reshape(experts, -1, arr.shape[-1]) if experts else arr
+
+
 def unpack_rows(wp: np.ndarray, n: int) -> np.ndarray:
     if wp.ndim == 4:
         return np.stack([unpack_rows(w, n) for w in wp])

@@ -266,6 +266,12 @@ def linear_packed(x: te.Tensor, wp: te.Tensor, *extra: te.Tensor, n: int, bias: 
                                         scale), name="epilogue")
 
 
+def _outranks(a: tirx.PrimExpr, b: tirx.PrimExpr, ia: tirx.PrimExpr, ib: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Whether score a (of index ia) ranks above score b (of ib): higher, or equal at a lower
+    index (`ir.ops.moe_gates`' tie rule)."""
+    return tirx.Or(a > b, tirx.And(a == b, ia < ib))
+
+
 def moe_gates(logits: te.Tensor, *bias: te.Tensor, top_k: int, normalize: bool = False, scoring: str = "softmax",
               n_group: int = 1, topk_group: int = 1, scale: float = 1.0) -> te.Tensor:
     """Per token: the weights (softmax, or sigmoid), the choice scores (the logits, or sigmoid +
@@ -287,21 +293,19 @@ def moe_gates(logits: te.Tensor, *bias: te.Tensor, top_k: int, normalize: bool =
     if n_group > 1:  # the topk_group groups whose two best choices sum highest
         size = e // n_group
         ks = te.reduce_axis((0, size), "ks")
-        in_group = lambda i, j: choice(i, (j // size) * size + ks)  # noqa: E731
-        top2 = te.compute((t, e), lambda i, j: te.sum(tirx.Cast("int32", tirx.Or(  # rank within its group
-            in_group(i, j) > choice(i, j), tirx.And(in_group(i, j) == choice(i, j), (j // size) * size + ks < j))),
-            axis=ks), name="group_rank")
+        peer = lambda j: (j // size) * size + ks  # noqa: E731  (the experts of j's group)
+        top2 = te.compute((t, e), lambda i, j: te.sum(  # rank within its group
+            _outranks(choice(i, peer(j)), choice(i, j), peer(j), j).astype("int32"), axis=ks), name="group_rank")
         gscore = te.compute((t, n_group), lambda i, g: te.sum(tirx.if_then_else(
             top2[i, g * size + ks] < 2, choice(i, g * size + ks), tirx.const(0.0, F32)), axis=ks), name="group_score")
         kg = te.reduce_axis((0, n_group), "kg")
-        gbeats = lambda i, g: tirx.Or(gscore[i, kg] > gscore[i, g], tirx.And(gscore[i, kg] == gscore[i, g], kg < g))  # noqa: E731
-        grank = te.compute((t, n_group), lambda i, g: te.sum(gbeats(i, g).astype("int32"), axis=kg),
-                           name="group_rank_of")
+        grank = te.compute((t, n_group), lambda i, g: te.sum(
+            _outranks(gscore[i, kg], gscore[i, g], kg, g).astype("int32"), axis=kg), name="group_rank_of")
         eligible = lambda i, j: grank[i, j // size] < topk_group  # noqa: E731
     other = js[2]
 
     def beats(i, j):
-        b = tirx.Or(choice(i, other) > choice(i, j), tirx.And(choice(i, other) == choice(i, j), other < j))
+        b = _outranks(choice(i, other), choice(i, j), other, j)
         return b if eligible is None else tirx.And(eligible(i, other), b)
 
     rank = te.compute((t, e), lambda i, j: te.sum(beats(i, j).astype("int32"), axis=other), name="rank")

@@ -35,9 +35,10 @@ ROWS = 4  # routed tokens per register tile (T > 1)
 PREFETCH = True  # decode (T = 1) prefetches each panel's lines PREFETCH_BYTES ahead (`prefetch.py`)
 
 
-def _routing_macros(e: int, h: int, gdt: str):
+def _routing_macros(e: int, h: int, f: int, gdt: str):
     """Macros both kernels share: ``clear(out, t)`` zeroes the output rows; ``route(g, ex, t,
-    tok, cnt)`` lists in tok[:cnt[0]] the tokens with a nonzero gate for expert ex."""
+    tok, cnt)`` lists in tok[:cnt[0]] the tokens with a nonzero gate for expert ex;
+    ``activate(gu, act, tok, n)`` writes silu(gate) * up of those tokens' gate/up sums."""
     from tvm.script import tirx as T
 
     @T.macro
@@ -54,7 +55,38 @@ def _routing_macros(e: int, h: int, gdt: str):
                 tok[cnt[0]] = i
                 cnt[0] = cnt[0] + 1
 
-    return clear, route
+    @T.macro
+    def activate(gu, act, tok, n):
+        for j in T.parallel(n):
+            for c in range(f):
+                act[tok[j], c] = gu[tok[j], c] * T.sigmoid(gu[tok[j], c]) * gu[tok[j], f + c]
+
+    return clear, route, activate
+
+
+def _experts_func(e: int, h: int, f: int, shapes: tuple, dtypes: tuple[str, ...], quantized: bool,
+                  body) -> tirx.PrimFunc:
+    """The PrimFunc (x, g, w_in, [s_in], w_out, [s_out], out) around a kernel's ``body`` macro
+    (x, g, w_in, s_in, w_out, s_out, out, t); ``shapes``: the packed stacks' (w_in, w_out)."""
+    from tvm.script import tirx as T
+
+    xdt, gdt, wdt = dtypes
+    in_shape, out_shape = shapes
+
+    @T.prim_func(private=True)
+    def moe_experts_routed(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt),
+                           s_in: T.Buffer((e, 2 * f), F32), w_out: T.Buffer(out_shape, wdt),
+                           s_out: T.Buffer((e, h), F32), var_out: T.handle):
+        t = T.int64()
+        x = T.match_buffer(var_x, (t, h), xdt)
+        g = T.match_buffer(var_g, (t, e), gdt)
+        out = T.match_buffer(var_out, (t, h), F32)
+        body(x, g, w_in, s_in, w_out, s_out, out, t)
+
+    # the body reads the scales only for int8 stacks: otherwise those parameters go
+    x_, g_, w_in_, s_in_, w_out_, s_out_, out_ = moe_experts_routed.params
+    params = [x_, g_, w_in_, s_in_, w_out_, s_out_, out_] if quantized else [x_, g_, w_in_, w_out_, out_]
+    return tirx.PrimFunc(params, moe_experts_routed.body, moe_experts_routed.ret_type, moe_experts_routed.attrs)
 
 
 def sparse_experts(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
@@ -83,8 +115,8 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
             rows: int, quantized: bool) -> tirx.PrimFunc:
     from tvm.script import tirx as T
 
-    xdt, gdt, wdt = dtypes
-    clear, route = _routing_macros(e, h, gdt)
+    _, gdt, wdt = dtypes
+    clear, route, activate = _routing_macros(e, h, f, gdt)
     ahead, line = stream_plan(wdt, blk)  # k rows ahead (a panel runs on into the next), elements per line
 
     @T.macro
@@ -135,37 +167,10 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
             n = cnt[0]
             if n > 0:
                 routed(x, w_in, s_in, 2 * f, ex, nb_in, h, tok, n, g, gu, True)
-                for j in T.parallel(n):
-                    for c in range(f):
-                        act[tok[j], c] = gu[tok[j], c] * T.sigmoid(gu[tok[j], c]) * gu[tok[j], f + c]
+                activate(gu, act, tok, n)
                 routed(act, w_out, s_out, h, ex, nb_out, f, tok, n, g, out, False)
 
-    in_shape, out_shape = (e, nb_in, h, blk), (e, nb_out, f, blk)
-    if quantized:
-        @T.prim_func(private=True, s_tir=True)
-        def moe_experts_routed_int8(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt),
-                                    s_in: T.Buffer((e, 2 * f), F32), w_out: T.Buffer(out_shape, wdt),
-                                    s_out: T.Buffer((e, h), F32), var_out: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, h), xdt)
-            g = T.match_buffer(var_g, (t, e), gdt)
-            out = T.match_buffer(var_out, (t, h), F32)
-            with T.sblock("root"):
-                body(x, g, w_in, s_in, w_out, s_out, out, t)
-
-        return moe_experts_routed_int8
-
-    @T.prim_func(private=True, s_tir=True)
-    def moe_experts_routed(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt),
-                           w_out: T.Buffer(out_shape, wdt), var_out: T.handle):
-        t = T.int64()
-        x = T.match_buffer(var_x, (t, h), xdt)
-        g = T.match_buffer(var_g, (t, e), gdt)
-        out = T.match_buffer(var_out, (t, h), F32)
-        with T.sblock("root"):
-            body(x, g, w_in, None, w_out, None, out, t)
-
-    return moe_experts_routed
+    return _experts_func(e, h, f, ((e, nb_in, h, blk), (e, nb_out, f, blk)), dtypes, quantized, body)
 
 
 def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[str, ...],
@@ -180,8 +185,8 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
     from tvm.script import tirx as T
 
     tiles = amx.tile_macros()
-    xdt, gdt, wdt = dtypes
-    clear, route = _routing_macros(e, h, gdt)
+    gdt = dtypes[1]
+    clear, route, activate = _routing_macros(e, h, f, gdt)
     panel, kstep, rows = amx.PANEL, amx.KSTEP, amx.ROWS
     X0, X1, W0, W1 = amx.X0, amx.X1, amx.W0, amx.W1
 
@@ -256,25 +261,8 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
             if n > 0:
                 gather(x, tok, n, xs_in, h)
                 products(w_in, s_in, 2 * f, ex, nb_in, h, xs_in, tok, n, g, gu, True)
-                for j in T.parallel(n):
-                    for c in range(f):
-                        act[tok[j], c] = gu[tok[j], c] * T.sigmoid(gu[tok[j], c]) * gu[tok[j], f + c]
+                activate(gu, act, tok, n)
                 gather(act, tok, n, xs_out, f)
                 products(w_out, s_out, h, ex, nb_out, f, xs_out, tok, n, g, out, False)
 
-    in_shape, out_shape = (e, nb_in, h, panel), (e, nb_out, f, panel)
-
-    @T.prim_func(private=True)
-    def moe_experts_amx(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt),
-                        s_in: T.Buffer((e, 2 * f), F32), w_out: T.Buffer(out_shape, wdt),
-                        s_out: T.Buffer((e, h), F32), var_out: T.handle):
-        t = T.int64()
-        x = T.match_buffer(var_x, (t, h), xdt)
-        g = T.match_buffer(var_g, (t, e), gdt)
-        out = T.match_buffer(var_out, (t, h), F32)
-        body(x, g, w_in, s_in, w_out, s_out, out, t)
-
-    # the body reads the scales only for int8 stacks: otherwise those parameters go
-    x_, g_, w_in_, s_in_, w_out_, s_out_, out_ = moe_experts_amx.params
-    params = [x_, g_, w_in_, s_in_, w_out_, s_out_, out_] if quantized else [x_, g_, w_in_, w_out_, out_]
-    return tirx.PrimFunc(params, moe_experts_amx.body, moe_experts_amx.ret_type, moe_experts_amx.attrs)
+    return _experts_func(e, h, f, ((e, nb_in, h, panel), (e, nb_out, f, panel)), dtypes, quantized, body)
