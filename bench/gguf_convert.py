@@ -96,9 +96,12 @@ def convert(ckpt: str | Path, out: str | Path, outtype: str = "bf16", workdir: P
     out.parent.mkdir(parents=True, exist_ok=True)
     logfile = workdir / "logs" / f"convert-{out.stem}.log"
     logfile.parent.mkdir(parents=True, exist_ok=True)
+    # Qwen3-Next's converter expects multi-token-prediction tensors unless told there are none
+    archs = json.loads((Path(ckpt) / "config.json").read_text()).get("architectures") or []
+    extra = ["--no-mtp"] if "Qwen3NextForCausalLM" in archs else []
     with open(logfile, "w") as f:
         proc = subprocess.run([sys.executable, "-c", _RUN_CONVERTER, str(script), str(src), "--outtype", outtype,
-                               "--outfile", str(tmp)], stdout=f, stderr=subprocess.STDOUT)
+                               "--outfile", str(tmp), *extra], stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode:
         raise RuntimeError(f"GGUF conversion failed (exit {proc.returncode}); see {logfile}")
     tmp.replace(out)

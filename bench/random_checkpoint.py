@@ -2,6 +2,7 @@
 
     python bench/random_checkpoint.py qwen3-0.6b /tmp/qwen3-0.6b --dtype bfloat16
     python bench/random_checkpoint.py qwen3-coder-30b-a3b /tmp/qwen3-moe-4l --layers 4
+    python bench/random_checkpoint.py qwen3-coder-next /tmp/qwen3-next-4l --layers 4
 
 Presets copy the published config.json fields of each model; a preset without
 "architectures" is a Qwen3ForCausalLM. --layers keeps the first N decoder layers (the
@@ -31,6 +32,16 @@ PRESETS = {
                                 num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1,
                                 mlp_only_layers=[], tie_word_embeddings=False, max_position_embeddings=262144,
                                 rope_theta=10000000.0, rms_norm_eps=1e-6),
+    # Qwen3-Coder-Next (Qwen3-Next-80B-A3B's shapes): 48 layers, 3 of every 4 gated DeltaNet;
+    # 512 experts (10 active) plus a shared expert, 159 GB in bf16
+    "qwen3-coder-next": dict(architectures=["Qwen3NextForCausalLM"], vocab_size=151936, hidden_size=2048,
+                             intermediate_size=5120, moe_intermediate_size=512, shared_expert_intermediate_size=512,
+                             num_hidden_layers=48, num_attention_heads=16, num_key_value_heads=2, head_dim=256,
+                             partial_rotary_factor=0.25, full_attention_interval=4, linear_conv_kernel_dim=4,
+                             linear_key_head_dim=128, linear_value_head_dim=128, linear_num_key_heads=16,
+                             linear_num_value_heads=32, num_experts=512, num_experts_per_tok=10, norm_topk_prob=True,
+                             decoder_sparse_step=1, mlp_only_layers=[], tie_word_embeddings=False,
+                             max_position_embeddings=262144, rope_theta=5000000.0, rms_norm_eps=1e-6),
 }
 _ST_DTYPE = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
@@ -76,10 +87,48 @@ def qwen3_moe_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return _decoder_shapes(c, mlp)
 
 
+def qwen3_next_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Qwen3NextForCausalLM: linear-attention (gated DeltaNet) layers but every
+    full_attention_interval-th, whose gated attention's q_proj is twice as wide; sparse MLPs
+    (Qwen3-MoE's rule) with a shared expert and its gate."""
+    h, e, f = c["hidden_size"], c["num_experts"], c["moe_intermediate_size"]
+    hk, hv, dk, dv = (c["linear_num_key_heads"], c["linear_num_value_heads"], c["linear_key_head_dim"],
+                      c["linear_value_head_dim"])
+
+    def mlp(i: int, p: str) -> dict[str, tuple[int, ...]]:
+        if i in c["mlp_only_layers"] or (i + 1) % c["decoder_sparse_step"] != 0:
+            return _gated_mlp(f"{p}.mlp", h, c["intermediate_size"])
+        out = {f"{p}.mlp.gate.weight": (e, h)}
+        for j in range(e):
+            out.update(_gated_mlp(f"{p}.mlp.experts.{j}", h, f))
+        out.update(_gated_mlp(f"{p}.mlp.shared_expert", h, c["shared_expert_intermediate_size"]))
+        out[f"{p}.mlp.shared_expert_gate.weight"] = (1, h)
+        return out
+
+    shapes = _decoder_shapes(c, mlp)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}"
+        if (i + 1) % c["full_attention_interval"] == 0:
+            d, hq = c["head_dim"], c["num_attention_heads"]
+            shapes[f"{p}.self_attn.q_proj.weight"] = (2 * hq * d, h)
+            continue
+        for n in ("q", "k", "v", "o"):
+            del shapes[f"{p}.self_attn.{n}_proj.weight"]
+        del shapes[f"{p}.self_attn.q_norm.weight"], shapes[f"{p}.self_attn.k_norm.weight"]
+        la = f"{p}.linear_attn"
+        shapes.update({f"{la}.in_proj_qkvz.weight": (2 * hk * dk + 2 * hv * dv, h),
+                       f"{la}.in_proj_ba.weight": (2 * hv, h), f"{la}.conv1d.weight": (2 * hk * dk + hv * dv, 1,
+                                                                                       c["linear_conv_kernel_dim"]),
+                       f"{la}.A_log": (hv,), f"{la}.dt_bias": (hv,), f"{la}.norm.weight": (dv,),
+                       f"{la}.out_proj.weight": (h, hv * dv)})
+    return shapes
+
+
 # architecture -> (model_type, tensor shapes of a config)
 FAMILIES: dict[str, tuple[str, Callable[[dict], dict[str, tuple[int, ...]]]]] = {
     "Qwen3ForCausalLM": ("qwen3", qwen3_shapes),
     "Qwen3MoeForCausalLM": ("qwen3_moe", qwen3_moe_shapes),
+    "Qwen3NextForCausalLM": ("qwen3_next", qwen3_next_shapes),
 }
 
 
@@ -124,9 +173,17 @@ def hf_config(c: dict, dtype: str = "bfloat16") -> dict:
 
 
 def preset_config(preset: str, layers: int | None = None) -> dict:
-    """PRESETS[preset], with num_hidden_layers = ``layers`` when given."""
+    """PRESETS[preset], with num_hidden_layers = ``layers`` when given. A hybrid model cut to
+    fewer layers than its full_attention_interval keeps the interval's last layer kind: its
+    last layer is a full-attention one, so that both kinds run (and the peers, which size a KV
+    cache for the attention layers, have one)."""
     c = PRESETS[preset]
-    return c if layers is None else {**c, "num_hidden_layers": layers}
+    if layers is None:
+        return c
+    c = {**c, "num_hidden_layers": layers}
+    if c.get("full_attention_interval", 0) > layers:
+        c["full_attention_interval"] = layers
+    return c
 
 
 def make(preset: str, out: str | Path, dtype: str = "bfloat16", seed: int = 0, layers: int | None = None) -> Path:

@@ -16,7 +16,7 @@ from tvm import relax, tirx
 
 from ..ir import Graph, Node
 from ..ir.ops import inv_freq
-from ..schedules import KERNELS, kernels
+from ..schedules import KERNELS, kernels, linear_attention
 from ..schedules.registry import OP_KIND_ATTR
 
 
@@ -50,6 +50,8 @@ class _Lowerer:
             func = func.with_attr(OP_KIND_ATTR, n.op)
             gv = self.bb.add_func(func, "kv_append")
             return self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[0], out_ty=self.ty(cache)))
+        if n.op in RECURRENT:
+            return self.emit_recurrent(n, args)
         if n.op == "reshape":
             return self.bb.emit(relax.op.reshape(args[0], [self.dim(d) for d in attrs["shape"]]))
         if n.op == "rope_table":
@@ -61,6 +63,27 @@ class _Lowerer:
                                primfunc_attrs={OP_KIND_ATTR: n.op, **_schedule_hints(n)})
 
 
+    def emit_recurrent(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
+        """A linear-attention op (`schedules.linear_attention`): its cached form, with operands
+        (state, kv_len) last, writes the state in place and returns the output as a new tensor."""
+        ops, cached = n.inputs, len(n.inputs) > RECURRENT[n.op]
+        if n.op == "causal_conv1d":
+            x, w = ops[:2]
+            func = linear_attention.causal_conv1d(x.shape[1], w.shape[2], x.dtype, w.dtype, cached)
+        else:
+            q, v = ops[0], ops[2]
+            func = linear_attention.gated_delta_rule(q.shape[1], v.shape[1], q.shape[2], v.shape[2],
+                                                     tuple(i.dtype for i in ops[:7]), cached)
+        gv = self.bb.add_func(func.with_attr(OP_KIND_ATTR, n.op), n.op)
+        if not cached:
+            return self.bb.emit(relax.call_tir(gv, args, self.ty(n)))
+        state = len(ops) - 2
+        both = self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[state, -1],
+                                                   out_ty=[self.ty(ops[state]), self.ty(n)]))
+        return self.bb.emit(relax.TupleGetItem(both, 1))
+
+
+RECURRENT = {"causal_conv1d": 2, "gated_delta_rule": 7}  # op -> operands of its cache-less form
 SCHEDULE_ONLY = ("precision",)  # node attrs that only the schedule rules read (as hints), not the TE kernels
 
 

@@ -812,6 +812,140 @@ def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=No
     return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
 
 
+# **** linear attention (Qwen3-Next's gated DeltaNet) ****
+# A linear-attention layer keeps, instead of a KV cache, a fixed-size state: the last K-1
+# inputs of its causal convolution and a (Hv, Dk, Dv) fp32 matrix per layer. The ops below take
+# the cache-less form (the state starts at zero) or, with operands (state, kv_len) added by
+# `passes.insert_kv_cache`, the cached form: the step covers positions [kv_len - T, kv_len),
+# reads the state that the earlier positions left (none at position 0: a new sequence, whatever
+# the buffer holds) and writes it back in place, as `kv_append` writes a KV cache.
+
+
+def _state_t(state: TensorType, shape: tuple, dtype: str, kv_len: TensorType) -> None:
+    _check(state.shape == shape and state.dtype == dtype, f"state must be {dtype}{list(shape)}, got {state}")
+    _check(kv_len.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+
+
+def _state_start(t: int, kv_len: np.ndarray) -> int:
+    """The first new position of a cached step (kv_len - T), checked."""
+    start = kv_len.shape[0] - t
+    if start < 0:
+        raise IndexError(f"kv_len {kv_len.shape[0]} is less than the {t} new positions")
+    return start
+
+
+@_op("causal_conv1d", (2, 4), "silu of the depthwise causal convolution of x (T, C) with w (C, 1, K) over the "
+     "sequence (zero before position 0): y[t, c] = silu(sum_j w[c, 0, j] * x[t - K + 1 + j, c]). Cached form: "
+     "operands state (K-1, C) (the inputs at the K-1 positions before the step) and kv_len")
+def _causal_conv1d_t(ts, a):
+    x, w = ts[:2]
+    _float(x), _float(w)
+    _check(x.ndim == 2 and w.ndim == 3 and w.shape[:2] == (x.shape[1], 1) and isinstance(w.shape[2], int)
+           and w.shape[2] >= 2, f"expects x (T, C) and a depthwise kernel w (C, 1, K >= 2), got {x}, {w}")
+    _check(len(ts) in (2, 4), "the cached form takes (x, w, state, kv_len)")
+    if len(ts) == 4:
+        _state_t(ts[2], (w.shape[2] - 1, x.shape[1]), x.dtype, ts[3])
+    return x
+
+
+@_causal_conv1d_t
+def causal_conv1d(x, w, *cache):
+    t, k = x.shape[0], w.shape[2]
+    past = np.zeros((k - 1, x.shape[1]), np.float32)
+    if cache:
+        state, kv_len = cache
+        if _state_start(t, kv_len) > 0:
+            past = f32(state)
+    full = np.concatenate([past, f32(x)])
+    if cache:
+        state[...] = full[len(full) - (k - 1):].astype(state.dtype)
+    w32 = f32(w)[:, 0, :]  # (C, K)
+    y = sum(w32[:, j] * full[j: j + t] for j in range(k))
+    return (y / (1 + np.exp(-y))).astype(x.dtype)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), and x itself above 20 (torch's threshold)."""
+    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """x / sqrt(sum(x^2) + eps) over the last axis (the FLA / transformers l2norm)."""
+    return x / np.sqrt(np.sum(x * x, axis=-1, keepdims=True) + np.float32(eps))
+
+
+@_op("gated_delta_rule", (7, 9), "the gated delta rule over q, k (T, Hk, Dk), v (T, Hv, Dv) (Hv a multiple of Hk; "
+     "value head h reads key head h // (Hv / Hk)), a, b (T, Hv), a_log, dt_bias (Hv) -> (T, Hv, Dv) in v's dtype. "
+     "With q, k l2-normalized (q also scaled by Dk^-0.5), decay = exp(-exp(a_log) * softplus(a + dt_bias)) and "
+     "beta = sigmoid(b), each head's state S (Dk, Dv), zero at position 0, steps S = decay * S; "
+     "S += k (beta * (v - S^T k))^T; and outputs S^T q. Cached form: operands state (Hv, Dk, Dv) f32 and kv_len")
+def _gated_delta_rule_t(ts, a):
+    q, k, v, ga, gb, a_log, dt_bias = ts[:7]
+    for t in ts[:7]:
+        _float(t)
+    _check(q.ndim == k.ndim == v.ndim == 3 and q.shape == k.shape and v.shape[0] == q.shape[0],
+           f"expects q, k (T, Hk, Dk) and v (T, Hv, Dv), got {q}, {k}, {v}")
+    hk, hv = q.shape[1], v.shape[1]
+    _check(isinstance(hk, int) and isinstance(hv, int) and hv % hk == 0,
+           f"value heads {hv} must be a multiple of key heads {hk}")
+    _check(ga.shape == gb.shape == (q.shape[0], hv), f"a and b must be (T, {hv}), got {ga}, {gb}")
+    _check(a_log.shape == dt_bias.shape == (hv,), f"a_log and dt_bias must be ({hv},), got {a_log}, {dt_bias}")
+    _check(len(ts) in (7, 9), "the cached form takes (q, k, v, a, b, a_log, dt_bias, state, kv_len)")
+    if len(ts) == 9:
+        _state_t(ts[7], (hv, q.shape[2], v.shape[2]), "float32", ts[8])
+    return v
+
+
+@_gated_delta_rule_t
+def gated_delta_rule(q, k, v, ga, gb, a_log, dt_bias, *cache):
+    t, hk, dk = q.shape
+    r = v.shape[1] // hk
+    qn = np.repeat(l2_normalize(f32(q)), r, axis=1) * np.float32(dk ** -0.5)
+    kn = np.repeat(l2_normalize(f32(k)), r, axis=1)
+    decay = np.exp(-np.exp(f32(a_log)) * softplus(f32(ga) + f32(dt_bias)))  # (T, Hv)
+    beta = 1 / (1 + np.exp(-f32(gb)))
+    v32 = f32(v)
+    s = np.zeros((v.shape[1], dk, v.shape[2]), np.float32)
+    if cache and _state_start(t, cache[1]) > 0:
+        s = f32(cache[0]).copy()
+    out = np.empty(v.shape, np.float32)
+    for i in range(t):
+        s *= decay[i][:, None, None]
+        delta = (v32[i] - np.einsum("hij,hi->hj", s, kn[i])) * beta[i][:, None]
+        s += kn[i][:, :, None] * delta[:, None, :]
+        out[i] = np.einsum("hij,hi->hj", s, qn[i])
+    if cache:
+        cache[0][...] = s
+    return out.astype(v.dtype)
+
+
+@_op("rms_norm_gated", 3, "rms_norm(x, w, eps) * silu(z): x, z (..., D), w (D)")
+def _rms_norm_gated_t(ts, a):
+    x, z, w = ts
+    _check(z.shape == x.shape, f"gate {z} must have x's shape {x.shape}")
+    _float(z)
+    return OPS["rms_norm"].infer([x, w], a)
+
+
+@_rms_norm_gated_t
+def rms_norm_gated(x, z, w, eps):
+    z32 = f32(z)
+    return (f32(rms_norm(f32(x), w, eps)) * (z32 / (1 + np.exp(-z32)))).astype(x.dtype)
+
+
+@_op("sigmoid_gate", 2, "x * sigmoid(g), g of x's shape or (..., 1) (one gate per row)")
+def _sigmoid_gate_t(ts, a):
+    x, g = ts
+    _float(x), _float(g)
+    _check(g.shape in (x.shape, x.shape[:-1] + (1,)), f"gate {g} must be {x.shape} or {x.shape[:-1] + (1,)}")
+    return x
+
+
+@_sigmoid_gate_t
+def sigmoid_gate(x, g):
+    return (f32(x) / (1 + np.exp(-f32(g)))).astype(x.dtype)
+
+
 # **** sampling ****
 # The next token is drawn where the logits are (on the GPU, only 4 bytes come back): greedy
 # argmax, or the Gumbel-max trick, argmax(z / temperature + g) with g ~ Gumbel(0, 1), which

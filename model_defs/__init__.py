@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..ir import Graph
-from . import glm4_moe, qwen3, qwen3_moe
+from . import glm4_moe, qwen3, qwen3_moe, qwen3_next
 from .config import ConfigError
 
 ENTRY_POINT_GROUP = "inference_pio.model_families"
@@ -66,6 +66,8 @@ register(ModelSpec("qwen3", ("Qwen3ForCausalLM",), qwen3.Qwen3Config.from_hf, qw
                    ignored=_qwen3_ignored))
 # sparse kernels for the CPU only, so far
 register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConfig.from_hf, qwen3_moe.build,
+                   targets=("llvm",), ignored=_qwen3_ignored))
+register(ModelSpec("qwen3_next", ("Qwen3NextForCausalLM",), qwen3_next.Qwen3NextConfig.from_hf, qwen3_next.build,
                    targets=("llvm",), ignored=_qwen3_ignored))
 register(ModelSpec("glm4_moe", ("Glm4MoeForCausalLM",), glm4_moe.Glm4MoeConfig.from_hf, glm4_moe.build,
                    targets=("llvm",), ignored=glm4_moe.ignored))

@@ -18,8 +18,11 @@ def linear(b: GraphBuilder, x: Node, name: str, n_in: int, n_out: int, dtype: st
     return b.linear(x, w)
 
 
-def rms_norm(b: GraphBuilder, x: Node, name: str, eps: float, dtype: str) -> Node:
-    return b.rms_norm(x, b.param(f"{name}.weight", (x.shape[-1],), dtype), eps=eps)
+def rms_norm(b: GraphBuilder, x: Node, name: str, eps: float, dtype: str, offset: float = 0.0) -> Node:
+    """RMSNorm with weight ``{name}.weight``; ``offset`` 1 where a family stores the weight as
+    its difference from 1 (Qwen3-Next: x * (1 + w))."""
+    w = b.param(f"{name}.weight", (x.shape[-1],), dtype)
+    return b.rms_norm(x, w, eps=eps, offset=float(offset)) if offset else b.rms_norm(x, w, eps=eps)
 
 
 def plain_attention(b: GraphBuilder, q: Node, k: Node, v: Node, scale: float) -> Node:

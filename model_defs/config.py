@@ -37,7 +37,7 @@ def pop_rotary_fraction(cfg: dict[str, Any], head_dim: int) -> int:
     """The number of rotated dims of each head: head_dim * partial_rotary_factor (default 1)."""
     factor = cfg.pop("partial_rotary_factor", None) or 1.0
     dim = int(head_dim * factor)
-    require(isinstance(factor, (int, float)) and 0 < factor <= 1 and dim % 2 == 0, "partial_rotary_factor", factor,
+    require(isinstance(factor, (int, float)) and 0 < factor <= 1 and dim > 0 and dim % 2 == 0, "partial_rotary_factor", factor,
             f"a fraction in (0, 1] giving an even number of the {head_dim} head dims")
     return dim
 

@@ -7,8 +7,12 @@ Produces, for layer i: ``kc = kv_append(cache.i.k, k, kv_len)``, likewise for v,
 after this step) and the caches ``cache.{i}.k`` / ``cache.{i}.v`` of shape
 (max_seq_len, Hkv, D) in ``cache_dtype``. The logits output is narrowed to the last
 position (`last_token_logits`): a generator samples only from it.
+Linear-attention layers (Qwen3-Next) keep a fixed-size state instead: each `causal_conv1d`
+gets ``cache.{j}.conv`` (K-1, C) (its last inputs, in the activations' dtype) and each
+`gated_delta_rule` ``cache.{j}.delta`` (Hv, Dk, Dv) float32, both read and written in place
+by the cached form of the op (see `ir.ops`), for the j-th such op in graph order.
 Ensures: no plain `attention` remains; a step over T new tokens costs O(T) in projections
-and O(T * kv_len) in attention, never re-running the prompt.
+and O(T * kv_len) in attention (O(T) in a linear-attention layer), never re-running the prompt.
 
 `specialize` then pins ``seq_len`` (1 for the decode function).
 """
@@ -21,7 +25,20 @@ def insert_kv_cache(graph: Graph, max_seq_len: int, cache_dtype: str = "float32"
     kv_len = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
     caches: list[Node] = []
 
+    states: list[Node] = []
+
+    def state(n: Node, kind: str, shape: tuple, dtype: str) -> Node:
+        s = input_node(f"cache.{sum(s.name.endswith(kind) for s in states)}.{kind}", TensorType(shape, dtype))
+        states.append(s)
+        return op_node(n.op, [*n.inputs, s, kv_len], **n.attr_dict)
+
     def fn(n: Node, _old: Node) -> Node | None:
+        if n.op == "causal_conv1d":
+            x, w = n.inputs
+            return state(n, "conv", (w.shape[2] - 1, x.shape[1]), x.dtype)
+        if n.op == "gated_delta_rule":
+            q, v = n.inputs[0], n.inputs[2]
+            return state(n, "delta", (v.shape[1], q.shape[2], v.shape[2]), "float32")
         if n.op != "attention":
             return None
         if not n.attr("causal"):
@@ -35,9 +52,9 @@ def insert_kv_cache(graph: Graph, max_seq_len: int, cache_dtype: str = "float32"
         return op_node("cache_attention", [q, ka, va, kv_len], scale=n.attr("scale"))
 
     g = rewrite(graph, fn, name="prefill")
-    if not caches:
+    if not caches and not states:
         raise ValueError("insert_kv_cache: the graph has no fused attention (run rewrite_attention first)")
-    g = Graph(g.name, graph.inputs + (kv_len, *caches), g.outputs, g.meta)
+    g = Graph(g.name, graph.inputs + (kv_len, *caches, *states), g.outputs, g.meta)
     return last_token_logits(g)
 
 

@@ -386,6 +386,24 @@ silu = _ew("silu", lambda a: a * tirx.sigmoid(a))
 sigmoid = _ew("sigmoid", tirx.sigmoid)
 
 
+def sigmoid_gate(x: te.Tensor, g: te.Tensor) -> te.Tensor:
+    """x * sigmoid(g), g of x's shape or one gate per row (..., 1)."""
+    per_row = g.shape[-1] != x.shape[-1] or len(x.shape) == 0
+
+    def fn(*i):
+        gi = (*i[:-1], 0) if per_row else i
+        return (_f32(x, *i) * tirx.sigmoid(_f32(g, *gi))).astype(x.dtype)
+
+    return te.compute(x.shape, fn, name="sigmoid_gate")
+
+
+def rms_norm_gated(x: te.Tensor, z: te.Tensor, w: te.Tensor, eps: float) -> te.Tensor:
+    """rms_norm(x, w, eps) * silu(z) over the last axis: blocks "sumsq", then "norm_gated"."""
+    normed = rms_norm(x, w, eps, out_dtype=F32, name="normed")
+    return te.compute(x.shape, lambda *i: (normed[i] * _f32(z, *i) * tirx.sigmoid(_f32(z, *i))).astype(x.dtype),
+                      name="norm_gated")
+
+
 def scale(x: te.Tensor, factor: float) -> te.Tensor:
     return te.compute(x.shape, lambda *i: (_f32(x, *i) * tirx.const(factor, F32)).astype(x.dtype), name="scale")
 
@@ -774,5 +792,5 @@ KERNELS: dict[str, Callable[..., te.Tensor]] = {
     "softmax": softmax, "causal_mask": causal_mask, "transpose": transpose, "slice": slice_,
     "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "norm_rotary": norm_rotary, "attention": attention,
     "cache_attention": cache_attention, "sample_token": sample_token, "moe_gates": moe_gates,
-    "moe_experts": moe_experts,
+    "moe_experts": moe_experts, "sigmoid_gate": sigmoid_gate, "rms_norm_gated": rms_norm_gated,
 }

@@ -1,4 +1,4 @@
-"""Tiny random Hugging Face Qwen3 / Qwen3-MoE / GLM-4.5-MoE checkpoints and reference logits from transformers.
+"""Tiny random Hugging Face Qwen3 / Qwen3-MoE / Qwen3-Next / GLM-4.5-MoE checkpoints and reference logits from transformers.
 
 Checkpoints are made the way a user's would be: ``Qwen3ForCausalLM(Qwen3Config(...))`` then
 ``save_pretrained``. Sizes are deliberately odd (hidden 40/56, 5 heads sharing 1 kv head,
@@ -81,11 +81,43 @@ GLM4_MOE_CONFIGS: dict[str, dict[str, Any]] = {
                      routed_scaling_factor=1.5, tie_word_embeddings=False),
 }
 
+# Qwen3-Next (Qwen3NextForCausalLM): name -> Qwen3NextConfig kwargs
+QWEN3_NEXT_CONFIGS: dict[str, dict[str, Any]] = {
+    # 3 linear-attention layers then a gated-attention one; 2 key heads serving 4 value heads (dk 6,
+    # dv 10); conv kernel 4; 6 experts, top 2, normalized, plus a shared expert; layer 1 dense
+    "next_odd": dict(vocab_size=97, hidden_size=40, intermediate_size=37, moe_intermediate_size=23,
+                     shared_expert_intermediate_size=19, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=8, partial_rotary_factor=0.5, linear_key_head_dim=6,
+                     linear_value_head_dim=10, linear_num_key_heads=2, linear_num_value_heads=4,
+                     linear_conv_kernel_dim=4, num_experts=6, num_experts_per_tok=2, norm_topk_prob=True,
+                     mlp_only_layers=[1], tie_word_embeddings=False),
+    # layers alternate (full_attention_interval 2); as many value as key heads; conv kernel 3;
+    # unnormalized gates, every second layer sparse; tied embeddings, attention biases
+    "next_alt": dict(vocab_size=131, hidden_size=48, intermediate_size=64, moe_intermediate_size=20,
+                     shared_expert_intermediate_size=24, num_hidden_layers=3, num_attention_heads=3,
+                     num_key_value_heads=1, head_dim=12, partial_rotary_factor=0.5, full_attention_interval=2, linear_key_head_dim=8,
+                     linear_value_head_dim=8, linear_num_key_heads=3, linear_num_value_heads=3,
+                     linear_conv_kernel_dim=3, num_experts=5, num_experts_per_tok=3, norm_topk_prob=False,
+                     decoder_sparse_step=2, tie_word_embeddings=True, attention_bias=True),
+    # stored in bf16
+    "next_bf16": dict(vocab_size=97, hidden_size=64, intermediate_size=96, moe_intermediate_size=32,
+                      shared_expert_intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, linear_key_head_dim=16, linear_value_head_dim=16,
+                      linear_num_key_heads=2, linear_num_value_heads=4, num_experts=8, num_experts_per_tok=2,
+                      tie_word_embeddings=False),
+}
 SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4, "wide256": 5,
-         "moe_odd": 6, "moe_norm": 7, "moe_bf16": 8, "glm_groups": 9, "glm_plain": 10, "glm_bf16": 11}
+         "moe_odd": 6, "moe_norm": 7, "moe_bf16": 8, "glm_groups": 9, "glm_plain": 10, "glm_bf16": 11,
+         "next_odd": 12, "next_alt": 13, "next_bf16": 14}
 
 
 def hf_config(name: str, **overrides: Any):
+    if name in QWEN3_NEXT_CONFIGS:
+        from transformers import Qwen3NextConfig
+
+        cfg = Qwen3NextConfig(**{**QWEN3_NEXT_CONFIGS[name], **overrides})
+        cfg._experts_implementation = "eager"  # see below
+        return cfg
     if name in GLM4_MOE_CONFIGS:
         from transformers import Glm4MoeConfig
 
@@ -107,7 +139,10 @@ def hf_config(name: str, **overrides: Any):
 def model_class(cfg):
     """The transformers class for a config made by `hf_config`."""
     from transformers import (Glm4MoeConfig, Glm4MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeConfig,
-                              Qwen3MoeForCausalLM)
+                              Qwen3MoeForCausalLM, Qwen3NextConfig, Qwen3NextForCausalLM)
+
+    if isinstance(cfg, Qwen3NextConfig):
+        return Qwen3NextForCausalLM
 
     if isinstance(cfg, Glm4MoeConfig):
         return Glm4MoeForCausalLM
@@ -119,10 +154,12 @@ def randomize(model, seed: int) -> None:
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    offset_norms = type(model).__name__.startswith("Qwen3Next")
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=g))
+            if name.endswith("norm.weight"):  # Qwen3-Next's norms but the gated one scale by 1 + w
+                one = 0.0 if offset_norms and not name.endswith("linear_attn.norm.weight") else 1.0
+                p.copy_(one + 0.3 * torch.randn(p.shape, generator=g))
             elif name.endswith("bias"):
                 p.copy_(0.3 * torch.randn(p.shape, generator=g))
             elif p.ndim == 2 and "embed_tokens" in name:
@@ -175,7 +212,7 @@ def load_reference(path: Path, dtype: str):
     from transformers import AutoConfig
 
     cls = model_class(AutoConfig.from_pretrained(str(path)))
-    kw = {"experts_implementation": "eager"} if "Moe" in cls.__name__ else {}  # see hf_config
+    kw = {"experts_implementation": "eager"} if "Moe" in cls.__name__ or "Next" in cls.__name__ else {}
     return cls.from_pretrained(str(path), dtype=getattr(torch, dtype), **kw).eval()
 
 
@@ -205,7 +242,8 @@ def rounded_reference(model, dtype: str):
 def dequantized_reference(model):
     """A float32 copy of ``model`` whose matrices (projections, embedding, LM head, stacks of
     experts; not the MoE routers) hold what int8 rows with per-row scales stand for
-    (`ir.ops.quantize_rows`): what an engine compiled with quantize="int8" should reproduce."""
+    (`ir.ops.quantize_rows`): what an engine compiled with quantize="int8" should reproduce
+    (Qwen3-Next's convolution kernels are not matrices and stay float)."""
     import copy
 
     import torch
@@ -215,7 +253,7 @@ def dequantized_reference(model):
     m = copy.deepcopy(model).float()
     with torch.no_grad():
         for name, prm in m.named_parameters():
-            if prm.ndim in (2, 3) and not name.endswith("mlp.gate.weight"):
+            if prm.ndim in (2, 3) and not name.endswith(("mlp.gate.weight", "conv1d.weight")):
                 prm.copy_(torch.from_numpy(dequantize_rows(*quantize_rows(prm.numpy()))))
     return m
 

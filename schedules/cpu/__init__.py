@@ -7,6 +7,7 @@ from .flash_amx import amx_flash_attention
 from .flash_attention import flash_attention
 from .generic import parallel_outer
 from .linear import linear_packed_rows, linear_rows
+from .linear_attention import parallel_conv1d, parallel_delta_rule
 from .moe import sparse_experts
 from .norm import rms_norm_rows
 from .swiglu import swiglu_rows
@@ -25,4 +26,6 @@ register("llvm", "cache_attention", amx_flash_attention)
 register("llvm", "cache_attention", flash_attention)
 register("llvm", "cache_attention", split_key_attention)  # T = 1
 register("llvm", "cache_attention", attention_rows)
+register("llvm", "causal_conv1d", parallel_conv1d)
+register("llvm", "gated_delta_rule", parallel_delta_rule)
 register_fallback("llvm", parallel_outer)

@@ -18,9 +18,11 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("name,quantize", [("gqa5x1", None), ("gqa5x1", "int8"), ("glm_groups", "int8")])
+@pytest.mark.parametrize("name,quantize", [("gqa5x1", None), ("gqa5x1", "int8"), ("glm_groups", "int8"),
+                                           ("next_odd", None)])
 def test_load_and_generate_without_the_compiler(models, name, quantize):
-    """int8: the loader quantizes the checkpoint with numpy alone (GLM: and stacks its experts)."""
+    """int8: the loader quantizes the checkpoint with numpy alone (GLM: and stacks its experts).
+    Qwen3-Next: the linear-attention states are plain runtime buffers, updated in place."""
     art, ck = models.artifact(name, quantize=quantize), models.checkpoint(name)
     env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(art), str(ck.path)], capture_output=True, text=True,

@@ -1,0 +1,177 @@
+"""Kernels of the linear-attention ops (Qwen3-Next's gated DeltaNet): `causal_conv1d` and
+`gated_delta_rule`, with the meaning of their references in `ir.ops`.
+
+Both are recurrences over the sequence, which TE cannot state, so they are written in TIR:
+one loop over independent lanes (channels of the convolution, value heads of the delta
+rule) around a serial walk over the T new positions. ``parallel`` makes that outer loop a
+parallel one (the CPU rule in `schedules.cpu.linear_attention`); the lowering emits the
+serial form. The cached forms (``cached``) take (state, kv_len) after the op's operands and
+update the state in place (`engine.lower` emits a `call_tir_inplace`); the step's first
+position is kv_len - T, and at position 0 the state is taken as zero, not read.
+
+Each delta-rule head keeps its (Dk, Dv) state in fp32 and per new position reads it twice:
+once for S^T k (what the state predicts for v), once to update it and read S^T q.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from tvm import tirx
+
+F32 = "float32"
+L2_EPS = 1e-6  # q and k are l2-normalized as x / sqrt(sum(x^2) + 1e-6)
+SOFTPLUS_THRESHOLD = 20.0  # softplus(x) = x above it (torch's)
+CHANNELS = 64  # conv channels per block (or the largest power of 2 dividing C): contiguous in x, y, state
+
+
+def causal_conv1d(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, parallel: bool = False,
+                  exp: Callable[[tirx.PrimExpr], tirx.PrimExpr] = tirx.exp) -> tirx.PrimFunc:
+    """PrimFunc (x (T, c), w (c, 1, k), [state (k-1, c), kv_len], y (T, c)): y = silu of the
+    depthwise causal convolution; the cached form reads the k-1 inputs before the step from
+    state (unless the step starts at 0) and leaves there the last k-1 inputs up to kv_len.
+    ``exp`` computes the silu's exponential (a target may have a faster one than libm's)."""
+    from tvm.script import tirx as T
+
+    def silu(v):
+        return v / (tirx.const(1, F32) + exp(-v))
+
+    lanes = T.parallel if parallel else T.serial
+
+    width = next(b for b in (CHANNELS, 32, 16, 8, 4, 2, 1) if c % b == 0)  # a static block, for SIMD
+    nb = c // width
+
+    @T.macro
+    def body(x, w, state, t, start, y):
+        for cb in lanes(nb):
+            lo = cb * width
+            acc = T.decl_buffer((width,), F32)
+            taps = T.decl_buffer((k, width), F32)  # the block's kernel, tap-major: rows contiguous
+            for j, cc in T.grid(k, width):
+                taps[j, cc] = w[lo + cc, 0, j].astype(F32)
+            for i in range(t):
+                for cc in T.vectorized(width):
+                    acc[cc] = T.float32(0)
+                for j in range(k):
+                    p = i + j - (k - 1)  # the input position tap j reads
+                    if p >= 0:
+                        for cc in T.vectorized(width):
+                            acc[cc] = acc[cc] + taps[j, cc] * x[p, lo + cc].astype(F32)
+                    elif cached:
+                        if start > 0:
+                            for cc in T.vectorized(width):
+                                acc[cc] = acc[cc] + taps[j, cc] * state[k - 1 + p, lo + cc].astype(F32)
+                for cc in T.vectorized(width):
+                    y[i, lo + cc] = T.Cast(x_dtype, silu(acc[cc]))
+            if cached:  # then shift the window: ascending rows read only rows not yet written
+                for r in range(k - 1):
+                    if r + t >= k - 1:
+                        for cc in T.vectorized(width):
+                            state[r, lo + cc] = x[r + t - (k - 1), lo + cc]
+                    elif start > 0:
+                        for cc in T.vectorized(width):
+                            state[r, lo + cc] = state[r + t, lo + cc]
+                    else:
+                        for cc in T.vectorized(width):
+                            state[r, lo + cc] = T.Cast(x_dtype, 0)
+
+    if cached:
+        @T.prim_func(private=True)
+        def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), state: T.Buffer((k - 1, c), x_dtype),
+                                 kv_len: T.int64, var_y: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, c), x_dtype)
+            y = T.match_buffer(var_y, (t, c), x_dtype)
+            body(x, w, state, t, kv_len - t, y)
+
+        return causal_conv1d_cached
+
+    @T.prim_func(private=True)
+    def causal_conv1d(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), var_y: T.handle):
+        t = T.int64()
+        x = T.match_buffer(var_x, (t, c), x_dtype)
+        y = T.match_buffer(var_y, (t, c), x_dtype)
+        body(x, w, x, t, T.int64(0), y)
+
+    return causal_conv1d
+
+
+def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...], cached: bool,
+                     parallel: bool = False) -> tirx.PrimFunc:
+    """PrimFunc (q, k (T, hk, dk), v (T, hv, dv), a, b (T, hv), a_log, dt_bias (hv), [state (hv,
+    dk, dv) f32, kv_len], out (T, hv, dv)). ``dtypes``: of q, k, v, a, b, a_log, dt_bias."""
+    from tvm.script import tirx as T
+
+    q_dt, k_dt, v_dt, a_dt, b_dt, alog_dt, dtb_dt = dtypes
+    group = hv // hk
+    lanes = T.parallel if parallel else T.serial
+    q_scale = float(dk) ** -0.5
+
+    @T.macro
+    def body(q, k, v, ga, gb, a_log, dt_bias, s, t, start, out):
+        for h in lanes(hv):
+            kh = h // group
+            qv = T.decl_buffer((dk,), F32)
+            kv = T.decl_buffer((dk,), F32)
+            u = T.decl_buffer((dv,), F32)
+            o = T.decl_buffer((dv,), F32)
+            sc = T.decl_buffer((4,), F32)  # sum q^2, sum k^2, decay, beta
+            if start == 0:
+                for i, j in T.grid(dk, dv):
+                    s[h, i, j] = T.float32(0)
+            for pos in range(t):
+                sc[0] = T.float32(0)
+                sc[1] = T.float32(0)
+                for i in range(dk):
+                    sc[0] = sc[0] + q[pos, kh, i].astype(F32) * q[pos, kh, i].astype(F32)
+                    sc[1] = sc[1] + k[pos, kh, i].astype(F32) * k[pos, kh, i].astype(F32)
+                for i in range(dk):
+                    qv[i] = q[pos, kh, i].astype(F32) * T.rsqrt(sc[0] + T.float32(L2_EPS)) * T.float32(q_scale)
+                    kv[i] = k[pos, kh, i].astype(F32) * T.rsqrt(sc[1] + T.float32(L2_EPS))
+                x = ga[pos, h].astype(F32) + dt_bias[h].astype(F32)
+                soft = T.if_then_else(x > T.float32(SOFTPLUS_THRESHOLD), x,
+                                      T.log1p(T.exp(T.min(x, T.float32(SOFTPLUS_THRESHOLD)))))
+                sc[2] = T.exp(-T.exp(a_log[h].astype(F32)) * soft)
+                sc[3] = T.sigmoid(gb[pos, h].astype(F32))
+                for j in range(dv):
+                    u[j] = T.float32(0)
+                    o[j] = T.float32(0)
+                for i, j in T.grid(dk, dv):  # what the decayed state predicts for v
+                    u[j] = u[j] + s[h, i, j] * kv[i]
+                for j in range(dv):
+                    u[j] = (v[pos, h, j].astype(F32) - sc[2] * u[j]) * sc[3]
+                for i, j in T.grid(dk, dv):
+                    s[h, i, j] = s[h, i, j] * sc[2] + kv[i] * u[j]
+                    o[j] = o[j] + s[h, i, j] * qv[i]
+                for j in range(dv):
+                    out[pos, h, j] = T.Cast(v_dt, o[j])
+
+    if cached:
+        @T.prim_func(private=True)
+        def gated_delta_rule_cached(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
+                                    var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
+                                    s: T.Buffer((hv, dk, dv), F32), kv_len: T.int64, var_out: T.handle):
+            t = T.int64()
+            q = T.match_buffer(var_q, (t, hk, dk), q_dt)
+            k = T.match_buffer(var_k, (t, hk, dk), k_dt)
+            v = T.match_buffer(var_v, (t, hv, dv), v_dt)
+            ga = T.match_buffer(var_a, (t, hv), a_dt)
+            gb = T.match_buffer(var_b, (t, hv), b_dt)
+            out = T.match_buffer(var_out, (t, hv, dv), v_dt)
+            body(q, k, v, ga, gb, a_log, dt_bias, s, t, kv_len - t, out)
+
+        return gated_delta_rule_cached
+
+    @T.prim_func(private=True)
+    def gated_delta_rule(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle, var_b: T.handle,
+                         a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt), var_out: T.handle):
+        t = T.int64()
+        q = T.match_buffer(var_q, (t, hk, dk), q_dt)
+        k = T.match_buffer(var_k, (t, hk, dk), k_dt)
+        v = T.match_buffer(var_v, (t, hv, dv), v_dt)
+        ga = T.match_buffer(var_a, (t, hv), a_dt)
+        gb = T.match_buffer(var_b, (t, hv), b_dt)
+        out = T.match_buffer(var_out, (t, hv, dv), v_dt)
+        s = T.alloc_buffer((hv, dk, dv), F32)
+        body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.int64(0), out)
+
+    return gated_delta_rule
