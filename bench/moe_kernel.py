@@ -40,8 +40,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--precision", choices=["high", "medium"], default="high",
                     help="the kernel's matmul precision hint (passes/matmul_precision.py)")
+    ap.add_argument("--pairs", choices=["auto", "yes", "no"], default="auto",
+                    help="panels stored with rows paired (passes/pack_weights.py; auto: as compiled here, bf16 on AMX)")
     a = ap.parse_args()
     td = resolve("llvm")
+    from inference_pio.targets import amx_usable
+
+    pairs = a.pairs == "yes" or (a.pairs == "auto" and a.dtype == "bfloat16" and amx_usable(td.cpu_flags))
     print(f"{cpu_threads()} threads (as engine.load sizes the pool; TVM_NUM_THREADS to choose)")
     blk, h, f, e = 2 * td.vector_lanes, a.hidden, a.inter, a.experts
     t = 1 if a.tokens == 1 else tirx.Var("T", "int64")
@@ -51,9 +56,9 @@ def main() -> None:
     w_out = te.placeholder((e, -(-h // blk), f, blk), a.dtype, "w_out")
     stacks = [w_in, te.placeholder((e, 2 * f), "float32", "s_in")] if quant else [w_in]
     stacks += [w_out, te.placeholder((e, h), "float32", "s_out")] if quant else [w_out]
-    out = kernels.moe_experts(x, g, *stacks, pack=blk, inter=f)
+    out = kernels.moe_experts(x, g, *stacks, pack=blk, inter=f, pairs=pairs)
     func = te.create_prim_func([x, g, *stacks, out]).with_attrs({OP_KIND_ATTR: "moe_experts",
-                                                                 "precision": a.precision})
+                                                                 "precision": a.precision, "pairs": pairs})
 
     rng, dev, npdt = np.random.default_rng(0), tvm.cpu(), np_dtype(a.dtype)
     routings = []  # one random routing per call, in turn: a call's experts are rarely still in cache
@@ -89,7 +94,7 @@ def main() -> None:
         med, best = float(np.median(ts)), min(ts)
         print(f"moe_experts T={a.tokens} H={h} F={f} E={e} top-{a.top_k} {a.dtype} rows={rows}: median "
               f"{med * 1e3:.2f} ms, best {best * 1e3:.2f} ms = {flop / best / 1e9:.1f} GFLOP/s, weights of the "
-              f"{used} experts used {wbytes / best / 1e9:.1f} GB/s (precision {a.precision})")
+              f"{used} experts used {wbytes / best / 1e9:.1f} GB/s (precision {a.precision}, pairs {pairs})")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from ..ir import Graph
 from ..ir.ops import QUANT_DTYPES, check_precision
 from ..model_defs import ModelDef
 from ..schedules import schedule_module
-from ..targets import TargetDesc, TargetError, resolve
+from ..targets import TargetDesc, TargetError, amx_usable, resolve
 from . import manifest as mf
 from ..passes.insert_kv_cache import insert_kv_cache, specialize
 from ..passes.insert_sampler import insert_sampler
@@ -102,7 +102,8 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         enable_cuda_codegen()
     graph = md.graph if dtype is None else cast_params(md.graph, dtype)
     # a packed weight block is two SIMD registers wide: 16 fp32 lanes on AVX2, 32 on AVX-512
-    layout = (passes.cpu_passes(block=2 * tdesc.vector_lanes, quantize=quantize) if tdesc.kind == "llvm"
+    layout = (passes.cpu_passes(block=2 * tdesc.vector_lanes, quantize=quantize,
+                                pairs=amx_usable(tdesc.cpu_flags)) if tdesc.kind == "llvm"
               else passes.cuda_passes())
     forward = passes.run(graph, passes.default_passes() + layout, dump_dir=dump_dir)
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))

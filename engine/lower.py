@@ -102,6 +102,8 @@ def _op_hints(n: Node) -> dict[str, Any]:
             if n.attr("start") is not None:
                 hints["q_start"] = int(n.attr("start"))
         return hints
+    if n.op == "moe_experts":
+        return {"pairs": bool(n.attr("pairs"))}
     if n.op == "linear":  # which extra operands the kernel has, and how it reads x
         return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual")), "act": n.attr("act") or "",
                 "norm": n.attr("norm_eps") is not None}

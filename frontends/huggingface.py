@@ -115,7 +115,7 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
             arr = _convert(arr, p.dtype)
         dst = out(p) if out is not None else None
         if p.attr("pack"):
-            arr = pack_rows(arr, p.attr("pack"), out=dst)
+            arr = pack_rows(arr, p.attr("pack"), out=dst, pairs=bool(p.attr("pairs")))
         elif dst is not None:
             dst[...] = arr
             arr = dst

@@ -22,7 +22,7 @@ def _source(node: Node, weights: Mapping[str, np.ndarray]) -> np.ndarray:
 def param_values(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every param's array, by name: its source (by name or ``concat``), quantized
     (`ir.ops.quantize_rows`) if it says ``quant``, then packed (`ir.ops.pack_rows`) if it says
-    ``pack``; a param that says ``scale_of`` holds the per-row scales of that weight."""
+    ``pack`` (its panels' rows paired if it says ``pairs``); a param that says ``scale_of`` holds the per-row scales of that weight."""
     params = {p.name: p for p in graph.params()}
     out = {}
     for name, p in params.items():
@@ -33,7 +33,7 @@ def param_values(graph: Graph, weights: Mapping[str, np.ndarray]) -> dict[str, n
         if p.attr("quant"):
             arr = quantize_rows(arr)[0]
         if p.attr("pack"):
-            arr = pack_rows(arr, p.attr("pack"))
+            arr = pack_rows(arr, p.attr("pack"), pairs=bool(p.attr("pairs")))
         out[name] = arr.astype(np_dtype(p.dtype))
     return out
 

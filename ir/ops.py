@@ -119,15 +119,16 @@ def _cast_like(x: np.ndarray, dtype: str) -> np.ndarray:
 # **** embedding, projections ****
 
 
-def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None) -> np.ndarray:
+def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None, pairs: bool = False) -> np.ndarray:
     """(N, K) -> (ceil(N / block), K, block): each block of ``block`` rows interleaved along K,
     zero-padded, so a kernel streams one contiguous panel per block of outputs. Writes into
-    ``out`` when given. A stack of matrices (E, N, K) (MoE experts) packs each one: (E, NB, K, B)."""
+    ``out`` when given. A stack of matrices (E, N, K) (MoE experts) packs each one: (E, NB, K, B).
+    With ``pairs`` (K even) each panel's rows go in pairs (`pair_panels`)."""
     if w.ndim == 3:
         if out is None:
             out = np.empty((w.shape[0], -(-w.shape[1] // block), w.shape[2], block), dtype=w.dtype)
         for e in range(w.shape[0]):
-            pack_rows(w[e], block, out[e])
+            pack_rows(w[e], block, out[e], pairs)
         return out
     n, k = w.shape
     nb = -(-n // block)
@@ -138,7 +139,23 @@ def pack_rows(w: np.ndarray, block: int, out: np.ndarray | None = None) -> np.nd
     if full < nb:  # the last, partial block: zero rows after the real ones
         out[full:] = 0
         out[full, :, : n - full * block] = w[full * block:].T
+    if pairs:
+        out[...] = pair_panels(out)
     return out
+
+
+def pair_panels(p: np.ndarray) -> np.ndarray:
+    """Packed panels (..., K, B) with rows 2i and 2i+1 interleaved element by element: the
+    panel's element (k, b) at flat position (k // 2) * 2B + 2b + k % 2. Read as 32-bit words,
+    a panel is then (K/2, B) pairs along K: the second operand of an AMX tile product as it
+    is, and for a GEMV two rows at once (``pairs=True`` in `pack_rows`, expert stacks on AMX)."""
+    *lead, k, b = p.shape
+    return p.reshape(*lead, k // 2, 2, b).swapaxes(-1, -2).reshape(p.shape)
+
+
+def unpair_panels(p: np.ndarray) -> np.ndarray:
+    *lead, k, b = p.shape
+    return p.reshape(*lead, k // 2, b, 2).swapaxes(-1, -2).reshape(p.shape)
 
 
 def join_sources(parts: Sequence[np.ndarray], axis: int = 0, experts: int | None = None) -> np.ndarray:
@@ -148,7 +165,9 @@ def join_sources(parts: Sequence[np.ndarray], axis: int = 0, experts: int | None
     return arr.reshape(experts, -1, arr.shape[-1]) if experts else arr
 
 
-def unpack_rows(wp: np.ndarray, n: int) -> np.ndarray:
+def unpack_rows(wp: np.ndarray, n: int, pairs: bool = False) -> np.ndarray:
+    if pairs:
+        wp = unpair_panels(wp)
     if wp.ndim == 4:
         return np.stack([unpack_rows(w, n) for w in wp])
     nb, k, block = wp.shape
@@ -396,7 +415,7 @@ def expert_operands(ops: Sequence[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:
                             "over the experts e with gates[t, e] != 0 of gates[t, e] * w_out[e] @ (silu(g) * u), "
                             "where [g; u] = w_in[e] @ x[t] (gate rows first). With pack=B the weights are packed "
                             "per expert (see pack_rows): w_in (E, 2F/B, H, B), w_out (E, H/B, F, B), F in attr "
-                            "inter. An int8 w_in / w_out is followed by its per-row scales (E, 2F) / (E, H)")
+                            "inter; pairs=True: their panels' rows paired (pair_panels). An int8 w_in / w_out is followed by its per-row scales (E, 2F) / (E, H)")
 def _moe_experts_t(ts, a):
     _check(len(ts) > 3, "moe_experts needs x, gates, w_in and w_out")
     _check_precision(a)
@@ -417,6 +436,8 @@ def _moe_experts_t(ts, a):
     if blk:
         f = a.get("inter")
         _check(isinstance(f, int) and f > 0, "packed experts need attr inter (F)")
+        _check(not a.get("pairs") or (w_in.dtype == w_out.dtype == "bfloat16" and h % 2 == 0 and f % 2 == 0),
+               "paired panels need bf16 experts with an even hidden size and width")
         want_in, want_out = (e, -(-2 * f // blk), h, blk), (e, -(-h // blk), f, blk)
     else:
         _check(w_in.ndim == 3 and w_in.shape[1] % 2 == 0, f"w_in must be (E, 2F, H), got {w_in}")
@@ -430,10 +451,10 @@ def _moe_experts_t(ts, a):
 
 
 @_moe_experts_t
-def moe_experts(*ops, pack=None, inter=None, precision="high"):
+def moe_experts(*ops, pack=None, inter=None, pairs=False, precision="high"):
     x, gates, w_in, s_in, w_out, s_out = expert_operands(ops)
     if pack:
-        w_in, w_out = unpack_rows(w_in, 2 * inter), unpack_rows(w_out, x.shape[1])
+        w_in, w_out = unpack_rows(w_in, 2 * inter, pairs), unpack_rows(w_out, x.shape[1], pairs)
     if s_in is not None:
         w_in = f32(w_in) * f32(s_in)[..., None]
     if s_out is not None:

@@ -6,7 +6,10 @@ of ``moe_experts``.
 Produces: the same param (same name) with type (ceil(N/B), K, B), or (E, ceil(N/B), K, B)
 per expert, and attrs ``pack=B``, ``rows=N`` (the loader packs it with `ir.ops.pack_rows`);
 ``linear`` becomes ``linear_packed(..., n=N)``, ``embedding`` and ``moe_experts`` get
-``pack=B`` (and the experts' ``inter=F``).
+``pack=B`` (and the experts' ``inter=F``). With ``pairs`` (for CPUs with AMX), bf16 expert
+stacks with even K also pair their panels' rows (attr ``pairs``, `ir.ops.pair_panels`): AMX
+tile products read them as they are, where they would otherwise interleave every panel on
+every call, and the decode kernel reads two rows per 32-bit word.
 Ensures: numerics unchanged. Each block of B outputs reads one contiguous (K, B) panel: a
 GEMV streams memory linearly and a GEMM reuses the panel from cache across rows.
 """
@@ -23,14 +26,21 @@ def _packable(p: Node, readers: list[Node]) -> bool:
         (r.op == "embedding" and r.inputs[0] is p) for r in readers)
 
 
-def pack_weights(graph: Graph, block: int = 16) -> Graph:
+def _pairable(n: Node) -> bool:
+    """Both expert stacks of moe_experts ``n`` bf16 with an even K (H for w_in, F for w_out)."""
+    return all(w.dtype == "bfloat16" and w.shape[-1] % 2 == 0 for w in n.inputs[2:4])
+
+
+def pack_weights(graph: Graph, block: int = 16, pairs: bool = False) -> Graph:
     readers = users(graph)
+    paired = {id(w) for n in graph.ops() if n.op == "moe_experts" and pairs and _pairable(n) for w in n.inputs[2:4]}
     packed: dict[int, Node] = {}
     for p in graph.params():
         if _packable(p, readers.get(id(p), [])):
             *lead, n, k = p.shape
+            extra = {"pairs": True} if id(p) in paired else {}
             packed[id(p)] = param_node(p.name, p.type.with_shape((*lead, -(-n // block), k, block)),
-                                       **p.attr_dict, pack=block, rows=n)
+                                       **p.attr_dict, pack=block, rows=n, **extra)
 
     def fn(n: Node, old: Node) -> Node | None:
         if id(old) in packed:
@@ -40,7 +50,8 @@ def pack_weights(graph: Graph, block: int = 16) -> Graph:
         if n.op == "embedding" and n.inputs[0].attr("pack"):
             return op_node("embedding", n.inputs, pack=n.inputs[0].attr("pack"), **n.attr_dict)
         if n.op == "moe_experts" and n.inputs[2].attr("pack") and not n.attr("pack"):
-            return op_node("moe_experts", n.inputs, pack=block, inter=old.inputs[2].shape[1] // 2)
+            extra = {"pairs": True} if n.inputs[2].attr("pairs") else {}
+            return op_node("moe_experts", n.inputs, pack=block, inter=old.inputs[2].shape[1] // 2, **extra)
         return None
 
     return rewrite(graph, fn)

@@ -42,16 +42,17 @@ def default_passes() -> list[NamedPass]:
     ]
 
 
-def cpu_passes(block: int = 16, quantize: str | None = None) -> list[NamedPass]:
+def cpu_passes(block: int = 16, quantize: str | None = None, pairs: bool = False) -> list[NamedPass]:
     """Layout passes for the llvm target, after `default_passes`; ``quantize`` ("int8") stores
-    the packed weights quantized."""
+    the packed weights quantized; ``pairs`` (a CPU with AMX) pairs the rows of bf16 expert
+    panels (`pack_weights`; not for int8 weights)."""
     from functools import partial
 
     from .pack_weights import pack_weights
     from .quantize_weights import quantize_weights
 
     # after fusion: pack the fused q+k+v / gate+up weights, not their parts
-    layout = [NamedPass("pack_weights", partial(pack_weights, block=block))]
+    layout = [NamedPass("pack_weights", partial(pack_weights, block=block, pairs=pairs and not quantize))]
     if quantize:
         layout.append(NamedPass("quantize_weights", partial(quantize_weights, dtype=quantize)))
     return layout

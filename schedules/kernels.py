@@ -321,7 +321,7 @@ def moe_gates(logits: te.Tensor, *bias: te.Tensor, top_k: int, normalize: bool =
                       * tirx.const(scale, F32), name="gates")
 
 
-def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = None) -> te.Tensor:
+def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = None, pairs: bool = False) -> te.Tensor:
     """The experts' SwiGLU MLPs, written densely (every expert for every token, weighted by its
     gate, mostly 0): the meaning, for any target; `schedules.cpu.moe` replaces it with a kernel
     that runs only the experts a token was routed to. Operands as `ir.ops.expert_operands`."""
@@ -332,8 +332,12 @@ def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = No
     e = gates.shape[1]
     f = inter if pack else w_in.shape[1] // 2
 
-    def w(buf, scale, ex, r, c):  # row r, column c of expert ex's matrix, packed or not, int8 or not
-        v = _f32(buf, ex, r // pack, c, r % pack) if pack else _f32(buf, ex, r, c)
+    def w(buf, scale, ex, r, c):  # row r, column c of expert ex's matrix, packed (paired) or not, int8 or not
+        if pairs:  # element (c, r % pack) of the panel sits at flat (c // 2) * 2B + 2 (r % pack) + c % 2
+            pos = c // 2 * (2 * pack) + 2 * (r % pack) + c % 2
+            v = _f32(buf, ex, r // pack, pos // pack, pos % pack)
+        else:
+            v = _f32(buf, ex, r // pack, c, r % pack) if pack else _f32(buf, ex, r, c)
         return v if scale is None else v * scale[ex, r]
 
     k, ke, kr = te.reduce_axis((0, h), "k"), te.reduce_axis((0, e), "ke"), te.reduce_axis((0, f), "kr")

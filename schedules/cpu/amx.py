@@ -96,7 +96,8 @@ def tile_macros() -> SimpleNamespace:
     """The TVMScript macros every AMX kernel here uses, over the register plan above:
     ``configure()`` loads the tile configuration (palette 1, all 8 registers 16 rows of 64
     bytes: 16 x 32 bf16 operands, 16 x 16 fp32 sums); ``zero()`` clears the accumulators;
-    ``product(a0, a1, b0, b1)`` adds (a0; a1) @ (b0 b1) into them; ``accumulators(op, buf,
+    ``product(a0, a1, b0, b1)`` adds (a0; a1) @ (b0 b1) into them (``product_top(a0, b0, b1)``:
+    a0 @ (b0 b1) into the first 16 rows' only); ``accumulators(op, buf,
     ld, r0, c0)`` loads or stores them from/to the fp32 block buf[r0:r0 + 32, c0:c0 + 32] (ld
     per row)."""
     from tvm.script import tirx as T
@@ -127,13 +128,19 @@ def tile_macros() -> SimpleNamespace:
         _tile("tdpbf16ps", T.uint8(C11), T.uint8(a1), T.uint8(b1))
 
     @T.macro
+    def product_top(a0, b0, b1):  # rows 0-15 only: a block whose other 16 rows are padding
+        _tile("tdpbf16ps", T.uint8(C00), T.uint8(a0), T.uint8(b0))
+        _tile("tdpbf16ps", T.uint8(C01), T.uint8(a0), T.uint8(b1))
+
+    @T.macro
     def accumulators(op, buf, ld, r0, c0):
         _tile(op, T.uint8(C00), T.address_of(buf[r0, c0]), T.int64(ld * 4))
         _tile(op, T.uint8(C01), T.address_of(buf[r0, c0 + 16]), T.int64(ld * 4))
         _tile(op, T.uint8(C10), T.address_of(buf[r0 + 16, c0]), T.int64(ld * 4))
         _tile(op, T.uint8(C11), T.address_of(buf[r0 + 16, c0 + 16]), T.int64(ld * 4))
 
-    return SimpleNamespace(configure=configure, zero=zero, product=product, accumulators=accumulators)
+    return SimpleNamespace(configure=configure, zero=zero, product=product, product_top=product_top,
+                           accumulators=accumulators)
 
 
 def split_bits(v: tirx.PrimExpr, part: int) -> tirx.PrimExpr:

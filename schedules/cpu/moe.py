@@ -102,22 +102,50 @@ def sparse_experts(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
     f, nb_out = int(w_out.shape[2]), int(w_out.shape[1])
     one = isinstance(x.shape[0], tirx.IntImm) and int(x.shape[0]) == 1
     dtypes = (x.dtype, g.dtype, w_in.dtype)
+    pairs = "pairs" in func.attrs and bool(func.attrs["pairs"])  # panels' rows paired (`ir.ops.pair_panels`)
     if (not one and amx_usable(target.cpu_flags) and blk == amx.PANEL and h % amx.KSTEP == 0
             and f % amx.KSTEP == 0 and w_in.dtype in ("bfloat16", "int8") and x.dtype == F32):
         parts = 2 if precision(func) == "high" else 1  # "medium": x rounded to bf16, one product
-        return same_params(_amx_kernel(e, h, f, nb_in, nb_out, dtypes, quantized=s_in is not None, parts=parts),
-                           func)
-    kernel = _kernel(e, h, f, blk, nb_in, nb_out, dtypes, rows=1 if one else ROWS, quantized=s_in is not None)
+        return same_params(_amx_kernel(e, h, f, nb_in, nb_out, dtypes, quantized=s_in is not None, parts=parts,
+                                       pairs=pairs), func)
+    kernel = _kernel(e, h, f, blk, nb_in, nb_out, dtypes, rows=1 if one else ROWS, quantized=s_in is not None,
+                     pairs=pairs)
     return same_params(kernel, func)
 
 
 def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: tuple[str, ...],
-            rows: int, quantized: bool) -> tirx.PrimFunc:
+            rows: int, quantized: bool, pairs: bool = False) -> tirx.PrimFunc:
     from tvm.script import tirx as T
 
     _, gdt, wdt = dtypes
     clear, route, activate = _routing_macros(e, h, f, gdt)
     ahead, line = stream_plan(wdt, blk)  # k rows ahead (a panel runs on into the next), elements per line
+    hi_mask = T.uint32(0xFFFF0000)
+
+    @T.macro
+    def sums(src, w, ex, jb, k_len, ri, tile):
+        """tile[r, :] += the panel's (K, B) rows weighted by src[ri[r], k], one row at a time; or,
+        for paired panels, two rows per 32-bit word: the bf16 of row 2kp in its low half, of row
+        2kp + 1 in its high half, each widened to fp32 by placing its bits high."""
+        if pairs:
+            wu = T.decl_buffer((e, w.shape[1], k_len // 2, blk), "uint32", data=w.data)
+            for kp in range(k_len // 2):
+                if rows == 1 and PREFETCH:
+                    for ln in T.unroll((blk + line // 2 - 1) // (line // 2)):
+                        T.evaluate(prefetch(T.address_of(wu[ex, jb, kp + ahead // 2, ln * (line // 2)])))
+                for r in T.unroll(rows):
+                    for b in T.vectorized(blk):
+                        tile[r, b] = tile[r, b] + T.Cast(F32, src[ri[r], 2 * kp]) * T.reinterpret(
+                            F32, wu[ex, jb, kp, b] << T.uint32(16)) + T.Cast(F32, src[ri[r], 2 * kp + 1]) * \
+                            T.reinterpret(F32, wu[ex, jb, kp, b] & hi_mask)
+        else:
+            for k in range(k_len):
+                if rows == 1 and PREFETCH:  # decode streams each panel once: ask ahead for its lines
+                    for ln in T.unroll((blk + line - 1) // line):
+                        T.evaluate(prefetch(T.address_of(w[ex, jb, k + ahead, ln * line])))
+                for r in T.unroll(rows):
+                    for b in T.vectorized(blk):
+                        tile[r, b] = tile[r, b] + T.Cast(F32, src[ri[r], k]) * T.Cast(F32, w[ex, jb, k, b])
 
     @T.macro
     def routed(src, w, scale, n_rows, ex, nb, k_len, tok, n, g, dst, into_act):
@@ -133,13 +161,7 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
                     ri[r] = tok[T.min(rt * rows + r, n - 1)]  # a short last tile repeats a token
                     for b in T.vectorized(blk):
                         tile[r, b] = T.float32(0)
-                for k in range(k_len):
-                    if rows == 1 and PREFETCH:  # decode streams each panel once: ask ahead for its lines
-                        for ln in T.unroll((blk + line - 1) // line):
-                            T.evaluate(prefetch(T.address_of(w[ex, jb, k + ahead, ln * line])))
-                    for r in T.unroll(rows):
-                        for b in T.vectorized(blk):
-                            tile[r, b] = tile[r, b] + T.Cast(F32, src[ri[r], k]) * T.Cast(F32, w[ex, jb, k, b])
+                sums(src, w, ex, jb, k_len, ri, tile)
                 if quantized:
                     for r in T.unroll(rows):
                         for b in T.vectorized(blk):
@@ -174,14 +196,15 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
 
 
 def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[str, ...],
-                quantized: bool, parts: int = 2) -> tirx.PrimFunc:
+                quantized: bool, parts: int = 2, pairs: bool = False) -> tirx.PrimFunc:
     """The routed experts on AMX tiles (T > 1, on CPUs with AMX; `amx.py` has the tile plan):
     per expert, its tokens' rows of x are gathered into 16 x 32 tiles of bf16 hi and lo parts
     (within ~1e-5 of fp32 math, as the dense kernel; ``parts`` 1 at precision "medium": hi
     only, one product), then each core takes 32-output panels of
-    the expert's gate/up weights, interleaves them into AMX's pairs and runs every 32-row block
-    of those tokens through them; likewise silu(gate) * up through the down panels, each sum
-    times the token's gate added to its output."""
+    the expert's gate/up weights, interleaves them into AMX's pairs (unless ``pairs``: stored
+    so, `pack_weights`) and runs every 32-row block of those tokens through them (a block with
+    at most 16 real rows: half the products); likewise silu(gate) * up through the down panels,
+    each sum times the token's gate added to its output."""
     from tvm.script import tirx as T
 
     tiles = amx.tile_macros()
@@ -217,23 +240,33 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
         """Each 32-output panel jb of expert ex's w against the gathered rows xs; into dst: the
         gate/up sums (into_act), or gate times the down sums, added."""
         for jb in T.parallel(nb):
-            pairs = T.alloc_buffer((k_len // 2, panel), "uint32")
+            vnni = T.alloc_buffer((k_len // 2, panel), "uint32")  # the panel in pairs
             acc = T.alloc_buffer((rows, panel), F32)
             sc = T.decl_buffer((1, n_rows), F32, data=scale.data, elem_offset=ex * n_rows) if quantized else scale
             tiles.configure()
-            for kp in range(k_len // 2):
-                for j in T.vectorized(panel):
-                    pairs[kp, j] = amx.pair(amx._bits(w, ex, jb, 2 * kp, j), amx._bits(w, ex, jb, 2 * kp + 1, j))
+            if not pairs:  # interleave the panel's rows into pairs here (else they are stored so)
+                for kp in range(k_len // 2):
+                    for j in T.vectorized(panel):
+                        vnni[kp, j] = amx.pair(amx._bits(w, ex, jb, 2 * kp, j), amx._bits(w, ex, jb, 2 * kp + 1, j))
             for rb in range(padded(n) // rows):
                 tiles.zero()
                 for ks in range(k_len // kstep):
-                    amx._tile("tileloadd64", T.uint8(W0), T.address_of(pairs[ks * 16, 0]), T.int64(panel * 4))
-                    amx._tile("tileloadd64", T.uint8(W1), T.address_of(pairs[ks * 16, 16]), T.int64(panel * 4))
+                    if pairs:
+                        # pair row kp holds bf16 rows 2kp (words 0-15) and 2kp + 1 (words 16-31)
+                        amx._tile("tileloadd64", T.uint8(W0), T.address_of(w[ex, jb, ks * kstep, 0]), T.int64(panel * 4))
+                        amx._tile("tileloadd64", T.uint8(W1), T.address_of(w[ex, jb, ks * kstep + 1, 0]),
+                                  T.int64(panel * 4))
+                    else:
+                        amx._tile("tileloadd64", T.uint8(W0), T.address_of(vnni[ks * 16, 0]), T.int64(panel * 4))
+                        amx._tile("tileloadd64", T.uint8(W1), T.address_of(vnni[ks * 16, 16]), T.int64(panel * 4))
                     for p in T.unroll(parts):
                         amx._tile("tileloadd64", T.uint8(X0), T.address_of(xs[p, rb * 2, ks, 0, 0]), T.int64(kstep * 2))
-                        amx._tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * 2 + 1, ks, 0, 0]),
-                                  T.int64(kstep * 2))
-                        tiles.product(X0, X1, W0, W1)
+                        if n - rb * rows > 16:
+                            amx._tile("tileloadd64", T.uint8(X1), T.address_of(xs[p, rb * 2 + 1, ks, 0, 0]),
+                                      T.int64(kstep * 2))
+                            tiles.product(X0, X1, W0, W1)
+                        else:  # the block's last 16 rows are padding (an expert with few tokens)
+                            tiles.product_top(X0, W0, W1)
                 tiles.accumulators("tilestored64", acc, panel, 0, 0)
                 for r in range(T.min(rows, n - rb * rows)):
                     if into_act:

@@ -59,3 +59,20 @@ def test_expert_stacks_packed_per_expert():
     assert (unpack_rows(pack_rows(w, 4), 10) == w).all()
     rng = np.random.default_rng(0)
     assert_same_numerics(g, g2, {"x": rng.standard_normal((5, 6)).astype(np.float32)}, random_weights(g, rng))
+
+
+@pytest.mark.parametrize("dtype,inter,paired", [("bfloat16", 6, True), ("bfloat16", 5, False), ("float32", 6, False)])
+def test_expert_panels_paired_for_amx(dtype, inter, paired):
+    """pairs=True (a CPU with AMX): bf16 stacks whose K (hidden, expert width) are even get
+    their panels' rows paired, both or neither; the numbers stay the same."""
+    b = GraphBuilder("g")
+    x = b.input("x", ("T", 8), "float32")
+    gates = b.moe_gates(b.linear(x, b.param("router", (4, 8), "float32")), top_k=2)
+    w_in, w_out = b.param("w_in", (4, 2 * inter, 8), dtype), b.param("w_out", (4, 8, inter), dtype)
+    g = b.build({"y": b.moe_experts(x, gates, w_in, w_out)})
+    g2 = pack_weights(g, block=4, pairs=True)
+    moe = next(n for n in g2.nodes() if n.op == "moe_experts")
+    assert bool(moe.attr("pairs")) == paired
+    assert all(bool(p.attr("pairs")) == paired for p in g2.params() if p.name.startswith("w_"))
+    rng = np.random.default_rng(1)
+    assert_same_numerics(g, g2, {"x": rng.standard_normal((5, 8)).astype(np.float32)}, random_weights(g, rng))

@@ -33,19 +33,21 @@ def test_moe_gates_ties_go_to_the_lower_expert(rng):
     assert ((ours["gates"] > 0) == (ref["gates"] > 0)).all()
 
 
-def experts_graph(t, h, f, e, k, dtype, block=16, precision=None):
+def experts_graph(t, h, f, e, k, dtype, block=16, precision=None, pairs=False):
     """x, router logits -> moe_experts over packed weights (as pack_weights leaves them; int8:
-    with their scales, as quantize_weights does)."""
+    with their scales, as quantize_weights does; ``pairs``: panels' rows paired)."""
     b = GraphBuilder("moe")
     x, z = b.input("x", (t, h), "float32"), b.input("z", (t, e), "float32")
     stacks = []
     for name, nb, k_len, rows in (("w_in", -(-2 * f // block), h, 2 * f), ("w_out", -(-h // block), f, h)):
         quant = {"quant": "int8"} if dtype == "int8" else {}
-        stacks.append(b.param(name, (e, nb, k_len, block), dtype, pack=block, rows=rows, **quant))
+        paired = {"pairs": True} if pairs else {}
+        stacks.append(b.param(name, (e, nb, k_len, block), dtype, pack=block, rows=rows, **quant, **paired))
         if quant:
             stacks.append(b.param(f"{name}.scale", (e, rows), "float32", scale_of=name))
     gates = b.moe_gates(z, top_k=k, normalize=True)
-    return b.build({"y": b.moe_experts(x, gates, *stacks, pack=block, inter=f, precision=precision)})
+    return b.build({"y": b.moe_experts(x, gates, *stacks, pack=block, inter=f, precision=precision,
+                                       **({"pairs": True} if pairs else {}))})
 
 
 @pytest.mark.parametrize("h,f,e,k,dtype,block", [
@@ -60,6 +62,32 @@ def test_routed_experts(rng, h, f, e, k, dtype, block):
     for t in (1, 2, 7, 30, 75):  # 30 and 75 tokens over few experts: several row tiles per expert, one short
         check(g, {"x": rand(rng, (t, h)), "z": rand(rng, (t, e))}, weights)
     check(experts_graph(1, h, f, e, k, dtype, block), {"x": rand(rng, (1, h)), "z": rand(rng, (1, e))}, weights)
+
+
+@pytest.mark.parametrize("h,f,e,k,block", [(64, 32, 8, 2, 16), (48, 22, 5, 3, 16), (64, 32, 4, 2, 32),
+                                           (96, 64, 6, 3, 32)])
+def test_paired_panels(rng, h, f, e, k, block):
+    """bf16 stacks whose panels' rows are stored in pairs (pack_weights on AMX CPUs): the decode
+    kernel reads two rows per word; on an AMX CPU, prompts' tile products read them as stored."""
+    weights = {"w_in": rand(rng, (e, 2 * f, h), "bfloat16", h ** -0.5),
+               "w_out": rand(rng, (e, h, f), "bfloat16", f ** -0.5)}
+    g = experts_graph("T", h, f, e, k, "bfloat16", block, pairs=True)
+    for t in (2, 7, 30, 75):
+        check(g, {"x": rand(rng, (t, h)), "z": rand(rng, (t, e))}, weights)
+    check(experts_graph(1, h, f, e, k, "bfloat16", block, pairs=True), {"x": rand(rng, (1, h)),
+                                                                        "z": rand(rng, (1, e))}, weights)
+
+
+def test_pair_panels_round_trip(rng):
+    from inference_pio.ir.ops import pack_rows, pair_panels, unpack_rows, unpair_panels
+
+    w = rng.standard_normal((2, 10, 6)).astype(np.float32)
+    p = pack_rows(w, 4, pairs=True)
+    np.testing.assert_array_equal(unpack_rows(p, 10, pairs=True), w)
+    np.testing.assert_array_equal(unpair_panels(p), pack_rows(w, 4))
+    words = pair_panels(pack_rows(w, 4)).reshape(2, 3, 3, 2, 4)[0, 0]  # panel 0: (K/2, [2 x B] flat)
+    np.testing.assert_array_equal(words.reshape(3, 4, 2)[:, :, 0], w[0, :4, 0::2].T)  # even rows, low halves
+    np.testing.assert_array_equal(words.reshape(3, 4, 2)[:, :, 1], w[0, :4, 1::2].T)
 
 
 def gated_graph(h, f, e, blk=16):

@@ -25,7 +25,9 @@ small = st.integers(1, 9)
 # ops that deliberately have no TE kernel, and why
 NO_KERNEL = {"positional": "abstract; insert_rotary lowers it to rope_table + rotary",
              "reshape": "lowered to a Relax reshape (a view)",
-             "kv_append": "an in-place TIR function built by engine.lower"}
+             "kv_append": "an in-place TIR function built by engine.lower",
+             "causal_conv1d": "a recurrence: TIR in schedules/linear_attention.py, emitted by engine.lower",
+             "gated_delta_rule": "a recurrence: TIR in schedules/linear_attention.py, emitted by engine.lower"}
 
 
 def test_every_op_has_a_kernel():
@@ -189,6 +191,29 @@ def test_rms_norm(rows, d, xdt, wdt, eps, offset, seed):
     shape = ("T", *rows[1:], d)
     g = b.build({"y": b.rms_norm(b.input("x", shape, xdt), b.param("w", (d,), wdt), eps=eps, offset=offset)})
     check(g, {"x": rand(rng, (rows[0], *rows[1:], d), xdt, 3.0)}, {"w": rand(rng, (d,), wdt)}, xdt)
+
+
+@SETTINGS
+@given(rows=st.lists(small, min_size=1, max_size=2), d=st.integers(1, 40), dt=float_dtypes, seed=seeds)
+def test_rms_norm_gated(rows, d, dt, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("rms_norm_gated")
+    shape = ("T", *rows[1:], d)
+    g = b.build({"y": b.rms_norm_gated(b.input("x", shape, dt), b.input("z", shape, dt), b.param("w", (d,), dt),
+                                       eps=1e-6)})
+    check(g, {"x": rand(rng, (*rows, d), dt, 3.0), "z": rand(rng, (*rows, d), dt, 3.0)}, {"w": rand(rng, (d,), dt)},
+          dt)
+
+
+@SETTINGS
+@given(rows=st.lists(small, min_size=1, max_size=2), d=st.integers(1, 40), per_row=st.booleans(), dt=float_dtypes,
+       seed=seeds)
+def test_sigmoid_gate(rows, d, per_row, dt, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("sigmoid_gate")
+    gd = 1 if per_row else d
+    g = b.build({"y": b.sigmoid_gate(b.input("x", ("T", *rows[1:], d), dt), b.input("g", ("T", *rows[1:], gd), dt))})
+    check(g, {"x": rand(rng, (*rows, d), dt, 3.0), "g": rand(rng, (*rows, gd), dt, 3.0)}, dtype=dt)
 
 
 def _ew_shape(draw_dims):
