@@ -72,7 +72,7 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
         return mod
 
     saved = compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes, compiler.device_top_k
-    compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block, quantize=None: passes.cuda_passes()
+    compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block, quantize=None, pairs=False: passes.cuda_passes()
     passes.cache_passes = lambda kind, f=saved[2]: f("cuda")
     passes.decode_passes = lambda kind, f=saved[3]: f("cuda")
     compiler.device_top_k = lambda tdesc: True
