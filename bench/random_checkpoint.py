@@ -3,10 +3,13 @@
     python bench/random_checkpoint.py qwen3-0.6b /tmp/qwen3-0.6b --dtype bfloat16
     python bench/random_checkpoint.py qwen3-coder-30b-a3b /tmp/qwen3-moe-4l --layers 4
     python bench/random_checkpoint.py qwen3-coder-next /tmp/qwen3-next-4l --layers 4
+    python bench/random_checkpoint.py qwen3-vl-2b /tmp/qwen3-vl-2b
 
 Presets copy the published config.json fields of each model; a preset without
 "architectures" is a Qwen3ForCausalLM. --layers keeps the first N decoder layers (the
-config.json then says num_hidden_layers N), for models too large to write in full.
+config.json then says num_hidden_layers N), for models too large to write in full. Qwen3-VL's
+presets nest the language model's fields in "text_config" and the vision tower's in
+"vision_config", as its config.json does (--layers cuts the language model).
 """
 from __future__ import annotations
 
@@ -42,6 +45,21 @@ PRESETS = {
                              linear_num_value_heads=32, num_experts=512, num_experts_per_tok=10, norm_topk_prob=True,
                              decoder_sparse_step=1, mlp_only_layers=[], tie_word_embeddings=False,
                              max_position_embeddings=262144, rope_theta=5000000.0, rms_norm_eps=1e-6),
+    # Qwen3-VL-2B-Instruct: a 28-layer Qwen3 language model with multimodal RoPE, and a 24-layer
+    # ViT (patch 16, 2 x 2 patches per token) whose layers 5, 11 and 17 also feed the first 3 layers
+    "qwen3-vl-2b": dict(architectures=["Qwen3VLForConditionalGeneration"], tie_word_embeddings=True,
+                        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
+                        vision_end_token_id=151653,
+                        text_config=dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144,
+                                         num_hidden_layers=28, num_attention_heads=16, num_key_value_heads=8,
+                                         head_dim=128, tie_word_embeddings=True, max_position_embeddings=262144,
+                                         rope_theta=5000000.0, rms_norm_eps=1e-6,
+                                         rope_scaling={"rope_type": "default", "mrope_section": [24, 20, 20],
+                                                       "mrope_interleaved": True}),
+                        vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16,
+                                           hidden_act="gelu_pytorch_tanh", in_channels=3, patch_size=16,
+                                           temporal_patch_size=2, spatial_merge_size=2, out_hidden_size=2048,
+                                           num_position_embeddings=2304, deepstack_visual_indexes=[5, 11, 17])),
 }
 _ST_DTYPE = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 
@@ -124,11 +142,40 @@ def qwen3_next_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def qwen3_vl_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Qwen3VLForConditionalGeneration: the language model under model.language_model, the
+    vision tower under model.visual."""
+    text = {**c["text_config"], "tie_word_embeddings": c["tie_word_embeddings"]}
+    shapes = {(k if k.startswith("lm_head") else k.replace("model.", "model.language_model.", 1)): v
+              for k, v in qwen3_shapes(text).items()}
+    v = c["vision_config"]
+    h, f, p, unit = v["hidden_size"], v["intermediate_size"], "model.visual", v["spatial_merge_size"] ** 2
+    shapes.update({f"{p}.patch_embed.proj.weight": (h, v["in_channels"], v["temporal_patch_size"], v["patch_size"],
+                                                     v["patch_size"]),
+                   f"{p}.patch_embed.proj.bias": (h,), f"{p}.pos_embed.weight": (v["num_position_embeddings"], h)})
+    for i in range(v["depth"]):
+        b = f"{p}.blocks.{i}"
+        shapes.update({f"{b}.norm1.weight": (h,), f"{b}.norm1.bias": (h,), f"{b}.norm2.weight": (h,),
+                       f"{b}.norm2.bias": (h,), f"{b}.attn.qkv.weight": (3 * h, h), f"{b}.attn.qkv.bias": (3 * h,),
+                       f"{b}.attn.proj.weight": (h, h), f"{b}.attn.proj.bias": (h,),
+                       f"{b}.mlp.linear_fc1.weight": (f, h), f"{b}.mlp.linear_fc1.bias": (f,),
+                       f"{b}.mlp.linear_fc2.weight": (h, f), f"{b}.mlp.linear_fc2.bias": (h,)})
+    mergers = [(f"{p}.merger", h)] + [(f"{p}.deepstack_merger_list.{j}", unit * h)
+                                      for j in range(len(v["deepstack_visual_indexes"]))]
+    for m, norm in mergers:
+        shapes.update({f"{m}.norm.weight": (norm,), f"{m}.norm.bias": (norm,),
+                       f"{m}.linear_fc1.weight": (unit * h, unit * h), f"{m}.linear_fc1.bias": (unit * h,),
+                       f"{m}.linear_fc2.weight": (v["out_hidden_size"], unit * h),
+                       f"{m}.linear_fc2.bias": (v["out_hidden_size"],)})
+    return shapes
+
+
 # architecture -> (model_type, tensor shapes of a config)
 FAMILIES: dict[str, tuple[str, Callable[[dict], dict[str, tuple[int, ...]]]]] = {
     "Qwen3ForCausalLM": ("qwen3", qwen3_shapes),
     "Qwen3MoeForCausalLM": ("qwen3_moe", qwen3_moe_shapes),
     "Qwen3NextForCausalLM": ("qwen3_next", qwen3_next_shapes),
+    "Qwen3VLForConditionalGeneration": ("qwen3_vl", qwen3_vl_shapes),
 }
 
 
@@ -158,7 +205,7 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
     with open(path, "wb") as f:
         f.write(struct.pack("<Q", len(blob)) + blob)
         for name, shape in shapes.items():
-            if name.endswith("norm.weight"):
+            if name.endswith(("norm.weight", "norm1.weight", "norm2.weight")):
                 arr = np.ones(shape, np.float32)
             else:
                 arr = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
@@ -168,6 +215,11 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
 def hf_config(c: dict, dtype: str = "bfloat16") -> dict:
     """The config.json of a checkpoint with the shapes and settings in ``c`` (a PRESETS entry)."""
     arch = architecture(c)
+    if "text_config" in c:  # Qwen3-VL: the decoder's fields nest
+        text = {"model_type": "qwen3_vl_text", "hidden_act": "silu", "attention_bias": False, "dtype": dtype,
+                **c["text_config"]}
+        return {"model_type": FAMILIES[arch][0], "dtype": dtype, **c, "text_config": text,
+                "vision_config": {"model_type": "qwen3_vl_vision", **c["vision_config"]}}
     return {"architectures": [arch], "model_type": FAMILIES[arch][0], "hidden_act": "silu", "dtype": dtype,
             "attention_bias": False, "use_sliding_window": False, **c}
 
@@ -180,6 +232,8 @@ def preset_config(preset: str, layers: int | None = None) -> dict:
     c = PRESETS[preset]
     if layers is None:
         return c
+    if "text_config" in c:
+        return {**c, "text_config": {**c["text_config"], "num_hidden_layers": layers}}
     c = {**c, "num_hidden_layers": layers}
     if c.get("full_attention_interval", 0) > layers:
         c["full_attention_interval"] = layers

@@ -55,7 +55,9 @@ def _cpu_model() -> str:
 
 def artifact_key(md: ModelDef, target: Any, options: dict[str, Any]) -> str:
     h = hashlib.sha256()
-    for part in (str(md.graph), _target_key(target), json.dumps(options, sort_keys=True, default=str),
+    # the encoders (Qwen3-VL's vision tower) and the config, which the runtime reads too (its image geometry)
+    encoders = [f"{name}\n{g}" for name, g in sorted(md.encoders.items())]
+    for part in (str(md.graph), *encoders, json.dumps(md.config_dict(), sort_keys=True, default=str), _target_key(target), json.dumps(options, sort_keys=True, default=str),
                  metadata.version("apache-tvm"), _code_hash()):
         h.update(part.encode())
         h.update(b"\0")

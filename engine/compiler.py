@@ -119,8 +119,12 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         static_decode = cuda_graph
     if static_decode:
         decode = passes.static_decode(decode)
+    # encoders (Qwen3-VL's vision tower): the same fusions and weight layouts, no cache
+    encoders = {name: passes.run(g if dtype is None else cast_params(g, dtype), passes.default_passes() + layout,
+                                 dump_dir=Path(dump_dir) / name if dump_dir else None)
+                for name, g in md.encoders.items()}
     graphs = {name: passes.matmul_precision(g, matmul_precision)
-              for name, g in {"forward": forward, "prefill": prefill, "decode": decode}.items()}
+              for name, g in {"forward": forward, "prefill": prefill, "decode": decode, **encoders}.items()}
     for g in graphs.values():
         g.verify()
     t1 = time.perf_counter()
@@ -153,7 +157,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "max_seq_len": max_seq_len,
         "functions": functions,
         "params": [{"name": p.name, "shape": list(p.shape), "dtype": p.dtype, **p.attr_dict}
-                   for p in forward.params()],
+                   for p in _all_params([forward, *encoders.values()])],
         "ignored_tensors": list(md.spec.ignored(md.config)),
         "target": tdesc.tvm,
         "device": tdesc.device,
@@ -166,6 +170,15 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     }
     timings = {"passes_s": t1 - t0, "lower_schedule_s": t2 - t1, "tvm_compile_s": t3 - t2}
     return Artifact(ex, manifest, graphs, timings)
+
+
+def _all_params(graphs: list[Graph]) -> list[Any]:
+    """The params of ``graphs``, each once (by name), in order of first use."""
+    seen: dict[str, Any] = {}
+    for g in graphs:
+        for p in g.params():
+            seen.setdefault(p.name, p)
+    return list(seen.values())
 
 
 __all__ = ["Artifact", "cast_params", "compile"]

@@ -15,7 +15,8 @@ import tvm
 from tvm import relax, tirx
 
 from ..ir import Graph, Node
-from ..ir.ops import inv_freq
+from ..ir.graph import split_dim
+from ..ir.ops import inv_freq, mrope_axes
 from ..schedules import KERNELS, kernels, linear_attention
 from ..schedules.registry import OP_KIND_ATTR
 
@@ -33,7 +34,9 @@ class _Lowerer:
     def dim(self, d: int | str) -> Any:
         if isinstance(d, int):
             return d
-        return self.dims.setdefault(d, tirx.Var(d, "int64"))
+        name, k = split_dim(d)
+        var = self.dims.setdefault(name, tirx.Var(name, "int64"))
+        return var if k == 1 else tirx.floordiv(var, k)
 
     def ty(self, n: Node) -> relax.TensorType:
         return relax.TensorType([self.dim(d) for d in n.shape], n.dtype)
@@ -56,6 +59,8 @@ class _Lowerer:
             return self.bb.emit(relax.op.reshape(args[0], [self.dim(d) for d in attrs["shape"]]))
         if n.op == "rope_table":
             args = args + [relax.const(inv_freq(attrs["theta"], attrs["rotary_dim"]))]
+            if attrs.get("sections") is not None:
+                args.append(relax.const(mrope_axes(attrs["sections"], attrs["rotary_dim"])))
             attrs = {"rotary_dim": attrs["rotary_dim"]}
         if n.op == "linear" and n.inputs[0].ndim != 2:
             raise NotImplementedError("linear lowering expects 2-D activations (T, K)")

@@ -16,6 +16,7 @@ from ..frontends.huggingface import load_weights
 from ..ir import TensorType, param_node
 from ..targets import amx_usable, enable_amx, host_cores, host_cpu_flags
 from . import manifest as mf
+from . import vision
 from .arena import Arena
 from .manifest import ArtifactError
 from .sampler import check_settings, sample, sample_top
@@ -95,6 +96,7 @@ def _check_weights_config(m: dict[str, Any], weights: Path) -> None:
         hf = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise ArtifactError(f"{cfg_file} is not valid JSON: {e}") from None
+    hf = {**hf, **(hf.get("text_config") or {})}  # Qwen3-VL nests its language model's fields
     ours = m["model_config"]
     for key in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "head_dim", "intermediate_size"):
@@ -137,6 +139,37 @@ class Runtime:
                                                for fn, sig in m["functions"].items()}
         self.vocab_size: int = m["vocab_size"]
         self.max_seq_len: int = m["max_seq_len"]
+        # multimodal RoPE (Qwen3-VL) reads (t, h, w) positions (3, T): a text token's three are equal
+        self._mrope = any(i["name"] == "positions" and len(i["shape"]) == 2 for i in m["functions"]["forward"]["inputs"])
+        # the image features the language model reads (Qwen3-VL), by input name
+        self._image_inputs = [i for i in m["functions"]["forward"]["inputs"]
+                              if i["name"] == "image_embeds" or i["name"].startswith("deepstack.")]
+
+    def _positions(self, start: int, stop: int, offset: int = 0) -> np.ndarray:
+        p = np.arange(start + offset, stop + offset, dtype=np.int32)
+        return np.stack([p] * 3) if self._mrope else p
+
+    def _prompt(self, arr: np.ndarray, images: Sequence[Any] | None) -> _Prompt:
+        """The prompt's positions and image features (running the vision tower over ``images``)."""
+        if images and "vision" not in self.manifest["functions"]:
+            raise InputError(f"this {self.manifest['family']} artifact takes no images")
+        feats: dict[str, np.ndarray] = {}
+        positions, offset = self._positions(0, arr.size), 0
+        image_token = self.manifest["model_config"].get("image_token_id")
+        if self._image_inputs and not images and (arr == image_token).any():
+            raise InputError(f"the prompt holds image tokens (id {image_token}) but no images were given")
+        if images:
+            cfg = self.manifest["model_config"]
+            try:
+                imgs, positions, offset = vision.layout(arr, images, cfg)
+            except vision.ImageError as e:
+                raise InputError(str(e)) from None
+            names = self._outputs["vision"]  # embeds, deepstack.0, ...
+            outs = [self._call("vision", vision.tower_inputs(img, cfg["vision"])) for img in imgs]
+            outs = [[t.numpy() for t in out] if len(names) > 1 else [out.numpy()] for out in outs]
+            feats = {("image_embeds" if n == "embeds" else n): np.concatenate([o[j] for o in outs])
+                     for j, n in enumerate(names)}
+        return _Prompt(arr, positions, offset, feats, self._image_inputs, image_token)
 
     def _check_ids(self, ids: Sequence[int]) -> np.ndarray:
         arr = np.asarray(ids)
@@ -164,22 +197,29 @@ class Runtime:
                            for i in self.manifest["functions"]["decode"]["inputs"] if i["name"].startswith("cache.")}
         return self._cache
 
-    def _step(self, fn: str, ids: np.ndarray, start: int, inv_temperature: float, key: int) -> dict[str, Any]:
+    def _step(self, fn: str, ids: np.ndarray, start: int, inv_temperature: float, key: int,
+              prompt: _Prompt | None = None) -> dict[str, Any]:
         """Run ``ids`` at positions start.. through ``fn`` (prefill/decode); its outputs by name,
-        on the device: the last token's logits, and the drawn token where the artifact draws it."""
+        on the device: the last token's logits, and the drawn token where the artifact draws it.
+        A prefill chunk of ``prompt`` reads its positions and image features from it."""
         n = start + ids.size
         static = self.manifest["functions"][fn].get("static_inputs", False)  # kv_len is data, not a shape
-        feeds = {"ids": ids, "positions": np.arange(start, n, dtype=np.int32),
+        offset = prompt.offset if prompt is not None else 0
+        feeds = {"ids": ids, "positions": self._positions(start, n, offset),
                  "kv_len": np.array([n], np.int32) if static else self._rt.ShapeTuple([n]), **self._caches(),
                  "inv_temperature": np.array([inv_temperature], np.float32), "sample_key": np.array([key], np.int32)}
+        if prompt is not None and fn == "prefill":
+            feeds.update(prompt.feeds(start, n))
         out = self._call(fn, feeds)
         names = self._outputs[fn]
         return dict(zip(names, out)) if len(names) > 1 else {names[0]: out}
 
     def stream(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = ()) -> Iterator[int]:
+               top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = (),
+               images: Sequence[Any] | None = None) -> Iterator[int]:
         """Yield generated token ids one by one (KV-cached decode); ends after ``max_new_tokens``
-        or after yielding a token in ``stop``."""
+        or after yielding a token in ``stop``. ``images`` (Qwen3-VL): one `vision.Image` or
+        (pixels, grid) pair per run of image tokens in ``ids``, in order."""
         arr = self._check_ids(ids)
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -187,6 +227,7 @@ class Runtime:
             raise InputError(f"{arr.size} prompt tokens + max_new_tokens={max_new_tokens} exceed the compiled "
                              f"maximum context of {self.max_seq_len} tokens")
         check_settings(temperature, top_k, top_p)
+        prompt = self._prompt(arr, images)
         stop = set(stop)
         rng = np.random.default_rng(seed)
         if max_new_tokens == 0:
@@ -200,7 +241,7 @@ class Runtime:
 
         def step(fn: str, ids: np.ndarray, start: int) -> int:
             key = 0 if inv_t == 0 else int(rng.integers(0, 2**31 - 1))  # (greedy: no draw, no new key)
-            out = self._step(fn, ids, start, inv_t, key)
+            out = self._step(fn, ids, start, inv_t, key, prompt)
             if on_device:
                 tok = int(self._token.read(out["token"])[0])
                 if not 0 <= tok < self.vocab_size:  # argmax found no maximum: NaN logits
@@ -217,7 +258,7 @@ class Runtime:
         for s in range(0, arr.size, size):
             chunk = arr[s: s + size]
             if s + size < arr.size:  # an earlier chunk only fills the cache
-                self._step("prefill", chunk, n, inv_t, 0)
+                self._step("prefill", chunk, n, inv_t, 0, prompt)
             else:
                 tok = step("prefill", chunk, n)
             n += chunk.size
@@ -229,15 +270,45 @@ class Runtime:
             n += 1
 
     def generate(self, ids: Sequence[int], max_new_tokens: int = 32, temperature: float = 0.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = ()) -> list[int]:
+                 top_p: float = 1.0, seed: int | None = None, stop: Iterable[int] = (),
+                 images: Sequence[Any] | None = None) -> list[int]:
         """The generated token ids (not including the prompt); greedy at temperature 0."""
-        return list(self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop))
+        return list(self.stream(ids, max_new_tokens, temperature, top_k, top_p, seed, stop, images))
 
-    def logits(self, ids: Sequence[int]) -> np.ndarray:
-        """Full causal forward: float32 logits (T, vocab) for every position of ``ids``."""
+    def logits(self, ids: Sequence[int], images: Sequence[Any] | None = None) -> np.ndarray:
+        """Full causal forward: float32 logits (T, vocab) for every position of ``ids`` (and
+        ``images``, as in `stream`)."""
         arr = self._check_ids(ids)
-        out = self._call("forward", {"ids": arr, "positions": np.arange(arr.size, dtype=np.int32)})
+        out = self._call("forward", {"ids": arr, **self._prompt(arr, images).feeds(0, arr.size)})
         return out.numpy().astype(np.float32, copy=False)
+
+
+class _Prompt:
+    """A prompt's positions (where images move them: Qwen3-VL) and the image features its
+    prefill chunks read. ``offset`` is what the tokens after the prompt add to their index."""
+
+    def __init__(self, ids: np.ndarray, positions: np.ndarray, offset: int, feats: dict[str, np.ndarray],
+                 image_inputs: list[dict[str, Any]], image_token_id: int | None) -> None:
+        self.positions, self.offset = positions, offset
+        self._feats, self._inputs = feats, image_inputs
+        self._rows = np.full(ids.size, -1, np.int32)  # each token's row of the features; -1: text
+        if feats:
+            at = ids == image_token_id
+            self._rows[at] = np.arange(int(at.sum()), dtype=np.int32)
+
+    def feeds(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The inputs of the prefill chunk [start, stop) beyond its ids: its positions and the
+        features of the image tokens in it (one row of zeros where there are none)."""
+        out = {"positions": np.ascontiguousarray(self.positions[..., start:stop])}
+        if not self._inputs:
+            return out
+        rows = self._rows[start:stop]
+        at = rows >= 0
+        lo, hi = (int(rows[at].min()), int(rows[at].max()) + 1) if at.any() else (0, 0)
+        out["image_rows"] = np.where(at, rows - lo, -1).astype(np.int32)
+        for i in self._inputs:
+            out[i["name"]] = self._feats[i["name"]][lo:hi] if hi > lo else np.zeros((1, i["shape"][1]), np.float32)
+        return out
 
 
 class _Plan:

@@ -103,6 +103,8 @@ def load_weights(graph_params: list[Node], ckpt: str | Path, ignored: tuple[str,
         if p.attr("scale_of"):
             continue  # written with its weight, below
         arr = join_sources([st.get(s) for s in _sources(p)], p.attr("axis", 0), p.attr("experts"))
+        if p.attr("stored"):  # the checkpoint holds it in another shape (a conv kernel as a matrix)
+            arr = arr.reshape(param_source_shape(p))
         if p.attr("quant"):  # `passes.quantize_weights`: int8 rows and their scales
             arr, scale = quantize_rows(arr)
             sp = scales[p.name]
@@ -130,7 +132,7 @@ def _check_tensors(graph_params: list[Node], st: SafetensorsFiles, ckpt: str | P
     for p in graph_params:
         if p.attr("scale_of"):  # computed from its weight
             continue
-        srcs, want = _sources(p), _concat_shape(p)
+        srcs, want = _sources(p), tuple(p.attr("stored") or _concat_shape(p))
         for s, part_shape in zip(srcs, _part_shapes(p, want)):
             if s not in st:
                 raise WeightError(f"checkpoint {ckpt} is missing tensor {s!r}"

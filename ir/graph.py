@@ -19,7 +19,22 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-Dim = int | str  # a static extent, or the name of a symbolic one
+Dim = int | str  # a static extent, the name of a symbolic one, or "name/k": that one divided by k
+
+
+def split_dim(d: str) -> tuple[str, int]:
+    """A symbolic dim as (name, divisor): "patches/4" -> ("patches", 4), "seq_len" -> ("seq_len", 1)."""
+    name, _, k = d.partition("/")
+    return name, int(k) if k else 1
+
+
+def _good_dim(d: Any) -> bool:
+    if isinstance(d, int):
+        return d >= 0
+    if not isinstance(d, str):
+        return False
+    name, _, k = d.partition("/")
+    return name.isidentifier() and (not _ or (k.isdigit() and int(k) > 0))
 
 _SHORT_DTYPES = {"float32": "f32", "float16": "f16", "bfloat16": "bf16", "int32": "i32", "int64": "i64", "int8": "i8"}
 DTYPES = frozenset(_SHORT_DTYPES)
@@ -34,8 +49,9 @@ class TensorType:
         if self.dtype not in DTYPES:
             raise ValueError(f"unsupported dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
         for d in self.shape:
-            if not (isinstance(d, str) and d.isidentifier()) and not (isinstance(d, int) and d >= 0):
-                raise ValueError(f"bad dim {d!r} in shape {self.shape}: dims are ints >= 0 or identifiers")
+            if not _good_dim(d):
+                raise ValueError(f"bad dim {d!r} in shape {self.shape}: dims are ints >= 0, identifiers "
+                                 "or 'identifier/k'")
 
     @property
     def ndim(self) -> int:

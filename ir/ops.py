@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .graph import Dim, TensorType
+from .graph import Dim, TensorType, split_dim
 
 FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 # attr ``precision`` of linear and attention ops (`passes.matmul_precision`): "high" (the
@@ -87,12 +88,14 @@ def f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(np.float32)
 
 
-def _numel(shape: Sequence[Dim]) -> tuple[int, tuple[str, ...]]:
-    """A product of dims as (static factor, sorted symbolic factors)."""
-    static, syms = 1, []
+def _numel(shape: Sequence[Dim]) -> tuple[Fraction, tuple[str, ...]]:
+    """A product of dims as (static factor, sorted symbolic factors); "n/k" is n times 1/k."""
+    static, syms = Fraction(1), []
     for d in shape:
         if isinstance(d, str):
-            syms.append(d)
+            name, k = split_dim(d)
+            syms.append(name)
+            static /= k
         else:
             static *= d
     return static, tuple(sorted(syms))
@@ -489,6 +492,28 @@ def rms_norm(x, w, eps, offset=0.0):
     return (y * (np.float32(offset) + f32(w))).astype(x.dtype)
 
 
+@_op("layer_norm", 3, "(x (..., D) - mean) * rsqrt(var + eps) * w (D) + b (D), statistics in fp32")
+def _layer_norm_t(ts, a):
+    x, w, b = ts
+    _check(b.shape == w.shape, f"bias shape {b.shape} must equal the weight's {w.shape}")
+    _float(b)
+    return OPS["rms_norm"].infer([x, w], a)
+
+
+@_layer_norm_t
+def layer_norm(x, w, b, eps):
+    x32 = f32(x)
+    c = x32 - x32.mean(axis=-1, keepdims=True)
+    y = c / np.sqrt(np.mean(c * c, axis=-1, keepdims=True) + np.float32(eps))
+    return (y * f32(w) + f32(b)).astype(x.dtype)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from math import erf
+
+    return np.vectorize(erf, otypes=[np.float64])(x).astype(np.float32)
+
+
 def _elementwise(name: str, fn: Callable[..., np.ndarray], arity: int, doc: str) -> None:
     def infer(ts, a):
         for t in ts:
@@ -502,6 +527,9 @@ _elementwise("add", np.add, 2, "a + b (equal types)")
 _elementwise("mul", np.multiply, 2, "a * b (equal types)")
 _elementwise("silu", lambda x: x / (1 + np.exp(-x)), 1, "x * sigmoid(x)")
 _elementwise("sigmoid", lambda x: 1 / (1 + np.exp(-x)), 1, "1 / (1 + exp(-x))")
+_elementwise("gelu", lambda x: 0.5 * x * (1 + _erf(x / np.float32(np.sqrt(2)))), 1, "x * Phi(x) (erf form)")
+_elementwise("gelu_tanh", lambda x: 0.5 * x * (1 + np.tanh(np.float32(np.sqrt(2 / np.pi)) * (x + 0.044715 * x ** 3))),
+             1, "GELU's tanh approximation (gelu_pytorch_tanh)")
 
 
 @_op("scale", 1, "x * factor")
@@ -648,28 +676,51 @@ def repeat(x, axis, times):
 # **** positions and attention ****
 
 
-@_op("positional", 1, "abstract: rotary position embedding at positions 0..T-1 (insert_rotary lowers it)")
+@_op("positional", 1, "abstract: rotary position embedding at positions 0..T-1 (insert_rotary lowers it); "
+     "attr sections (t, h, w): multimodal RoPE (`mrope_axes`) at positions (3, T)")
 def _positional_t(ts, a):
     x = ts[0]
     _float(x)
     _check(x.ndim == 3, "expects (T, H, D)")
     rd = a["rotary_dim"]
     _check(rd % 2 == 0 and rd <= x.shape[2], f"rotary_dim {rd} must be even and <= head dim {x.shape[2]}")
+    if a.get("sections") is not None:
+        mrope_axes(a["sections"], rd)
     return x
 
 
 @_positional_t
-def positional(x, theta, rotary_dim):
-    table = rope_table(np.arange(x.shape[0]), theta, rotary_dim)
+def positional(x, theta, rotary_dim, sections=None):
+    p = np.arange(x.shape[0])
+    table = rope_table(p if sections is None else np.stack([p] * 3), theta, rotary_dim, sections)
     return rotary(x, table)
 
 
-@_op("rope_table", 1, "positions (T) -> (T, R): cos(p * f) for R/2 freqs, then sin(p * f)")
+def mrope_axes(sections: Sequence[int], rotary_dim: int) -> np.ndarray:
+    """Which row of (t, h, w) positions each of the R/2 frequencies reads, in multimodal RoPE
+    interleaved as Qwen3-VL does it: frequency j takes h where j % 3 == 1 and j < 3 * sections[1],
+    w where j % 3 == 2 and j < 3 * sections[2], else t (int32, R/2)."""
+    _check(len(sections) == 3 and all(isinstance(s, int) and s >= 0 for s in sections),
+           f"mrope sections must be 3 non-negative ints, got {sections!r}")
+    j = np.arange(rotary_dim // 2)
+    axes = np.zeros(rotary_dim // 2, np.int32)
+    axes[(j % 3 == 1) & (j < 3 * sections[1])] = 1
+    axes[(j % 3 == 2) & (j < 3 * sections[2])] = 2
+    return axes
+
+
+@_op("rope_table", 1, "positions (T) -> (T, R): cos(p * f) for R/2 freqs, then sin(p * f); with attr "
+     "sections, positions (3, T) whose rows each frequency reads by `mrope_axes`")
 def _rope_table_t(ts, a):
     (p,) = ts
-    _check(p.dtype in ("int32", "int64") and p.ndim == 1, "positions must be 1-D integers")
     _check(a["rotary_dim"] % 2 == 0, "rotary_dim must be even")
-    return TensorType((p.shape[0], a["rotary_dim"]), "float32")
+    if a.get("sections") is None:
+        _check(p.dtype in ("int32", "int64") and p.ndim == 1, "positions must be 1-D integers")
+    else:
+        _check(p.dtype in ("int32", "int64") and p.ndim == 2 and p.shape[0] == 3,
+               "multimodal positions must be (3, T) integers")
+        mrope_axes(a["sections"], a["rotary_dim"])
+    return TensorType((p.shape[-1], a["rotary_dim"]), "float32")
 
 
 def inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
@@ -679,8 +730,13 @@ def inv_freq(theta: float, rotary_dim: int) -> np.ndarray:
 
 
 @_rope_table_t
-def rope_table(positions, theta, rotary_dim):
-    ang = np.asarray(positions).astype(np.float32)[:, None] * inv_freq(theta, rotary_dim)[None, :]
+def rope_table(positions, theta, rotary_dim, sections=None):
+    p = np.asarray(positions).astype(np.float32)
+    if sections is not None:  # each frequency's own row of positions
+        p = p[mrope_axes(sections, rotary_dim)].T  # (T, R/2)
+    else:
+        p = p[:, None]
+    ang = p * inv_freq(theta, rotary_dim)[None, :]
     return np.concatenate([np.cos(ang), np.sin(ang)], axis=-1).astype(np.float32)
 
 
@@ -965,6 +1021,60 @@ def _sigmoid_gate_t(ts, a):
 @_sigmoid_gate_t
 def sigmoid_gate(x, g):
     return (f32(x) / (1 + np.exp(-f32(g)))).astype(x.dtype)
+
+
+# **** vision (Qwen3-VL) ****
+
+
+@_op("weighted_rows", 3, "table (V, H), idx (N, K) ints, w (N, K) -> (N, H) fp32: sum_k w[n, k] * table[idx[n, k]] "
+     "(a resampled position embedding)")
+def _weighted_rows_t(ts, a):
+    table, idx, w = ts
+    _float(table), _float(w)
+    _check(table.ndim == 2 and idx.ndim == 2 and idx.dtype in ("int32", "int64"), "expects table (V, H), idx (N, K)")
+    _check(w.shape == idx.shape, f"weights {w.shape} must have the indices' shape {idx.shape}")
+    return TensorType((idx.shape[0], table.shape[1]), "float32")
+
+
+@_weighted_rows_t
+def weighted_rows(table, idx, w):
+    return np.einsum("nkh,nk->nh", f32(table)[idx], f32(w)).astype(np.float32)
+
+
+def _rows_t(ts, a):
+    h, feats, rows = ts
+    _float(h), _float(feats)
+    _check(h.ndim == 2 and feats.ndim == 2 and feats.shape[1] == h.shape[1], f"expects h (T, H), feats (N, H); "
+           f"got {h} and {feats}")
+    _check(rows.ndim == 1 and rows.shape[0] == h.shape[0] and rows.dtype == "int32", "rows must be (T,) int32")
+    return h
+
+
+@_op("merge_rows", 3, "h (T, H), feats (N, H), rows (T,) int32 -> h with row t replaced by feats[rows[t]] "
+     "where rows[t] >= 0 (image features in place of their placeholder tokens)")
+def _merge_rows_t(ts, a):
+    return _rows_t(ts, a)
+
+
+@_merge_rows_t
+def merge_rows(h, feats, rows):
+    out = h.copy()
+    at = rows >= 0
+    out[at] = _cast_like(f32(feats)[rows[at]], h.dtype)
+    return out
+
+
+@_op("add_rows", 3, "h (T, H), feats (N, H), rows (T,) int32 -> h + feats[rows[t]] on the rows where rows[t] >= 0")
+def _add_rows_t(ts, a):
+    return _rows_t(ts, a)
+
+
+@_add_rows_t
+def add_rows(h, feats, rows):
+    out = f32(h)
+    at = rows >= 0
+    out[at] += f32(feats)[rows[at]]
+    return out.astype(h.dtype)
 
 
 # **** sampling ****

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from ..ir import Graph
-from . import glm4_moe, qwen3, qwen3_moe, qwen3_next
+from . import glm4_moe, qwen3, qwen3_moe, qwen3_next, qwen3_vl
 from .config import ConfigError
 
 ENTRY_POINT_GROUP = "inference_pio.model_families"
@@ -30,15 +30,18 @@ class ModelSpec:
     # HF tensors a checkpoint may carry that the graph does not read, per config: names, or
     # prefixes ending in "." (a whole module, e.g. a multi-token-prediction layer)
     ignored: Callable[[Any], tuple[str, ...]] = field(default=lambda cfg: ())
+    # graphs compiled beside the language model, by function name (Qwen3-VL: "vision")
+    encoders: Callable[[Any], dict[str, Graph]] = field(default=lambda cfg: {})
 
 
 @dataclass(frozen=True)
 class ModelDef:
-    """A family's config plus its graph: what `engine.compile` consumes."""
+    """A family's config plus its graphs: what `engine.compile` consumes."""
 
     spec: ModelSpec
     config: Any
-    graph: Graph
+    graph: Graph  # the language model: ids -> logits
+    encoders: dict[str, Graph] = field(default_factory=dict)  # e.g. "vision": an image -> its tokens' features
 
     @property
     def family(self) -> str:
@@ -69,6 +72,9 @@ register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConf
                    targets=("llvm",), ignored=_qwen3_ignored))
 register(ModelSpec("qwen3_next", ("Qwen3NextForCausalLM",), qwen3_next.Qwen3NextConfig.from_hf, qwen3_next.build,
                    targets=("llvm",), ignored=_qwen3_ignored))
+# vision: CPU kernels only, so far
+register(ModelSpec("qwen3_vl", ("Qwen3VLForConditionalGeneration",), qwen3_vl.Qwen3VLConfig.from_hf, qwen3_vl.build,
+                   targets=("llvm",), ignored=qwen3_vl.ignored, encoders=qwen3_vl.encoders))
 register(ModelSpec("glm4_moe", ("Glm4MoeForCausalLM",), glm4_moe.Glm4MoeConfig.from_hf, glm4_moe.build,
                    targets=("llvm",), ignored=glm4_moe.ignored))
 
@@ -107,7 +113,7 @@ def from_hf_config(hf: dict[str, Any], dtype: str | None = None) -> ModelDef:
     if dtype not in spec.dtypes:
         raise ConfigError(f"dtype {dtype!r} is not supported by {spec.name}; supported: {spec.dtypes}")
     cfg = spec.from_hf(hf, dtype)
-    return ModelDef(spec, cfg, spec.build(cfg))
+    return ModelDef(spec, cfg, spec.build(cfg), spec.encoders(cfg))
 
 
 def _hf_dtype(hf: dict[str, Any]) -> str:

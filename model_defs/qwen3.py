@@ -71,30 +71,39 @@ def parse_decoder(cfg: dict[str, Any], rope_theta: float = 1e6) -> tuple[dict[st
 
 
 MLP = Callable[[GraphBuilder, Node, int], Node]  # (builder, normed x, layer index) -> mlp(x)
+Hook = Callable[[GraphBuilder, Node], Node]  # (builder, hidden states) -> new hidden states
+LayerHook = Callable[[GraphBuilder, Node, int], Node]  # the same after layer i
 
 
-def dense_mlp(cfg: Qwen3Config) -> MLP:
-    return lambda b, x, i: blocks.gated_mlp(b, x, f"model.layers.{i}.mlp", cfg.hidden_size, cfg.intermediate_size,
-                                            cfg.dtype)
+def dense_mlp(cfg: Qwen3Config, prefix: str = "model") -> MLP:
+    return lambda b, x, i: blocks.gated_mlp(b, x, f"{prefix}.layers.{i}.mlp", cfg.hidden_size,
+                                            cfg.intermediate_size, cfg.dtype)
 
 
 def build(cfg: Qwen3Config, mlp: MLP | None = None, family: str = "qwen3", qk_norm: bool = True,
-          o_bias: bool | None = None, rotary_dim: int | None = None) -> Graph:
+          o_bias: bool | None = None, rotary_dim: int | None = None, prefix: str = "model",
+          sections: tuple[int, int, int] | None = None, after_embedding: Hook | None = None,
+          after_layer: LayerHook | None = None) -> Graph:
     """ids (T,) -> logits (T, vocab), plain causal attention over the whole sequence. ``mlp``
     builds each layer's MLP (default: the dense SwiGLU; Qwen3-MoE passes its sparse block).
     Other families of this decoder say whether q and k are normalized per head (``qk_norm``),
-    whether o_proj has a bias (default: attention_bias) and how many dims of a head rotate."""
+    whether o_proj has a bias (default: attention_bias), how many dims of a head rotate, under
+    which ``prefix`` the decoder's tensors are named (Qwen3-VL: "model.language_model") and
+    the (t, h, w) ``sections`` of multimodal RoPE (Qwen3-VL). ``after_embedding`` and
+    ``after_layer`` rewrite the hidden states there (Qwen3-VL puts image features in)."""
     c, dt = cfg, cfg.dtype
-    mlp = mlp or dense_mlp(cfg)
+    mlp = mlp or dense_mlp(cfg, prefix)
     o_bias = c.attention_bias if o_bias is None else o_bias
     rotary_dim = rotary_dim or c.head_dim
     hq, hkv, d, hidden = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.hidden_size
     b = GraphBuilder("forward")
     ids = b.input("ids", ("seq_len",), "int32")
-    embed = b.param("model.embed_tokens.weight", (c.vocab_size, hidden), dt)
+    embed = b.param(f"{prefix}.embed_tokens.weight", (c.vocab_size, hidden), dt)
     h = b.embedding(embed, ids)  # (T, hidden)
+    if after_embedding:
+        h = after_embedding(b, h)
     for i in range(c.num_hidden_layers):
-        p = f"model.layers.{i}"
+        p = f"{prefix}.layers.{i}"
         x = blocks.rms_norm(b, h, f"{p}.input_layernorm", c.rms_norm_eps, dt)
         heads = {}
         for name, n in (("q", hq), ("k", hkv), ("v", hkv)):
@@ -104,14 +113,16 @@ def build(cfg: Qwen3Config, mlp: MLP | None = None, family: str = "qwen3", qk_no
         if qk_norm:
             q = blocks.rms_norm(b, q, f"{p}.self_attn.q_norm", c.rms_norm_eps, dt)
             k = blocks.rms_norm(b, k, f"{p}.self_attn.k_norm", c.rms_norm_eps, dt)
-        q = b.positional(q, theta=float(c.rope_theta), rotary_dim=rotary_dim)
-        k = b.positional(k, theta=float(c.rope_theta), rotary_dim=rotary_dim)
+        rope = {"theta": float(c.rope_theta), "rotary_dim": rotary_dim, **({"sections": sections} if sections else {})}
+        q, k = b.positional(q, **rope), b.positional(k, **rope)
         o = blocks.plain_attention(b, q, k, heads["v"], scale=float(d) ** -0.5)  # (T, hq, d)
         o = b.reshape(o, shape=("seq_len", hq * d))
         h = b.add(h, blocks.linear(b, o, f"{p}.self_attn.o_proj", hq * d, hidden, dt, bias=o_bias))
         x = blocks.rms_norm(b, h, f"{p}.post_attention_layernorm", c.rms_norm_eps, dt)
         h = b.add(h, mlp(b, x, i))
-    h = blocks.rms_norm(b, h, "model.norm", c.rms_norm_eps, dt)
+        if after_layer:
+            h = after_layer(b, h, i)
+    h = blocks.rms_norm(b, h, f"{prefix}.norm", c.rms_norm_eps, dt)
     head = embed if c.tie_word_embeddings else b.param("lm_head.weight", (c.vocab_size, hidden), dt)
     logits = b.linear(h, head)  # (T, vocab) float32
     return b.build({"logits": logits}, family=family, num_hidden_layers=c.num_hidden_layers,

@@ -76,11 +76,14 @@ def cache_passes(target_kind: str) -> list[NamedPass]:
 
 def decode_passes(target_kind: str) -> list[NamedPass]:
     """Passes for the one-token decode graph only (after `insert_kv_cache.specialize`)."""
+    from .drop_image_inputs import drop_image_inputs
     from .fuse_epilogues import fuse_norm_attention, fuse_norm_linear
 
+    common = [NamedPass("drop_image_inputs", drop_image_inputs)]  # a generated token is never an image's
     if target_kind == "cuda":
-        return [NamedPass("fuse_norm_linear", fuse_norm_linear), NamedPass("fuse_norm_attention", fuse_norm_attention)]
-    return []
+        return common + [NamedPass("fuse_norm_linear", fuse_norm_linear),
+                         NamedPass("fuse_norm_attention", fuse_norm_attention)]
+    return common
 
 
 def run(graph: Graph, passes: list[NamedPass], *, dump_dir: str | Path | None = None,

@@ -388,6 +388,54 @@ add = _ew("add", lambda a, b: a + b)
 mul = _ew("mul", lambda a, b: a * b)
 silu = _ew("silu", lambda a: a * tirx.sigmoid(a))
 sigmoid = _ew("sigmoid", tirx.sigmoid)
+gelu = _ew("gelu", lambda a: a * (tirx.erf(a * tirx.const(0.5 ** 0.5, F32)) + tirx.const(1.0, F32)) * tirx.const(0.5, F32))
+gelu_tanh = _ew("gelu_tanh", lambda a: a * tirx.const(0.5, F32) * (tirx.const(1.0, F32) + tirx.tanh(
+    tirx.const((2 / 3.141592653589793) ** 0.5, F32) * (a + tirx.const(0.044715, F32) * a * a * a))))
+
+
+def layer_norm(x: te.Tensor, w: te.Tensor, b: te.Tensor, eps: float) -> te.Tensor:
+    """LayerNorm of the last axis of x (R, D): blocks "mean" and "var" (sums in fp32), then "norm"."""
+    d = x.shape[-1]
+    k1, k2 = te.reduce_axis((0, d), "k1"), te.reduce_axis((0, d), "k2")
+    inv_d = tirx.const(1.0, F32) / d.astype(F32)
+    total = te.compute(x.shape[:-1], lambda *i: te.sum(_f32(x, *i, k1), axis=k1), name="mean")
+
+    def dev(i, k):
+        return _f32(x, *i, k) - total[i] * inv_d
+
+    sq = te.compute(x.shape[:-1], lambda *i: te.sum(dev(i, k2) * dev(i, k2), axis=k2), name="var")
+
+    def norm(*i):
+        inv = tirx.rsqrt(sq[i[:-1]] * inv_d + tirx.const(eps, F32))
+        return (dev(i[:-1], i[-1]) * inv * _f32(w, i[-1]) + _f32(b, i[-1])).astype(x.dtype)
+
+    return te.compute(x.shape, norm, name="norm")
+
+
+def weighted_rows(table: te.Tensor, idx: te.Tensor, w: te.Tensor) -> te.Tensor:
+    """(N, H) fp32: sum over k of w[n, k] * table[idx[n, k]]."""
+    k = te.reduce_axis((0, idx.shape[1]), "k")
+    return te.compute((idx.shape[0], table.shape[1]),
+                      lambda n, h: te.sum(_f32(w, n, k) * _f32(table, idx[n, k].astype("int64"), h), axis=k),
+                      name="weighted_rows")
+
+
+def _rows(h: te.Tensor, feats: te.Tensor, rows: te.Tensor, add: bool) -> te.Tensor:
+    def fn(t, c):
+        r = rows[t]
+        feat = _f32(feats, tirx.max(r, 0).astype("int64"), c)
+        value = _f32(h, t, c) + feat if add else feat
+        return tirx.if_then_else(r >= 0, value.astype(h.dtype), h[t, c])
+
+    return te.compute(h.shape, fn, name="add_rows" if add else "merge_rows")
+
+
+def merge_rows(h: te.Tensor, feats: te.Tensor, rows: te.Tensor) -> te.Tensor:
+    return _rows(h, feats, rows, add=False)
+
+
+def add_rows(h: te.Tensor, feats: te.Tensor, rows: te.Tensor) -> te.Tensor:
+    return _rows(h, feats, rows, add=True)
 
 
 def sigmoid_gate(x: te.Tensor, g: te.Tensor) -> te.Tensor:
@@ -475,15 +523,19 @@ def repeat(x: te.Tensor, axis: int, times: int) -> te.Tensor:
                       name="repeat")
 
 
-def rope_table(positions: te.Tensor, inv_freq: te.Tensor, rotary_dim: int) -> te.Tensor:
-    """(T, R): cos(p * f_j) for j < R/2, then sin. ``inv_freq`` (R/2) is a constant from `ir.ops.inv_freq`."""
+def rope_table(positions: te.Tensor, inv_freq: te.Tensor, *axes: te.Tensor, rotary_dim: int) -> te.Tensor:
+    """(T, R): cos(p * f_j) for j < R/2, then sin. ``inv_freq`` (R/2) is a constant from
+    `ir.ops.inv_freq`; multimodal RoPE passes positions (3, T) and ``axes`` (R/2), the constant
+    `ir.ops.mrope_axes`: the row of positions each frequency reads."""
     half = rotary_dim // 2
 
     def fn(t, j):
-        ang = positions[t].astype(F32) * inv_freq[tirx.floormod(j, half)]
+        f = tirx.floormod(j, half)
+        p = positions[axes[0][f], t] if axes else positions[t]
+        ang = p.astype(F32) * inv_freq[f]
         return tirx.if_then_else(j < half, tirx.cos(ang), tirx.sin(ang))
 
-    return te.compute((positions.shape[0], rotary_dim), fn, name="rope_table")
+    return te.compute((positions.shape[-1], rotary_dim), fn, name="rope_table")
 
 
 def rotary(x: te.Tensor, table: te.Tensor) -> te.Tensor:
@@ -797,4 +849,6 @@ KERNELS: dict[str, Callable[..., te.Tensor]] = {
     "concat": concat, "repeat": repeat, "rope_table": rope_table, "rotary": rotary, "norm_rotary": norm_rotary, "attention": attention,
     "cache_attention": cache_attention, "sample_token": sample_token, "moe_gates": moe_gates,
     "moe_experts": moe_experts, "sigmoid_gate": sigmoid_gate, "rms_norm_gated": rms_norm_gated,
+    "layer_norm": layer_norm, "gelu": gelu, "gelu_tanh": gelu_tanh, "weighted_rows": weighted_rows,
+    "merge_rows": merge_rows, "add_rows": add_rows,
 }

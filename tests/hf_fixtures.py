@@ -1,4 +1,4 @@
-"""Tiny random Hugging Face Qwen3 / Qwen3-MoE / Qwen3-Next / GLM-4.5-MoE checkpoints and reference logits from transformers.
+"""Tiny random Hugging Face Qwen3 / Qwen3-MoE / Qwen3-Next / GLM-4.5-MoE / Qwen3-VL checkpoints and reference logits from transformers.
 
 Checkpoints are made the way a user's would be: ``Qwen3ForCausalLM(Qwen3Config(...))`` then
 ``save_pretrained``. Sizes are deliberately odd (hidden 40/56, 5 heads sharing 1 kv head,
@@ -106,12 +106,34 @@ QWEN3_NEXT_CONFIGS: dict[str, dict[str, Any]] = {
                       linear_num_key_heads=2, linear_num_value_heads=4, num_experts=8, num_experts_per_tok=2,
                       tie_word_embeddings=False),
 }
+# Qwen3-VL (Qwen3VLForConditionalGeneration): name -> Qwen3VLConfig kwargs (text_config, vision_config)
+_VISION = dict(depth=3, hidden_size=32, intermediate_size=45, num_heads=2, patch_size=4, temporal_patch_size=2,
+               spatial_merge_size=2, num_position_embeddings=16, deepstack_visual_indexes=[0, 1])
+_VL_TOKENS = dict(image_token_id=90, video_token_id=91, vision_start_token_id=88, vision_end_token_id=89)
+QWEN3_VL_CONFIGS: dict[str, dict[str, Any]] = {
+    # head_dim 12: sections (2, 2, 2); GQA 4 -> 2; untied lm_head
+    "vl_odd": dict(text_config=dict(vocab_size=97, hidden_size=40, intermediate_size=37, num_hidden_layers=3,
+                                    num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+                                    rope_parameters={"rope_type": "default", "rope_theta": 5e6,
+                                                     "mrope_section": [2, 2, 2], "mrope_interleaved": True}),
+                   vision_config={**_VISION, "out_hidden_size": 40}, tie_word_embeddings=False, **_VL_TOKENS),
+    # head_dim 16: sections (4, 2, 2); tied embeddings, attention biases
+    "vl_tied": dict(text_config=dict(vocab_size=131, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+                                     num_attention_heads=3, num_key_value_heads=1, head_dim=16, attention_bias=True,
+                                     rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                      "mrope_section": [4, 2, 2], "mrope_interleaved": True}),
+                    vision_config={**_VISION, "out_hidden_size": 48}, tie_word_embeddings=True, **_VL_TOKENS),
+}
 SEEDS = {"gqa5x1": 0, "tied_bias": 1, "mha_theta": 2, "bf16": 3, "wide32": 4, "wide256": 5,
          "moe_odd": 6, "moe_norm": 7, "moe_bf16": 8, "glm_groups": 9, "glm_plain": 10, "glm_bf16": 11,
-         "next_odd": 12, "next_alt": 13, "next_bf16": 14}
+         "next_odd": 12, "next_alt": 13, "next_bf16": 14, "vl_odd": 15, "vl_tied": 16}
 
 
 def hf_config(name: str, **overrides: Any):
+    if name in QWEN3_VL_CONFIGS:
+        from transformers import Qwen3VLConfig
+
+        return Qwen3VLConfig(**{**QWEN3_VL_CONFIGS[name], **overrides})
     if name in QWEN3_NEXT_CONFIGS:
         from transformers import Qwen3NextConfig
 
@@ -139,11 +161,13 @@ def hf_config(name: str, **overrides: Any):
 def model_class(cfg):
     """The transformers class for a config made by `hf_config`."""
     from transformers import (Glm4MoeConfig, Glm4MoeForCausalLM, Qwen3ForCausalLM, Qwen3MoeConfig,
-                              Qwen3MoeForCausalLM, Qwen3NextConfig, Qwen3NextForCausalLM)
+                              Qwen3MoeForCausalLM, Qwen3NextConfig, Qwen3NextForCausalLM, Qwen3VLConfig,
+                              Qwen3VLForConditionalGeneration)
 
     if isinstance(cfg, Qwen3NextConfig):
         return Qwen3NextForCausalLM
-
+    if isinstance(cfg, Qwen3VLConfig):
+        return Qwen3VLForConditionalGeneration
     if isinstance(cfg, Glm4MoeConfig):
         return Glm4MoeForCausalLM
     return Qwen3MoeForCausalLM if isinstance(cfg, Qwen3MoeConfig) else Qwen3ForCausalLM
@@ -192,7 +216,7 @@ def make_checkpoint(path: Path, name: str, seed: int | None = None, dtype: str =
     model = model_class(cfg)(cfg).eval()
     randomize(model, seed)
     if cfg.tie_word_embeddings:
-        assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+        assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     if dtype != "float32":
         model = model.to(getattr(torch, dtype))
     kw = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
@@ -243,7 +267,8 @@ def dequantized_reference(model):
     """A float32 copy of ``model`` whose matrices (projections, embedding, LM head, stacks of
     experts; not the MoE routers) hold what int8 rows with per-row scales stand for
     (`ir.ops.quantize_rows`): what an engine compiled with quantize="int8" should reproduce
-    (Qwen3-Next's convolution kernels are not matrices and stay float)."""
+    (Qwen3-Next's convolution kernels are not matrices and stay float, and so does Qwen3-VL's
+    position embedding, which is resampled, not projected)."""
     import copy
 
     import torch
@@ -253,7 +278,10 @@ def dequantized_reference(model):
     m = copy.deepcopy(model).float()
     with torch.no_grad():
         for name, prm in m.named_parameters():
-            if prm.ndim in (2, 3) and not name.endswith(("mlp.gate.weight", "conv1d.weight")):
+            if name.endswith("patch_embed.proj.weight"):  # Qwen3-VL's Conv3d kernel: a matrix of flat patches
+                rows = prm.numpy().reshape(prm.shape[0], -1)
+                prm.copy_(torch.from_numpy(dequantize_rows(*quantize_rows(rows)).reshape(prm.shape)))
+            elif prm.ndim in (2, 3) and not name.endswith(("mlp.gate.weight", "conv1d.weight", "pos_embed.weight")):
                 prm.copy_(torch.from_numpy(dequantize_rows(*quantize_rows(prm.numpy()))))
     return m
 
@@ -274,3 +302,36 @@ def token_ids(vocab: int, n: int, seed: int = 0) -> list[int]:
     if n >= 2:
         ids[0], ids[-1] = vocab - 1, 0
     return ids
+
+
+def vl_prompt(cfg, grids: list[tuple[int, int, int]], seed: int = 0, text: int = 3) -> tuple[list[int], list[tuple]]:
+    """A Qwen3-VL prompt for ``cfg`` (a transformers Qwen3VLConfig): ``text`` random ids, then
+    each image as <vision_start> (t*h*w/m^2 image tokens) <vision_end> followed by more text;
+    and the images' (pixels, grid) with random pixel values."""
+    rng = np.random.default_rng(seed)
+    v, vocab = cfg.vision_config, cfg.text_config.vocab_size
+    special = {cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id}
+    plain = [i for i in range(vocab) if i not in special]
+
+    def words(n):
+        return [int(plain[j]) for j in rng.integers(0, len(plain), n)]
+
+    ids, images = words(text), []
+    for t, h, w in grids:
+        n = t * h * w // v.spatial_merge_size ** 2
+        ids += [cfg.vision_start_token_id] + [cfg.image_token_id] * n + [cfg.vision_end_token_id] + words(text)
+        pixels = rng.standard_normal((t * h * w, v.in_channels * v.temporal_patch_size * v.patch_size ** 2))
+        images.append((pixels.astype(np.float32), (t, h, w)))
+    return ids, images
+
+
+def hf_vl_inputs(cfg, ids: list[int], images: list[tuple]) -> dict[str, Any]:
+    """transformers' keyword arguments for a prompt from `vl_prompt`."""
+    import torch
+
+    x = torch.tensor([ids])
+    kw = {"input_ids": x, "attention_mask": torch.ones_like(x), "mm_token_type_ids": (x == cfg.image_token_id).int()}
+    if images:
+        kw["pixel_values"] = torch.from_numpy(np.concatenate([p for p, _ in images]))
+        kw["image_grid_thw"] = torch.tensor([g for _, g in images])
+    return kw

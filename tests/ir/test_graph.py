@@ -49,11 +49,22 @@ def test_tensor_type_str_and_helpers():
     ((2,), "float64", "unsupported dtype 'float64'"),
     ((-1,), "float32", "bad dim -1"),
     (("not an id",), "float32", "bad dim 'not an id'"),
+    (("n/0",), "float32", "bad dim 'n/0'"),
+    (("n/x",), "float32", "bad dim 'n/x'"),
     ((2.0,), "float32", "bad dim 2.0"),
 ])
 def test_tensor_type_rejects(shape, dtype, match):
     with pytest.raises(ValueError, match=match):
         TensorType(shape, dtype)
+
+
+def test_divided_dims_reshape_by_their_factor():
+    """"patches/4": a symbolic dim divided by 4, so (patches, 8) reshapes to (patches/4, 32)."""
+    x = input_node("x", TensorType(("patches", 8), "float32"))
+    y = op_node("reshape", [x], shape=("patches/4", 32))
+    assert y.shape == ("patches/4", 32)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        op_node("reshape", [x], shape=("patches/4", 8))
 
 
 def test_node_attrs_are_sorted_frozen_and_drop_none():

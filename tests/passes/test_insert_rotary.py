@@ -59,3 +59,28 @@ def test_no_positional_is_a_no_op():
     b = GraphBuilder("g")
     g = b.build({"y": b.silu(b.input("x", (2,), "float32"))})
     assert insert_rotary(g) is g
+
+
+def test_multimodal_positions_are_three_rows():
+    """sections: positions become (3, T) (t, h, w) and the table reads a row per frequency;
+    at equal rows it is plain RoPE."""
+    b = GraphBuilder("mrope")
+    x = b.input("x", ("T", 2, 12), "float32")
+    g = b.build({"y": b.positional(x, theta=5e6, rotary_dim=12, sections=(2, 2, 2))})
+    g2 = insert_rotary(g)
+    assert g2.inputs[-1].type.shape == (3, "T")
+    t = 5
+    feeds = {"x": np.random.default_rng(1).standard_normal((t, 2, 12)).astype(np.float32),
+             "positions": np.stack([np.arange(t, dtype=np.int32)] * 3)}
+    assert_same_numerics(g, g2, feeds, {})
+
+
+def test_mixed_multimodal_and_plain_positions_are_refused():
+    import pytest
+
+    b = GraphBuilder("g")
+    x = b.input("x", ("T", 2, 12), "float32")
+    g = b.build({"a": b.positional(x, theta=1e4, rotary_dim=12, sections=(2, 2, 2)),
+                 "b": b.positional(x, theta=1e4, rotary_dim=12)})
+    with pytest.raises(ValueError, match="some positional ops are multimodal"):
+        insert_rotary(g)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from inference_pio.ir import OPS, GraphBuilder, interpret
+from inference_pio.ir import OPS, GraphBuilder, interpret, np_dtype
 from inference_pio.schedules import KERNELS
 from kernel_harness import check, rand, run_graph
 
@@ -194,6 +194,19 @@ def test_rms_norm(rows, d, xdt, wdt, eps, offset, seed):
 
 
 @SETTINGS
+@given(rows=st.lists(small, min_size=1, max_size=2), d=st.integers(1, 70), xdt=float_dtypes, wdt=float_dtypes,
+       eps=st.sampled_from([1e-6, 1e-5]), seed=seeds)
+def test_layer_norm(rows, d, xdt, wdt, eps, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("layer_norm")
+    shape = ("T", *rows[1:], d)
+    g = b.build({"y": b.layer_norm(b.input("x", shape, xdt), b.param("w", (d,), wdt), b.param("b", (d,), wdt),
+                                   eps=eps)})
+    x = (rand(rng, (rows[0], *rows[1:], d), "float32", 3.0) + 2).astype(np_dtype(xdt))  # a mean to take out
+    check(g, {"x": x}, {"w": rand(rng, (d,), wdt), "b": rand(rng, (d,), wdt)}, xdt)
+
+
+@SETTINGS
 @given(rows=st.lists(small, min_size=1, max_size=2), d=st.integers(1, 40), dt=float_dtypes, seed=seeds)
 def test_rms_norm_gated(rows, d, dt, seed):
     rng = np.random.default_rng(seed)
@@ -222,7 +235,7 @@ def _ew_shape(draw_dims):
 
 @SETTINGS
 @given(dims=st.lists(small, min_size=1, max_size=3), dt=float_dtypes,
-       op=st.sampled_from(["add", "mul", "silu", "sigmoid"]), seed=seeds)
+       op=st.sampled_from(["add", "mul", "silu", "sigmoid", "gelu", "gelu_tanh"]), seed=seeds)
 def test_elementwise(dims, dt, op, seed):
     rng = np.random.default_rng(seed)
     sym, shape = _ew_shape(dims)
@@ -369,7 +382,48 @@ def test_transpose(dims, data, dt, seed):
     assert (ours["y"] == ref["y"]).all()
 
 
+# **** vision (Qwen3-VL) ****
+
+
+@SETTINGS
+@given(n=small, v=st.integers(1, 20), h=st.integers(1, 40), k=st.sampled_from([1, 4]), dt=float_dtypes, seed=seeds)
+def test_weighted_rows(n, v, h, k, dt, seed):
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder("weighted_rows")
+    g = b.build({"y": b.weighted_rows(b.param("table", (v, h), dt), b.input("idx", ("N", k), "int32"),
+                                      b.input("w", ("N", k), "float32"))})
+    check(g, {"idx": rng.integers(0, v, (n, k)).astype(np.int32), "w": rng.random((n, k)).astype(np.float32)},
+          {"table": rand(rng, (v, h), dt)}, "float32")
+
+
+@SETTINGS
+@given(t=small, n=small, h=st.integers(1, 40), op=st.sampled_from(["merge_rows", "add_rows"]), dt=float_dtypes,
+       seed=seeds)
+def test_rows(t, n, h, op, dt, seed):
+    """Image features put in place of (merge_rows) or added to (add_rows) the rows they belong to."""
+    rng = np.random.default_rng(seed)
+    b = GraphBuilder(op)
+    g = b.build({"y": getattr(b, op)(b.input("h", ("T", h), dt), b.input("feats", ("N", h), "float32"),
+                                     b.input("rows", ("T",), "int32"))})
+    rows = np.where(rng.random(t) < 0.5, rng.integers(0, n, t), -1).astype(np.int32)
+    check(g, {"h": rand(rng, (t, h), dt), "feats": rand(rng, (n, h), "float32"), "rows": rows}, dtype=dt)
+
+
 # **** positions and attention ****
+
+
+@SETTINGS
+@given(t=small, offset=st.sampled_from([0, 7, 1000]), sections=st.sampled_from([(2, 2, 2), (4, 2, 2), (24, 20, 20),
+                                                                                 (3, 0, 1)]), seed=seeds)
+def test_rope_table_multimodal(t, offset, sections, seed):
+    """(3, T) positions, each frequency reading its row of (t, h, w) (`ir.ops.mrope_axes`)."""
+    b = GraphBuilder("mrope")
+    half = sum(sections)
+    g = b.build({"y": b.rope_table(b.input("positions", (3, "T"), "int32"), theta=5e6, rotary_dim=2 * half,
+                                   sections=sections)})
+    pos = (offset + np.random.default_rng(seed).integers(0, 40, (3, t))).astype(np.int32)
+    ours, ref = run_graph(g, {"positions": pos})["y"], interpret(g, {"positions": pos}, {})["y"]
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=2e-5 if offset < 1000 else 5e-5)
 
 
 @SETTINGS
