@@ -55,14 +55,19 @@ def find_converter(workdir: Path = DEFAULT_WORKDIR) -> Path:
     return script
 
 
-def write_standin_tokenizer(folder: Path, vocab_size: int = 512) -> None:
-    """A byte-level BPE (all 256 byte symbols, so llama.cpp finds a newline token)."""
+# special tokens a converter looks up by name, per architecture (GLM's sets bos, eot and eom from them)
+SPECIAL_TOKENS = {"Glm4MoeForCausalLM": ["[gMASK]", "<|user|>", "<|observation|>"]}
+
+
+def write_standin_tokenizer(folder: Path, vocab_size: int = 512, specials: tuple[str, ...] = ()) -> None:
+    """A byte-level BPE (all 256 byte symbols, so llama.cpp finds a newline token), with
+    <|endoftext|> and ``specials`` as special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>", *specials], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(Path(__file__).read_text().splitlines(), trainer)
     tok.save(str(folder / "tokenizer.json"))
@@ -81,7 +86,8 @@ def tokenized_copy(ckpt: Path, dst: Path) -> Path:
             shutil.copy(f, dst / f.name)
         elif f.suffix == ".safetensors":
             (dst / f.name).symlink_to(f.resolve())
-    write_standin_tokenizer(dst)
+    archs = json.loads((ckpt / "config.json").read_text()).get("architectures") or []
+    write_standin_tokenizer(dst, specials=tuple(t for a in archs for t in SPECIAL_TOKENS.get(a, [])))
     return dst
 
 

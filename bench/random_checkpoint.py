@@ -4,6 +4,7 @@
     python bench/random_checkpoint.py qwen3-coder-30b-a3b /tmp/qwen3-moe-4l --layers 4
     python bench/random_checkpoint.py qwen3-coder-next /tmp/qwen3-next-4l --layers 4
     python bench/random_checkpoint.py qwen3-vl-2b /tmp/qwen3-vl-2b
+    python bench/random_checkpoint.py glm-4.7 /tmp/glm-4.7-4l --layers 4
 
 Presets copy the published config.json fields of each model; a preset without
 "architectures" is a Qwen3ForCausalLM. --layers keeps the first N decoder layers (the
@@ -45,6 +46,16 @@ PRESETS = {
                              linear_num_value_heads=32, num_experts=512, num_experts_per_tok=10, norm_topk_prob=True,
                              decoder_sparse_step=1, mlp_only_layers=[], tie_word_embeddings=False,
                              max_position_embeddings=262144, rope_theta=5000000.0, rms_norm_eps=1e-6),
+    # GLM-4.7 (GLM-4.5's architecture, 355B-A32B): 92 layers, the first 3 dense, then 160 experts
+    # (8 active, sigmoid routing) plus a shared expert; 7.5 GB of experts per layer in bf16. The
+    # checkpoint carries no multi-token-prediction layer (num_nextn_predict_layers 0).
+    "glm-4.7": dict(architectures=["Glm4MoeForCausalLM"], vocab_size=151552, hidden_size=5120,
+                    intermediate_size=12288, moe_intermediate_size=1536, num_hidden_layers=92,
+                    num_attention_heads=96, num_key_value_heads=8, head_dim=128, n_routed_experts=160,
+                    num_experts_per_tok=8, n_shared_experts=1, n_group=1, topk_group=1, routed_scaling_factor=2.5,
+                    norm_topk_prob=True, first_k_dense_replace=3, use_qk_norm=True, partial_rotary_factor=0.5,
+                    attention_bias=True, num_nextn_predict_layers=0, tie_word_embeddings=False,
+                    max_position_embeddings=202752, rope_theta=1000000.0, rms_norm_eps=1e-5),
     # Qwen3-VL-2B-Instruct: a 28-layer Qwen3 language model with multimodal RoPE, and a 24-layer
     # ViT (patch 16, 2 x 2 patches per token) whose layers 5, 11 and 17 also feed the first 3 layers
     "qwen3-vl-2b": dict(architectures=["Qwen3VLForConditionalGeneration"], tie_word_embeddings=True,
@@ -142,6 +153,31 @@ def qwen3_next_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def glm4_moe_shapes(c: dict) -> dict[str, tuple[int, ...]]:
+    """Glm4MoeForCausalLM: q/k/v biases, q/k norms only with use_qk_norm; dense MLPs in the first
+    first_k_dense_replace layers, then a router (with its score-correction bias), per-expert
+    tensors and the shared experts."""
+    h, e, f = c["hidden_size"], c["n_routed_experts"], c["moe_intermediate_size"]
+
+    def mlp(i: int, p: str) -> dict[str, tuple[int, ...]]:
+        if i < c["first_k_dense_replace"]:
+            return _gated_mlp(f"{p}.mlp", h, c["intermediate_size"])
+        out = {f"{p}.mlp.gate.weight": (e, h), f"{p}.mlp.gate.e_score_correction_bias": (e,)}
+        for j in range(e):
+            out.update(_gated_mlp(f"{p}.mlp.experts.{j}", h, f))
+        out.update(_gated_mlp(f"{p}.mlp.shared_experts", h, f * c["n_shared_experts"]))
+        return out
+
+    shapes = _decoder_shapes(c, mlp)
+    d, hq, hkv = c["head_dim"], c["num_attention_heads"], c["num_key_value_heads"]
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}.self_attn"
+        if not c["use_qk_norm"]:
+            del shapes[f"{p}.q_norm.weight"], shapes[f"{p}.k_norm.weight"]
+        shapes.update({f"{p}.q_proj.bias": (hq * d,), f"{p}.k_proj.bias": (hkv * d,), f"{p}.v_proj.bias": (hkv * d,)})
+    return shapes
+
+
 def qwen3_vl_shapes(c: dict) -> dict[str, tuple[int, ...]]:
     """Qwen3VLForConditionalGeneration: the language model under model.language_model, the
     vision tower under model.visual."""
@@ -176,6 +212,7 @@ FAMILIES: dict[str, tuple[str, Callable[[dict], dict[str, tuple[int, ...]]]]] = 
     "Qwen3MoeForCausalLM": ("qwen3_moe", qwen3_moe_shapes),
     "Qwen3NextForCausalLM": ("qwen3_next", qwen3_next_shapes),
     "Qwen3VLForConditionalGeneration": ("qwen3_vl", qwen3_vl_shapes),
+    "Glm4MoeForCausalLM": ("glm4_moe", glm4_moe_shapes),
 }
 
 
@@ -228,7 +265,8 @@ def preset_config(preset: str, layers: int | None = None) -> dict:
     """PRESETS[preset], with num_hidden_layers = ``layers`` when given. A hybrid model cut to
     fewer layers than its full_attention_interval keeps the interval's last layer kind: its
     last layer is a full-attention one, so that both kinds run (and the peers, which size a KV
-    cache for the attention layers, have one)."""
+    cache for the attention layers, have one). Likewise a model cut to its dense first layers
+    (GLM's first_k_dense_replace) keeps a sparse last layer."""
     c = PRESETS[preset]
     if layers is None:
         return c
@@ -237,6 +275,8 @@ def preset_config(preset: str, layers: int | None = None) -> dict:
     c = {**c, "num_hidden_layers": layers}
     if c.get("full_attention_interval", 0) > layers:
         c["full_attention_interval"] = layers
+    if c.get("first_k_dense_replace", 0) >= layers:  # GLM: keep a sparse last layer too
+        c["first_k_dense_replace"] = layers - 1
     return c
 
 

@@ -2,14 +2,15 @@
 tower, then a prompt holding it (time to first token), then decode.
 
     python bench/vision.py                                   # Qwen3-VL-2B shapes, 448x448 and 896x896
-    python bench/vision.py --layers 4 --sizes 448 --steps 8
+    python bench/vision.py --layers 4 --sizes 448 --steps 8 --engines ours ours-medium transformers
 
 The checkpoint has random bf16 weights at Qwen3-VL-2B's shapes (random_checkpoint.py,
 preset qwen3-vl-2b; --layers cuts the language model, not the vision tower). Each engine runs
 in its own process with the same threads. An S x S image is (S/16)^2 patches and (S/32)^2
 tokens; the prompt is 16 text tokens, the image's tokens, 16 text tokens. Times are medians
 of --repeats runs after one warm-up run. transformers runs eager PyTorch in the checkpoint's
-dtype with its default (sdpa) attention.
+dtype with its default (sdpa) attention; "ours-medium" is ours compiled with
+matmul_precision="medium" (bf16-rounded activations in the AMX products, as transformers' bf16).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _median(fn, repeats: int) -> float:
 def worker(engine: str, spec: dict[str, Any]) -> dict[str, Any]:
     cfg = json.loads((Path(spec["ckpt"]) / "config.json").read_text())
     out: dict[str, Any] = {}
-    if engine == "ours":
+    if engine.startswith("ours"):
         os.environ["INFERENCE_PIO_CACHE"] = spec["cache"]
         from inference_pio import engine as eng
         from inference_pio import frontends
@@ -66,7 +67,7 @@ def worker(engine: str, spec: dict[str, Any]) -> dict[str, Any]:
 
         t = time.perf_counter()
         art = compile_cached(frontends.huggingface.model_def(spec["ckpt"]), "llvm", max_seq_len=4096,
-                             matmul_precision=spec["matmul_precision"])
+                             matmul_precision="medium" if engine == "ours-medium" else "high")
         out["compile_s"] = time.perf_counter() - t
         rt = eng.load(art, weights=spec["ckpt"])
         for size in spec["sizes"]:
@@ -113,10 +114,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[448, 896], help="image sides in pixels (multiples of 32)")
     ap.add_argument("--steps", type=int, default=16, help="decode steps after the prompt")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--matmul-precision", default="high", choices=["high", "medium"],
-                    help="ours: engine.compile's matmul_precision (medium: bf16 products, as transformers' bf16)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--engines", nargs="+", default=["ours", "transformers"], choices=["ours", "transformers"])
+    ap.add_argument("--engines", nargs="+", default=["ours", "ours-medium", "transformers"],
+                    choices=["ours", "ours-medium", "transformers"])
     ap.add_argument("--dir", default="/tmp/inference-pio-bench")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -129,7 +129,7 @@ def main() -> None:
     if not (ckpt / "model.safetensors").is_file():
         print(f"writing {ckpt}", file=sys.stderr)
         random_checkpoint.make(PRESET, ckpt, "bfloat16", layers=a.layers)
-    spec = {"ckpt": str(ckpt), "sizes": a.sizes, "matmul_precision": a.matmul_precision, "steps": a.steps, "repeats": a.repeats, "threads": a.threads,
+    spec = {"ckpt": str(ckpt), "sizes": a.sizes, "steps": a.steps, "repeats": a.repeats, "threads": a.threads,
             "cache": str(Path(a.dir) / "cache")}
     env = {**os.environ, "TVM_NUM_THREADS": str(a.threads), "OMP_NUM_THREADS": str(a.threads)}
     res: dict[str, dict[str, Any]] = {}
@@ -140,20 +140,21 @@ def main() -> None:
         if r.returncode or not line:
             sys.exit(f"{e} failed:\n{r.stderr[-3000:]}")
         res[e] = json.loads(line[-1][7:])
-    print(f"Qwen3-VL-2B shapes ({a.layers or 28} language layers, 24 vision layers), bf16, {a.threads} threads, "
-          f"ours at matmul_precision={a.matmul_precision}")
-    print(f"{'':22}" + "".join(f"{e:>14}" for e in a.engines) + ("      ours/transformers" if len(res) == 2 else ""))
+    print(f"Qwen3-VL-2B shapes ({a.layers or 28} language layers, 24 vision layers), bf16 weights, {a.threads} threads")
+    ours = [e for e in a.engines if e.startswith("ours")] if "transformers" in res else []
+    print(f"{'':26}" + "".join(f"{e:>14}" for e in a.engines) + "".join(f"{e + '/transformers':>26}" for e in ours))
     for size in a.sizes:
         tokens = (size // 32) ** 2
-        for key, label, speed in (("encode", f"encode {size}px ({tokens} tok) s", False),
-                                  ("ttft", "prompt+image TTFT s", False), ("decode", "decode tok/s", True)):
-            vals = [res[e][f"{key}@{size}"] for e in a.engines]
-            ratio = ""
-            if len(vals) == 2:
-                ratio = f"{(vals[0] / vals[1] if speed else vals[1] / vals[0]):>20.2f}x"
-            print(f"{label:22}" + "".join(f"{v:>14.3f}" for v in vals) + ratio)
-    if "ours" in res:
-        print(f"(ours: compile {res['ours']['compile_s']:.0f} s, cached after the first run; ratios are speedups)")
+        for key, label, speed in (("encode", f"encode {size}px ({tokens} tok), s", False),
+                                  ("ttft", "  prompt + image TTFT, s", False), ("decode", "  decode, tok/s", True)):
+            vals = {e: res[e][f"{key}@{size}"] for e in a.engines}
+            t = vals.get("transformers")
+            ratios = "".join(f"{(vals[e] / t if speed else t / vals[e]):>25.2f}x" for e in ours)
+            print(f"{label:26}" + "".join(f"{v:>14.3f}" for v in vals.values()) + ratios)
+    for e in ours or [e for e in a.engines if e.startswith("ours")]:
+        print(f"({e}: compile {res[e]['compile_s']:.0f} s, cached after the first run)")
+    if ours:
+        print("(ratios are speedups: above 1, ours is faster)")
 
 
 if __name__ == "__main__":

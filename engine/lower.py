@@ -67,7 +67,6 @@ class _Lowerer:
         return self.bb.emit_te(KERNELS[n.op], *args, **attrs, primfunc_name_hint=n.op,
                                primfunc_attrs={OP_KIND_ATTR: n.op, **_schedule_hints(n)})
 
-
     def emit_recurrent(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
         """A linear-attention op (`schedules.linear_attention`): its cached form, with operands
         (state, kv_len) last, writes the state in place and returns the output as a new tensor."""

@@ -249,6 +249,18 @@ def hf_logits(model, ids) -> np.ndarray:
     return out.float().numpy()
 
 
+def hf_greedy(model, ids: list[int], n: int, **inputs: Any) -> list[int]:
+    """transformers' greedy continuation of ``ids`` (n tokens); ``inputs`` go to generate too
+    (Qwen3-VL's images, `hf_vl_inputs`). The mask says every id is real (ids may hold 0, the pad id)."""
+    import torch
+
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        out = model.generate(**{"input_ids": x, "attention_mask": torch.ones_like(x), **inputs}, max_new_tokens=n,
+                             min_new_tokens=n, do_sample=False, pad_token_id=0)
+    return out[0, len(ids):].tolist()
+
+
 def rounded_reference(model, dtype: str):
     """A float32 copy of ``model`` whose parameters (not buffers) were rounded to ``dtype``: what
     an engine that stores weights in ``dtype`` but computes in float32 should reproduce."""

@@ -18,16 +18,17 @@ Computing O^T rather than O is what spares a transposition of P in every block (
 of the kernel): V is transposed instead, once per call for all query blocks of its head.
 Key blocks past the block's last causal position are never visited. The split keeps q and P
 to within 2^-16 of their values (bf16 alone: 2^-8), so the result stays within ~1e-5 of fp32
-math. At precision "medium" (`passes.matmul_precision`) q and P are rounded to their hi parts
-instead: one product each; and fp32 keys and values (the cache-less forward's) are taken too,
-rounded to bf16 as they are copied.
+math. fp32 keys and values (the cache-less forward's, a vision tower's) are split the same way
+as they are copied, and each product takes three tile products (hi * hi, hi * lo, lo * hi). At
+precision "medium" (`passes.matmul_precision`) q, P and fp32 keys and values are rounded to
+their hi parts instead: one product each.
 """
 from __future__ import annotations
 
 from tvm import tirx
 
 from ...targets import TargetDesc, amx_usable
-from ..kernels import attention_tir, bf16_bits, causal_bounds, same_params
+from ..kernels import attention_tir, causal_bounds, same_params
 from ..registry import precision
 from .amx import BF16, F32, W0, W1, X0, X1, _tile, pair, split_bits, tile_macros
 from .flash_attention import block_query, flash_spec, online_softmax
@@ -38,15 +39,14 @@ TAU = 5.545  # ln 256: how far a block's max may pass a row's running max before
 
 
 def amx_flash_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
-    """The AMX kernel for an attention / cache_attention PrimFunc with T > 1 rows over bf16
-    keys and values (or fp32 ones at precision "medium"), else None."""
+    """The AMX kernel for an attention / cache_attention PrimFunc with T > 1 rows over bf16 or
+    fp32 keys and values, else None."""
     spec = flash_spec(func) if amx_usable(target.cpu_flags) else None
     if spec is None:
         return None
     medium = precision(func) == "medium"
     qdt, kdt, vdt, _ = spec["dtypes"]
-    kv = {(BF16, BF16)} | ({(F32, F32)} if medium else set())  # fp32 keys would need splitting too
-    if (kdt, vdt) not in kv or qdt not in (F32, BF16) or R % (spec["hq"] // spec["hkv"]) \
+    if (kdt, vdt) not in {(BF16, BF16), (F32, F32)} or qdt not in (F32, BF16) or spec["hq"] // spec["hkv"] > R \
             or spec["d"] % 32 or spec["dv"] % 32:
         return None
     return same_params(_kernel(**spec, parts=1 if medium else 2), func)
@@ -60,16 +60,17 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
 
     odt = dtypes[3]
     g = hq // hkv
-    bq = R // g  # query rows per block
+    bq = R // g  # query rows per block (the last R - bq * g rows of a task are spare when G does not divide R)
     last_key, visible = causal_bounds(causal, bq)
     softmax = online_softmax(visible, g, kb, R, dv, tau=TAU)
     tiles = tile_macros()
-    f32_kv = dtypes[1] == F32  # fp32 keys and values ("medium" only): rounded to bf16 as copied
+    f32_kv = dtypes[1] == F32  # fp32 keys and values: split into bf16 hi and lo as copied (medium: hi)
+    kparts = 2 if f32_kv and parts == 2 else 1
 
-    def kv_bits(c16, h, j, e, s, checked):  # the bf16 bits of row j (checked: 0 past s)
+    def kv_bits(c16, h, j, e, s, checked, part):  # the bf16 bits of row j's part (checked: 0 past s)
         if not checked:  # (a bf16 row before s)
             return tirx.Cast("uint32", c16[j, h, e])
-        v = bf16_bits(c16[tirx.min(j, s - 1), h, e]) if f32_kv else tirx.Cast("uint32", c16[tirx.min(j, s - 1), h, e])
+        v = split_bits(c16[tirx.min(j, s - 1), h, e], part) if f32_kv else tirx.Cast("uint32", c16[tirx.min(j, s - 1), h, e])
         return tirx.if_then_else(j < s, v, tirx.const(0, "uint32"))
 
     def blocks(s):  # key blocks over s keys
@@ -79,30 +80,42 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         return blocks(s) * kb
 
     @T.macro
-    def copy_block(k16, v16, kt, vt32, h, j0, s, checked):  # one block of keys into kt, of values into vt32
+    def copy_part(k16, v16, kt, vt32, h, j0, s, checked, part):  # a block of keys into kt, of values into vt32
         vp = T.alloc_buffer((kb // 2, dv), "uint32")  # the value rows in key pairs
         for jj in range(kb):
             for ds in range(d // 32):
                 for c in T.vectorized(32):
-                    kt[h, (j0 + jj) // 16, ds, jj % 16, c] = T.Cast(
-                        "uint16", kv_bits(k16, h, j0 + jj, ds * 32 + c, s, checked))
+                    kt[part, h, (j0 + jj) // 16, ds, jj % 16, c] = T.Cast(
+                        "uint16", kv_bits(k16, h, j0 + jj, ds * 32 + c, s, checked, part))
         for jp in range(kb // 2):
             for e in T.vectorized(dv):
-                vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, s, checked),
-                                 kv_bits(v16, h, j0 + 2 * jp + 1, e, s, checked))
+                vp[jp, e] = pair(kv_bits(v16, h, j0 + 2 * jp, e, s, checked, part),
+                                 kv_bits(v16, h, j0 + 2 * jp + 1, e, s, checked, part))
         for e in range(dv):  # transposed, a word (two keys) at a time
             for jp in T.unroll(kb // 2):
-                vt32[h, j0 // 32 + jp // 16, e // 16, e % 16, jp % 16] = vp[jp, e]
+                vt32[part, h, j0 // 32 + jp // 16, e // 16, e % 16, jp % 16] = vp[jp, e]
+
+    @T.macro
+    def copy_block(k16, v16, kt, vt32, h, j0, s, checked):  # the block's hi parts (and lo parts)
+        copy_part(k16, v16, kt, vt32, h, j0, s, checked, 0)
+        if kparts == 2:
+            copy_part(k16, v16, kt, vt32, h, j0, s, checked, 1)
 
     @T.macro
     def scores_t(kt, h, j16, qp):  # the accumulators = S^T of the 32 keys from key 16 * j16
         tiles.zero()
         for ds in range(d // 32):
-            _tile("tileloadd64", T.uint8(X0), T.address_of(kt[h, j16, ds, 0, 0]), T.int64(64))
-            _tile("tileloadd64", T.uint8(X1), T.address_of(kt[h, j16 + 1, ds, 0, 0]), T.int64(64))
+            _tile("tileloadd64", T.uint8(X0), T.address_of(kt[0, h, j16, ds, 0, 0]), T.int64(64))
+            _tile("tileloadd64", T.uint8(X1), T.address_of(kt[0, h, j16 + 1, ds, 0, 0]), T.int64(64))
             for p in T.unroll(parts):
                 _tile("tileloadd64", T.uint8(W0), T.address_of(qp[p, ds * 16, 0]), T.int64(R * 4))
                 _tile("tileloadd64", T.uint8(W1), T.address_of(qp[p, ds * 16, 16]), T.int64(R * 4))
+                tiles.product(X0, X1, W0, W1)
+            if kparts == 2:  # the keys' lo parts, times q's hi part
+                _tile("tileloadd64", T.uint8(X0), T.address_of(kt[1, h, j16, ds, 0, 0]), T.int64(64))
+                _tile("tileloadd64", T.uint8(X1), T.address_of(kt[1, h, j16 + 1, ds, 0, 0]), T.int64(64))
+                _tile("tileloadd64", T.uint8(W0), T.address_of(qp[0, ds * 16, 0]), T.int64(R * 4))
+                _tile("tileloadd64", T.uint8(W1), T.address_of(qp[0, ds * 16, 16]), T.int64(R * 4))
                 tiles.product(X0, X1, W0, W1)
 
     @T.macro
@@ -114,9 +127,10 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
         # once per call, for all query blocks of a kv head: its keys as 16 x 32 tiles (16 keys
         # of 32 head dims) and V^T as 16 x 32 tiles (16 head dims of 32 keys), each 1 KB in a row
         # for the tile loads; zeros past kv_len (the cache may hold NaNs there)
-        kt = T.alloc_buffer((hkv, padded(kv_len) // 16, d // 32, 16, 32), "uint16")
-        vt = T.alloc_buffer((hkv, padded(kv_len) // 32, dv // 16, 16, 32), "uint16")
-        vt32 = T.decl_buffer((hkv, padded(kv_len) // 32, dv // 16, 16, 16), "uint32", data=vt.data)
+        # (fp32 keys and values at "high": a hi and a lo part of each)
+        kt = T.alloc_buffer((kparts, hkv, padded(kv_len) // 16, d // 32, 16, 32), "uint16")
+        vt = T.alloc_buffer((kparts, hkv, padded(kv_len) // 32, dv // 16, 16, 32), "uint16")
+        vt32 = T.decl_buffer((kparts, hkv, padded(kv_len) // 32, dv // 16, 16, 16), "uint32", data=vt.data)
         for task in T.parallel(hkv * blocks(kv_len)):
             ch = task // blocks(kv_len)
             cj = task % blocks(kv_len) * kb
@@ -171,17 +185,26 @@ def _kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: 
                 for ec in range(dv // 32):  # O^T += V^T P^T, 32 head dims at a time
                     tiles.accumulators("tileloadd64", acc, R, ec * 32, 0)
                     for ks in T.unroll(kb // 32):
-                        _tile("tileloadd64", T.uint8(X0), T.address_of(vt[h, j0 // 32 + ks, 2 * ec, 0, 0]), T.int64(64))
-                        _tile("tileloadd64", T.uint8(X1), T.address_of(vt[h, j0 // 32 + ks, 2 * ec + 1, 0, 0]),
+                        _tile("tileloadd64", T.uint8(X0), T.address_of(vt[0, h, j0 // 32 + ks, 2 * ec, 0, 0]),
+                              T.int64(64))
+                        _tile("tileloadd64", T.uint8(X1), T.address_of(vt[0, h, j0 // 32 + ks, 2 * ec + 1, 0, 0]),
                               T.int64(64))
                         for p in T.unroll(parts):
                             _tile("tileloadd64", T.uint8(W0), T.address_of(pt[p, ks * 16, 0]), T.int64(R * 4))
                             _tile("tileloadd64", T.uint8(W1), T.address_of(pt[p, ks * 16, 16]), T.int64(R * 4))
                             tiles.product(X0, X1, W0, W1)
+                        if kparts == 2:  # the values' lo parts, times P's hi part
+                            _tile("tileloadd64", T.uint8(X0), T.address_of(vt[1, h, j0 // 32 + ks, 2 * ec, 0, 0]),
+                                  T.int64(64))
+                            _tile("tileloadd64", T.uint8(X1),
+                                  T.address_of(vt[1, h, j0 // 32 + ks, 2 * ec + 1, 0, 0]), T.int64(64))
+                            _tile("tileloadd64", T.uint8(W0), T.address_of(pt[0, ks * 16, 0]), T.int64(R * 4))
+                            _tile("tileloadd64", T.uint8(W1), T.address_of(pt[0, ks * 16, 16]), T.int64(R * 4))
+                            tiles.product(X0, X1, W0, W1)
                     tiles.accumulators("tilestored64", acc, R, ec * 32, 0)
             _tile("tilerelease")
             for r in range(R):
-                if i0 + r // g < t:
+                if r < bq * g and i0 + r // g < t:
                     for e in T.vectorized(dv):
                         out[i0 + r // g, h * g + r % g, e] = T.Cast(odt, acc[e, r] / den[r])
 

@@ -71,7 +71,9 @@ def _experts_func(e: int, h: int, f: int, shapes: tuple, dtypes: tuple[str, ...]
     from tvm.script import tirx as T
 
     xdt, gdt, wdt = dtypes
-    in_shape, out_shape = shapes
+    # int64 extents: a stack can pass 2^31 elements (GLM-4.7's w_in: 160 x 3072 x 5120), and
+    # int32 ones would make its flattened offsets overflow
+    in_shape, out_shape = (tuple(T.int64(v) for v in s) for s in shapes)
 
     @T.prim_func(private=True)
     def moe_experts_routed(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt),
@@ -128,7 +130,7 @@ def _kernel(e: int, h: int, f: int, blk: int, nb_in: int, nb_out: int, dtypes: t
         for paired panels, two rows per 32-bit word: the bf16 of row 2kp in its low half, of row
         2kp + 1 in its high half, each widened to fp32 by placing its bits high."""
         if pairs:
-            wu = T.decl_buffer((e, w.shape[1], k_len // 2, blk), "uint32", data=w.data)
+            wu = T.decl_buffer((T.int64(e), w.shape[1], k_len // 2, blk), "uint32", data=w.data)
             for kp in range(k_len // 2):
                 if rows == 1 and PREFETCH:
                     for ln in T.unroll((blk + line // 2 - 1) // (line // 2)):
@@ -235,12 +237,15 @@ def _amx_kernel(e: int, h: int, f: int, nb_in: int, nb_out: int, dtypes: tuple[s
         v = acc[r, c]
         return v * scale[0, T.min(jb * panel + c, n_rows - 1)] if quantized else v
 
+    def vnni_shape(k_len):
+        return (1, panel) if pairs else (k_len // 2, panel)
+
     @T.macro
     def products(w, scale, n_rows, ex, nb, k_len, xs, tok, n, g, dst, into_act):
         """Each 32-output panel jb of expert ex's w against the gathered rows xs; into dst: the
         gate/up sums (into_act), or gate times the down sums, added."""
         for jb in T.parallel(nb):
-            vnni = T.alloc_buffer((k_len // 2, panel), "uint32")  # the panel in pairs
+            vnni = T.alloc_buffer(vnni_shape(k_len), "uint32")  # the panel in pairs (unless stored so)
             acc = T.alloc_buffer((rows, panel), F32)
             sc = T.decl_buffer((1, n_rows), F32, data=scale.data, elem_offset=ex * n_rows) if quantized else scale
             tiles.configure()

@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hf_fixtures import hf_greedy
 from inference_pio.engine import InputError
 
 PROMPT = [3, 17, 5, 42, 8, 1, 29]
-
-
-def hf_greedy(model, ids: list[int], n: int) -> list[int]:
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
-                             pad_token_id=0)
-    return out[0, len(ids):].tolist()
 
 
 @pytest.mark.parametrize("name,seed", [("gqa5x1", 0), ("gqa5x1", 7), ("tied_bias", 1), ("mha_theta", 2)])

@@ -8,20 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hf_fixtures import dequantized_reference, hf_logits, rel_err, rounded_reference, token_ids
+from hf_fixtures import dequantized_reference, hf_greedy, hf_logits, rel_err, rounded_reference, token_ids
 
 FP32_TOL = 1e-4
 FP32 = ["next_odd", "next_alt"]
-
-
-def _hf_greedy(model, ids: list[int], n: int) -> list[int]:
-    import torch
-
-    x = torch.tensor([ids])  # the mask says every id is real (token_ids ends with id 0 = the pad id)
-    with torch.no_grad():
-        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                             do_sample=False, pad_token_id=0)
-    return out[0, len(ids):].tolist()
 
 
 @pytest.mark.parametrize("name", FP32)
@@ -45,7 +35,7 @@ def test_other_seeds_on_one_artifact(models, seed):
 def test_greedy_generation_matches_transformers(models, name):
     rt, ck = models.runtime(name), models.checkpoint(name)
     ids = token_ids(ck.config.vocab_size, 5, seed=3)
-    assert rt.generate(ids, max_new_tokens=12, temperature=0.0) == _hf_greedy(ck.model, ids, 12)
+    assert rt.generate(ids, max_new_tokens=12, temperature=0.0) == hf_greedy(ck.model, ids, 12)
 
 
 def test_state_carries_across_prefill_chunks(models, monkeypatch):
@@ -55,7 +45,7 @@ def test_state_carries_across_prefill_chunks(models, monkeypatch):
 
     rt, ck = models.runtime("next_odd"), models.checkpoint("next_odd")
     ids = token_ids(ck.config.vocab_size, 11, seed=5)
-    want = _hf_greedy(ck.model, ids, 6)
+    want = hf_greedy(ck.model, ids, 6)
     rt.generate(token_ids(ck.config.vocab_size, 9, seed=6), max_new_tokens=3)  # leaves other states behind
     monkeypatch.setitem(runtime.PREFILL_CHUNK, "cpu", 4)
     assert rt.generate(ids, max_new_tokens=6, temperature=0.0) == want
@@ -67,7 +57,7 @@ def test_bf16_weights(models):
     ids = token_ids(ck.config.vocab_size, 13, seed=4)
     ref = rounded_reference(ck.model, "bfloat16")
     assert rel_err(rt.logits(ids), hf_logits(ref, ids)) <= FP32_TOL
-    assert rt.generate(ids[:6], max_new_tokens=8, temperature=0.0) == _hf_greedy(ref, ids[:6], 8)
+    assert rt.generate(ids[:6], max_new_tokens=8, temperature=0.0) == hf_greedy(ref, ids[:6], 8)
 
 
 def test_int8_weights(models):
@@ -77,7 +67,7 @@ def test_int8_weights(models):
     ref = dequantized_reference(ck.model)
     ids = token_ids(ck.config.vocab_size, 9, seed=2)
     assert rel_err(rt.logits(ids), hf_logits(ref, ids)) <= FP32_TOL
-    assert rt.generate(ids[:4], max_new_tokens=8, temperature=0.0) == _hf_greedy(ref, ids[:4], 8)
+    assert rt.generate(ids[:4], max_new_tokens=8, temperature=0.0) == hf_greedy(ref, ids[:4], 8)
 
 
 def test_state_inputs_of_the_cached_functions(models):

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from hf_fixtures import (dequantized_reference, hf_logits, hf_vl_inputs, rel_err, rounded_reference, token_ids,
-                         vl_prompt)
+from hf_fixtures import (dequantized_reference, hf_greedy, hf_logits, hf_vl_inputs, rel_err, rounded_reference,
+                         token_ids, vl_prompt)
 
 FP32_TOL = 1e-4
 FP32 = ["vl_odd", "vl_tied"]
@@ -28,12 +28,7 @@ def _hf_logits(model, ids, images) -> np.ndarray:
 
 
 def _hf_greedy(model, ids, images, n: int) -> list[int]:
-    import torch
-
-    with torch.no_grad():
-        out = model.generate(**hf_vl_inputs(model.config, ids, images), max_new_tokens=n, min_new_tokens=n,
-                             do_sample=False, pad_token_id=0)
-    return out[0, len(ids):].tolist()
+    return hf_greedy(model, ids, n, **hf_vl_inputs(model.config, ids, images))
 
 
 @pytest.mark.parametrize("name", FP32)

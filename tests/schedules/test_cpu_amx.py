@@ -159,7 +159,8 @@ def test_attention_rule_takes_bf16_caches_over_t_rows():
 
     assert amx_flash_attention(func(), SPR) is not None
     assert amx_flash_attention(func(qdt="bfloat16", group=4), SPR) is not None
-    assert amx_flash_attention(func(group=3), SPR) is None  # 32 rows per task: G must divide 32
+    assert amx_flash_attention(func(group=3), SPR) is not None  # 32 rows per task: 30 used, 2 spare
+    assert amx_flash_attention(func(group=33), SPR) is None  # more heads than a task's 32 rows
     assert amx_flash_attention(func(d=48), SPR) is None
     assert amx_flash_attention(func(), resolve({"kind": "llvm", "mcpu": "skylake-avx512"})) is None
 
@@ -167,7 +168,8 @@ def test_attention_rule_takes_bf16_caches_over_t_rows():
 @needs_amx
 @pytest.mark.parametrize("t,kv_len,group,d,qdt", [(2, 2, 2, 32, "float32"), (33, 70, 2, 64, "float32"),
                                                   (70, 70, 4, 32, "bfloat16"), (5, 150, 1, 64, "float32"),
-                                                  (40, 100, 8, 32, "float32"), (64, 64, 2, 128, "float32")])
+                                                  (40, 100, 8, 32, "float32"), (64, 64, 2, 128, "float32"),
+                                                  (7, 40, 12, 128, "float32"), (9, 9, 3, 32, "bfloat16")])
 def test_amx_cache_attention(t, kv_len, group, d, qdt):
     """Prefill over a bf16 cache: rows past kv_len are NaN garbage that must not leak in."""
     rng = np.random.default_rng(t + kv_len)
@@ -226,13 +228,26 @@ def forward_attention_graph(hkv: int, group: int, d: int, causal: bool = True):
     return Graph("attention", (q, k, v), (("o", o),))
 
 
-def test_fp32_keys_take_the_tiles_only_at_medium_precision():
+def test_fp32_keys_take_the_tiles_at_both_precisions():
     from inference_pio.passes import matmul_precision
     from inference_pio.schedules.cpu.flash_amx import amx_flash_attention
 
     g = forward_attention_graph(2, 2, 64)
-    assert amx_flash_attention(lowered_kernel(g, "scale"), SPR) is None  # fp32 k would need a split too
+    assert amx_flash_attention(lowered_kernel(g, "scale"), SPR) is not None  # split into hi and lo parts
     assert amx_flash_attention(lowered_kernel(matmul_precision(g, "medium"), "scale"), SPR) is not None
+
+
+@needs_amx
+@pytest.mark.parametrize("t,hkv,group,d,causal", [(70, 2, 2, 64, True), (33, 2, 4, 32, False), (100, 1, 8, 128, True),
+                                                  (90, 16, 1, 64, False), (21, 1, 12, 64, True)])
+def test_forward_attention_splits_fp32_keys_and_values(t, hkv, group, d, causal):
+    """fp32 q, k, v and P each as bf16 hi + lo (three tile products per product), causal or not
+    (a vision tower's attention): within ~3e-5, twice the error of a split q over exact bf16
+    keys, since the keys' own split now rounds too (each part to 2^-17 relative)."""
+    rng = np.random.default_rng(t * d + hkv)
+    g = forward_attention_graph(hkv, group, d, causal)
+    check(g, {"q": rand(rng, (t, hkv * group, d), "float32", 3.0), "k": rand(rng, (t, hkv, d)),
+              "v": rand(rng, (t, hkv, d))}, dtype="float32", rtol=5e-5)
 
 
 @needs_amx
