@@ -25,6 +25,12 @@ def rms_norm(b: GraphBuilder, x: Node, name: str, eps: float, dtype: str, offset
     return b.rms_norm(x, w, eps=eps, offset=float(offset)) if offset else b.rms_norm(x, w, eps=eps)
 
 
+def layer_norm(b: GraphBuilder, x: Node, name: str, eps: float, dtype: str) -> Node:
+    """LayerNorm with weight ``{name}.weight`` and bias ``{name}.bias``."""
+    d = x.shape[-1]
+    return b.layer_norm(x, b.param(f"{name}.weight", (d,), dtype), b.param(f"{name}.bias", (d,), dtype), eps=eps)
+
+
 def plain_attention(b: GraphBuilder, q: Node, k: Node, v: Node, scale: float) -> Node:
     """Causal GQA attention written out op by op. q (T, Hq, D), k/v (T, Hkv, D) -> (T, Hq, D)."""
     group = q.shape[1] // k.shape[1]

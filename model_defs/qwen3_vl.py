@@ -34,6 +34,7 @@ from .config import ConfigError, require
 PREFIX = "model.language_model"
 VISION = "model.visual"
 ACTIVATIONS = {"gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+EPS = 1e-6  # the vision tower's LayerNorms (fixed in transformers, not a config field)
 
 
 @dataclass(frozen=True)
@@ -153,13 +154,14 @@ def build_vision(cfg: Qwen3VLConfig) -> Graph:
     outputs: dict[str, Node] = {}
     for i in range(v.depth):
         p = f"{VISION}.blocks.{i}"
-        qkv = blocks.linear(b, _layer_norm(b, h, f"{p}.norm1", dt), f"{p}.attn.qkv", hid, 3 * hid, dt, bias=True)
+        x = blocks.layer_norm(b, h, f"{p}.norm1", EPS, dt)
+        qkv = blocks.linear(b, x, f"{p}.attn.qkv", hid, 3 * hid, dt, bias=True)
         q, k, val = (b.reshape(b.slice(qkv, axis=1, start=j * hid, stop=(j + 1) * hid),
                                shape=("patches", v.num_heads, v.head_dim)) for j in range(3))
         o = b.attention(b.rotary(q, rope), b.rotary(k, rope), val, scale=float(v.head_dim) ** -0.5, causal=False)
         o = b.reshape(o, shape=("patches", hid))
         h = b.add(h, blocks.linear(b, o, f"{p}.attn.proj", hid, hid, dt, bias=True))
-        x = _layer_norm(b, h, f"{p}.norm2", dt)
+        x = blocks.layer_norm(b, h, f"{p}.norm2", EPS, dt)
         x = blocks.linear(b, x, f"{p}.mlp.linear_fc1", hid, v.intermediate_size, dt, bias=True)
         x = getattr(b, ACTIVATIONS[v.hidden_act])(x)
         h = b.add(h, blocks.linear(b, x, f"{p}.mlp.linear_fc2", v.intermediate_size, hid, dt, bias=True))
@@ -170,11 +172,6 @@ def build_vision(cfg: Qwen3VLConfig) -> Graph:
     return b.build(outputs, family="qwen3_vl", merge_unit=unit)
 
 
-def _layer_norm(b: GraphBuilder, x: Node, name: str, dtype: str) -> Node:
-    d = x.shape[-1]
-    return b.layer_norm(x, b.param(f"{name}.weight", (d,), dtype), b.param(f"{name}.bias", (d,), dtype), eps=1e-6)
-
-
 def _merger(b: GraphBuilder, h: Node, prefix: str, cfg: Qwen3VLConfig, norm_after: bool) -> Node:
     """Each group of m^2 neighbouring patches (consecutive rows) -> one token: LayerNorm (of a
     patch, or of the group when ``norm_after``), then Linear-GELU-Linear."""
@@ -182,9 +179,9 @@ def _merger(b: GraphBuilder, h: Node, prefix: str, cfg: Qwen3VLConfig, norm_afte
     unit = v.spatial_merge_size ** 2
     wide, groups = unit * v.hidden_size, f"patches/{unit}"
     if norm_after:
-        x = _layer_norm(b, b.reshape(h, shape=(groups, wide)), f"{prefix}.norm", dt)
+        x = blocks.layer_norm(b, b.reshape(h, shape=(groups, wide)), f"{prefix}.norm", EPS, dt)
     else:
-        x = b.reshape(_layer_norm(b, h, f"{prefix}.norm", dt), shape=(groups, wide))
+        x = b.reshape(blocks.layer_norm(b, h, f"{prefix}.norm", EPS, dt), shape=(groups, wide))
     x = b.gelu(blocks.linear(b, x, f"{prefix}.linear_fc1", wide, wide, dt, bias=True))
     return blocks.linear(b, x, f"{prefix}.linear_fc2", wide, v.out_hidden_size, dt, bias=True)
 
