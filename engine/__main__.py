@@ -73,7 +73,7 @@ def _sampling(a: argparse.Namespace) -> dict:
 def cmd_run(a: argparse.Namespace) -> None:
     model = _model(a)
     print(a.prompt, end="", flush=True)
-    for piece in model.stream(a.prompt, a.max_new_tokens, **_sampling(a)):
+    for piece in model.stream(a.prompt, a.max_new_tokens, images=a.image, **_sampling(a)):
         print(piece, end="", flush=True)
     print()
 
@@ -91,7 +91,11 @@ def cmd_chat(a: argparse.Namespace) -> None:
             break
         if not line:
             break
-        messages.append({"role": "user", "content": line})
+        if a.image and not any(m["role"] == "user" for m in messages):  # the images go with the first message
+            messages.append({"role": "user", "content": [{"type": "image", "image": i} for i in a.image] +
+                             [{"type": "text", "text": line}]})
+        else:
+            messages.append({"role": "user", "content": line})
         reply = []
         for piece in model.stream(messages, a.max_new_tokens, **_sampling(a)):
             reply.append(piece)
@@ -116,6 +120,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="an image for a vision model (Qwen3-VL), repeatable; run: placed before the prompt, "
+                        "chat: with the first message")
     _numerics(p)
     _threads(p)
 

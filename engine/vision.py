@@ -7,10 +7,15 @@ An image arrives as its patches, as the Qwen3-VL image processor emits them: ``p
 (t*h*w, channels*temporal_patch_size*patch_size^2), rows ordered so that each group of
 m x m neighbouring patches (m = spatial_merge_size) is consecutive, and its ``grid`` (t, h, w)
 in patches. Its t*h*w/m^2 tokens stand in the prompt as that many ``image_token_id`` ids.
+`load` makes one from a file, a PIL image or an array, resized as the checkpoint's image
+processor resizes (`smart_resize`, bicubic through Pillow, the `vision` extra).
 """
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,6 +70,99 @@ def patchify(image: Any, vision: dict[str, Any], mean: Sequence[float] = (0.5, 0
     gh, gw = h // p, w // p
     x = frames.reshape(1, tp, c, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
     return Image(np.ascontiguousarray(x.reshape(gh * gw, c * tp * p * p)), (1, gh, gw))
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a checkpoint's image processor sizes and normalizes images: the pixel budget an image
+    is resized into and the per-channel mean and std. Defaults: Qwen3-VL's
+    preprocessor_config.json."""
+
+    min_pixels: int = 65536
+    max_pixels: int = 16777216
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+
+    @classmethod
+    def read(cls, ckpt: str | Path) -> Preprocess:
+        """From ``ckpt``/preprocessor_config.json (``size`` {shortest_edge, longest_edge} as
+        transformers 5 writes it, or min_pixels/max_pixels); the defaults where it is absent."""
+        f = Path(ckpt) / "preprocessor_config.json"
+        if not f.is_file():
+            return cls()
+        cfg = json.loads(f.read_text())
+        size = cfg.get("size") or {}
+        return cls(min_pixels=int(size.get("shortest_edge", cfg.get("min_pixels", cls.min_pixels))),
+                   max_pixels=int(size.get("longest_edge", cfg.get("max_pixels", cls.max_pixels))),
+                   mean=tuple(cfg.get("image_mean", cls.mean)), std=tuple(cfg.get("image_std", cls.std)))
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The size (height, width) the Qwen-VL image processors resize an image to: both sides
+    multiples of ``factor`` (patch_size * spatial_merge_size), near the aspect ratio, the area
+    within [min_pixels, max_pixels] (transformers' ``smart_resize``)."""
+    if min(height, width) < 1:
+        raise ImageError(f"an image of {height} x {width} pixels is empty")
+    if max(height, width) / min(height, width) > 200:
+        raise ImageError(f"an image of {height} x {width} pixels: the aspect ratio must be at most 200")
+    h, w = round(height / factor) * factor, round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h, w = math.ceil(height * beta / factor) * factor, math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def _pil():
+    try:
+        import PIL.Image
+        import PIL.ImageOps
+    except ImportError:
+        raise ImageError("reading or resizing images needs Pillow: pip install 'inference-pio[vision]'") from None
+    return PIL
+
+
+def _rgb(img: Any) -> Any:
+    """A PIL image as RGB, transparency laid over white (as transformers' ``convert_to_rgb``)."""
+    if img.mode == "RGB":
+        return img
+    PIL = _pil()
+    rgba = img.convert("RGBA")
+    return PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, (255, 255, 255)), rgba).convert("RGB")
+
+
+def load(image: Any, vision: dict[str, Any], pre: Preprocess = Preprocess()) -> Image:
+    """An `Image` from a file path, a PIL image, or pixels (H, W, channels) (uint8, or float in
+    [0, 1] whose sides need no resize), as Qwen3-VL's image processor makes it: oriented by
+    its EXIF tag, made RGB, resized bicubically to `smart_resize`'s size, normalized and cut by
+    `patchify`. An `Image` or a (pixels, grid) pair passes through `check`."""
+    if isinstance(image, Image) or isinstance(image, tuple):
+        return check(image, vision)
+    if isinstance(image, (str, Path)):
+        PIL = _pil()
+        try:
+            with PIL.Image.open(image) as f:
+                image = PIL.ImageOps.exif_transpose(f)
+                image.load()
+        except (OSError, PIL.Image.UnidentifiedImageError) as e:
+            raise ImageError(f"cannot read image {str(image)!r}: {e}") from None
+    if not isinstance(image, np.ndarray) and hasattr(image, "convert"):  # a PIL image
+        image = np.asarray(_rgb(image))
+    x = np.asarray(image)
+    if x.ndim != 3 or x.shape[2] != vision["in_channels"]:
+        raise ImageError(f"an image is (height, width, {vision['in_channels']}) pixels, got shape {x.shape}")
+    factor = vision["patch_size"] * vision["spatial_merge_size"]
+    size = smart_resize(x.shape[0], x.shape[1], factor, pre.min_pixels, pre.max_pixels)
+    if size != x.shape[:2]:
+        if x.dtype != np.uint8:
+            raise ImageError(f"an image of {x.shape[0]} x {x.shape[1]} pixels must be resized to {size[0]} x "
+                             f"{size[1]}: pass it as uint8 pixels or a PIL image, or at that size")
+        PIL = _pil()
+        x = np.asarray(PIL.Image.fromarray(x).resize((size[1], size[0]), resample=PIL.Image.Resampling.BICUBIC))
+    return patchify(x, vision, pre.mean, pre.std)
 
 
 def check(image: Image | tuple, vision: dict[str, Any]) -> Image:

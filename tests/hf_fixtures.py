@@ -8,6 +8,7 @@ nearly uniform, which would hide position and masking bugs).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,6 +336,39 @@ def vl_prompt(cfg, grids: list[tuple[int, int, int]], seed: int = 0, text: int =
         pixels = rng.standard_normal((t * h * w, v.in_channels * v.temporal_patch_size * v.patch_size ** 2))
         images.append((pixels.astype(np.float32), (t, h, w)))
     return ids, images
+
+
+VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message.role }}\n{% if message.content is string %}"
+    "{{ message.content }}{% else %}{% for part in message.content %}{% if part.type == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif part.type == 'text' %}{{ part.text }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+VL_WORDS = ("user", "assistant", "system", "describe", "this", "image", "and", "that")
+
+
+def write_vl_text_files(path: Path, cfg, min_pixels: int = 64, max_pixels: int = 1024,
+                        mean: tuple = (0.48, 0.46, 0.41), std: tuple = (0.27, 0.26, 0.28)) -> None:
+    """A word-level tokenizer for Qwen3-VL config ``cfg`` (its special tokens at the config's
+    ids, a few words, "w{i}" for the other ids), a Qwen3-VL-style chat template (images as
+    <|vision_start|><|image_pad|><|vision_end|>) and a preprocessor_config.json, at ``path``."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+
+    specials = {cfg.vision_start_token_id: "<|vision_start|>", cfg.vision_end_token_id: "<|vision_end|>",
+                cfg.image_token_id: "<|image_pad|>", cfg.video_token_id: "<|video_pad|>"}
+    free = [i for i in range(1, cfg.text_config.vocab_size) if i not in specials]
+    specials.update(zip(free[-3:], ("<|im_start|>", "<|im_end|>", "<|endoftext|>")))
+    named = {0: "<unk>", **dict(zip(free, VL_WORDS))}
+    vocab = {specials.get(i, named.get(i, f"w{i}")): i for i in range(cfg.text_config.vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials.values()])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"chat_template": VL_CHAT_TEMPLATE, "eos_token": "<|im_end|>", "tokenizer_class": "PreTrainedTokenizerFast"}))
+    (path / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": min_pixels, "longest_edge": max_pixels}, "image_mean": list(mean),
+         "image_std": list(std), "patch_size": cfg.vision_config.patch_size,
+         "merge_size": cfg.vision_config.spatial_merge_size}))
 
 
 def hf_vl_inputs(cfg, ids: list[int], images: list[tuple]) -> dict[str, Any]:

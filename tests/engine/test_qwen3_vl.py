@@ -184,3 +184,109 @@ def test_images_without_the_compiler(models, tmp_path):
     assert out["relax"] is False
     assert out["gen"] == _hf_greedy(ck.model, ids, images, 6)
     assert rel_err(np.array(out["logits"]), _hf_logits(ck.model, ids, images)) <= FP32_TOL
+
+
+# ---- images from files, through the text API and the CLI ----
+
+@pytest.fixture(scope="module")
+def vl_text(models, tmp_path_factory):
+    """A Qwen3-VL checkpoint with a tokenizer, a chat template and an image processor config
+    (and its artifact), loaded through `inference_pio.load_model`; and an RGBA png of 30 x 45
+    pixels (resized to 24 x 32: 6 x 8 patches, 12 tokens)."""
+    import shutil
+
+    import PIL.Image
+
+    import inference_pio
+    from hf_fixtures import write_vl_text_files
+
+    ck = models.checkpoint("vl_odd")
+    d = tmp_path_factory.mktemp("vl_text")
+    shutil.copytree(ck.path, d, dirs_exist_ok=True)
+    write_vl_text_files(d, ck.config)
+    png = d / "image.png"
+    pixels = np.random.default_rng(7).integers(0, 256, (30, 45, 4), dtype=np.uint8)
+    PIL.Image.fromarray(pixels, "RGBA").save(png)
+    return inference_pio.load_model(models.artifact("vl_odd"), weights=d), ck, d, png
+
+
+def _hf_prompt(d, messages, images):
+    """transformers' ids and image inputs for chat ``messages``: the chat template, each
+    <|image_pad|> repeated once per image token (Qwen3VLProcessor.replace_image_token), the
+    PIL image processor with the checkpoint's preprocessor_config.json."""
+    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessorPil
+
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(d / "tokenizer.json"))
+    text = tok.apply_chat_template(messages, chat_template=json.loads((d / "tokenizer_config.json").read_text())
+                                   ["chat_template"], tokenize=False, add_generation_prompt=True)
+    proc = Qwen2VLImageProcessorPil.from_pretrained(str(d), temporal_patch_size=2)
+    out = proc(images=images, return_tensors="np")
+    n = [int(np.prod(g)) // 4 for g in out["image_grid_thw"]]
+    parts = text.split("<|image_pad|>")
+    text = parts[0] + "".join("<|image_pad|>" * k + p for k, p in zip(n, parts[1:]))
+    return tok(text)["input_ids"], [(p, tuple(g)) for p, g in zip(np.split(out["pixel_values"], np.cumsum(
+        [int(np.prod(g)) for g in out["image_grid_thw"]])[:-1]), out["image_grid_thw"])]
+
+
+def test_chat_with_an_image_file_matches_transformers(vl_text):
+    """An image file in a chat message: the prompt ids, the patches and the greedy tokens equal
+    transformers' (chat template, image processor, Qwen3VLForConditionalGeneration.generate)."""
+    import PIL.Image
+
+    model, ck, d, png = vl_text
+    messages = [{"role": "user", "content": [{"type": "image", "image": str(png)},
+                                             {"type": "text", "text": "describe this image"}]}]
+    ids, imgs = model.encode_prompt(messages)
+    want_ids, want_images = _hf_prompt(d, [{"role": "user", "content": [
+        {"type": "image"}, {"type": "text", "text": "describe this image"}]}], [PIL.Image.open(png)])
+    assert ids == want_ids and ids.count(ck.config.image_token_id) == 12
+    assert imgs[0].grid == tuple(want_images[0][1])
+    np.testing.assert_allclose(imgs[0].pixels, want_images[0][0], rtol=0, atol=1e-6)
+    tokens = _hf_greedy(ck.model, ids, want_images, 8)
+    assert model.runtime.generate(ids, max_new_tokens=8, images=imgs) == tokens
+    stops = model.tokenizer.stop_ids
+    upto = next((i for i, t in enumerate(tokens) if t in stops), len(tokens))
+    assert model.generate(messages, max_new_tokens=8) == model.tokenizer.decode(tokens[:upto])
+
+
+def test_text_prompt_with_images(vl_text):
+    """Beside a text prompt, images go first, each as <|vision_start|> pads <|vision_end|>; a
+    prompt that places its own pads keeps them; counts must agree."""
+    from inference_pio import engine
+
+    model, ck, d, png = vl_text
+    arr = np.random.default_rng(3).integers(0, 256, (16, 24, 3), dtype=np.uint8)  # fits: 4 x 6 patches, 6 tokens
+    ids, imgs = model.encode_prompt("describe this", images=[arr, str(png)])
+    c = ck.config
+    run = lambda n: [c.vision_start_token_id] + [c.image_token_id] * n + [c.vision_end_token_id]  # noqa: E731
+    assert ids == run(6) + run(12) + model.tokenizer.encode("describe this")
+    assert [i.grid for i in imgs] == [(1, 4, 6), (1, 6, 8)]
+    placed, _ = model.encode_prompt("describe <|vision_start|><|image_pad|><|vision_end|> this", images=[arr])
+    assert placed == model.tokenizer.encode("describe") + run(6) + model.tokenizer.encode("this")
+    with pytest.raises(engine.InputError, match="2 image placeholders .* but 1 images"):
+        model.encode_prompt("<|image_pad|> and <|image_pad|>", images=[arr])
+    with pytest.raises(engine.InputError, match="cannot read image"):
+        model.generate("describe", images=[str(d / "missing.png")])
+    with pytest.raises(engine.InputError, match="not as images="):
+        model.generate([{"role": "user", "content": "describe"}], images=[arr])
+    assert model.generate("describe this", max_new_tokens=4, images=[arr]) == \
+        model.generate("<|vision_start|><|image_pad|><|vision_end|>describe this", max_new_tokens=4, images=[arr])
+
+
+def test_images_to_a_text_model_through_the_text_api(models):
+    import inference_pio
+    from inference_pio.demo import CHECKPOINT
+
+    model = inference_pio.engine.text.Model(models.runtime("gqa5x1"), inference_pio.engine.tokenizer.Tokenizer(
+        CHECKPOINT))
+    with pytest.raises(inference_pio.engine.InputError, match="qwen3 model takes no images"):
+        model.generate("def f():", images=[np.zeros((32, 32, 3), np.uint8)])
+
+
+def test_cli_run_with_an_image(vl_text, models):
+    model, ck, d, png = vl_text
+    r = subprocess.run([sys.executable, "-m", "inference_pio.engine", "run", "--model", str(models.artifact("vl_odd")),
+                        "--weights", str(d), "--image", str(png), "--max-new-tokens", "5", "describe this"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "describe this" + model.generate("describe this", max_new_tokens=5, images=[str(png)]) + "\n"

@@ -76,3 +76,73 @@ def test_patchify_matches_the_processor(h, w):
     np.testing.assert_allclose(ours.pixels, want["pixel_values"], rtol=0, atol=1e-6)
     with pytest.raises(vision.ImageError, match="multiples of 32"):
         vision.patchify(img[:16], cfg)
+
+
+CFG = {"patch_size": 4, "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}
+PRE = vision.Preprocess(min_pixels=64, max_pixels=1024, mean=(0.48, 0.46, 0.41), std=(0.27, 0.26, 0.28))
+
+
+def _processor(pre: vision.Preprocess = PRE):
+    from transformers import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(patch_size=4, merge_size=2, temporal_patch_size=2, image_mean=list(pre.mean),
+                                    image_std=list(pre.std),
+                                    size={"shortest_edge": pre.min_pixels, "longest_edge": pre.max_pixels})
+
+
+@pytest.mark.parametrize("h,w", [(50, 75), (7, 300), (33, 33), (1000, 20), (5, 5), (24, 32), (2000, 1999)])
+@pytest.mark.parametrize("factor,budget", [(8, (64, 1024)), (32, (65536, 16777216)), (28, (56 * 56, 28 * 28 * 1280))])
+def test_smart_resize_matches_transformers(h, w, factor, budget):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    assert vision.smart_resize(h, w, factor, *budget) == smart_resize(h, w, factor, *budget)
+
+
+def _rgba(h, w, seed=0):
+    import PIL.Image
+
+    return PIL.Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA")
+
+
+@pytest.mark.parametrize("kind", ["uint8", "rgba", "gray", "png", "fits"])
+def test_load_matches_the_processor(kind, tmp_path):
+    """Resized bicubically into the pixel budget and normalized as transformers' (PIL) Qwen2-VL
+    image processor does: the same patches, bit for bit, from arrays, PIL images in other
+    modes (transparency over white) and files."""
+    import PIL.Image
+
+    img = {"uint8": lambda: np.random.default_rng(1).integers(0, 256, (30, 45, 3), dtype=np.uint8),
+           "rgba": lambda: _rgba(41, 23), "gray": lambda: _rgba(50, 75).convert("L"),
+           "png": lambda: _rgba(19, 60), "fits": lambda: np.random.default_rng(2).integers(0, 256, (16, 24, 3),
+                                                                                          dtype=np.uint8)}[kind]()
+    ours_in = img
+    if kind == "png":
+        img.save(tmp_path / "x.png")
+        ours_in, img = str(tmp_path / "x.png"), PIL.Image.open(tmp_path / "x.png")
+    want = _processor()(images=[img], return_tensors="np")
+    ours = vision.load(ours_in, CFG, PRE)
+    assert ours.grid == tuple(want["image_grid_thw"][0])
+    np.testing.assert_allclose(ours.pixels, want["pixel_values"], rtol=0, atol=1e-6)
+
+
+def test_preprocess_reads_the_checkpoint(tmp_path):
+    import json
+
+    assert vision.Preprocess.read(tmp_path) == vision.Preprocess()  # Qwen3-VL's defaults
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {"size": {"shortest_edge": 64, "longest_edge": 1024}, "image_mean": [0.48, 0.46, 0.41],
+         "image_std": [0.27, 0.26, 0.28]}))
+    assert vision.Preprocess.read(tmp_path) == PRE
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"min_pixels": 3136, "max_pixels": 12845056}))
+    assert (vision.Preprocess.read(tmp_path).min_pixels, vision.Preprocess.read(tmp_path).max_pixels) == (3136, 12845056)
+
+
+@pytest.mark.parametrize("image,match", [
+    (np.zeros((30, 45, 3), np.float32), "must be resized to 24 x 32: pass it as uint8"),
+    (np.zeros((2, 500, 3), np.uint8), "aspect ratio must be at most 200"),
+    (np.zeros((30, 45), np.uint8), r"\(height, width, 3\) pixels, got shape \(30, 45\)"),
+    ("/nonexistent/cat.png", "cannot read image '/nonexistent/cat.png'"),
+])
+def test_load_errors(image, match):
+    with pytest.raises(vision.ImageError, match=match):
+        vision.load(image, CFG, PRE)
