@@ -7,9 +7,12 @@
 All engines run the same random-weight checkpoint (random_checkpoint.py, real shapes), on
 --threads threads, each in its own subprocess (bench/peers.py) so peak RSS is per engine:
 
-  ours          inference_pio compiled for "llvm" (this CPU), weights in --dtype
+  ours          inference_pio compiled for "llvm" (this CPU), weights in --dtype, at the default
+                matmul precision ("auto": "medium" for bf16 weights, "high" for fp32)
   ours-medium   the same at matmul precision "medium" (passes/matmul_precision.py): bf16-rounded
                 activations in the AMX products, as oneDNN's bf16 path (and so transformers) does
+  ours-high     the same at matmul precision "high": each product within ~1e-5 of fp32 math (on
+                AMX, activations split into a bf16 hi + lo pair: two tile products)
   ours-int8     the same with int8 weights, one scale per row (passes/quantize_weights.py): compare
                 with llama.cpp's q8_0 row (--q8)
   llama.cpp     llama-cpp-python, GGUF converted from the same weights (gguf_convert.py),
@@ -61,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--decode", type=int, nargs="+", default=[128, 512, 1024, 2048], help="decode contexts")
     ap.add_argument("--steps", type=int, default=16, help="timed decode steps per context")
     ap.add_argument("--engines", nargs="+", default=["ours", "llama.cpp", "transformers"],
-                    choices=["ours", "ours-medium", "ours-int8", "llama.cpp", "transformers"])
+                    choices=["ours", "ours-medium", "ours-high", "ours-int8", "llama.cpp", "transformers"])
     ap.add_argument("--hf-prefill", type=int, nargs="*", help="transformers prompt lengths (default --prefill)")
     ap.add_argument("--hf-decode", type=int, nargs="*", help="transformers decode contexts (default --decode)")
     ap.add_argument("--repeats", type=int, default=1,
@@ -151,8 +154,9 @@ def engine_runs(a: argparse.Namespace, ckpt: Path, ggufs: dict[str, Path]) -> li
                     runs.append((f"llama.cpp {SHORT.get(q, q)}", engine, {**base, "gguf": str(p)}))
             continue
         spec = dict(base)
-        if engine == "ours-medium":
-            runs.append((f"ours {SHORT[a.dtype]} medium", "ours", {**spec, "matmul_precision": "medium"}))
+        if engine in ("ours-medium", "ours-high"):
+            precision = engine.split("-")[1]
+            runs.append((f"ours {SHORT[a.dtype]} {precision}", "ours", {**spec, "matmul_precision": precision}))
             continue
         if engine == "ours-int8":
             runs.append(("ours int8", "ours", {**spec, "quantize": "int8"}))

@@ -34,7 +34,7 @@ class Ours:
 
         ckpt, n = spec["ckpt"], spec["max_context"] + spec["steps"] + 2
         md = frontends.huggingface.model_def(ckpt)
-        opts = {"max_seq_len": n, "matmul_precision": spec.get("matmul_precision", "high"),
+        opts = {"max_seq_len": n, "matmul_precision": spec.get("matmul_precision", "auto"),
                 **quantize_option(spec.get("quantize"))}
         cached = cache_dir() / artifact_key(md, "llvm", opts)
         if spec.get("fresh") and cached.is_dir():

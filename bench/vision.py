@@ -2,15 +2,16 @@
 tower, then a prompt holding it (time to first token), then decode.
 
     python bench/vision.py                                   # Qwen3-VL-2B shapes, 448x448 and 896x896
-    python bench/vision.py --layers 4 --sizes 448 --steps 8 --engines ours ours-medium transformers
+    python bench/vision.py --layers 4 --sizes 448 --steps 8 --engines ours ours-high transformers
 
 The checkpoint has random bf16 weights at Qwen3-VL-2B's shapes (random_checkpoint.py,
 preset qwen3-vl-2b; --layers cuts the language model, not the vision tower). Each engine runs
 in its own process with the same threads. An S x S image is (S/16)^2 patches and (S/32)^2
 tokens; the prompt is 16 text tokens, the image's tokens, 16 text tokens. Times are medians
 of --repeats runs after one warm-up run. transformers runs eager PyTorch in the checkpoint's
-dtype with its default (sdpa) attention; "ours-medium" is ours compiled with
-matmul_precision="medium" (bf16-rounded activations in the AMX products, as transformers' bf16).
+dtype with its default (sdpa) attention. "ours" is ours at the default matmul precision (for
+these bf16 weights "medium": bf16-rounded activations in the AMX products, as transformers'
+bf16); "ours-high" and "ours-medium" ask for a precision (passes/matmul_precision.py).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def worker(engine: str, spec: dict[str, Any]) -> dict[str, Any]:
 
         t = time.perf_counter()
         art = compile_cached(frontends.huggingface.model_def(spec["ckpt"]), "llvm", max_seq_len=4096,
-                             matmul_precision="medium" if engine == "ours-medium" else "high")
+                             matmul_precision={"ours": "auto", "ours-medium": "medium", "ours-high": "high"}[engine])
         out["compile_s"] = time.perf_counter() - t
         rt = eng.load(art, weights=spec["ckpt"])
         for size in spec["sizes"]:
@@ -115,8 +116,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="decode steps after the prompt")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--engines", nargs="+", default=["ours", "ours-medium", "transformers"],
-                    choices=["ours", "ours-medium", "transformers"])
+    ap.add_argument("--engines", nargs="+", default=["ours", "ours-high", "transformers"],
+                    choices=["ours", "ours-medium", "ours-high", "transformers"])
     ap.add_argument("--dir", default="/tmp/inference-pio-bench")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)

@@ -128,9 +128,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _numerics(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--matmul-precision", default="high", choices=["high", "medium"],
+    p.add_argument("--matmul-precision", default="auto", choices=["auto", "high", "medium"],
                    help="medium: linears and attention may multiply bf16-rounded activations (faster prefill "
-                        "on AMX / tensor cores, ~1e-3 relative per op); high (default): within ~1e-5 of fp32")
+                        "on AMX / tensor cores, ~1e-3 relative per op), as torch and llama.cpp do with bf16 "
+                        "weights; high: within ~1e-5 of fp32; auto (default): medium for bf16 weights, else high")
     p.add_argument("--quantize", choices=["int8"], default=None,
                    help="int8: store the linear, embedding and LM head weights as int8 rows with a per-row "
                         "scale, quantized as they load (CPU only; about half the bytes of bf16 for decode)")

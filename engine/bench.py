@@ -27,7 +27,7 @@ def run_bench(a: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     quant = f", {a.quantize} weights" if a.quantize else ""
     print(f"model {ckpt} ({md.family}, {md.graph.params()[0].dtype}{quant}, matmul precision "
-          f"{a.matmul_precision}), {rt.threads} threads, compile/cache {compile_s:.1f}s")
+          f"{rt.manifest['matmul_precision']}), {rt.threads} threads, compile/cache {compile_s:.1f}s")
     print(f"{'prompt':>7} {'prefill tok/s':>14} {'decode tok/s':>13}")
     for n in a.prompt_len:
         ids = rng.integers(0, rt.vocab_size, n).tolist()

@@ -11,7 +11,7 @@ import tvm
 
 from .. import __version__, passes
 from ..ir import Graph
-from ..ir.ops import QUANT_DTYPES, check_precision
+from ..ir.ops import PRECISIONS, QUANT_DTYPES
 from ..model_defs import ModelDef
 from ..schedules import schedule_module
 from ..targets import TargetDesc, TargetError, amx_usable, resolve
@@ -62,8 +62,20 @@ def device_top_k(tdesc: TargetDesc) -> bool:
     return tdesc.kind == "cuda"
 
 
+MATMUL_PRECISIONS = ("auto", *PRECISIONS)
+
+
+def resolve_precision(matmul_precision: str, weight_dtype: str) -> str:
+    """"auto" made concrete for weights of ``weight_dtype``: "medium" for bf16 weights, whose
+    activations torch, llama.cpp and vLLM round to bf16 as well; "high" for fp32 and fp16
+    weights (the 16-bit products are bf16: coarser than fp16's own)."""
+    if matmul_precision != "auto":
+        return matmul_precision
+    return "medium" if weight_dtype == "bfloat16" else "high"
+
+
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
-            max_seq_len: int | None = None, matmul_precision: str = "high", quantize: str | None = None,
+            max_seq_len: int | None = None, matmul_precision: str = "auto", quantize: str | None = None,
             cuda_graph: bool = False, static_decode: bool | None = None, dump_dir: str | Path | None = None,
             progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
@@ -72,7 +84,9 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     accepts (default: the model's max_position_embeddings, at most 4096). ``matmul_precision``
     "medium" lets the linears' and attention's products run on bf16-rounded operands where a
     kernel has such a product (AMX, tensor cores: half their prefill arithmetic), ~1e-3
-    relative per op; "high" keeps them within ~1e-5 of fp32 math (`passes.matmul_precision`).
+    relative per op; "high" keeps them within ~1e-5 of fp32 math (`passes.matmul_precision`);
+    "auto" (default) is "medium" for bf16 weights, as torch, llama.cpp and vLLM multiply bf16
+    weights by bf16 activations, and "high" otherwise (`resolve_precision`).
     ``quantize="int8"`` (llvm only) stores the projection, embedding and LM head weights as int8
     rows with a per-row fp32 scale, quantized from the checkpoint as it loads
     (`passes.quantize_weights`): half the bytes of bf16 for decode to stream. ``cuda_graph``
@@ -88,7 +102,8 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     tdesc = resolve(target)
     if tdesc.kind not in md.spec.targets:
         raise TargetError(f"{md.family} does not support target kind {tdesc.kind!r}")
-    check_precision(matmul_precision, "matmul_precision")
+    if matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_precision must be one of {MATMUL_PRECISIONS}, got {matmul_precision!r}")
     if cuda_graph and tdesc.kind != "cuda":
         raise TargetError(f"cuda_graph=True needs a cuda target, not {tdesc.kind!r}")
     if quantize is not None:
@@ -109,6 +124,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     max_pos = int(forward.meta_dict().get("max_position_embeddings", 4096))
     max_seq_len = int(max_seq_len or min(max_pos, 4096))
     weight_dtype = graph.params()[0].dtype  # cast_params made them one dtype (before any quantization)
+    matmul_precision = resolve_precision(matmul_precision, weight_dtype)
     # fold_slices again: kv_append now reads the v window, and decode's last-row slice is the whole row
     dump_dir = dump_dir or os.environ.get("INFERENCE_PIO_DUMP")
     prefill = passes.fold_slices(insert_sampler(insert_kv_cache(forward, max_seq_len, cache_dtype=weight_dtype)))

@@ -105,7 +105,7 @@ def _image_parts(messages: list[dict[str, Any]]) -> tuple[list[Any], list[dict[s
 
 
 def load_model(path: str | Path, device: str = "cpu", dtype: str | None = None, *, weights: str | Path | None = None,
-               target: Any = None, max_seq_len: int | None = None, matmul_precision: str = "high",
+               target: Any = None, max_seq_len: int | None = None, matmul_precision: str = "auto",
                quantize: str | None = None) -> Model:
     path = Path(path)
     if (path / mf.MANIFEST).is_file():

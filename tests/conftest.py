@@ -41,7 +41,8 @@ class Models:
 
             ck = self.checkpoint(name, dtype=ckpt_dtype)
             md = frontends.huggingface.model_def(ck.path)
-            art = engine.compile(md, target="llvm", dtype=compile_dtype, max_seq_len=max_seq_len, quantize=quantize)
+            art = engine.compile(md, target="llvm", dtype=compile_dtype, max_seq_len=max_seq_len, quantize=quantize,
+                                 matmul_precision="high")  # the tests hold bf16 weights to fp32 math
             out = self._tmp.mktemp(f"art_{name}_{ckpt_dtype}_{compile_dtype}_{max_seq_len}_{quantize}")
             art.save(out)
             self._arts[key] = out

@@ -77,7 +77,7 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
     passes.decode_passes = lambda kind, f=saved[3]: f("cuda")
     compiler.device_top_k = lambda tdesc: True
     try:
-        return compiler.compile(md, target="llvm", **kwargs)
+        return compiler.compile(md, target="llvm", **{"matmul_precision": "high", **kwargs})
     finally:
         (compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes,
          compiler.device_top_k) = saved

@@ -39,7 +39,7 @@ def test_unsupported_targets_are_refused_before_compiling(models):
 
 def test_unknown_matmul_precision_is_refused_before_compiling(models):
     md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
-    with pytest.raises(ValueError, match=r"matmul_precision must be one of \('high', 'medium'\), got 'low'"):
+    with pytest.raises(ValueError, match=r"matmul_precision must be one of \('auto', 'high', 'medium'\), got 'low'"):
         engine.compile(md, target="llvm", matmul_precision="low")
 
 

@@ -115,6 +115,21 @@ def test_medium_matmul_precision(models, tmp_path):
     assert len(rt.generate(ids[:8], max_new_tokens=4)) == 4
 
 
+@pytest.mark.parametrize("dtype,precision", [("bfloat16", "medium"), ("float16", "high"), ("float32", "high")])
+def test_default_matmul_precision_follows_the_weights(models, tmp_path, dtype, precision):
+    """compile()'s default ("auto"): bf16 weights get "medium", as every peer multiplies bf16
+    weights by bf16 activations; fp32 and fp16 weights get "high"."""
+    from inference_pio import engine, frontends
+
+    ck = models.checkpoint("wide32")
+    art = engine.compile(frontends.huggingface.model_def(ck.path, dtype=dtype), target="llvm", max_seq_len=64)
+    assert art.manifest["matmul_precision"] == precision
+    rt = engine.load(art.save(tmp_path / "art"), weights=ck.path, device="cpu")
+    ids = token_ids(131, 40, seed=6)
+    tol = FP32_TOL if precision == "high" else BF16_TOL / 2
+    assert rel_err(rt.logits(ids), hf_logits(rounded_reference(ck.model, dtype), ids)) <= tol
+
+
 @pytest.mark.parametrize("dtype,tol", [("bfloat16", BF16_TOL), ("float16", F16_TOL)])
 def test_dtype_override_of_fp32_checkpoint(models, dtype, tol):
     """compile(md, dtype=...) stores an fp32 checkpoint's weights in a narrower dtype."""
