@@ -1,6 +1,6 @@
 """Schedule rules for the llvm (CPU) target: one file per op kind, plus the generic fallback."""
 from ..registry import register, register_fallback
-from .activation import activation_rows
+from .activation import activation_rows, swiglu_rows
 from .amx import amx_linear
 from .attention import attention_rows
 from .decode_attention import split_key_attention
@@ -11,7 +11,6 @@ from .linear import linear_packed_rows, linear_rows
 from .linear_attention import parallel_conv1d, parallel_delta_rule
 from .moe import sparse_experts
 from .norm import layer_norm_rows, rms_norm_rows
-from .swiglu import swiglu_rows
 
 register("llvm", "linear", linear_rows)
 register("llvm", "linear_packed", amx_linear)  # T > 1, bf16 weights, on CPUs with AMX
