@@ -204,12 +204,13 @@ class Runtime:
         A prefill chunk of ``prompt`` reads its positions and image features from it."""
         n = start + ids.size
         static = self.manifest["functions"][fn].get("static_inputs", False)  # kv_len is data, not a shape
-        offset = prompt.offset if prompt is not None else 0
-        feeds = {"ids": ids, "positions": self._positions(start, n, offset),
-                 "kv_len": np.array([n], np.int32) if static else self._rt.ShapeTuple([n]), **self._caches(),
-                 "inv_temperature": np.array([inv_temperature], np.float32), "sample_key": np.array([key], np.int32)}
+        feeds = {"ids": ids, "kv_len": np.array([n], np.int32) if static else self._rt.ShapeTuple([n]),
+                 **self._caches(), "inv_temperature": np.array([inv_temperature], np.float32),
+                 "sample_key": np.array([key], np.int32)}
         if prompt is not None and fn == "prefill":
             feeds.update(prompt.feeds(start, n))
+        else:
+            feeds["positions"] = self._positions(start, n, prompt.offset if prompt is not None else 0)
         out = self._call(fn, feeds)
         names = self._outputs[fn]
         return dict(zip(names, out)) if len(names) > 1 else {names[0]: out}
@@ -291,6 +292,8 @@ class _Prompt:
                  image_inputs: list[dict[str, Any]], image_token_id: int | None) -> None:
         self.positions, self.offset = positions, offset
         self._feats, self._inputs = feats, image_inputs
+        # what a chunk without image tokens reads as features: one row of zeros per input
+        self._none = {i["name"]: np.zeros((1, i["shape"][1]), np.float32) for i in image_inputs}
         self._rows = np.full(ids.size, -1, np.int32)  # each token's row of the features; -1: text
         if feats:
             at = ids == image_token_id
@@ -307,7 +310,7 @@ class _Prompt:
         lo, hi = (int(rows[at].min()), int(rows[at].max()) + 1) if at.any() else (0, 0)
         out["image_rows"] = np.where(at, rows - lo, -1).astype(np.int32)
         for i in self._inputs:
-            out[i["name"]] = self._feats[i["name"]][lo:hi] if hi > lo else np.zeros((1, i["shape"][1]), np.float32)
+            out[i["name"]] = self._feats[i["name"]][lo:hi] if hi > lo else self._none[i["name"]]
         return out
 
 
