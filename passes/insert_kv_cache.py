@@ -24,11 +24,12 @@ from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
 def insert_kv_cache(graph: Graph, max_seq_len: int, cache_dtype: str = "float32") -> Graph:
     kv_len = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
     caches: list[Node] = []
-
     states: list[Node] = []
+    count = {"conv": 0, "delta": 0}  # states of each kind so far: the next one's number
 
     def state(n: Node, kind: str, shape: tuple, dtype: str) -> Node:
-        s = input_node(f"cache.{sum(s.name.endswith(kind) for s in states)}.{kind}", TensorType(shape, dtype))
+        s = input_node(f"cache.{count[kind]}.{kind}", TensorType(shape, dtype))
+        count[kind] += 1
         states.append(s)
         return op_node(n.op, [*n.inputs, s, kv_len], **n.attr_dict)
 
