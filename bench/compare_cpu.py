@@ -8,7 +8,8 @@ All engines run the same random-weight checkpoint (random_checkpoint.py, real sh
 --threads threads, each in its own subprocess (bench/peers.py) so peak RSS is per engine:
 
   ours          inference_pio compiled for "llvm" (this CPU), weights in --dtype, at the default
-                matmul precision ("auto": "medium" for bf16 weights, "high" for fp32)
+                matmul precision ("auto": "medium" for bf16 weights, "high" for fp32); compiled by
+                a child process and run by TVM's runtime alone (TVM_USE_RUNTIME_LIB=1), as deployed
   ours-medium   the same at matmul precision "medium" (passes/matmul_precision.py): bf16-rounded
                 activations in the AMX products, as oneDNN's bf16 path (and so transformers) does
   ours-high     the same at matmul precision "high": each product within ~1e-5 of fp32 math (on

@@ -2,8 +2,9 @@
 
     python bench/peers.py ENGINE SPEC_JSON
 
-ENGINE is one of ENGINES (or "bandwidth"); SPEC_JSON holds ckpt, dtype, gguf, threads,
-prefill/decode context lists, steps and cache. Prints one line "RESULT {json}".
+ENGINE is one of ENGINES (or "bandwidth", or "compile": our artifact, for `Ours`); SPEC_JSON
+holds ckpt, dtype, gguf, threads, prefill/decode context lists, steps and cache. Prints one
+line "RESULT {json}".
 
 Every engine is driven the same way (`measure`): warm-up, then for each context C a
 C-token random prompt. Prefill tok/s = C / time to first token (prefill + greedy pick);
@@ -25,25 +26,22 @@ import numpy as np
 
 
 class Ours:
-    """inference_pio: compiled with the artifact cache; prefill in PREFILL_CHUNK pieces."""
+    """inference_pio as deployed: the artifact compiled (or found in the artifact cache) by a
+    child process, then loaded here by TVM's runtime alone (TVM_USE_RUNTIME_LIB=1), so this
+    process's peak RSS is the runtime's; prefill in PREFILL_CHUNK pieces."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        os.environ["INFERENCE_PIO_CACHE"] = spec["cache"]
-        from inference_pio import engine, frontends
-        from inference_pio.engine.cache import artifact_key, cache_dir, compile_cached, quantize_option
+        import subprocess
 
-        ckpt, n = spec["ckpt"], spec["max_context"] + spec["steps"] + 2
-        md = frontends.huggingface.model_def(ckpt)
-        opts = {"max_seq_len": n, "matmul_precision": spec.get("matmul_precision", "auto"),
-                **quantize_option(spec.get("quantize"))}
-        cached = cache_dir() / artifact_key(md, "llvm", opts)
-        if spec.get("fresh") and cached.is_dir():
-            shutil.rmtree(cached)
-        self.info = {"cache_hit": cached.is_dir()}
-        t = time.perf_counter()
-        art = compile_cached(md, "llvm", **opts)
-        self.info["compile_s"] = time.perf_counter() - t
-        self.rt = engine.load(art, weights=ckpt)
+        r = subprocess.run([sys.executable, __file__, "compile", json.dumps(spec)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"compiling failed:\n{r.stderr[-3000:]}")
+        compiled = json.loads(r.stdout.split("RESULT ", 1)[1])
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+        from inference_pio import engine
+
+        self.info = {"cache_hit": compiled["cache_hit"], "compile_s": compiled["compile_s"]}
+        self.rt = engine.load(compiled["path"], weights=spec["ckpt"])
         self.steps = spec["steps"]
         self._stream = None
 
@@ -53,6 +51,25 @@ class Ours:
 
     def decode(self, tok: int) -> int:
         return next(self._stream)  # the stream feeds back its own greedy token
+
+
+def compile_ours(spec: dict[str, Any]) -> dict[str, Any]:
+    """Our artifact for ``spec`` through the artifact cache: its path, whether the cache held it
+    (--fresh removes it first) and the seconds compile_cached took."""
+    os.environ["INFERENCE_PIO_CACHE"] = spec["cache"]
+    from inference_pio import frontends
+    from inference_pio.engine.cache import artifact_key, cache_dir, compile_cached, quantize_option
+
+    md = frontends.huggingface.model_def(spec["ckpt"])
+    opts = {"max_seq_len": spec["max_context"] + spec["steps"] + 2,
+            "matmul_precision": spec.get("matmul_precision", "auto"), **quantize_option(spec.get("quantize"))}
+    cached = cache_dir() / artifact_key(md, "llvm", opts)
+    if spec.get("fresh") and cached.is_dir():
+        shutil.rmtree(cached)
+    hit = cached.is_dir()
+    t = time.perf_counter()
+    art = compile_cached(md, "llvm", **opts)
+    return {"path": str(art), "cache_hit": hit, "compile_s": time.perf_counter() - t}
 
 
 class LlamaCpp:
@@ -191,6 +208,8 @@ def read_bandwidth_gbs(threads: int, gib: float = 1.0, repeats: int = 5) -> floa
 def run_worker(engine: str, spec: dict[str, Any]) -> dict[str, Any]:
     if engine == "bandwidth":
         return {"read_gbs": read_bandwidth_gbs(spec["threads"])}
+    if engine == "compile":
+        return compile_ours(spec)
     t = time.perf_counter()
     session = ENGINES[engine](spec)
     result: dict[str, Any] = {"load_s": time.perf_counter() - t, **session.info}
@@ -200,6 +219,6 @@ def run_worker(engine: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in (*ENGINES, "bandwidth"):
+    if len(sys.argv) != 3 or sys.argv[1] not in (*ENGINES, "bandwidth", "compile"):
         sys.exit(__doc__)
     print("RESULT " + json.dumps(run_worker(sys.argv[1], json.loads(sys.argv[2]))), flush=True)
