@@ -290,3 +290,10 @@ def test_cli_run_with_an_image(vl_text, models):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "describe this" + model.generate("describe this", max_new_tokens=5, images=[str(png)]) + "\n"
+    # chat: the image goes with the first message
+    r = subprocess.run([sys.executable, "-m", "inference_pio.engine", "chat", "--model", str(models.artifact("vl_odd")),
+                        "--weights", str(d), "--image", str(png), "--max-new-tokens", "5"],
+                       input="describe this\n\n", capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    first = [{"role": "user", "content": [{"type": "image", "image": str(png)}, {"type": "text", "text": "describe this"}]}]
+    assert r.stdout.startswith("> " + model.generate(first, max_new_tokens=5) + "\n")
