@@ -31,7 +31,8 @@ class Model:
         self.vision: dict[str, Any] | None = cfg.get("vision") if "vision" in runtime.manifest["functions"] else None
         self._image_token = cfg.get("image_token_id")
         self.preprocess = vision.Preprocess.read(checkpoint) if checkpoint and self.vision else vision.Preprocess()
-        hf = json.loads((Path(checkpoint) / "config.json").read_text()) if checkpoint and self.vision else {}
+        cfg_file = Path(checkpoint or ".") / "config.json"
+        hf = json.loads(cfg_file.read_text()) if checkpoint and self.vision and cfg_file.is_file() else {}
         self._vision_tokens = tuple(tokenizer.tok.id_to_token(hf[k]) if k in hf else default for k, default in
                                     (("vision_start_token_id", "<|vision_start|>"),
                                      ("vision_end_token_id", "<|vision_end|>")))
