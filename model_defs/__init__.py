@@ -72,9 +72,10 @@ register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConf
                    targets=("llvm",), ignored=_qwen3_ignored))
 register(ModelSpec("qwen3_next", ("Qwen3NextForCausalLM",), qwen3_next.Qwen3NextConfig.from_hf, qwen3_next.build,
                    targets=("llvm",), ignored=_qwen3_ignored))
-# vision: CPU kernels only, so far
+# vision: the CUDA kernels are Qwen3's, the vision tower's own ops (layer_norm, gelu, the
+# position resampling, merging the features in) take dlight's rules
 register(ModelSpec("qwen3_vl", ("Qwen3VLForConditionalGeneration",), qwen3_vl.Qwen3VLConfig.from_hf, qwen3_vl.build,
-                   targets=("llvm",), ignored=qwen3_vl.ignored, encoders=qwen3_vl.encoders))
+                   ignored=qwen3_vl.ignored, encoders=qwen3_vl.encoders))
 register(ModelSpec("glm4_moe", ("Glm4MoeForCausalLM",), glm4_moe.Glm4MoeConfig.from_hf, glm4_moe.build,
                    targets=("llvm",), ignored=glm4_moe.ignored))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -98,6 +99,38 @@ def test_bf16_weights(models):
     ids, images = vl_prompt(ck.config, GRIDS, seed=8)
     assert rel_err(rt.logits(ids, images=images), _hf_logits(ref, ids, images)) <= FP32_TOL
     assert rt.generate(ids, max_new_tokens=6, images=images) == _hf_greedy(ref, ids, images, 6)
+
+
+CUDA = {"kind": "cuda", "arch": "sm_90a"}
+
+
+@pytest.mark.parametrize("name,dtype", [("vl_odd", "float32"), ("vl_tied", "bfloat16")])
+def test_cuda_schedules_emulated(models, tmp_path, name, dtype):
+    """Every kernel scheduled for CUDA, both towers (tests/cuda_emulation.py: the loop nests
+    run serially on this CPU), against transformers with images, as on the CPU."""
+    import cuda_emulation
+    from inference_pio import engine, frontends
+
+    ck = models.checkpoint(name, dtype=dtype)
+    art = cuda_emulation.compile_emulated(frontends.huggingface.model_def(ck.path), CUDA, max_seq_len=64)
+    rt = engine.load(art.save(tmp_path / "art"), weights=ck.path, device="cpu")
+    ref = ck.model if dtype == "float32" else rounded_reference(ck.model, dtype)
+    ids, images = vl_prompt(ck.config, GRIDS, seed=12)
+    assert rel_err(rt.logits(ids, images=images), _hf_logits(ref, ids, images)) <= FP32_TOL
+    assert rt.generate(ids, max_new_tokens=6, images=images) == _hf_greedy(ref, ids, images, 6)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_cuda_artifact_holds_both_towers_as_device_binaries(models, tmp_path):
+    from inference_pio import engine, frontends
+
+    md = frontends.huggingface.model_def(models.checkpoint("vl_tied", dtype="bfloat16").path)
+    art = engine.compile(md, target=CUDA, max_seq_len=64).save(tmp_path / "art")
+    lib = (art / "model.so").read_bytes()
+    assert b"__global__" not in lib and b".nv.info" in lib and b"sm_90a" in lib
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["device"] == "cuda" and {"prefill", "decode", "vision"} <= set(m["functions"])
+    assert m["matmul_precision"] == "medium"  # bf16 weights: the default "auto"
 
 
 def test_int8_weights(models):

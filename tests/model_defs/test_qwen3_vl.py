@@ -24,7 +24,7 @@ BASE = {"architectures": ["Qwen3VLForConditionalGeneration"], "text_config": TEX
 def test_parses_both_towers():
     md = from_hf_config(BASE)
     c = md.config
-    assert md.family == "qwen3_vl" and md.spec.targets == ("llvm",)
+    assert md.family == "qwen3_vl" and md.spec.targets == ("llvm", "cuda")
     assert c.mrope_section == (2, 1, 1) and c.rope_theta == 5e6 and c.tie_word_embeddings and c.image_token_id == 30
     assert c.vision.depth == 4 and c.vision.head_dim == 8 and c.vision.patch_dim == 96
     assert c.vision.deepstack_visual_indexes == (1, 2) and c.vision.rope_theta == 10000.0
