@@ -10,7 +10,8 @@ and here, as a dry run against CPU artifacts (stage.py --cpu-dry-run):
     python bench/gpu/remote.py --bundle gpu_bundle --device cpu --allow-host-tvm-ffi
 
 Sections
-  correctness  each tiny checkpoint: our logits vs transformers' on the same device (fp32: rel err
+  correctness  each tiny checkpoint (Qwen3; Qwen3-VL with a prompt holding two images): our logits
+               vs transformers' on the same device (fp32: rel err
                <= 1e-4; a bf16 checkpoint: <= 1e-4 vs transformers computing in fp32 over the same
                bf16 weights, which is what we do, and <= 5e-2 vs transformers computing in bf16), and
                32 greedy tokens equal (a divergence at a near-tie of the reference is reported as such).
@@ -203,10 +204,10 @@ def timed_lengths(res: Result, key: str, lengths: list[int], vocab: int, n_new: 
         res.save()
 
 
-def sampled_check(rt: Any, ids: list[int]) -> dict:
+def sampled_check(rt: Any, ids: list[int], images: Any = None) -> dict:
     """Top-k + top-p sampling through the artifact's `top_k` function (the best 64 logits,
     sorted on the device) against the host sorting the whole row: the same seeded tokens."""
-    kw = dict(max_new_tokens=16, temperature=0.8, top_k=20, top_p=0.9, seed=7)
+    kw = dict(max_new_tokens=16, temperature=0.8, top_k=20, top_p=0.9, seed=7, images=images)
     if "top_k" not in rt.manifest["functions"]:
         return {"skipped": "the artifact has no top_k function"}
     got = rt.generate(ids, **kw)
@@ -233,11 +234,13 @@ def w_ours_correct(job: dict, res: Result) -> None:
             t = time.perf_counter()
             rt = engine.load(b / m["artifact"], weights=b / m["ckpt"], device=dev)
             r["load_s"] = time.perf_counter() - t
-            logits = rt.logits(m["ids_logits"])
+            # Qwen3-VL: the prompt's images as (patches, grid)
+            images = [(np.load(i["pixels"]), tuple(i["grid"])) for i in m.get("images", [])] or None
+            logits = rt.logits(m["ids_logits"], images=images)
             np.save(m["out"], logits)
             r["logits"] = m["out"]
-            r["greedy"] = rt.generate(m["ids_prompt"], max_new_tokens=m["n_greedy"])
-            r["sampled"] = sampled_check(rt, m["ids_prompt"])
+            r["greedy"] = rt.generate(m["ids_prompt"], max_new_tokens=m["n_greedy"], images=images)
+            r["sampled"] = sampled_check(rt, m["ids_prompt"], images)
         except Exception as e:  # noqa: BLE001
             r["error"] = f"{type(e).__name__}: {e}"
             r["traceback"] = traceback.format_exc()[-2000:]
@@ -254,15 +257,16 @@ def _torch_setup(job: dict) -> Any:
     return torch
 
 
-def hf_load(path: str, dtype: str, device: str) -> Any:
+def hf_load(path: str, dtype: str, device: str, vision: bool = False) -> Any:
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
     dt = getattr(torch, dtype)
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     kw = {"dtype": dt} if (major, minor) >= (4, 56) else {"torch_dtype": dt}
-    model = AutoModelForCausalLM.from_pretrained(path, **kw).to(device).eval()
+    auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    model = auto.from_pretrained(path, **kw).to(device).eval()
     got = next(model.parameters()).dtype
     if got != dt:
         model = model.to(dt)
@@ -283,13 +287,13 @@ def w_hf_correct(job: dict, res: Result) -> None:
         for label, dtype in m["refs"].items():
             r = res["models"][name][label] = {"dtype": dtype}
             try:
-                model = hf_load(m["ckpt"], dtype, dev)
+                model = hf_load(m["ckpt"], dtype, dev, vision=bool(m.get("images")))
                 with torch.no_grad():
-                    x = torch.tensor([m["ids_logits"]], dtype=torch.long, device=dev)
-                    np.save(m["out"][label], model(x).logits[0].float().cpu().numpy())
+                    run = hf_forward(torch, model, m, dev)
+                    np.save(m["out"][label], run(m["ids_logits"]).logits[0].float().cpu().numpy())
                     seq, gen, margins = list(m["ids_prompt"]), [], []
                     for _ in range(m["n_greedy"]):  # full recompute each step: the plainest reference
-                        last = model(torch.tensor([seq], dtype=torch.long, device=dev)).logits[0, -1].float()
+                        last = run(seq).logits[0, -1].float()
                         top = torch.topk(last, 2).values
                         margins.append(float((top[0] - top[1]) / last.abs().max()))
                         tok = int(last.argmax())
@@ -301,6 +305,27 @@ def w_hf_correct(job: dict, res: Result) -> None:
                 r["error"] = f"{type(e).__name__}: {e}"
                 r["traceback"] = traceback.format_exc()[-2000:]
             res.save()
+
+
+def hf_forward(torch: Any, model: Any, m: dict, dev: str) -> Any:
+    """ids -> transformers' output; for Qwen3-VL with the prompt's images (patches and grids)
+    and, where this transformers asks for it, which tokens are image tokens."""
+    import inspect
+
+    import numpy as np
+
+    if not m.get("images"):
+        return lambda ids: model(torch.tensor([ids], dtype=torch.long, device=dev))
+    pixels = torch.from_numpy(np.concatenate([np.load(i["pixels"]) for i in m["images"]])).to(dev)
+    grids = torch.tensor([i["grid"] for i in m["images"]], device=dev)
+    typed = "mm_token_type_ids" in inspect.signature(model.model.forward).parameters
+
+    def run(ids: list[int]) -> Any:
+        x = torch.tensor([ids], dtype=torch.long, device=dev)
+        kw = {"mm_token_type_ids": (x == m["image_token_id"]).int()} if typed else {}
+        return model(input_ids=x, attention_mask=torch.ones_like(x), pixel_values=pixels, image_grid_thw=grids, **kw)
+
+    return run
 
 
 def w_probe(job: dict, res: Result) -> None:
@@ -656,6 +681,10 @@ def section_correctness(r: Runner, info: dict, results: dict) -> None:
         ids_logits[0], ids_logits[-1] = v - 1, 0  # both ends of the vocabulary
         ids_prompt = [3, 17, 5, 42 % v, 8, 1, 29]
         common = {"ids_logits": ids_logits, "ids_prompt": ids_prompt, "n_greedy": r.a.greedy_tokens}
+        if "vl" in m:  # Qwen3-VL: its prompt with two images, for both
+            vl = m["vl"]
+            common.update(ids_logits=vl["ids"], ids_prompt=vl["ids"], image_token_id=vl["image_token_id"],
+                          images=[{"pixels": str(b / i["pixels"]), "grid": i["grid"]} for i in vl["images"]])
         ours_job["models"][name] = {**common, "artifact": m["artifacts"][r.a.device]["path"], "ckpt": m["ckpt"],
                                     "out": str(cw / f"ours_{name}.npy")}
         refs = {"hf": m["dtype"]} if m["dtype"] == "float32" else {"hf_fp32": "float32", "hf": m["dtype"]}

@@ -15,7 +15,8 @@ and no network. The bundle therefore holds:
   pkgs/inference_pio/__init__.py
                   a 6-line shim that points the package at the repo root (the repo root *is*
                   the package, via pyproject's package-dir; on the GPU box it is not installed)
-  ckpt/<name>/    tiny random HF Qwen3 checkpoints (tests/hf_fixtures.py), fp32 and bf16
+  ckpt/<name>/    tiny random HF Qwen3 checkpoints (tests/hf_fixtures.py), fp32 and bf16; two Qwen3-VL
+                  ones, each with its test prompt's image patches (image<i>.npy)
   configs/<preset>/config.json       real Qwen3-0.6B / Qwen3-4B shapes (bench/random_checkpoint.py PRESETS)
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above
   artifacts/cuda_graph/<preset>/     the real-shape presets again, compiled with cuda_graph=True
@@ -59,7 +60,10 @@ TVM_FFI_VERSION = "0.1.14.post0"  # pinned in pyproject (0.1.15.post2 segfaults 
 # whose o and down projections take the split-K form of the tensor-core GEMM in prefill
 TINY = [("gqa5x1", "gqa5x1", "float32"), ("tied_bias", "tied_bias", "float32"), ("mha_theta", "mha_theta", "float32"),
         ("bf16", "bf16", "bfloat16"), ("wide32", "wide32", "bfloat16"), ("wide32_fp16", "wide32", "float16"),
-        ("wide256", "wide256", "bfloat16")]
+        ("wide256", "wide256", "bfloat16"),
+        # Qwen3-VL: both towers, a prompt holding two images (`vl_prompt`'s)
+        ("vl_odd", "vl_odd", "float32"), ("vl_tied", "vl_tied", "bfloat16")]
+VL_GRIDS = [(1, 4, 6), (1, 2, 2)]  # in patches, as tests/engine/test_qwen3_vl.py
 TINY_MAX_SEQ_LEN = 128
 REAL_PRESETS = ["qwen3-0.6b", "qwen3-4b"]
 BENCH_MAX_SEQ_LEN = 4096  # >= the longest benchmark context (2048) + decoded tokens
@@ -288,15 +292,22 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO / "tests"))
     import hf_fixtures
+    import numpy as np
 
     cuda = {"kind": "cuda", "arch": a.arch}
     info["tiny"] = {}
     for name, fixture, dtype in TINY:
         say(f"tiny checkpoint {name} ({fixture}, {dtype}) + artifacts")
         ck = out / "ckpt" / name
-        hf_fixtures.make_checkpoint(ck, fixture, dtype=dtype)
-        ent = {"dtype": dtype, "ckpt": str(ck.relative_to(out)),
-               "vocab_size": hf_fixtures.QWEN3_CONFIGS[fixture]["vocab_size"], "artifacts": {}}
+        made = hf_fixtures.make_checkpoint(ck, fixture, dtype=dtype)
+        cfg = getattr(made.config, "text_config", made.config)
+        ent = {"dtype": dtype, "ckpt": str(ck.relative_to(out)), "vocab_size": cfg.vocab_size, "artifacts": {}}
+        if fixture in hf_fixtures.QWEN3_VL_CONFIGS:  # the prompt and its images' patches, saved beside the weights
+            ids, images = hf_fixtures.vl_prompt(made.config, VL_GRIDS, seed=3)
+            ent["vl"] = {"ids": ids, "image_token_id": made.config.image_token_id, "images": []}
+            for i, (pixels, grid) in enumerate(images):
+                np.save(ck / f"image{i}.npy", np.asarray(pixels))
+                ent["vl"]["images"].append({"pixels": str((ck / f"image{i}.npy").relative_to(out)), "grid": list(grid)})
         ent["artifacts"]["cuda"] = {"path": f"artifacts/cuda/{name}",
                                     **compile_one(ck, out / "artifacts" / "cuda" / name, cuda, TINY_MAX_SEQ_LEN)}
         if a.cpu_dry_run:
