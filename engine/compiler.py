@@ -157,6 +157,10 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
             mod = add_kernel_function(mod, "top_k", top_candidates(vocab), inputs, output)
             functions["top_k"] = kernel_signature(inputs, output)
     mod = schedule_module(mod, tdesc)
+    if tdesc.device == "cuda":  # what only a launch would otherwise reveal
+        from ..schedules.cuda import limits
+
+        limits.check(mod, tdesc)
     t2 = time.perf_counter()
     say("tvm.compile")
     with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):

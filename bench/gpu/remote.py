@@ -27,8 +27,9 @@ Sections
                token / step time) and the per-step time above that bandwidth floor; plus a sanity check
                of our logits at real shapes against transformers in fp32 over the same weights.
 
-Order, so that a tight deadline cuts the least needed: correctness; every preset's main bench rows
-(ours, ours graph, transformers eager and compiled); the kernel table; the "ours medium" rows
+Order, so that a tight deadline cuts the least needed: correctness (every preset's weights are
+generated meanwhile); every preset's main bench rows (ours, ours graph, transformers eager);
+transformers compiled (its compile takes minutes); the kernel table; the "ours medium" rows
 (compiled with matmul_precision="medium": bf16-rounded activations in the tensor-core products, as
 torch's bf16 matmuls; sanity bound 3e-2) and the dlight rows.
 
@@ -479,12 +480,13 @@ def w_hf_bench(job: dict, res: Result) -> None:
     res["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
     warmup = (1, 3)
     if mode == "compiled":
+        # transformers' own recipe: with a static cache, generate compiles the decode step
+        # (torch.compile, mode="reduce-overhead": CUDA graphs) and runs the prompt eagerly.
+        # (Compiling model.forward whole, prompt included, took over 140 s for Qwen3-0.6B on the
+        # H200 machine's host, 2026-12-04, before the first timed run.)
         model.generation_config.cache_implementation = "static"
-        if hasattr(model.generation_config, "disable_compile"):
-            model.generation_config.disable_compile = True  # one compile only: ours, below (not generate's own)
-        model.forward = torch.compile(model.forward, mode="reduce-overhead")
-        res["recipe"] = ('generation_config.cache_implementation="static"; model.forward = '
-                         'torch.compile(model.forward, mode="reduce-overhead"); generate\'s auto-compile off')
+        res["recipe"] = ('generation_config.cache_implementation="static"; generate compiles the decode step '
+                         '(its CompileConfig: inductor, mode="reduce-overhead"); the prompt runs eagerly')
         warmup = (3, 8)  # compile, then cudagraph record, then replay; more if still unsettled
     res.save()
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
@@ -512,7 +514,15 @@ def w_hf_bench(job: dict, res: Result) -> None:
             raise RuntimeError(f"expected {n + 1} streamer calls, got {len(s.t)}")
         return [t0] + s.t[1:]
 
-    timed_lengths(res, "lengths", job["lengths"], model.config.vocab_size, job["n_new"], warmup, job["reps"], run)
+    # compiled: the longest prompt first, so that generate keeps its static cache (big enough for the
+    # shorter ones) and the decode step's graph keeps its shapes: one compile of it, not one per length
+    lengths = sorted(job["lengths"], reverse=mode == "compiled")
+    timed_lengths(res, "lengths", lengths, model.config.vocab_size, job["n_new"], warmup, job["reps"], run)
+    if mode == "compiled":
+        import torch._dynamo.utils as du
+
+        res["dynamo_compiles"] = {k: v for k, v in du.counters["stats"].items()}
+        res["decode_compiled"] = hasattr(model, "_compiled_call")  # what generate's auto-compile leaves
     if job.get("sanity_out"):  # transformers in fp32 over the same bf16 weights: what we should reproduce
         try:
             model = model.float()
@@ -567,6 +577,7 @@ class Runner:
         (self.out / "logs").mkdir(parents=True, exist_ok=True)
         self.seq = 0
         self.cudart: str | None = None
+        self.weights: dict[str, dict] = {}  # preset -> the started weights worker
 
     def remaining(self) -> float:
         return self.a.deadline_s - (time.monotonic() - self.t0)
@@ -580,32 +591,44 @@ class Runner:
         return env
 
     def worker(self, kind: str, job: dict, label: str, timeout_key: str | None = None) -> dict:
+        """Run one worker to its end (or its timeout) and return its result."""
+        return self.join(self.start(kind, job, label, timeout_key))
+
+    def start(self, kind: str, job: dict, label: str, timeout_key: str | None = None) -> dict:
+        """Start one worker in the background; `join` waits for it. Its time limit counts from now."""
         self.seq += 1
         tag = f"{self.seq:02d}_{label}"
         budget = min(TIMEOUTS[timeout_key or kind], self.remaining() - 10)
         if budget < 20:
-            print(f"  {label}: skipped (deadline)", flush=True)
-            return {"error": f"skipped: out of time (deadline {self.a.deadline_s:.0f}s)"}
+            return {"label": label, "skipped": f"skipped: out of time (deadline {self.a.deadline_s:.0f}s)"}
         job = {**job, "bundle": str(self.a.bundle), "device": self.a.device, "cudart": self.cudart,
                "allow_host_ffi": self.a.allow_host_tvm_ffi, "result": str(self.work / f"{tag}.result.json")}
         jobfile = self.work / f"{tag}.job.json"
         jobfile.write_text(json.dumps(job, indent=1))
         log = self.out / "logs" / f"{tag}.log"
-        t = time.monotonic()
         with open(log, "w") as lf:
             p = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--job",
                                   str(jobfile)], stdout=lf, stderr=subprocess.STDOUT, env=self.env(),
                                  cwd=str(REPO), start_new_session=True)
-            try:
-                rc = p.wait(timeout=budget)
-                why = None if rc == 0 else f"worker exited with status {rc}"
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)  # the worker and whatever it started (compile workers)
-                p.wait()
-                why = f"timed out after {budget:.0f}s"
+        return {"label": label, "proc": p, "t": time.monotonic(), "budget": budget, "log": log,
+                "result": job["result"]}
+
+    def join(self, h: dict) -> dict:
+        label = h["label"]
+        if "skipped" in h:
+            print(f"  {label}: skipped (deadline)", flush=True)
+            return {"error": h["skipped"]}
+        p, t, log = h["proc"], h["t"], h["log"]
+        try:
+            rc = p.wait(timeout=max(1.0, h["budget"] - (time.monotonic() - t)))
+            why = None if rc == 0 else f"worker exited with status {rc}"
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)  # the worker and whatever it started (compile workers)
+            p.wait()
+            why = f"timed out after {h['budget']:.0f}s"
         took = time.monotonic() - t
         try:
-            res = json.loads(Path(job["result"]).read_text())
+            res = json.loads(Path(h["result"]).read_text())
         except (OSError, json.JSONDecodeError):
             res = {}
         if why and "error" not in res:
@@ -690,8 +713,10 @@ def section_correctness(r: Runner, info: dict, results: dict) -> None:
         refs = {"hf": m["dtype"]} if m["dtype"] == "float32" else {"hf_fp32": "float32", "hf": m["dtype"]}
         hf_job["models"][name] = {**common, "ckpt": str(b / m["ckpt"]), "refs": refs,
                                   "out": {lab: str(cw / f"{lab}_{name}.npy") for lab in refs}}
-    ours = r.worker("ours_correct", ours_job, "correctness_ours")
-    hf = r.worker("hf_correct", hf_job, "correctness_hf")
+    # both at once: separate processes, the device shared (the tiny models leave it mostly idle)
+    ours_h = r.start("ours_correct", ours_job, "correctness_ours")
+    hf_h = r.start("hf_correct", hf_job, "correctness_hf")
+    ours, hf = r.join(ours_h), r.join(hf_h)
     import numpy as np
 
     rows: dict[str, Any] = {"env": {"ours": ours.get("env"), "hf": hf.get("env")}}
@@ -750,19 +775,27 @@ def sanity(ours: dict, hf: dict, tokens: int, tol: float = SANITY_TOL) -> dict:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
-def section_bench(r: Runner, info: dict, results: dict, preset: str, late: bool = False) -> None:
-    """One preset's rows: ours, its variants and transformers; with ``late``, only the rows run
-    after every preset's main rows (AFTER_PEERS: the dlight baseline, which the kernel table
-    also covers kernel by kernel), reusing the weights and jobs of the main pass."""
+def section_bench(r: Runner, info: dict, results: dict, preset: str, phase: str = "main") -> None:
+    """One preset's rows, in three phases so that a tight deadline cuts the least needed: "main"
+    (ours, its variants, transformers eager), "compiled" (transformers with a static cache and
+    torch.compile, whose compile takes minutes) and "late" (AFTER_PEERS: the dlight baseline,
+    which the kernel table also covers kernel by kernel); the later ones reuse the main
+    phase's weights and jobs."""
     import numpy as np
 
     a = r.a
     res = results.setdefault("bench", {}).setdefault(preset, {})
     p = info["presets"].get(preset)
-    if late:
-        if "job_common" in res:
-            _bench_variants(r, res, p, preset, res["job_common"], Path(res["job_dir"]), late=True)
-            _derive(res, p, a, results)
+    if phase != "main":
+        if "job_common" not in res:
+            return
+        common, bw = res["job_common"], Path(res["job_dir"])
+        if phase == "late":
+            _bench_variants(r, res, p, preset, common, bw, late=True)
+        elif "compiled" in a.hf_modes:
+            res["hf_compiled"] = r.worker("hf_bench", {**common, "mode": "compiled", "sanity_out": None},
+                                          f"{preset}_hf_compiled", timeout_key="hf_compiled")
+        _derive(res, p, a, results)
         return
     if p is None or a.device not in p["artifacts"]:
         res["error"] = f"the bundle has no {a.device} artifact for {preset}"
@@ -774,8 +807,7 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str, late: bool 
         return
     bw = r.work / "bench" / preset
     bw.mkdir(parents=True, exist_ok=True)
-    w = r.worker("weights", {"preset": preset, "preset_config": p["preset"],
-                             "out": str(WORK / "weights" / f"{preset}-bfloat16")}, f"{preset}_weights")
+    w = r.join(r.weights.pop(preset, None) or start_weights(r, info, preset))
     res["weights"] = w
     if "error" in w:
         return
@@ -787,10 +819,16 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str, late: bool 
     res["ours"] = r.worker("ours_bench", {**common, "artifact": art["path"], "sanity_out": str(bw / "ours.npy"),
                                           "sanity_decode_out": str(bw / "ours_decode.npy")}, f"{preset}_ours")
     _bench_variants(r, res, p, preset, common, bw, late=False)
-    for mode in a.hf_modes:
+    for mode in [m for m in a.hf_modes if m != "compiled"]:
         job = {**common, "mode": mode, "sanity_out": str(bw / "hf_fp32.npy") if mode == "eager" else None}
         res[f"hf_{mode}"] = r.worker("hf_bench", job, f"{preset}_hf_{mode}", timeout_key=f"hf_{mode}")
     _derive(res, p, a, results)
+
+
+def start_weights(r: Runner, info: dict, preset: str) -> dict:
+    """Generate a preset's random weights in the background (on the host's CPUs)."""
+    return r.start("weights", {"preset": preset, "preset_config": info["presets"][preset]["preset"],
+                               "out": str(WORK / "weights" / f"{preset}-bfloat16")}, f"{preset}_weights")
 
 
 def _bench_variants(r: Runner, res: dict, p: dict, preset: str, common: dict, bw: Path, late: bool) -> None:
@@ -913,6 +951,8 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                 if eng == "hf_compiled" and L:
                     notes.append("warm-up incl. compile, s (runs): " + ", ".join(
                         f"P={k}: {v['warmup_s']:.0f} ({v['warmup_runs']})" for k, v in L.items() if "warmup_s" in v))
+                    if e.get("decode_compiled") is False:
+                        notes.append("NOT COMPILED: generate did not compile its decode step")
                 for k, v in L.items():
                     if "error" in v:
                         notes.append(f"P={k} ERROR {_short(v['error'], 60)}")
@@ -967,17 +1007,22 @@ def orchestrate(a: argparse.Namespace) -> int:
     save()
     if a.device == "cuda" and not r.cudart:
         print("  WARNING: no libcudart.so.13 found; our CUDA runs will fail (set INFERENCE_PIO_CUDART)")
+    presets = a.presets or [k for k, v in info["presets"].items() if a.device in v["artifacts"]]
+    if "bench" in a.sections:  # weights while the correctness section runs: the host's CPUs are idle then
+        r.weights = {p: start_weights(r, info, p) for p in presets if p in info["presets"]}
+    for p in a.prefetch_weights:  # for a later call on this machine; runs on after this one returns
+        if p not in r.weights and p in info["presets"]:
+            start_weights(r, info, p)
     if "correctness" in a.sections:
         try:
             section_correctness(r, info, results)
         except Exception as e:  # noqa: BLE001
             results["correctness"] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         save()
-    # every preset's main rows, then the kernel table, then the dlight rows (which the kernel table
-    # covers kernel by kernel): what a tight deadline cuts comes last
-    presets = a.presets or [k for k, v in info["presets"].items() if a.device in v["artifacts"]]
-    for late in (False, True):
-        if late and "kernels" in a.sections:
+    # every preset's main rows (ours, transformers eager), then transformers compiled (minutes of
+    # compiling each), then the kernel table, then the dlight rows: what a deadline cuts comes last
+    for phase in ("main", "compiled", "late"):
+        if phase == "late" and "kernels" in a.sections:
             kern = info.get("kernels", {}).get(a.device)
             if kern is None:
                 results["kernels"] = {"error": f"the bundle has no kernels for {a.device} (restage it)"}
@@ -989,7 +1034,7 @@ def orchestrate(a: argparse.Namespace) -> int:
             continue
         for preset in presets:
             try:
-                section_bench(r, info, results, preset, late=late)
+                section_bench(r, info, results, preset, phase=phase)
             except Exception as e:  # noqa: BLE001
                 results.setdefault("bench", {}).setdefault(preset, {})["error"] = f"{type(e).__name__}: {e}"
             save()
@@ -1027,6 +1072,8 @@ def main() -> None:
                     help="the kernels section starts no new kernel after this many seconds")
     ap.add_argument("--hf-modes", default="eager,compiled", type=lambda s: [m for m in s.split(",") if m])
     ap.add_argument("--deadline-s", type=float, default=570, help="stop starting work after this (run limit: 600)")
+    ap.add_argument("--prefetch-weights", default="", type=lambda s: [p for p in s.split(",") if p],
+                    help="presets whose weights to generate in the background for a later call on this machine")
     ap.add_argument("--peak-tbs", type=float, default=None, help="peak HBM TB/s (default: from the device name)")
     ap.add_argument("--allow-host-tvm-ffi", action="store_true",
                     help="if the bundle's tvm_ffi does not match this Python, use the installed one (dry runs)")
