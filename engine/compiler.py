@@ -160,7 +160,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     if tdesc.device == "cuda":  # what only a launch would otherwise reveal
         from ..schedules.cuda import limits
 
-        limits.check(mod, tdesc)
+        limits.check(mod, tdesc, graphed=("decode",) if cuda_graph else ())
     t2 = time.perf_counter()
     say("tvm.compile")
     with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):

@@ -64,8 +64,11 @@ class _Lowerer:
             attrs = {"rotary_dim": attrs["rotary_dim"]}
         if n.op == "linear" and n.inputs[0].ndim != 2:
             raise NotImplementedError("linear lowering expects 2-D activations (T, K)")
-        return self.bb.emit_te(KERNELS[n.op], *args, **attrs, primfunc_name_hint=n.op,
-                               primfunc_attrs={OP_KIND_ATTR: n.op, **_schedule_hints(n)})
+        out = self.bb.emit_te(KERNELS[n.op], *args, **attrs, primfunc_name_hint=n.op,
+                              primfunc_attrs={OP_KIND_ATTR: n.op, **_schedule_hints(n)})
+        if isinstance(out.ty, relax.TupleType):  # (value, scratch...): see kernels.cache_attention
+            out = self.bb.emit(relax.TupleGetItem(out, 0))
+        return out
 
     def emit_recurrent(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
         """A linear-attention op (`schedules.linear_attention`): its cached form, with operands

@@ -630,16 +630,34 @@ def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bo
     return _attention(q, k, v, k.shape[0], scale, causal)
 
 
+DECODE_CHUNK = 64  # keys per chunk of a split-key decode attention (schedules/cuda/attention.py)
+
+
+def decode_scratch_shape(hq: int, dv: int, cache_rows: int) -> tuple[int, int, int]:
+    """The scratch output of a static-decode cache_attention: per query head and chunk of
+    DECODE_CHUNK keys, a split-key kernel's partial output (Dv), running max and sum."""
+    return (hq, -(-cache_rows // DECODE_CHUNK), dv + 2)
+
+
 def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var | te.Tensor, *norm: te.Tensor,
                     scale: float, kv_len_tensor: bool = False, eps: float | None = None, start: int | None = None,
-                    heads: int | None = None) -> te.Tensor:
+                    heads: int | None = None) -> te.Tensor | list[te.Tensor]:
     """Causal attention of q (T, Hq, D) over cache rows [0, kv_len) of kc/vc (C, Hkv, D);
     ``kv_len_tensor``: kv_len is a (1,) int32 tensor, so the loops cover all C rows. With
-    ``norm`` = (w, table), q is `norm_rotary` (q, w, table, eps, start, heads)."""
+    ``norm`` = (w, table), q is `norm_rotary` (q, w, table, eps, start, heads).
+
+    The ``kv_len_tensor`` form (static decode, captured whole by a CUDA graph) has a second
+    output, scratch for a split-key kernel's partial results (`decode_scratch_shape`; zeros
+    here). A kernel's own global allocations come from TVM's workspace pool at each launch, and
+    a captured graph would keep replaying into a workspace page that the pool may free and
+    reallocate (it resizes pages: `src/runtime/workspace_pool.cc`), which an H200 reported as
+    an illegal address, 2026-12-04. An output is planned by Relax: static storage, kept."""
     if norm:
         q = norm_rotary(q, *norm, eps=eps, start=start, heads=heads)
     if kv_len_tensor:
-        return _attention(q, kc, vc, kv_len[0].astype("int64"), scale, True, rows=kc.shape[0])
+        out = _attention(q, kc, vc, kv_len[0].astype("int64"), scale, True, rows=kc.shape[0])
+        shape = decode_scratch_shape(int(q.shape[1]), int(vc.shape[2]), int(kc.shape[0]))
+        return [out, te.compute(shape, lambda *i: tirx.const(0, F32), name="scratch")]
     return _attention(q, kc, vc, kv_len, scale, True)
 
 
@@ -815,12 +833,14 @@ def _hash32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.bitwise_xor(x, tirx.shift_right(x, u(16)))
 
 
-def sample_token(z: te.Tensor, inv_t: te.Tensor, key: te.Tensor) -> te.Tensor:
+def sample_token(z: te.Tensor, inv_t: te.Tensor, key: te.Tensor) -> list[te.Tensor]:
     """argmax over V of z (1, V) [* inv_t + Gumbel noise from hash(key, index)] -> (1,) int32.
 
     Three stages with plain reducers (which every backend's cross-thread reduction knows):
     "scores" per token (the noise is computed only when sampling), "max", then the lowest
-    index holding the max ("argmax"), as numpy's argmax breaks ties.
+    index holding the max ("argmax"), as numpy's argmax breaks ties. The scores and the max
+    are outputs too (after the token), not the kernel's own allocations, for the reason
+    `cache_attention` gives: a decode step captured by a CUDA graph must not take TVM workspace.
     """
     from ..ir.ops import GOLDEN32
 
@@ -838,8 +858,9 @@ def sample_token(z: te.Tensor, inv_t: te.Tensor, key: te.Tensor) -> te.Tensor:
     k1, k2 = te.reduce_axis((0, v), "k1"), te.reduce_axis((0, v), "k2")
     mx = te.compute((1,), lambda i: te.max(sc[i, k1], axis=k1), name="max")
     big = tirx.const(2**31 - 1, "int32")
-    return te.compute((1,), lambda i: te.min(tirx.if_then_else(sc[i, k2] == mx[i], k2.astype("int32"), big),
-                                             axis=k2), name="argmax")
+    token = te.compute((1,), lambda i: te.min(tirx.if_then_else(sc[i, k2] == mx[i], k2.astype("int32"), big),
+                                              axis=k2), name="argmax")
+    return [token, sc, mx]
 
 
 KERNELS: dict[str, Callable[..., te.Tensor]] = {

@@ -4,8 +4,9 @@ loads for one-row linears, KV-cache appends (with Qwen3's key norm and rotary fu
 sampler. The baseline
 for everything else is TVM's dlight rule list (GEMV for decode, Matmul for prefill,
 reductions, then a thread-binding fallback), tried in order on each kernel after the
-op-specific rules. `flash_tc.py` (prefill attention on tensor cores) is a candidate that
-bench/gpu/kernel_bench.py times against ours; no rule picks it yet."""
+op-specific rules. Prefill attention over a bf16 cache runs on tensor cores (`flash_tc.py`),
+over an fp32 one on CUDA cores. `limits.py` checks every kernel's shared memory (and, for a
+decode step captured by a CUDA graph, that no kernel takes TVM workspace) at compile time."""
 from __future__ import annotations
 
 from tvm import s_tir, tirx

@@ -27,6 +27,8 @@ OPT_IN_LIMIT = 227 * 1024  # sm_80 and later, with the opt-in
 _STATIC = re.compile(r'T\.alloc_shared\(\(([^)]*)\)(?:,\s*"(\w+)")?|'
                      r'T\.alloc_buffer\(\(([^)]*)\),\s*(?:"(\w+)",\s*)?scope="shared"')
 _DYNAMIC = re.compile(r'T\.alloc_buffer\(\(([^)]*)\),\s*(?:"(\w+)",\s*)?scope="shared\.dyn"')
+# a global allocation: TVMBackendAllocWorkspace at each call (no scope= printed)
+_GLOBAL = re.compile(r'T\.alloc_buffer\((?![^\n]*scope=)[^\n]*')
 _KERNEL = re.compile(r'^(\s*)(?:with T\.launch_thread\("blockIdx|blockIdx_\w+ = T\.launch_thread\()')
 
 
@@ -58,14 +60,18 @@ def _bytes(shape: str, dtype: str | None) -> int | None:
     return n * tvm.DataType(dtype or "float32").bits // 8
 
 
-def usage(mod: tvm.IRModule, target: TargetDesc) -> list[Usage]:
-    """Static and dynamic shared memory of every device kernel in ``mod`` (scheduled PrimFuncs)."""
+def _lowered(mod: tvm.IRModule, target: TargetDesc) -> tvm.IRModule:
     prims = {gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
     if not prims:
-        return []
+        return tvm.IRModule({})
     with target.to_tvm() as tgt:
         lowered = tvm.tirx.transform.BindTarget(tgt)(tvm.IRModule(prims))
-        lowered = tvm.tirx.get_tir_pipeline("s_tir")[0](lowered)
+        return tvm.tirx.get_tir_pipeline("s_tir")[0](lowered)
+
+
+def usage(mod: tvm.IRModule, target: TargetDesc) -> list[Usage]:
+    """Static and dynamic shared memory of every device kernel in ``mod`` (scheduled PrimFuncs)."""
+    lowered = _lowered(mod, target)
     out = []
     for gv, f in lowered.functions_items():
         if isinstance(f, tirx.PrimFunc):
@@ -87,8 +93,35 @@ def _kernels(script: str) -> list[str]:
     return ["\n".join(lines[a:b]) for a, b in zip(cuts, cuts[1:])]
 
 
-def check(mod: tvm.IRModule, target: TargetDesc) -> None:
-    """Raise naming every kernel of ``mod`` whose shared memory could not be launched."""
+def workspace(mod: tvm.IRModule, target: TargetDesc, functions: set[str] | None = None) -> dict[str, list[str]]:
+    """The global allocations of each PrimFunc (of those named in ``functions``): what it takes
+    from TVM's workspace pool at every call. A CUDA graph that captured such a call would
+    replay into a pool page that a later, bigger request may free (the pool resizes pages:
+    `src/runtime/workspace_pool.cc`); an H200 reported an illegal address, 2026-12-04."""
+    keep = tvm.IRModule({gv: f for gv, f in mod.functions_items()
+                         if isinstance(f, tirx.PrimFunc) and (functions is None or gv.name_hint in functions)})
+    lowered = _lowered(keep, target)
+    out = {}
+    for gv, f in lowered.functions_items():
+        allocs = _GLOBAL.findall(f.script()) if isinstance(f, tirx.PrimFunc) else []
+        if allocs:
+            out[gv.name_hint] = [a.strip() for a in allocs]
+    return out
+
+
+def called(mod: tvm.IRModule, function: str) -> set[str]:
+    """The PrimFuncs that the Relax function ``function`` calls."""
+    return set(re.findall(r"R\.call_tir(?:_inplace)?\((?:cls\.)?(\w+),", mod[function].script()))
+
+
+def check(mod: tvm.IRModule, target: TargetDesc, graphed: tuple[str, ...] = ()) -> None:
+    """Raise naming every kernel of ``mod`` whose shared memory could not be launched, and
+    every kernel that the functions in ``graphed`` (captured whole by a CUDA graph) call and
+    that allocates TVM workspace."""
     bad = [f"{u.kernel}: {u.problem}" for u in usage(mod, target) if u.problem]
+    for fn in graphed:
+        for name, allocs in workspace(mod, target, called(mod, fn)).items():
+            bad.append(f"{name} (called by {fn}, which a CUDA graph captures): allocates TVM workspace at each call "
+                       f"({'; '.join(allocs)}); a replayed graph would write into pages the pool may free")
     if bad:
         raise ValueError("CUDA kernels that could not launch:\n  " + "\n  ".join(bad))

@@ -65,7 +65,9 @@ def _kernel_calls(vm_text: str, fn: str) -> list[str]:
 
 @needs_nvcc
 def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_path):
-    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
+    # wide32: every K a multiple of 32, so that decode's linears take our GEMV, whose fused norm
+    # needs no workspace (dlight's, at odd shapes, keeps the sum of squares in a global buffer)
+    md = frontends.huggingface.model_def(models.checkpoint("wide32", dtype="bfloat16").path)
     art = engine.compile(md, target=CUDA, max_seq_len=64, cuda_graph=True)
     # one graph replay, then only the two kernels whose outputs are returned (a graph's memory is its own)
     text = art.executable.as_text()
@@ -80,6 +82,17 @@ def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_pa
     assert b"vm.builtin.cuda_graph.run_or_capture" in lib and b".nv.info" in lib
     # the default artifact launches every kernel itself
     assert b"vm.builtin.cuda_graph.run_or_capture" not in (cuda_artifact / "model.so").read_bytes()
+
+
+@needs_nvcc
+def test_cuda_graph_refuses_kernels_that_take_workspace(models):
+    """A captured decode step must not call a kernel that allocates TVM workspace at each call:
+    the graph would replay into a pool page that a later, bigger request may free (an illegal
+    address on an H200, 2026-12-04). At gqa5x1's odd shapes dlight's GEMV with the fused norm does."""
+    md = frontends.huggingface.model_def(models.checkpoint("gqa5x1").path)
+    with pytest.raises(ValueError, match=r"linear\d* \(called by decode, which a CUDA graph captures\): allocates TVM "
+                                         r"workspace at each call \(T.alloc_buffer\(\(1,\)\)\)"):
+        engine.compile(md, target=CUDA, max_seq_len=64, cuda_graph=True)
 
 
 def test_cuda_graph_needs_a_cuda_target(models):

@@ -16,6 +16,7 @@ import pytest
 import cuda_emulation
 import hf_fixtures
 from inference_pio import engine, frontends
+from inference_pio.schedules.kernels import decode_scratch_shape
 from inference_pio.schedules.cuda.attention import BQ, KC, QNorm, _decode_kernel, _flash_kernel
 from inference_pio.schedules.cuda.flash_tc import BK as TC_BK, BQ as TC_BQ, flash_tc_kernel, supported
 from inference_pio.schedules.cuda.matmul import untensorized
@@ -51,8 +52,9 @@ def test_decode_kernel_merges_key_chunks(rng, kv_len_tensor):
         kcn, vcn = kc.copy(), vc.copy()
         kcn[kv_len:], vcn[kv_len:] = np.nan, np.nan
         out = np.zeros((1, HQ, 36), np.float32)
-        args = (q, kcn, vcn, np.array([kv_len], np.int32), out) if kv_len_tensor else (q, kcn, vcn, out, kv_len)
-        got = cuda_emulation.run(f, *args)[-1 if kv_len_tensor else 3]
+        scratch = np.full(decode_scratch_shape(HQ, 36, cache), np.nan, np.float32)  # the static form's
+        args = (q, kcn, vcn, np.array([kv_len], np.int32), out, scratch) if kv_len_tensor else (q, kcn, vcn, out, kv_len)
+        got = cuda_emulation.run(f, *args)[-2 if kv_len_tensor else 3]
         ref = reference(q, kc, vc, kv_len, 0.3)
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), kv_len
 
@@ -70,9 +72,10 @@ def test_decode_kernel_with_the_query_norm_fused(rng, kv_len_tensor, rot):
     table = rope_table(np.array([kv_len - 1], np.int32), theta=1e4, rotary_dim=rot)
     kc, vc = _randn(rng, cache, HKV, 36), _randn(rng, cache, HKV, 36)
     out = np.zeros((1, HQ, 36), np.float32)
-    args = (x, kc, vc, np.array([kv_len], np.int32), w, table, out) if kv_len_tensor else \
+    scratch = np.full(decode_scratch_shape(HQ, 36, cache), np.nan, np.float32)
+    args = (x, kc, vc, np.array([kv_len], np.int32), w, table, out, scratch) if kv_len_tensor else \
         (x, kc, vc, w, table, out, kv_len)
-    got = cuda_emulation.run(f, *args)[-1 if kv_len_tensor else 5]
+    got = cuda_emulation.run(f, *args)[-2 if kv_len_tensor else 5]
     q = norm_rotary(x, w, table, 1e-6, start=start, heads=HQ)
     ref = reference(q, kc, vc, kv_len, 0.3)
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
