@@ -399,14 +399,17 @@ def print_invocation(out: Path, dry: bool) -> None:
     r = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", rel], capture_output=True)
     if r.returncode != 0:
         print(f"\nWARNING: {rel} is not git-ignored; carry takes ignored paths only (add /{rel}/ to .gitignore)")
-    print("\nOn a session with a GPU (15 minutes of device time, machine start included), one `run` call;")
-    print("what its deadline cuts off is recorded as skipped (4B weights are generated there, about 8 GB in /tmp):")
-    cmd = (f"python3 bench/gpu/remote.py --bundle {rel} --sections correctness,kernels,bench "
-           "--presets qwen3-0.6b,qwen3-4b --deadline-s 540")
-    print(f"  run(command={cmd!r}, carry={[rel]!r}, timeout_s=600)")
-    print("If budget is left afterwards, a second call can fill in what was skipped (e.g. --sections bench"
-          " --presets qwen3-4b).")
-    print("Results: $OUT/gpu_results.json, gpu_results.md and logs/ come back; see docs/gpu.md.")
+    print("\nOn a session with a GPU (15 minutes of device time, machine start included; docs/gpu.md), a short")
+    print("first call (correctness + one preset), give_back, then a full one; what a deadline cuts is recorded as")
+    print("skipped (4B weights are generated there, about 8 GB in /tmp, while correctness runs):")
+    tail = "; cd $OUT && tar czf logs.tgz logs && rm -rf logs"  # (at most 8 files come back)
+    first = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections correctness,bench "
+             f"--presets qwen3-0.6b --deadline-s 290{tail}")
+    second = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections "
+              f"correctness,bench,kernels --presets qwen3-0.6b,qwen3-4b --decode-tokens 32 --deadline-s 470{tail}")
+    print(f"  run(command={first!r}, carry={[rel]!r}, timeout_s=350)")
+    print(f"  run(command={second!r}, carry={[rel]!r}, timeout_s=510)")
+    print("Results: $OUT/gpu_results.json, gpu_results.md and logs.tgz come back; see docs/gpu.md.")
     if dry:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
         flag = "" if here == f"{TARGET_PY[0]}.{TARGET_PY[1]}" else " --allow-host-tvm-ffi"
