@@ -11,11 +11,12 @@ fuse_norm_rotary
     Matches ``rotary(rms_norm(x, w), table)`` where the norm has no other user (Qwen3's
     qk-norm). Produces ``norm_rotary(x, w, table)``: one kernel, the normalized head never
     stored.
-fuse_swiglu_linear (CUDA; a prologue fusion)
+fuse_swiglu_linear (CUDA decode; a prologue fusion)
     Matches ``linear(swiglu(y), w, ...)`` where the swiglu has no other user (the MLP's down
     projection). Produces ``linear(y, w, ..., act="swiglu")``: the kernel computes silu(gate) *
     up while loading x, so the (T, F) product is never stored and one launch per layer goes.
-    Not for the CPU, whose GEMV would recompute it for every block of output rows.
+    Only where one block computes it once for all its rows (the CUDA GEMV, `decode_passes`):
+    a GEMM or the CPU's GEMV would recompute it for every block of output columns.
 fuse_norm_linear (CUDA decode; a prologue fusion)
     Matches ``linear(rms_norm(x, g), w, ...)`` where the norm (fp32, no offset) has no other
     user. Produces ``linear(x, w, g, ..., norm_eps=eps)``: the GEMV's lanes sum x^2 over the

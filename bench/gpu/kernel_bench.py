@@ -7,7 +7,8 @@ dlight's rules.
     measure  on the GPU machine, by `remote.py --sections kernels` (runtime-only TVM)
 
 Rows are (preset, projection, T). T = 1 is decode's GEMV, with the rms_norm or swiglu that
-decode fuses into it; T > 1 is the prefill GEMM (swiglu fused into the down projection).
+decode fuses into it; T > 1 is the prefill GEMM (swiglu is its own kernel before the down
+projection there since 2026-12-04: fused, the GEMM recomputed it for every column tile).
 dlight's variants get the plain linear (with the residual, without a fused prologue): with one
 it falls to slow generic rules, which is why the models do not fuse it there either. For decode
 attention, T is the number of keys in a bf16 cache of 4096 rows; prefill attention takes T new
@@ -45,7 +46,7 @@ def projections(cfg: dict) -> list[tuple[str, int, int, dict | None, dict]]:
     return [("q+k+v", q + 2 * kv, h, {}, {"norm": True}),
             ("o", h, q, {"residual": True}, {"residual": True}),
             ("gate+up", 2 * f, h, {}, {"norm": True}),
-            ("down", h, f, {"act": "swiglu", "residual": True}, {"act": "swiglu", "residual": True}),
+            ("down", h, f, {"residual": True}, {"act": "swiglu", "residual": True}),
             ("lm_head", cfg["vocab_size"], h, None, {"norm": True})]
 
 
