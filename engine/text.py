@@ -9,7 +9,6 @@ one run of image tokens, as many as its patches merge into.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -31,11 +30,10 @@ class Model:
         self.vision: dict[str, Any] | None = cfg.get("vision") if "vision" in runtime.manifest["functions"] else None
         self._image_token = cfg.get("image_token_id")
         self.preprocess = vision.Preprocess.read(checkpoint) if checkpoint and self.vision else vision.Preprocess()
-        cfg_file = Path(checkpoint or ".") / "config.json"
-        hf = json.loads(cfg_file.read_text()) if checkpoint and self.vision and cfg_file.is_file() else {}
-        self._vision_tokens = tuple(tokenizer.tok.id_to_token(hf[k]) if k in hf else default for k, default in
-                                    (("vision_start_token_id", "<|vision_start|>"),
-                                     ("vision_end_token_id", "<|vision_end|>")))
+        # (artifacts from before 2026-12-04 do not record them: the tokenizer's names then)
+        self._vision_tokens = tuple(tokenizer.tok.id_to_token(cfg[k]) if cfg.get(k) is not None else default
+                                    for k, default in (("vision_start_token_id", "<|vision_start|>"),
+                                                       ("vision_end_token_id", "<|vision_end|>")))
 
     def encode_prompt(self, prompt: Prompt, images: Sequence[Any] = ()) -> tuple[list[int], list[vision.Image]]:
         """The prompt's token ids and its images (`vision.Image`), each image's placeholder

@@ -92,6 +92,10 @@ class Qwen3VLConfig(qwen3.Qwen3Config):
     mrope_section: tuple[int, int, int] = (24, 20, 20)
     image_token_id: int = 151655
     vision: VisionConfig = field(default_factory=VisionConfig)
+    # the tokens around an image's run of image tokens (what a text prompt given images gets
+    # put first: `engine.text`); None: the tokenizer's <|vision_start|> / <|vision_end|>
+    vision_start_token_id: int | None = None
+    vision_end_token_id: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,8 +105,10 @@ class Qwen3VLConfig(qwen3.Qwen3Config):
         require(sum(s) == self.head_dim // 2, "mrope_section", s, f"sections summing to head_dim/2 = {self.head_dim // 2}")
         require(self.vision.out_hidden_size == self.hidden_size, "vision_config.out_hidden_size",
                 self.vision.out_hidden_size, f"the language model's hidden_size={self.hidden_size}")
-        require(isinstance(self.image_token_id, int) and 0 <= self.image_token_id < self.vocab_size, "image_token_id",
-                self.image_token_id, f"a token id in [0, {self.vocab_size})")
+        for name in ("image_token_id", "vision_start_token_id", "vision_end_token_id"):
+            v = getattr(self, name)
+            require((v is None and name != "image_token_id") or (isinstance(v, int) and 0 <= v < self.vocab_size),
+                    name, v, f"a token id in [0, {self.vocab_size})")
 
     @classmethod
     def from_hf(cls, cfg: dict[str, Any], dtype: str) -> Qwen3VLConfig:
@@ -115,8 +121,9 @@ class Qwen3VLConfig(qwen3.Qwen3Config):
         rope = text.get("rope_parameters") or text.get("rope_scaling") or {}
         section = tuple(rope.get("mrope_section") or (24, 20, 20))
         kw, rest = qwen3.parse_decoder(text, rope_theta=500000.0)  # transformers' default for Qwen3-VL
-        if "image_token_id" in cfg:
-            kw["image_token_id"] = cfg["image_token_id"]
+        for name in ("image_token_id", "vision_start_token_id", "vision_end_token_id"):
+            if name in cfg:
+                kw[name] = cfg[name]
         return cls(**kw, dtype=dtype, mrope_section=section, vision=VisionConfig.from_hf(vision), extra=rest)
 
 

@@ -294,6 +294,9 @@ def test_text_prompt_with_images(vl_text):
     run = lambda n: [c.vision_start_token_id] + [c.image_token_id] * n + [c.vision_end_token_id]  # noqa: E731
     assert ids == run(6) + run(12) + model.tokenizer.encode("describe this")
     assert [i.grid for i in imgs] == [(1, 4, 6), (1, 6, 8)]
+    # the artifact records the ids around an image (engine.text reads them there, not in config.json)
+    mc = model.runtime.manifest["model_config"]
+    assert (mc["vision_start_token_id"], mc["vision_end_token_id"]) == (c.vision_start_token_id, c.vision_end_token_id)
     placed, _ = model.encode_prompt("describe <|vision_start|><|image_pad|><|vision_end|> this", images=[arr])
     assert placed == model.tokenizer.encode("describe") + run(6) + model.tokenizer.encode("this")
     with pytest.raises(engine.InputError, match="2 image placeholders .* but 1 images"):
