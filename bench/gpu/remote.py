@@ -832,10 +832,15 @@ def start_weights(r: Runner, info: dict, preset: str) -> dict:
                                "out": str(WORK / "weights" / f"{preset}-bfloat16")}, f"{preset}_weights")
 
 
+def _artifact_key(device: str, eng: str) -> str:
+    """The bundle artifact a row of ours runs: "<device>" for "ours", "<device>_<suffix>" for a variant."""
+    return device if eng == "ours" else f"{device}_{OURS_VARIANTS[eng]}"
+
+
 def _bench_variants(r: Runner, res: dict, p: dict, preset: str, common: dict, bw: Path, late: bool) -> None:
     """The rows of ours compiled another way (OURS_VARIANTS), those in AFTER_PEERS or the others."""
-    for eng, suffix in OURS_VARIANTS.items():
-        v = p["artifacts"].get(f"{r.a.device}_{suffix}")
+    for eng in OURS_VARIANTS:
+        v = p["artifacts"].get(_artifact_key(r.a.device, eng))
         if v is not None and (eng in AFTER_PEERS) == late:
             res[eng] = r.worker("ours_bench", {**common, "artifact": v["path"], "sanity_out": str(bw / f"{eng}.npy"),
                                                "sanity_decode_out": str(bw / f"{eng}_decode.npy")},
@@ -848,7 +853,7 @@ def _derive(res: dict, p: dict, a: argparse.Namespace, results: dict) -> None:
     # and for the cached path (prefill + teacher-forced decode steps), per variant of ours
     for eng in ["ours", *OURS_VARIANTS]:
         if eng in res:
-            art = p["artifacts"].get(a.device if eng == "ours" else f"{a.device}_{OURS_VARIANTS[eng]}", {})
+            art = p["artifacts"].get(_artifact_key(a.device, eng), {})
             tol = MEDIUM_SANITY_TOL if art.get("matmul_precision") == "medium" else SANITY_TOL
             res[eng]["sanity"] = sanity(res[eng], res.get("hf_eager", {}), a.sanity_tokens, tol)
     res["sanity"] = res["ours"]["sanity"]

@@ -252,8 +252,8 @@ def compile_one(cfg_dir: Path, out: Path, target, max_seq_len: int, **options) -
 
     t = time.perf_counter()
     md = frontends.huggingface.model_def(cfg_dir)
-    # the tiny checkpoints at "high" (held to 1e-4 of transformers in fp32); the presets' "ours"
-    # rows at the default ("auto": "medium" for bf16 weights), an "ours high" row asks for it
+    # "high" unless asked: the tiny checkpoints (held to 1e-4 of transformers in fp32) and the
+    # dlight row; the presets' "ours" rows ask for the default ("auto": "medium" for bf16 weights)
     options.setdefault("matmul_precision", "high")
     art = engine.compile(md, target=target, max_seq_len=max_seq_len, **options)
     art.save(out)

@@ -71,7 +71,10 @@ def _lowered(mod: tvm.IRModule, target: TargetDesc) -> tvm.IRModule:
 
 def usage(mod: tvm.IRModule, target: TargetDesc) -> list[Usage]:
     """Static and dynamic shared memory of every device kernel in ``mod`` (scheduled PrimFuncs)."""
-    lowered = _lowered(mod, target)
+    return _usage(_lowered(mod, target))
+
+
+def _usage(lowered: tvm.IRModule) -> list[Usage]:
     out = []
     for gv, f in lowered.functions_items():
         if isinstance(f, tirx.PrimFunc):
@@ -100,12 +103,16 @@ def workspace(mod: tvm.IRModule, target: TargetDesc, functions: set[str] | None 
     `src/runtime/workspace_pool.cc`); an H200 reported an illegal address, 2026-12-04."""
     keep = tvm.IRModule({gv: f for gv, f in mod.functions_items()
                          if isinstance(f, tirx.PrimFunc) and (functions is None or gv.name_hint in functions)})
-    lowered = _lowered(keep, target)
+    return _workspace(_lowered(keep, target), functions)
+
+
+def _workspace(lowered: tvm.IRModule, functions: set[str] | None) -> dict[str, list[str]]:
     out = {}
     for gv, f in lowered.functions_items():
-        allocs = _GLOBAL.findall(f.script()) if isinstance(f, tirx.PrimFunc) else []
-        if allocs:
-            out[gv.name_hint] = [a.strip() for a in allocs]
+        if isinstance(f, tirx.PrimFunc) and (functions is None or gv.name_hint in functions):
+            allocs = _GLOBAL.findall(f.script())
+            if allocs:
+                out[gv.name_hint] = [a.strip() for a in allocs]
     return out
 
 
@@ -118,10 +125,11 @@ def check(mod: tvm.IRModule, target: TargetDesc, graphed: tuple[str, ...] = ()) 
     """Raise naming every kernel of ``mod`` whose shared memory could not be launched, and
     every kernel that the functions in ``graphed`` (captured whole by a CUDA graph) call and
     that allocates TVM workspace."""
-    bad = [f"{u.kernel}: {u.problem}" for u in usage(mod, target) if u.problem]
+    lowered = _lowered(mod, target)  # once, for both checks
+    bad = [f"{u.kernel}: {u.problem}" for u in _usage(lowered) if u.problem]
     for fn in graphed:
-        for name, allocs in workspace(mod, target, called(mod, fn)).items():
+        for name, allocs in _workspace(lowered, called(mod, fn)).items():
             bad.append(f"{name} (called by {fn}, which a CUDA graph captures): allocates TVM workspace at each call "
                        f"({'; '.join(allocs)}); a replayed graph would write into pages the pool may free")
     if bad:
-        raise ValueError("CUDA kernels that could not launch:\n  " + "\n  ".join(bad))
+        raise ValueError("CUDA kernels that would fail on the GPU:\n  " + "\n  ".join(bad))
