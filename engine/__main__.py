@@ -44,7 +44,7 @@ def cmd_compile(a: argparse.Namespace) -> None:
     say = _progress(STAGES)
     t = time.perf_counter()
     md = frontends.huggingface.model_def(a.checkpoint, dtype=a.dtype)
-    opts = {"cuda_graph": True} if a.cuda_graph else {}
+    opts = {} if a.cuda_graph is None else {"cuda_graph": a.cuda_graph}
     cached = compile_cached(md, a.target, progress=say, max_seq_len=a.max_seq_len,
                             matmul_precision=a.matmul_precision, **quantize_option(a.quantize), **opts)
     say("save")
@@ -152,7 +152,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default="llvm", help="llvm (this CPU) or cuda")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--max-seq-len", type=int, default=None)
-    p.add_argument("--cuda-graph", action="store_true", help="cuda: replay the static kernel stretches as CUDA graphs")
+    p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="cuda: replay each decode step as one CUDA graph (default: where every decode kernel "
+                        "allows it)")
     _numerics(p)
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("run", help="generate a continuation of a prompt, streamed")

@@ -74,17 +74,17 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     one = tirx.IntImm("int64", 1)
     f = _linear_func(n, k, BF16, t=one, **decode)
     out.append(("ours", gemv_mod.gemv(f, target).mod["main"], (1,)))
-    saved = gemv_mod.DEPTH, gemv_mod.FEW_ROWS
+    for rows in (1, 2, 4):
+        out.append((f"{rows} rows/thread", gemv_mod.gemv(f, target, rows=rows).mod["main"], (1,)))
+    out.append(("16 loads ahead", gemv_mod.gemv(f, target, ahead=16).mod["main"], (1,)))
+    out.append(("4 loads ahead", gemv_mod.gemv(f, target, ahead=4).mod["main"], (1,)))
+    saved = gemv_mod.FEW_ROWS
     try:
-        for depth in (4, 16):
-            gemv_mod.DEPTH = depth
-            out.append((f"{depth} loads ahead", gemv_mod.gemv(f, target).mod["main"], (1,)))
-        gemv_mod.DEPTH = saved[0]
         few = n < gemv_mod.FEW_ROWS  # ours gives these two warps per row, the others one
         gemv_mod.FEW_ROWS = 0 if few else 1 << 40
         out.append(("1 warp/row" if few else "2 warps/row", gemv_mod.gemv(f, target).mod["main"], (1,)))
     finally:
-        gemv_mod.DEPTH, gemv_mod.FEW_ROWS = saved
+        gemv_mod.FEW_ROWS = saved
     plain = _linear_func(n, k, BF16, t=one, residual=decode.get("residual", False))
     out.append(("dlight", dlight_baseline(plain, target).mod["main"], (1,)))
     # e.g. more loads ahead than a lane has chunks, or no split-K where ours has none: the same
@@ -98,9 +98,11 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     return unique
 
 
-def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=lambda f: f) -> list:
+def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=lambda f: f,
+                               threads: tuple[int, ...] = ()) -> list:
     """Decode attention over a bf16 cache of CACHE_ROWS rows (fp32 q and out) at ``ts`` keys,
-    built with each of ``kcs`` keys per block (the first is ours), each passed through ``wrap``."""
+    built with each of ``kcs`` keys per block (the first is ours) and then with each of
+    ``threads`` threads per block, each passed through ``wrap``."""
     attn = importlib.import_module("inference_pio.schedules.cuda.attention")
     d = cfg["head_dim"]
     saved, out = attn.KC, []
@@ -112,6 +114,10 @@ def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=
             out.append(("ours" if kc == saved else f"{kc} keys/block", wrap(f), ts))
     finally:
         attn.KC = saved
+    for nt in threads:
+        f = attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
+                                ("float32", BF16, BF16, "float32"), d ** -0.5, threads=nt)
+        out.append((f"{nt} threads", wrap(f), ts))
     return out
 
 
@@ -183,7 +189,8 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
                  _variants_cpu(n, k, prefill, decode)) for op, n, k, prefill, decode in projections(cfg)]
         heads = (cfg["num_attention_heads"], cfg["head_dim"])
         if cuda:
-            made += [("attention", *heads, [1, 2], _decode_attention_variants(cfg, (KC, KC // 2, KC * 2), CONTEXTS)),
+            made += [("attention", *heads, [1, 2], _decode_attention_variants(cfg, (KC, KC // 2, KC * 2), CONTEXTS,
+                                                                          threads=(256, 1024))),
                      ("prefill attention", *heads, [1, 2], _prefill_attention(cfg))]
         else:  # the dry run's stand-in: our CUDA decode kernel with its thread loops serial
             import cuda_emulation

@@ -28,11 +28,14 @@ Sections
                of our logits at real shapes against transformers in fp32 over the same weights.
 
 Order, so that a tight deadline cuts the least needed: correctness (every preset's weights are
-generated meanwhile); every preset's main bench rows (ours, ours graph, transformers eager);
-transformers compiled (its compile takes minutes); the kernel table; the "ours high" rows
-(compiled with matmul_precision="high": x as a bf16 hi + lo pair in the tensor-core products, twice
-the products; the "ours" and "ours graph" rows are at the default, "medium" for bf16 weights:
+generated meanwhile); every preset's main bench rows (ours, ours no graph, with --sections
+profile each one's decode step profiled kernel by kernel, transformers eager); transformers
+compiled (its compile takes minutes); the kernel table; the "ours high" rows (compiled with
+matmul_precision="high": x as a bf16 hi + lo pair in the tensor-core products, twice the
+products; the "ours" and "ours no graph" rows are at the default, "medium" for bf16 weights:
 bf16-rounded activations, as torch's bf16 matmuls, sanity bound 3e-2) and the dlight rows.
+"ours" is engine.compile's default, which on cuda replays each decode step as a CUDA graph
+(since 2026-12-04; before, that was the "ours graph" row and "ours" had no graph).
 
 Every measurement runs in its own subprocess (ours never imports torch; theirs never imports TVM),
 with a timeout and an overall deadline, so one failure or hang is recorded in the table, not fatal.
@@ -62,7 +65,7 @@ WORK = Path(os.environ.get("INFERENCE_PIO_GPU_WORK", "/tmp/inference_pio_gpu"))
 FP32_TOL, BF16_TOL = 1e-4, 5e-2
 # more rows of ours: the same model compiled another way (bundle artifact "<device>_<suffix>");
 # benchmarked in this order; AFTER_PEERS rows run after every preset's main rows and the kernel table (least needed)
-OURS_VARIANTS = {"ours_graph": "graph", "ours_high": "high", "ours_dlight": "dlight"}
+OURS_VARIANTS = {"ours_nograph": "nograph", "ours_high": "high", "ours_dlight": "dlight"}
 AFTER_PEERS = {"ours_high", "ours_dlight"}
 SANITY_TOL = 1e-3  # real shapes, fp32 vs fp32 over the same bf16 weights (long reductions, other order)
 # matmul_precision="medium" (bf16-rounded activations in the tensor-core products): ~7e-3 on the
@@ -75,7 +78,7 @@ DECODE_SANITY_TOL = 1e-2
 PEAK_BW = [("H100 NVL", 3.9e12), ("H100 PCIe", 2.0e12), ("H100", 3.35e12), ("H200", 4.8e12),
            ("A100-SXM4-80GB", 2.039e12), ("A100 80GB PCIe", 1.935e12), ("A100", 1.555e12)]
 TIMEOUTS = {"probe": 120, "ours_correct": 240, "hf_correct": 240, "weights": 360, "ours_bench": 300,
-            "hf_eager": 300, "hf_compiled": 420, "kernels": 150}
+            "hf_eager": 300, "hf_compiled": 420, "kernels": 150, "profile": 180}
 KERNELS_BUDGET_S = 75  # the kernels section stops starting new kernels after this
 
 
@@ -113,12 +116,14 @@ def _preload_cudart(path: str | None) -> str:
     return path
 
 
-def tvm_env(job: dict) -> dict:
-    """Import the bundle's runtime-only TVM and the repo as `inference_pio` (before anything imports tvm)."""
+def tvm_env(job: dict, torch_ok: bool = False) -> dict:
+    """Import the bundle's runtime-only TVM and the repo as `inference_pio` (before anything imports
+    tvm). Torch stays out unless ``torch_ok`` (the profile worker, which uses its profiler)."""
     b = Path(job["bundle"])
     os.environ["TVM_USE_RUNTIME_LIB"] = "1"
     os.environ.setdefault("TVM_FFI_DISABLE_TORCH_C_DLPACK", "1")
-    sys.modules["torch"] = None  # type: ignore[assignment]  # tvm_ffi imports torch if it can: keep it out
+    if not torch_ok:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # tvm_ffi imports torch if it can: keep it out
     tag = f"cpython-{sys.version_info[0]}{sys.version_info[1]}-"
     bundled = sorted(p.name for p in (b / "site_ffi" / "tvm_ffi").glob("core.*.so"))
     front = [b / "pkgs", b / "site_tvm"]
@@ -466,6 +471,46 @@ def w_ours_bench(job: dict, res: Result) -> None:
     tvm_provenance(res["env"])
 
 
+def w_profile(job: dict, res: Result) -> None:
+    """Where a decode step's time goes: every kernel's device time (CUPTI, through torch's profiler,
+    the only use of torch on our side, in this worker alone) over ``steps`` decode steps after a
+    prompt of ``context`` tokens; busy = the kernels' time, span = first start to last end."""
+    if job["device"] != "cuda":
+        res["error"] = "skipped: the profile reads the GPU's kernel timeline (CUPTI)"
+        return
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile  # (torch before TVM: tvm_env lets it in)
+
+    res["env"] = tvm_env(job, torch_ok=True)
+    from inference_pio import engine
+
+    rt = engine.load(Path(job["bundle"]) / job["artifact"], weights=job["weights"], device=job["device"])
+    ids = np.random.default_rng(job["context"]).integers(0, rt.vocab_size, job["context"]).tolist()
+    n = job["steps"]
+    for _ in range(2):  # warm-up
+        list(rt.stream(ids, max_new_tokens=n + 1))
+    gen = rt.stream(ids, max_new_tokens=n + 1)
+    next(gen)  # the prompt and the first token, outside the profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        t = time.perf_counter()
+        steps = sum(1 for _ in gen)
+        wall = time.perf_counter() - t
+    kern = [e for e in prof.events() if str(getattr(e, "device_type", "")).endswith("CUDA")]
+    if not kern:
+        res["error"] = "the profiler saw no device activity"
+        return
+    by: dict[str, list[float]] = {}
+    for e in kern:
+        by.setdefault(e.name, []).append(e.time_range.end - e.time_range.start)
+    busy = sum(sum(v) for v in by.values())
+    span = max(e.time_range.end for e in kern) - min(e.time_range.start for e in kern)
+    res["profile"] = {
+        "steps": steps, "context": job["context"], "wall_ms": 1e3 * wall / steps, "span_ms": span / 1e3 / steps,
+        "busy_ms": busy / 1e3 / steps, "launches": len(kern) / steps,
+        "kernels": sorted(([name[:90], len(v) / steps, sum(v) / steps, sum(v) / len(v)] for name, v in by.items()),
+                          key=lambda r: -r[2])}
+
+
 def w_hf_bench(job: dict, res: Result) -> None:
     import numpy as np
 
@@ -548,7 +593,7 @@ def w_kernels(job: dict, res: Result) -> None:
     tvm_provenance(res["env"])
 
 
-WORKERS = {"probe": w_probe, "ours_correct": w_ours_correct, "hf_correct": w_hf_correct, "weights": w_weights,
+WORKERS = {"profile": w_profile, "probe": w_probe, "ours_correct": w_ours_correct, "hf_correct": w_hf_correct, "weights": w_weights,
            "ours_bench": w_ours_bench, "hf_bench": w_hf_bench, "kernels": w_kernels}
 
 
@@ -820,6 +865,13 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str, phase: str 
     res["ours"] = r.worker("ours_bench", {**common, "artifact": art["path"], "sanity_out": str(bw / "ours.npy"),
                                           "sanity_decode_out": str(bw / "ours_decode.npy")}, f"{preset}_ours")
     _bench_variants(r, res, p, preset, common, bw, late=False)
+    if "profile" in a.sections:
+        for eng in ("ours", "ours_nograph"):
+            v = p["artifacts"].get(_artifact_key(a.device, eng))
+            if v is not None:
+                res[f"profile_{eng}"] = r.worker("profile", {"artifact": v["path"], "weights": w["path"],
+                                                             "context": a.profile_context, "steps": 16},
+                                                 f"{preset}_profile_{eng}")
     for mode in [m for m in a.hf_modes if m != "compiled"]:
         job = {**common, "mode": mode, "sanity_out": str(bw / "hf_fp32.npy") if mode == "eager" else None}
         res[f"hf_{mode}"] = r.worker("hf_bench", job, f"{preset}_hf_{mode}", timeout_key=f"hf_{mode}")
@@ -974,11 +1026,32 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                          + [g(c, "overhead_ms", ".2f") for c in C] + [g(c, "launch_ms", ".2f") for c in C]
                          + ["; ".join(notes)])
                 lines.append("| " + " | ".join(cells) + " |")
+        lines += profile_lines(bench)
         lines += ["", f"prefill = time to the first token (prompt P + 1 sampled); decode = mean step over "
                   f"{a.decode_tokens} tokens after a P=C prompt (median of {a.reps}); HBM % = (weight bytes + KV bytes "
                   "at the mean context) / step time / peak; over floor = step - bytes/peak; launch = host time "
                   "inside our VM call (ids/positions upload + kernel launches)."]
     return "\n".join(lines)
+
+
+def profile_lines(bench: dict, top: int = 14) -> list[str]:
+    """The decode-step profiles (`w_profile`): per preset and engine, the step's wall time, the
+    kernels' busy time and the launches, then its costliest kernels."""
+    lines = []
+    for preset, res in bench.items():
+        for key in [k for k in res if k.startswith("profile_")]:
+            e = res[key]
+            pr = e.get("profile")
+            if pr is None:
+                lines += ["", f"{preset} {key[8:].replace('_', ' ')} profile: ERROR {_short(e.get('error'), 160)}"]
+                continue
+            lines += ["", f"{preset} {key[8:].replace('_', ' ')}, decode step at context {pr['context']} "
+                      f"(profiled, {pr['steps']} steps): wall {pr['wall_ms']:.3f} ms, kernels busy {pr['busy_ms']:.3f} ms, "
+                      f"first start to last end {pr['span_ms']:.3f} ms, {pr['launches']:.0f} device activities",
+                      "```", f"{'us/step':>8} {'n/step':>6} {'us each':>8}  kernel"]
+            lines += [f"{us:8.1f} {cnt:6.1f} {each:8.2f}  {name}" for name, cnt, us, each in pr["kernels"][:top]]
+            lines.append("```")
+    return lines
 
 
 def orchestrate(a: argparse.Namespace) -> int:
@@ -1072,6 +1145,8 @@ def main() -> None:
     ap.add_argument("--prefill", default="128,1024", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--contexts", default="128,2048", type=lambda s: [int(x) for x in s.split(",")])
     ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--profile-context", type=int, default=1024,
+                    help="the prompt before the profiled decode steps (section profile)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--greedy-tokens", type=int, default=32)
     ap.add_argument("--sanity-tokens", type=int, default=16)

@@ -18,15 +18,18 @@ and no network. The bundle therefore holds:
   ckpt/<name>/    tiny random HF Qwen3 checkpoints (tests/hf_fixtures.py), fp32 and bf16; two Qwen3-VL
                   ones, each with its test prompt's image patches (image<i>.npy)
   configs/<preset>/config.json       real Qwen3-0.6B / Qwen3-4B shapes (bench/random_checkpoint.py PRESETS)
-  artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above
-  artifacts/cuda_graph/<preset>/     the real-shape presets again, compiled with cuda_graph=True
+  artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above, at
+                                     engine.compile's defaults (a CUDA graph per decode step where the
+                                     kernels allow it: the real shapes, not every tiny one)
+  artifacts/cuda_nograph/<preset>/   the real-shape presets again, compiled with cuda_graph=False
   artifacts/cuda_high/<preset>/      and with matmul_precision="high" (x as a bf16 hi + lo pair in the
                                      tensor-core products; the others at the default, "medium" for bf16
                                      weights; cpu_high with --cpu-dry-run)
   artifacts/cuda_dlight/<preset>/    and again with TVM dlight's rules for every linear (its GEMV and
                                      CUDA-core Matmul instead of ours): the baseline our GEMMs must beat
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
-  artifacts/cpu_graph/<preset>/      (--cpu-dry-run) the small preset with static_decode=True, for the graph row
+  artifacts/cpu_nograph/<preset>/    (--cpu-dry-run) the small preset with static_decode=False (the cpu
+                                     "ours" row is static, as the default's graph on cuda)
   kernels/cuda/   every linear of the real presets alone, compiled several ways (tiles, split-K, GEMV
                   loads ahead and warps per row, dlight), and decode and prefill attention (keys per
                   block; tensor-core candidates): kernels.so + kernels.json (kernel_bench.py)
@@ -261,7 +264,7 @@ def compile_one(cfg_dir: Path, out: Path, target, max_seq_len: int, **options) -
     if art.manifest["device"] == "cuda" and (b"__global__" in lib or b".nv.info" not in lib):
         sys.exit(f"{out}/model.so holds CUDA source, not sm_XX binaries: is libcuda stubbed and nvcc on PATH?")
     return {"dtype": art.manifest["params"][0]["dtype"], "max_seq_len": max_seq_len,
-            "matmul_precision": art.manifest["matmul_precision"],
+            "matmul_precision": art.manifest["matmul_precision"], "cuda_graph": art.manifest["cuda_graph"],
             "compile_s": round(time.perf_counter() - t, 1), "bytes": dir_size(out)}
 
 
@@ -336,17 +339,19 @@ def main() -> None:
         ent["artifacts"][dev] = {"path": f"artifacts/{dev}/{preset}",
                                  **compile_one(cfg_dir, out / "artifacts" / dev / preset,
                                                cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
-                                               matmul_precision="auto")}
+                                               matmul_precision="auto",
+                                               # the CPU stand-in of the default's graph: its static decode
+                                               **({"static_decode": True} if dev == "cpu" else {}))}
         # the same at matmul precision "high" (fp32 x as a bf16 hi + lo pair), benchmarked as "ours high"
         ent["artifacts"][f"{dev}_high"] = {"path": f"artifacts/{dev}_high/{preset}",
                                            **compile_one(cfg_dir, out / "artifacts" / f"{dev}_high" / preset,
                                                          cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
                                                          matmul_precision="high")}
-        if dev == "cuda":  # the same with CUDA graphs, benchmarked as a second "ours" row
-            ent["artifacts"]["cuda_graph"] = {"path": f"artifacts/cuda_graph/{preset}",
-                                              **compile_one(cfg_dir, out / "artifacts" / "cuda_graph" / preset, cuda,
-                                                            BENCH_MAX_SEQ_LEN, cuda_graph=True,
-                                                            matmul_precision="auto")}
+        if dev == "cuda":  # the same without CUDA graphs (the default captures decode), a second "ours" row
+            ent["artifacts"]["cuda_nograph"] = {"path": f"artifacts/cuda_nograph/{preset}",
+                                                **compile_one(cfg_dir, out / "artifacts" / "cuda_nograph" / preset,
+                                                              cuda, BENCH_MAX_SEQ_LEN, cuda_graph=False,
+                                                              matmul_precision="auto")}
             from inference_pio import passes
             from inference_pio.schedules import registry
 
@@ -362,11 +367,11 @@ def main() -> None:
                                       BENCH_MAX_SEQ_LEN)}
             finally:
                 passes.cuda_passes, passes.decode_passes = saved
-        else:  # its CPU stand-in: the same static decode (persistent inputs, kv_len as data), no graph
-            ent["artifacts"]["cpu_graph"] = {"path": f"artifacts/cpu_graph/{preset}",
-                                             **compile_one(cfg_dir, out / "artifacts" / "cpu_graph" / preset, "llvm",
-                                                           BENCH_MAX_SEQ_LEN, static_decode=True,
-                                                           matmul_precision="auto")}
+        else:  # its CPU stand-in: decode without the static shapes the default's CUDA graph needs
+            ent["artifacts"]["cpu_nograph"] = {"path": f"artifacts/cpu_nograph/{preset}",
+                                               **compile_one(cfg_dir, out / "artifacts" / "cpu_nograph" / preset,
+                                                             "llvm", BENCH_MAX_SEQ_LEN, static_decode=False,
+                                                             matmul_precision="auto")}
 
     # every linear of the real presets alone, compiled several ways (remote.py --sections kernels)
     sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO / "tests" / "schedules")]

@@ -39,6 +39,9 @@ from ..kernels import DECODE_CHUNK, attention_tir, causal_bounds, decode_scratch
 F32 = "float32"
 THREADS = 128
 KC = DECODE_CHUNK  # decode: keys per block (the static form's scratch is laid out by chunks of this many)
+DECODE_THREADS = 512  # decode: threads per block (8 per key in the scores, 4 per column in p @ V)
+MAX_GROUP = 8  # decode: the chunk's max per head is taken over groups of this many keys first
+MERGE_UNROLL = 8  # decode's merge: chunks whose partial outputs are loaded together
 NEG = -3.0e38  # a masked score: finite, so exp(NEG - m) is 0 and never NaN
 FLASH_TC_WARPS = 8  # prefill over a bf16 cache: flash_tc.py's kernel with this many warps
 
@@ -115,68 +118,85 @@ def _vector(row: int, dtype: str) -> int:
 
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
-                   scale: float, kv_len_tensor: bool = False, q_norm: QNorm | None = None) -> tirx.PrimFunc:
+                   scale: float, kv_len_tensor: bool = False, q_norm: QNorm | None = None,
+                   threads: int | None = None) -> tirx.PrimFunc:
     """cache_attention(q, kc, vc, out, kv_len) for one query row; ``kv_len_tensor``: the
     static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache.
     ``q_norm``: q is norm_rotary of a head window of x (1, cols), staged in the block (the
-    parameters gain w and table after the cache operands and kv_len, as lowering passes them)."""
+    parameters gain w and table after the cache operands and kv_len, as lowering passes them).
+    ``threads`` per block (default DECODE_THREADS)."""
     from tvm.script import tirx as T
 
     qdt, kdt, vdt, odt = dtypes
     g = hq // hkv
+    nt = threads or DECODE_THREADS
     max_chunks = _ceil(cache_rows, KC)
-    vk, vv = _vector(d, kdt), _vector(dv, vdt)
+    sl = max(1, nt // KC)  # threads per key in the scores, each a slice of ds dims
+    ds = _ceil(d, sl)
+    even = d % sl == 0
+    vk = _vector(ds, kdt) if even else 1
+    rq = max(1, nt // dv)  # threads per output column in p @ V, each a group of kq keys
+    kq = _ceil(KC, rq)
+    nmg = _ceil(KC, MAX_GROUP)
 
     if q_norm is None:
         @T.macro
-        def stage_q(q, qs, qr, qsum, h, live, w, table):  # (qr, qsum, w, table unused)
-            for it in range(_ceil(g * d, THREADS)):
-                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                    if live and it * THREADS + tx < g * d:
-                        qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
-                            F32, q[0, h * g + (it * THREADS + tx) // d, (it * THREADS + tx) % d]
-                        ) * T.float32(scale)
+        def stage_q(q, qs, qr, qpart, qsum, h, live, w, table):  # (qr, qpart, qsum, w, table unused)
+            for it in range(_ceil(g * sl * ds, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if live and it * nt + tx < g * sl * ds:
+                        qs[(it * nt + tx) // ds * (ds + 1) + (it * nt + tx) % ds] = T.if_then_else(
+                            (it * nt + tx) % (sl * ds) < d,
+                            T.Cast(F32, q[0, h * g + (it * nt + tx) // (sl * ds),
+                                          T.min((it * nt + tx) % (sl * ds), d - 1)]) * T.float32(scale),
+                            T.float32(0))
     else:
         start, eps = q_norm.start, q_norm.eps
 
         @T.macro
-        def stage_q(q, qs, qr, qsum, h, live, w, table):
+        def stage_q(q, qs, qr, qpart, qsum, h, live, w, table):
             """qs = norm_rotary(q) * scale (`kernels.norm_rotated`, as norm_rotary computes it),
-            through the raw heads (qr) and each head's sum of squares (qsum)."""
-            for it in range(_ceil(g * d, THREADS)):
-                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                    if live and it * THREADS + tx < g * d:
-                        qr[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = T.Cast(
-                            F32, q[0, start + (h * g + (it * THREADS + tx) // d) * d + (it * THREADS + tx) % d])
-            for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+            through the raw heads (qr) and each head's sum of squares (qsum): partial sums of
+            every 32nd element (qpart) first, so no thread sums a whole head."""
+            for it in range(_ceil(g * d, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if live and it * nt + tx < g * d:
+                        qr[(it * nt + tx) // d, (it * nt + tx) % d] = T.Cast(
+                            F32, q[0, start + (h * g + (it * nt + tx) // d) * d + (it * nt + tx) % d])
+            for it in range(_ceil(g * 32, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if live and it * nt + tx < g * 32:
+                        with T.sblock("q_sumsq"):
+                            T.reads()
+                            T.writes()
+                            acc = T.sblock_alloc_buffer((1,), F32, scope="local")
+                            acc[0] = T.float32(0)
+                            for u in range(_ceil(d, 32)):
+                                if (it * nt + tx) % 32 + u * 32 < d:
+                                    acc[0] = acc[0] + qr[(it * nt + tx) // 32, (it * nt + tx) % 32 + u * 32] * \
+                                        qr[(it * nt + tx) // 32, (it * nt + tx) % 32 + u * 32]
+                            qpart[(it * nt + tx) // 32, (it * nt + tx) % 32] = acc[0]
+            for tx in T.thread_binding(nt, thread="threadIdx.x"):
                 if live and tx < g:
-                    with T.sblock("q_sumsq"):
+                    with T.sblock("q_sum"):
                         T.reads()
                         T.writes()
                         acc = T.sblock_alloc_buffer((1,), F32, scope="local")
                         acc[0] = T.float32(0)
-                        for e in range(d):
-                            acc[0] = acc[0] + qr[tx, e] * qr[tx, e]
+                        for c in range(32):
+                            acc[0] = acc[0] + qpart[tx, c]
                         qsum[0, tx] = acc[0]
-            for it in range(_ceil(g * d, THREADS)):
-                for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                    if live and it * THREADS + tx < g * d:
-                        qs[(it * THREADS + tx) // d, (it * THREADS + tx) % d] = norm_rotated(
-                            lambda t, hh, e: qr[hh, e], qsum, w, table, eps, d)(
-                            0, (it * THREADS + tx) // d, (it * THREADS + tx) % d) * T.float32(scale)
+            for it in range(_ceil(g * sl * ds, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if live and it * nt + tx < g * sl * ds:
+                        qs[(it * nt + tx) // ds * (ds + 1) + (it * nt + tx) % ds] = T.if_then_else(
+                            (it * nt + tx) % (sl * ds) < d,
+                            norm_rotated(lambda t, hh, e: qr[hh, e], qsum, w, table, eps, d)(
+                                0, (it * nt + tx) // (sl * ds), T.min((it * nt + tx) % (sl * ds), d - 1))
+                            * T.float32(scale),
+                            T.float32(0))
 
-    @T.macro
-    def stage_rows(dst, src, cols, vec, h, j0, n, live):
-        """The chunk's KC rows of head h of src (C, Hkv, cols) into dst (KC * cols), vec elements
-        of one row per load; rows past the n valid ones repeat row n - 1."""
-        for it in range(_ceil(KC * cols // vec, THREADS)):
-            for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                if live and it * THREADS + tx < KC * cols // vec:
-                    for u in T.vectorized(vec):
-                        dst[(it * THREADS + tx) * vec + u] = src[
-                            T.min(j0 + (it * THREADS + tx) * vec // cols, n - 1), h, (it * THREADS + tx) * vec % cols + u]
-
-    norm_shape = ((g, d), (1, g)) if q_norm else ((1,), (1,))
+    norm_shape = ((g, d), (g, 32), (1, g)) if q_norm else ((1,), (1,), (1,))
 
     @T.macro
     def body(q, kc, vc, out, n, grid, w, table, part):  # n keys (int32), in a grid of `grid` chunk slots per kv
@@ -188,86 +208,161 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                 with T.sblock("chunk"):
                     T.reads()
                     T.writes()
-                    qs = T.sblock_alloc_buffer((g, d), F32, scope="shared")
-                    ks = T.sblock_alloc_buffer((KC * d,), kdt, scope="shared")  # row-major (KC, D)
-                    vs = T.sblock_alloc_buffer((KC * dv,), vdt, scope="shared")
+                    # q as (g, sl, ds + 1): a padded row per slice, so that the 8 slices a warp reads
+                    # fall in distinct banks (flat: compaction would drop a padding column)
+                    qs = T.sblock_alloc_buffer((g * sl * (ds + 1),), F32, scope="shared")
+                    pp = T.sblock_alloc_buffer((g, KC, sl), F32, scope="shared")  # partial dot products
                     ps = T.sblock_alloc_buffer((g, KC), F32, scope="shared")
+                    mp = T.sblock_alloc_buffer((g, nmg), F32, scope="shared")
                     ms = T.sblock_alloc_buffer((g,), F32, scope="shared")
+                    op = T.sblock_alloc_buffer((rq, g, dv), F32, scope="shared")  # p @ V per key group
+                    lp = T.sblock_alloc_buffer((rq, g), F32, scope="shared")
                     qr = T.sblock_alloc_buffer(norm_shape[0], F32, scope="shared")  # a fused q norm's
-                    qsum = T.sblock_alloc_buffer(norm_shape[1], F32, scope="shared")  # raw q and sums
+                    qpart = T.sblock_alloc_buffer(norm_shape[1], F32, scope="shared")  # raw q and sums
+                    qsum = T.sblock_alloc_buffer(norm_shape[2], F32, scope="shared")
                     h = bx // grid
                     j0 = bx % grid * KC
                     live = j0 < n  # a slot past kv_len (static grid) idles; a guard per phase, as
                     # barriers cannot sit inside a condition
                     nk = T.min(n - j0, KC)  # keys in this chunk
-                    stage_q(q, qs, qr, qsum, h, live, w, table)
-                    stage_rows(ks, kc, d, vk, h, j0, n, live)
-                    stage_rows(vs, vc, dv, vv, h, j0, n, live)
-                    for it in range(_ceil(g * KC, THREADS)):  # scores, one thread per (head, key)
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if live and it * THREADS + tx < g * KC:
+                    stage_q(q, qs, qr, qpart, qsum, h, live, w, table)
+                    for it in range(_ceil(KC * sl, nt)):  # scores: thread (key, slice), K from global
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if live and it * nt + tx < KC * sl:
                                 with T.sblock("dot"):
                                     T.reads()
                                     T.writes()
+                                    kr = T.sblock_alloc_buffer((ds,), kdt, scope="local")
                                     acc = T.sblock_alloc_buffer((1,), F32, scope="local")
-                                    gi = (it * THREADS + tx) // KC
-                                    j = (it * THREADS + tx) % KC
+                                    row = T.min(j0 + (it * nt + tx) // sl, n - 1)
+                                    s = (it * nt + tx) % sl
+                                    if even:
+                                        for c in T.unroll(ds // vk):
+                                            for u in T.vectorized(vk):
+                                                kr[c * vk + u] = kc[row, h, s * ds + c * vk + u]
+                                    else:
+                                        for e in T.unroll(ds):
+                                            kr[e] = kc[row, h, T.min(s * ds + e, d - 1)]  # (q is 0 past d)
+                                    for gi in T.unroll(g):
+                                        acc[0] = T.float32(0)
+                                        for e in T.unroll(ds):
+                                            acc[0] = acc[0] + qs[(gi * sl + s) * (ds + 1) + e] * T.Cast(F32, kr[e])
+                                        pp[gi, (it * nt + tx) // sl, s] = acc[0]
+                    for it in range(_ceil(g * KC, nt)):  # sum the slices; mask keys past the chunk's nk
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if live and it * nt + tx < g * KC:
+                                with T.sblock("score"):
+                                    T.reads()
+                                    T.writes()
+                                    acc = T.sblock_alloc_buffer((1,), F32, scope="local")
                                     acc[0] = T.float32(0)
-                                    for e in range(d):  # from column j: a warp's 32 rows hit distinct banks
-                                        acc[0] = acc[0] + qs[gi, (e + j) % d] * T.Cast(F32, ks[j * d + (e + j) % d])
-                                    ps[gi, j] = T.if_then_else(j < nk, acc[0], T.float32(NEG))
-                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):  # the chunk's max per head
+                                    for s in T.unroll(sl):
+                                        acc[0] = acc[0] + pp[(it * nt + tx) // KC, (it * nt + tx) % KC, s]
+                                    ps[(it * nt + tx) // KC, (it * nt + tx) % KC] = T.if_then_else(
+                                        (it * nt + tx) % KC < nk, acc[0], T.float32(NEG))
+                    for it in range(_ceil(g * nmg, nt)):  # the max per head: per group of keys, then of groups
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if live and it * nt + tx < g * nmg:
+                                with T.sblock("max_part"):
+                                    T.reads()
+                                    T.writes()
+                                    mx = T.sblock_alloc_buffer((1,), F32, scope="local")
+                                    mx[0] = T.float32(NEG)
+                                    for jj in T.unroll(MAX_GROUP):
+                                        if (it * nt + tx) % nmg * MAX_GROUP + jj < KC:
+                                            mx[0] = T.max(mx[0], ps[(it * nt + tx) // nmg,
+                                                                    (it * nt + tx) % nmg * MAX_GROUP + jj])
+                                    mp[(it * nt + tx) // nmg, (it * nt + tx) % nmg] = mx[0]
+                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
                         if live and tx < g:
                             with T.sblock("max"):
                                 T.reads()
                                 T.writes()
                                 mx = T.sblock_alloc_buffer((1,), F32, scope="local")
                                 mx[0] = T.float32(NEG)
-                                for j in range(KC):
-                                    mx[0] = T.max(mx[0], ps[tx, j])
+                                for r in range(nmg):
+                                    mx[0] = T.max(mx[0], mp[tx, r])
                                 ms[tx] = mx[0]
-                    for it in range(_ceil(g * KC, THREADS)):
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if live and it * THREADS + tx < g * KC:
-                                ps[(it * THREADS + tx) // KC, (it * THREADS + tx) % KC] = T.exp(
-                                    ps[(it * THREADS + tx) // KC, (it * THREADS + tx) % KC]
-                                    - ms[(it * THREADS + tx) // KC])
-                    for it in range(_ceil(g * dv, THREADS)):  # o = p @ V, and l, per (head, column)
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if live and it * THREADS + tx < g * dv:
+                    for it in range(_ceil(g * KC, nt)):
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if live and it * nt + tx < g * KC:
+                                ps[(it * nt + tx) // KC, (it * nt + tx) % KC] = T.exp(
+                                    ps[(it * nt + tx) // KC, (it * nt + tx) % KC] - ms[(it * nt + tx) // KC])
+                    for it in range(_ceil(rq * dv, nt)):  # p @ V: thread (key group, column), V from global
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if live and it * nt + tx < rq * dv:
                                 with T.sblock("pv"):
                                     T.reads()
                                     T.writes()
+                                    acc = T.sblock_alloc_buffer((g,), F32, scope="local")
+                                    lac = T.sblock_alloc_buffer((g,), F32, scope="local")
+                                    vr = T.sblock_alloc_buffer((kq,), F32, scope="local")
+                                    r = (it * nt + tx) // dv
+                                    e = (it * nt + tx) % dv
+                                    for jj in T.unroll(kq):  # every load first, then the sums
+                                        vr[jj] = T.Cast(F32, vc[T.min(j0 + T.min(r * kq + jj, KC - 1), n - 1), h, e])
+                                    for gi in T.unroll(g):
+                                        acc[gi] = T.float32(0)
+                                        lac[gi] = T.float32(0)
+                                        for jj in T.unroll(kq):
+                                            if r * kq + jj < KC:
+                                                acc[gi] = acc[gi] + ps[gi, r * kq + jj] * vr[jj]
+                                                lac[gi] = lac[gi] + ps[gi, r * kq + jj]
+                                        op[r, gi, e] = acc[gi]
+                                        if e == 0:
+                                            lp[r, gi] = lac[gi]
+                    for it in range(_ceil(g * dv, nt)):  # the key groups' sums: the chunk's (o, m, l)
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if live and it * nt + tx < g * dv:
+                                with T.sblock("combine"):
+                                    T.reads()
+                                    T.writes()
                                     acc = T.sblock_alloc_buffer((1,), F32, scope="local")
-                                    gi = (it * THREADS + tx) // dv
-                                    e = (it * THREADS + tx) % dv
+                                    gi = (it * nt + tx) // dv
+                                    e = (it * nt + tx) % dv
                                     acc[0] = T.float32(0)
-                                    for j in range(KC):
-                                        acc[0] = acc[0] + ps[gi, j] * T.Cast(F32, vs[j * dv + e])
+                                    for r in T.unroll(rq):
+                                        acc[0] = acc[0] + op[r, gi, e]
                                     part[h * g + gi, bx % grid, e] = acc[0]
                                     if e == 0:
                                         acc[0] = T.float32(0)
-                                        for j in range(KC):
-                                            acc[0] = acc[0] + ps[gi, j]
+                                        for r in T.unroll(rq):
+                                            acc[0] = acc[0] + lp[r, gi]
                                         part[h * g + gi, bx % grid, dv + 1] = acc[0]
                                         part[h * g + gi, bx % grid, dv] = ms[gi]
             for bx in T.thread_binding(hq, thread="blockIdx.x"):  # merge the chunks of each head
-                for it in range(_ceil(dv, THREADS)):
-                    for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                        if it * THREADS + tx < dv:
-                            with T.sblock("merge"):
-                                T.reads()
-                                T.writes()
-                                st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
-                                st[0] = T.float32(NEG)
-                                for c in range((n + KC - 1) // KC):
-                                    st[0] = T.max(st[0], part[bx, c, dv])
-                                st[1] = T.float32(0)
-                                st[2] = T.float32(0)
-                                for c in range((n + KC - 1) // KC):
-                                    st[1] = st[1] + T.exp(part[bx, c, dv] - st[0]) * part[bx, c, it * THREADS + tx]
-                                    st[2] = st[2] + T.exp(part[bx, c, dv] - st[0]) * part[bx, c, dv + 1]
-                                out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
+                with T.sblock("merge"):
+                    T.reads()
+                    T.writes()
+                    # each chunk's m and l (indexed mod max_chunks, which chunk indices never reach:
+                    # else compaction would size these by kv_len, which shared memory cannot be)
+                    mc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
+                    lc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
+                    for it in range(_ceil(max_chunks, THREADS)):  # (all at once: the loads in flight together)
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < (n + KC - 1) // KC:
+                                mc[(it * THREADS + tx) % max_chunks] = part[bx, it * THREADS + tx, dv]
+                                lc[(it * THREADS + tx) % max_chunks] = part[bx, it * THREADS + tx, dv + 1]
+                    for it in range(_ceil(dv, THREADS)):
+                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
+                            if it * THREADS + tx < dv:
+                                with T.sblock("merge_col"):
+                                    T.reads()
+                                    T.writes()
+                                    st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
+                                    st[0] = T.float32(NEG)
+                                    for c in range((n + KC - 1) // KC):
+                                        st[0] = T.max(st[0], mc[c % max_chunks])
+                                    st[1] = T.float32(0)
+                                    st[2] = T.float32(0)
+                                    for c0 in range((n + KC * MERGE_UNROLL - 1) // (KC * MERGE_UNROLL)):
+                                        for u in T.unroll(MERGE_UNROLL):  # loads of MERGE_UNROLL chunks in flight
+                                            if c0 * MERGE_UNROLL + u < (n + KC - 1) // KC:
+                                                st[1] = st[1] + T.exp(mc[(c0 * MERGE_UNROLL + u) % max_chunks] - st[0]) * part[
+                                                    bx, c0 * MERGE_UNROLL + u, it * THREADS + tx]
+                                                st[2] = st[2] + T.exp(mc[(c0 * MERGE_UNROLL + u) % max_chunks] - st[0]) * \
+                                                    lc[(c0 * MERGE_UNROLL + u) % max_chunks]
+                                    out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
 
     q_shape = (1, hq, d) if q_norm is None else (1, q_norm.cols)
     fused = q_norm is not None

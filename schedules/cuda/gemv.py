@@ -29,10 +29,27 @@ from ...targets import TargetDesc
 from ..kernels import linear_operands
 from ..registry import find_block
 
-ROWS = 4    # output rows per block
+ROWS = 4    # threads per block along threadIdx.y (each a group of LANES lanes)
 LANES = 32  # threads per row: one warp, or two where there are few rows (below)
 FEW_ROWS = 4096  # with fewer rows than this, two warps per row keep enough loads in flight
-DEPTH = 8   # weight chunks loaded before use, per thread (at most)
+AHEAD = 8   # weight chunks a thread loads before using any, over all of its rows (at most)
+MIN_BLOCKS = 512  # a thread takes 4 or 2 rows while the grid keeps this many blocks
+
+
+def rows_per_thread(n: int) -> int:
+    """Rows each thread multiplies (sharing its chunk of x): 4 or 2 where the grid keeps
+    MIN_BLOCKS blocks, else 1. More rows per block spread a fused prologue (computed once per
+    block) and the reads of x over more weight bytes."""
+    return next((r for r in (4, 2) if -(-n // (ROWS * r)) >= MIN_BLOCKS), 1)
+
+
+def loads_ahead(n_ko: int, rows: int, ahead: int = AHEAD) -> int:
+    """Chunks per row loaded before use: a lane's n_ko chunks in equal groups (the last one
+    guarded) of at most ahead // rows. Unequal groups cost: at Qwen3-4B's K = 2560 (10 chunks),
+    8 then 2 ran at 30.1 us on the H200 where 4 + 4 + 2 or all 10 ran at 27.8."""
+    most = max(1, ahead // rows)
+    groups = -(-n_ko // most)
+    return -(-n_ko // groups)
 
 
 def _chunk(k: int, itemsize: int, lanes: int) -> int | None:
@@ -41,7 +58,10 @@ def _chunk(k: int, itemsize: int, lanes: int) -> int | None:
                  if v >= 1 and k % (lanes * v) == 0), None)
 
 
-def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
+def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
+         ahead: int = AHEAD) -> s_tir.Schedule | None:
+    """The schedule, or None where this rule does not apply. ``rows`` per thread (default
+    `rows_per_thread`) and ``ahead`` (AHEAD) are the knobs bench/gpu/kernel_bench.py varies."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -60,6 +80,9 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
         return None
     if n < FEW_ROWS and _chunk(k, itemsize, 2 * lanes) == vec:
         lanes *= 2
+    rows = rows or rows_per_thread(n)
+    n_ko = k // (lanes * vec)
+    depth = loads_ahead(n_ko, rows, ahead)
     sch = s_tir.Schedule(func)
     mm = find_block(sch, "matmul")
     if mm is None:  # not a plain linear
@@ -68,13 +91,11 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     ko, lane, kv = sch.split(r, [None, lanes, vec])
     part = sch.rfactor(lane, 0)  # part[lane, 0, j]: one lane's partial sum
     _, j, ko, lane, kv = sch.get_loops(part)
-    jb, jr = sch.split(j, [None, ROWS])
-    sch.reorder(jb, jr, lane, ko, kv)
+    jb, jr, jw = sch.split(j, [None, ROWS, rows])
+    sch.reorder(jb, jr, lane, ko, jw, kv)  # a chunk of x serves the thread's `rows` rows
     sch.bind(jb, "blockIdx.x")
     sch.bind(jr, "threadIdx.y")
     sch.bind(lane, "threadIdx.x")
-    n_ko = k // (lanes * vec)
-    depth = min(DEPTH, n_ko)
     koo, ko = sch.split(ko, [None, depth])
     # a fused prologue (rms_norm(x) or swiglu(x), `kernels.linear`) is computed once per block
     # into shared memory where K splits over the block's threads, else by each row's lanes for
@@ -92,6 +113,8 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
         # stream in while the block computes the prologue
         sch.compute_at(wl, jb, index=0)
         lane_w, row_w, *copy = _below(sch, wl, jb)
+        row_w, jw_w = sch.split(row_w, [ROWS, rows])
+        copy = [jw_w, *copy]
         sch.bind(row_w, "threadIdx.y")
         sch.bind(lane_w, "threadIdx.x")
     else:
@@ -119,13 +142,17 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     if xl is not None and vec > 1:  # at most float4: CUDA has no wider fp32 vector arithmetic
         sch.vectorize(sch.split(sch.get_loops(xl)[-1], [None, min(vec, 4)])[-1])
     sch.unroll(ko)
+    sch.unroll(jw)
     sch.set_scope(part, 0, "local")
     sch.decompose_reduction(part, koo)
     if norm and not per_block:  # each row's lanes sum the squares of the chunks they multiply
         _sum_squares(sch, jr, 1, lanes, vec)
     # the sum over lanes (lowered to warp shuffles), then the epilogue, per row
     sch.reverse_compute_at(mm, jr)
-    sch.bind(sch.get_loops(mm)[-1], "threadIdx.x")
+    below = _below(sch, mm, jr)  # the thread's rows and the lanes, in either order
+    lane_sum = next(q for q in below if int(sch.get(q).extent) == lanes)
+    sch.reorder(*(q for q in below if q != lane_sum), lane_sum)
+    sch.bind(lane_sum, "threadIdx.x")
     consumers = sch.get_consumers(mm)
     if consumers:  # else mm writes the output itself
         sch.set_scope(mm, 0, "local")

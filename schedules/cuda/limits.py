@@ -121,6 +121,12 @@ def called(mod: tvm.IRModule, function: str) -> set[str]:
     return set(re.findall(r"R\.call_tir(?:_inplace)?\((?:cls\.)?(\w+),", mod[function].script()))
 
 
+def graph_blockers(mod: tvm.IRModule, target: TargetDesc, function: str) -> dict[str, list[str]]:
+    """The kernels the Relax function ``function`` calls that take TVM workspace (`workspace`):
+    what keeps a CUDA graph from capturing it. Empty: it can be captured."""
+    return workspace(mod, target, called(mod, function))
+
+
 def check(mod: tvm.IRModule, target: TargetDesc, graphed: tuple[str, ...] = ()) -> None:
     """Raise naming every kernel of ``mod`` whose shared memory could not be launched, and
     every kernel that the functions in ``graphed`` (captured whole by a CUDA graph) call and

@@ -256,11 +256,36 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models, name, precision, spl
     (24, 96, "float32", False, False, "float32", None, True),
 ])
 def test_gemv_matches_numpy(rng, n, k, wdtype, bias, residual, out_dtype, act, norm):
+    _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows=None)
+
+
+@pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype,act,norm,rows", [
+    (37, 512, BF16, False, True, "float32", None, True, 2),      # weights loaded before the norm
+    (40, 256, BF16, False, True, "float32", "swiglu", False, 4),
+    (12, 2432, BF16, True, False, "float32", None, False, 2),    # 19 chunks per lane: groups of 7, 7, 5
+    (21, 320, "float32", False, True, BF16, None, False, 4),     # 8 rows of a block past the end
+    (24, 96, "float32", False, False, "float32", None, True, 2),  # the norm per row
+])
+def test_gemv_rows_per_thread(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows):
+    """A thread multiplies its chunk of x into ``rows`` rows (the default for wide projections:
+    `rows_per_thread`), loads of all of them in flight."""
+    _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows=rows)
+
+
+def test_gemv_rows_and_loads_ahead():
+    from inference_pio.schedules.cuda.gemv import loads_ahead, rows_per_thread
+
+    assert [rows_per_thread(n) for n in (1024, 2560, 4096, 6144, 19456, 151936)] == [1, 1, 2, 2, 4, 4]
+    assert [loads_ahead(10, r) for r in (1, 2, 4)] == [5, 4, 2]   # Qwen3-4B's K = 2560
+    assert loads_ahead(19, 1) == 7 and loads_ahead(19, 1, ahead=16) == 10 and loads_ahead(4, 4) == 2
+
+
+def _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows):
     import ml_dtypes
 
     f = _linear_func(n, k, wdtype=wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
                      t=tirx.IntImm("int64", 1), act=act, norm=norm)
-    sch = gemv(f, CUDA)
+    sch = gemv(f, CUDA, rows=rows)
     assert sch is not None
     f = sch.mod["main"]
     wnp = ml_dtypes.bfloat16 if wdtype == BF16 else np.float32
