@@ -30,6 +30,7 @@ class _Lowerer:
     def __init__(self, bb: relax.BlockBuilder) -> None:
         self.bb = bb
         self.dims: dict[str, tirx.Var] = {}
+        self.rebound: dict[int, relax.Expr] = {}  # graph node -> its value after an op wrote it in place
 
     def dim(self, d: int | str) -> Any:
         if isinstance(d, int):
@@ -45,6 +46,16 @@ class _Lowerer:
         attrs = {k: v for k, v in n.attr_dict.items() if k not in SCHEDULE_ONLY}
         # a shape-only operand (kv_len) is passed as its TIR var, not as a tensor
         args = [self.dim(i.shape[0]) if i.attr("shape_only") else a for i, a in zip(n.inputs, args)]
+        if n.op == "kv_append_pair":  # both caches in place; the keys' is the result
+            kc, k, _, vc, v, w, table = n.inputs
+            func = kernels.kv_append(kc.shape, kc.dtype, k.dtype, bool(attrs.get("kv_len_tensor")), attrs.get("start"),
+                                     k.shape[-1], norm=(w.dtype, table.shape[1], attrs["eps"]),
+                                     values=(v.dtype, attrs.get("v_start"), v.shape[-1]))
+            gv = self.bb.add_func(func.with_attr(OP_KIND_ATTR, "kv_append"), "kv_append_pair")
+            both = self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[0, 3],
+                                                       out_ty=[self.ty(kc), self.ty(vc)]))
+            self.rebound[id(vc)] = self.bb.emit(relax.TupleGetItem(both, 1))  # later readers of vc: its new value
+            return self.bb.emit(relax.TupleGetItem(both, 0))
         if n.op == "kv_append":
             cache, k, norm = n.inputs[0], n.inputs[1], n.inputs[3:]
             func = kernels.kv_append(cache.shape, cache.dtype, k.dtype, bool(attrs.get("kv_len_tensor")),
@@ -133,6 +144,8 @@ def lower_graph(bb: relax.BlockBuilder, graph: Graph) -> None:
         with bb.dataflow():
             for n in graph.ops():
                 env[id(n)] = lw.emit(n, [env[id(i)] for i in n.inputs])
+                env.update(lw.rebound)
+                lw.rebound.clear()
             outs = [env[id(v)] for _, v in graph.outputs]
             result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
         bb.emit_func_output(result)

@@ -867,6 +867,23 @@ def kv_append(cache, k, kv_len, *norm, kv_len_tensor=False, start=None, eps=None
     return cache
 
 
+@_op("kv_append_pair", 7, "kv_append of the keys (kc, k, kv_len, w, table: normed and rotated, attr start) "
+     "and of the values (operands vc, v; attr v_start: v's head window) in one kernel; both in place, the "
+     "keys' cache is the result (the values' cache is written as kv_append would; the attention after it "
+     "reads vc). Operands (kc, k, kv_len, vc, v, w, table); the two caches have one shape")
+def _kv_append_pair_t(ts, a):
+    kc, k, n, vc, v, w, table = ts
+    _check(vc.shape == kc.shape and vc.dtype == kc.dtype, f"kv_append_pair: caches {kc} and {vc} differ")
+    OPS["kv_append"].infer([vc, v, n], {"start": a.get("v_start"), "kv_len_tensor": a.get("kv_len_tensor")})
+    return OPS["kv_append"].infer([kc, k, n, w, table], a)
+
+
+@_kv_append_pair_t
+def kv_append_pair(kc, k, kv_len, vc, v, w, table, kv_len_tensor=False, start=None, v_start=None, eps=None):
+    kv_append(vc, v, kv_len, kv_len_tensor=kv_len_tensor, start=v_start)
+    return kv_append(kc, k, kv_len, w, table, kv_len_tensor=kv_len_tensor, start=start, eps=eps)
+
+
 @_op("cache_attention", (4, 6), "attention of q (T, Hq, D) over cache rows [0, kv_len), causal by position. "
      "With operands w (D), table and attr eps (and start, heads): q is norm_rotary(x, w, table, eps) (of x's "
      "head window): Qwen3's query path fused into the attention")

@@ -27,6 +27,13 @@ fuse_norm_append (CUDA, after insert_kv_cache)
     Matches ``kv_append(cache, norm_rotary(x, w, table), kv_len)`` where the norm_rotary has no
     other user (Qwen3's keys). Produces ``kv_append(cache, x, kv_len, w, table, eps=...)``: the
     keys are normalized and rotated on their way into the cache, one launch per layer fewer.
+fuse_append_pair (CUDA, after fuse_norm_append)
+    Matches ``cache_attention(q, kv_append(kc, k, kv_len, w, table), kv_append(vc, v, kv_len), ...)``
+    where each append has no other user and the two caches have one shape. Produces
+    ``cache_attention(q, kv_append_pair(kc, k, kv_len, vc, v, w, table), vc, ...)``: one kernel
+    appends the keys (normed, rotated) and the values, one launch per layer fewer. The
+    attention reads vc itself, written in place by the pair, which it follows (it reads the
+    pair's result).
 fuse_norm_attention (CUDA decode)
     Matches ``cache_attention(norm_rotary(x, w, table), kc, vc, kv_len)`` where the norm_rotary
     has no other user (Qwen3's queries). Produces ``cache_attention(x, kc, vc, kv_len, w, table,
@@ -158,3 +165,25 @@ def fuse_norm_append(graph: Graph) -> Graph:
 
 def fuse_norm_attention(graph: Graph) -> Graph:
     return _fold_norm_rotary(graph, "cache_attention", at=0, arity=4, heads=True)
+
+
+def fuse_append_pair(graph: Graph) -> Graph:
+    readers = _readers(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "cache_attention":
+            return None
+        ka, va = n.inputs[1], n.inputs[2]
+        if ka.op != "kv_append" or va.op != "kv_append" or len(ka.inputs) != 5 or len(va.inputs) != 3:
+            return None
+        if ka.inputs[2] is not va.inputs[2] or any(len(readers[id(old.inputs[i])]) != 1 for i in (1, 2)):
+            return None
+        kc, k, kv_len, w, table = ka.inputs
+        vc, v = va.inputs[:2]
+        if vc.shape != kc.shape or vc.dtype != kc.dtype:
+            return None
+        attrs = {**ka.attr_dict, **({"v_start": va.attr("start")} if va.attr("start") is not None else {})}
+        pair = op_node("kv_append_pair", [kc, k, kv_len, vc, v, w, table], **attrs)
+        return op_node("cache_attention", [n.inputs[0], pair, vc, *n.inputs[3:]], **n.attr_dict)
+
+    return rewrite(graph, fn)

@@ -66,10 +66,10 @@ def cuda_passes() -> list[NamedPass]:
 
 def cache_passes(target_kind: str) -> list[NamedPass]:
     """Passes for the KV-cached graphs (after `insert_kv_cache`; decode is specialized from them)."""
-    from .fuse_epilogues import fuse_norm_append
+    from .fuse_epilogues import fuse_append_pair, fuse_norm_append
 
     if target_kind == "cuda":
-        return [NamedPass("fuse_norm_append", fuse_norm_append)]
+        return [NamedPass("fuse_norm_append", fuse_norm_append), NamedPass("fuse_append_pair", fuse_append_pair)]
     return []
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
 
 
-KV_LEN_OPERAND = {"kv_append": 2, "cache_attention": 3}  # where each op takes kv_len
+KV_LEN_OPERAND = {"kv_append": 2, "kv_append_pair": 2, "cache_attention": 3}  # where each op takes kv_len
 
 
 def static_decode(graph: Graph) -> Graph:

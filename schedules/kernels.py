@@ -731,12 +731,17 @@ def linear_operands(func: tirx.PrimFunc) -> tuple | None:
 
 def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
               kv_len_tensor: bool = False, start: int | None = None, k_cols: int | None = None,
-              norm: tuple[str, int, float] | None = None) -> tirx.PrimFunc:
+              norm: tuple[str, int, float] | None = None,
+              values: tuple[str, int | None, int] | None = None) -> tirx.PrimFunc:
     """In-place PrimFunc ``(cache, k, kv_len[, w, table])``: cache[kv_len - T + i] = k[i] for the T
     rows of k. kv_len is an int64 scalar, or with ``kv_len_tensor`` a (1,) int32 buffer holding
     it. With ``start``, k is (T, k_cols) and its columns [start, start + H * D) are the rows'
     heads. With ``norm`` = (w's dtype, the table's rotary width, eps), the rows written are
     norm_rotary(k, w, table, eps) (`norm_rotary`): block "sumsq" per (row, head), then "append".
+    With ``values`` = (v's dtype, v_start, v's columns) as well (`ir.ops.kv_append_pair`), the
+    PrimFunc is ``(cache, k, kv_len, vcache, v, w, table)`` and block "append" also writes
+    vcache[kv_len - T + i] = v[i] (a head window at v_start, or (T, H, D)): the values' append
+    rides in the keys' kernel, both caches in place.
 
     Written in TIR, not TE: TE cannot express writing into an operand.
     """
@@ -778,6 +783,11 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
                         vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
                         cache[n - t + vi, vh, vd] = T.Cast(cache_dtype,
                                                            norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
+
+    if values is not None:
+        if norm is None:
+            raise ValueError("kv_append with values: the pair form has the keys' norm (Qwen3's key path)")
+        return _kv_append_pair(c, h, d, cache_dtype, k_dtype, k_shape, k_at, kv_len_tensor, norm, values)
 
     if kv_len_tensor and norm is not None:
         @T.prim_func(private=True, s_tir=True)
@@ -821,6 +831,68 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
         body(cache, k, t, kv_len)
 
     return kv_append
+
+
+def _kv_append_pair(c: int, h: int, d: int, cache_dtype: str, k_dtype: str, k_shape: Callable, k_at: Callable,
+                    kv_len_tensor: bool, norm: tuple[str, int, float],
+                    values: tuple[str, int | None, int]) -> tirx.PrimFunc:
+    """`kv_append`'s pair form: (cache, k, kv_len, vcache, v, w, table)."""
+    from tvm.script import tirx as T
+
+    w_dtype, rot, eps = norm
+    v_dtype, v_start, v_cols = values
+    v_shape = (lambda t: (t, v_cols)) if v_start is not None else (lambda t: (t, h, d))
+
+    def v_at(v, i, hh, dd):
+        return v[i, v_start + hh * d + dd] if v_start is not None else v[i, hh, dd]
+
+    def xv(k):
+        return lambda i, hh, e: k_at(k, i, hh, e).astype(F32)
+
+    @T.macro
+    def body(cache, k, vcache, v, w, table, t, n):
+        with T.sblock("root"):
+            T.reads()
+            T.writes()
+            ss = T.sblock_alloc_buffer((t, h), F32)
+            for i, hh, e in T.grid(t, T.int64(h), T.int64(d)):
+                with T.sblock("sumsq"):
+                    vi, vh, ve = T.axis.remap("SSR", [i, hh, e])
+                    with T.init():
+                        ss[vi, vh] = T.float32(0)
+                    ss[vi, vh] = ss[vi, vh] + xv(k)(vi, vh, ve) * xv(k)(vi, vh, ve)
+            for i, hh, dd in T.grid(t, T.int64(h), T.int64(d)):
+                with T.sblock("append"):
+                    vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
+                    cache[n - t + vi, vh, vd] = T.Cast(cache_dtype, norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
+                    vcache[n - t + vi, vh, vd] = T.Cast(cache_dtype, v_at(v, vi, vh, vd))
+
+    if kv_len_tensor:
+        @T.prim_func(private=True, s_tir=True)
+        def kv_append_pair_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32"),
+                              var_vcache: T.handle, var_v: T.handle, w: T.Buffer((d,), w_dtype), var_table: T.handle):
+            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+            vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
+            t = T.int64()
+            k = T.match_buffer(var_k, k_shape(t), k_dtype)
+            v = T.match_buffer(var_v, v_shape(t), v_dtype)
+            table = T.match_buffer(var_table, (t, rot), F32)
+            body(cache, k, vcache, v, w, table, t, T.Cast("int64", kv_len[0]))
+
+        return kv_append_pair_at
+
+    @T.prim_func(private=True, s_tir=True)
+    def kv_append_pair(var_cache: T.handle, var_k: T.handle, kv_len: T.int64, var_vcache: T.handle, var_v: T.handle,
+                       w: T.Buffer((d,), w_dtype), var_table: T.handle):
+        cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+        vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
+        t = T.int64()
+        k = T.match_buffer(var_k, k_shape(t), k_dtype)
+        v = T.match_buffer(var_v, v_shape(t), v_dtype)
+        table = T.match_buffer(var_table, (t, rot), F32)
+        body(cache, k, vcache, v, w, table, t, kv_len)
+
+    return kv_append_pair
 
 
 def _hash32(x: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -6,7 +6,7 @@ import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
+from inference_pio.passes import fuse_append_pair, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -236,3 +236,49 @@ def test_norm_rotary_fused(rotary_dim):
 def test_norm_rotary_not_fused_when_the_norm_is_used_elsewhere():
     g = norm_rotary_graph(extra_user=True)
     assert str(fuse_norm_rotary(g)) == str(g)
+
+
+def append_pair_graph(v_shape=(9, 2, 6), extra_user: bool = False):
+    """cache_attention(q, kv_append(kc, x keys, normed), kv_append(vc, x values), kv_len): a
+    Qwen3 layer's appends after fuse_norm_append, both from windows of one q+k+v row."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    x = input_node("x", TensorType((1, 48), "float32"))
+    w = input_node("w", TensorType((6,), "float32"))
+    table = input_node("table", TensorType((1, 4), "float32"))
+    q = input_node("q", TensorType((1, 4, 6), "float32"))
+    kc = input_node("kc", TensorType((9, 2, 6), "float32"))
+    vc = input_node("vc", TensorType(v_shape, "float32"))
+    n = input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    ka = op_node("kv_append", [kc, x, n, w, table], eps=1e-6, start=24)
+    va = op_node("kv_append", [vc, x, n], start=36)
+    outs = (("o", op_node("cache_attention", [q, ka, va, n], scale=0.4)),) + ((("kc2", ka),) if extra_user else ())
+    return Graph("appends", (x, w, table, q, kc, vc, n), outs)
+
+
+def test_key_and_value_appends_in_one_kernel():
+    from inference_pio.ir import interpret
+
+    g = append_pair_graph()
+    g2 = fuse_append_pair(g)
+    assert op_counts(g2) == {"kv_append_pair": 1, "cache_attention": 1}
+    att = g2.output("o")
+    pair = att.inputs[1]
+    assert [i.name for i in pair.inputs] == ["kc", "x", "kv_len", "vc", "x", "w", "table"]
+    assert (pair.attr("start"), pair.attr("v_start"), pair.attr("eps")) == (24, 36, 1e-6)
+    assert att.inputs[2].name == "vc"  # written in place by the pair, which the attention follows
+    rng = np.random.default_rng(8)
+    feeds = {k.name: rng.standard_normal(tuple(d if isinstance(d, int) else 1 for d in k.shape)).astype(np.float32)
+             for k in g.inputs if k.name != "kv_len"}
+    feeds["kv_len"] = np.zeros(5)
+    caches = {k: feeds[k].copy() for k in ("kc", "vc")}
+    a = interpret(g, {**feeds, **{k: v.copy() for k, v in caches.items()}}, {})["o"]
+    b = interpret(g2, {**feeds, **{k: v.copy() for k, v in caches.items()}}, {})["o"]
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kw", [{"v_shape": (9, 2, 5)}, {"extra_user": True}])
+def test_appends_kept_apart(kw):
+    """Caches of two shapes, or a key append read elsewhere: no pair."""
+    g = append_pair_graph(**kw)
+    assert str(fuse_append_pair(g)) == str(g)

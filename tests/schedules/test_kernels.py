@@ -605,6 +605,31 @@ def test_kv_append_with_key_norm_and_rotary(dt, kv_len_tensor):
               "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
 
 
+@pytest.mark.parametrize("dt,kv_len_tensor", [("float32", False), ("bfloat16", True)])
+def test_kv_append_pair_writes_keys_and_values(dt, kv_len_tensor):
+    """kv_append_pair(kc, x, kv_len, vc, x, w, table): the keys normed and rotated, the values
+    copied, from two head windows of one row (`passes.fuse_append_pair`); both caches out."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(5)
+    t, d, cap, kv_len = (1 if kv_len_tensor else 5), 6, 9, 7
+    x = input_node("x", TensorType((t, 43), "float32"))
+    w = input_node("w", TensorType((d,), dt))
+    pos = input_node("pos", TensorType((t,), "int32"))
+    kc, vc = (input_node(name, TensorType((cap, 2, d), dt)) for name in ("kc", "vc"))
+    n = input_node("kv_len", TensorType((1,), "int32") if kv_len_tensor else TensorType(("kv_len",), "int64"),
+                   **({} if kv_len_tensor else {"shape_only": True}))
+    table = op_node("rope_table", [pos], rotary_dim=4, theta=100.0)
+    kc2 = op_node("kv_append_pair", [kc, x, n, vc, x, w, table], eps=1e-6, start=19, v_start=31,
+                  kv_len_tensor=kv_len_tensor)
+    # the values' cache: read after the pair (an op that depends on it), as the attention does
+    vc2 = op_node("add", [vc, op_node("scale", [kc2], factor=0.0)])
+    g = Graph("pair", (x, w, pos, kc, vc, n), (("kc2", kc2), ("vc2", vc2)))
+    check(g, {"x": rand(rng, (t, 43)), "w": rand(rng, (d,), dt), "pos": np.arange(3, 3 + t, dtype=np.int32),
+              "kc": rand(rng, (cap, 2, d), dt), "vc": rand(rng, (cap, 2, d), dt),
+              "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
+
+
 def test_cache_attention_with_query_norm_and_rotary():
     """cache_attention(x, kc, vc, kv_len, w, table, eps=...) attends with q = norm_rotary of x's
     head window (`passes.fuse_norm_attention`)."""
