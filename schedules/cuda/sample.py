@@ -1,8 +1,9 @@
 """Sampling on CUDA.
 
-sample_token (greedy, temperature): the per-token scores in a grid of 256-thread blocks, then
-the max and the argmax each as one block of THREADS threads (a strided slice per thread, then
-a cross-thread reduction).
+sample_token (greedy, temperature): the per-token scores in a grid of 256-thread blocks; then
+the max of each slice of the vocabulary (a block of PART_THREADS threads per slice: a strided
+part per thread, then a cross-thread reduction) and one block over the slices' maxima; then the
+same for the lowest index holding the max (`kernels.sample_token`).
 
 top_candidates (the artifact's `top_k` function): the TOP_K best logits and their token ids,
 so that top-k / top-p sampling on the host reads 512 bytes instead of the whole row (600 KB
@@ -15,6 +16,7 @@ from ...targets import TargetDesc
 from ..registry import find_blocks
 
 THREADS = 1024
+PART_THREADS = 256  # sample_token: threads per slice of the vocabulary
 TOP_K = 64      # candidates top_candidates returns
 BLOCKS = 64     # blocks of its first kernel
 NO_TOKEN = 2**31 - 1  # the id of padding (never a token)
@@ -22,19 +24,25 @@ NO_TOKEN = 2**31 - 1  # the id of padding (never a token)
 
 def sample_block(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | None:
     sch = s_tir.Schedule(func)
-    blocks = find_blocks(sch, "scores", "max", "argmax")
+    blocks = find_blocks(sch, "scores", "part_max", "max", "part_argmax", "argmax")
     if blocks is None:  # not a sampling kernel
         return None
-    scores, mx, am = blocks
+    scores, pmax, mx, pidx, am = blocks
     i, j = sch.get_loops(scores)
     bx, tx = sch.split(sch.fuse(i, j), [None, 256])
     sch.bind(bx, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
-    for blk in (mx, am):
-        i, k = sch.get_loops(blk)
-        _, tx = sch.split(k, [None, THREADS])
-        sch.bind(i, "blockIdx.x")
+    for blk in (pmax, pidx):  # a block per slice of the vocabulary, a cross-thread reduction in it
+        i, b, k = sch.get_loops(blk)
+        _, tx = sch.split(k, [None, PART_THREADS])
+        sch.bind(sch.fuse(i, b), "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
+    for blk in (mx, am):  # over the slices: one block (one thread for a vocabulary of one slice)
+        i, k = sch.get_loops(blk)
+        sch.bind(i, "blockIdx.x")
+        if int(sch.get(k).extent) > 1:
+            _, tx = sch.split(k, [None, min(THREADS, _pow2(int(sch.get(k).extent)))])
+            sch.bind(tx, "threadIdx.x")
     return sch
 
 

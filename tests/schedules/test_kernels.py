@@ -662,7 +662,18 @@ def test_sample_token_greedy_takes_the_first_maximum():
     assert run_graph(g, {"z": z, "it": np.zeros(1, np.float32), "key": np.array([5], np.int32)})["tok"][0] == 1
 
 
-@pytest.mark.parametrize("v,dt", [(37, "float32"), (1000, "bfloat16")])
+def test_sample_token_first_maximum_across_slices():
+    """4100 logits: four slices of 1025 (`kernels.SAMPLE_PARTS`); the max in slices 1 and 2 and
+    at the end of the last: the lowest index wins."""
+    g = _sample_graph(4100)
+    z = np.zeros((1, 4100), np.float32)
+    z[0, [3000, 1500, 4099]] = 5.0
+    feeds = {"z": z, "it": np.zeros(1, np.float32), "key": np.array([5], np.int32)}
+    check(g, feeds)
+    assert run_graph(g, feeds)["tok"][0] == 1500
+
+
+@pytest.mark.parametrize("v,dt", [(37, "float32"), (1000, "bfloat16"), (5000, "float32")])
 def test_sample_token_matches_the_reference_draw(v, dt):
     """The kernel's hash and Gumbel noise are the reference's: the same token for every key."""
     rng = np.random.default_rng(v)
