@@ -766,8 +766,16 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
         def xv(k):
             return lambda i, hh, e: k_at(k, i, hh, e).astype(F32)
 
+        pair = values is not None
+        if pair:
+            v_dtype, v_start, v_cols = values
+            v_shape = (lambda t: (t, v_cols)) if v_start is not None else (lambda t: (t, h, d))
+
+            def v_at(v, i, hh, dd):
+                return v[i, v_start + hh * d + dd] if v_start is not None else v[i, hh, dd]
+
         @T.macro
-        def body_norm(cache, k, w, table, t, n):
+        def body_norm(cache, k, w, table, t, n, vcache, v):  # (vcache, v: the pair form's; else unused)
             with T.sblock("root"):
                 T.reads()
                 T.writes()
@@ -783,11 +791,39 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
                         vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
                         cache[n - t + vi, vh, vd] = T.Cast(cache_dtype,
                                                            norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
+                        if pair:
+                            vcache[n - t + vi, vh, vd] = T.Cast(cache_dtype, v_at(v, vi, vh, vd))
+
+    if values is not None and norm is None:
+        raise ValueError("kv_append with values: the pair form has the keys' norm (Qwen3's key path)")
+
+    if values is not None and kv_len_tensor:
+        @T.prim_func(private=True, s_tir=True)
+        def kv_append_pair_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32"),
+                              var_vcache: T.handle, var_v: T.handle, w: T.Buffer((d,), w_dtype), var_table: T.handle):
+            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+            vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
+            t = T.int64()
+            k = T.match_buffer(var_k, k_shape(t), k_dtype)
+            v = T.match_buffer(var_v, v_shape(t), v_dtype)
+            table = T.match_buffer(var_table, (t, rot), F32)
+            body_norm(cache, k, w, table, t, T.Cast("int64", kv_len[0]), vcache, v)
+
+        return kv_append_pair_at
 
     if values is not None:
-        if norm is None:
-            raise ValueError("kv_append with values: the pair form has the keys' norm (Qwen3's key path)")
-        return _kv_append_pair(c, h, d, cache_dtype, k_dtype, k_shape, k_at, kv_len_tensor, norm, values)
+        @T.prim_func(private=True, s_tir=True)
+        def kv_append_pair(var_cache: T.handle, var_k: T.handle, kv_len: T.int64, var_vcache: T.handle,
+                           var_v: T.handle, w: T.Buffer((d,), w_dtype), var_table: T.handle):
+            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
+            vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
+            t = T.int64()
+            k = T.match_buffer(var_k, k_shape(t), k_dtype)
+            v = T.match_buffer(var_v, v_shape(t), v_dtype)
+            table = T.match_buffer(var_table, (t, rot), F32)
+            body_norm(cache, k, w, table, t, kv_len, vcache, v)
+
+        return kv_append_pair
 
     if kv_len_tensor and norm is not None:
         @T.prim_func(private=True, s_tir=True)
@@ -797,7 +833,7 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
             t = T.int64()
             k = T.match_buffer(var_k, k_shape(t), k_dtype)
             table = T.match_buffer(var_table, (t, rot), F32)
-            body_norm(cache, k, w, table, t, T.Cast("int64", kv_len[0]))
+            body_norm(cache, k, w, table, t, T.Cast("int64", kv_len[0]), cache, k)
 
         return kv_append_norm_at
 
@@ -809,7 +845,7 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
             t = T.int64()
             k = T.match_buffer(var_k, k_shape(t), k_dtype)
             table = T.match_buffer(var_table, (t, rot), F32)
-            body_norm(cache, k, w, table, t, kv_len)
+            body_norm(cache, k, w, table, t, kv_len, cache, k)
 
         return kv_append_norm
 
@@ -831,68 +867,6 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
         body(cache, k, t, kv_len)
 
     return kv_append
-
-
-def _kv_append_pair(c: int, h: int, d: int, cache_dtype: str, k_dtype: str, k_shape: Callable, k_at: Callable,
-                    kv_len_tensor: bool, norm: tuple[str, int, float],
-                    values: tuple[str, int | None, int]) -> tirx.PrimFunc:
-    """`kv_append`'s pair form: (cache, k, kv_len, vcache, v, w, table)."""
-    from tvm.script import tirx as T
-
-    w_dtype, rot, eps = norm
-    v_dtype, v_start, v_cols = values
-    v_shape = (lambda t: (t, v_cols)) if v_start is not None else (lambda t: (t, h, d))
-
-    def v_at(v, i, hh, dd):
-        return v[i, v_start + hh * d + dd] if v_start is not None else v[i, hh, dd]
-
-    def xv(k):
-        return lambda i, hh, e: k_at(k, i, hh, e).astype(F32)
-
-    @T.macro
-    def body(cache, k, vcache, v, w, table, t, n):
-        with T.sblock("root"):
-            T.reads()
-            T.writes()
-            ss = T.sblock_alloc_buffer((t, h), F32)
-            for i, hh, e in T.grid(t, T.int64(h), T.int64(d)):
-                with T.sblock("sumsq"):
-                    vi, vh, ve = T.axis.remap("SSR", [i, hh, e])
-                    with T.init():
-                        ss[vi, vh] = T.float32(0)
-                    ss[vi, vh] = ss[vi, vh] + xv(k)(vi, vh, ve) * xv(k)(vi, vh, ve)
-            for i, hh, dd in T.grid(t, T.int64(h), T.int64(d)):
-                with T.sblock("append"):
-                    vi, vh, vd = T.axis.remap("SSS", [i, hh, dd])
-                    cache[n - t + vi, vh, vd] = T.Cast(cache_dtype, norm_rotated(xv(k), ss, w, table, eps, d)(vi, vh, vd))
-                    vcache[n - t + vi, vh, vd] = T.Cast(cache_dtype, v_at(v, vi, vh, vd))
-
-    if kv_len_tensor:
-        @T.prim_func(private=True, s_tir=True)
-        def kv_append_pair_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32"),
-                              var_vcache: T.handle, var_v: T.handle, w: T.Buffer((d,), w_dtype), var_table: T.handle):
-            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
-            vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
-            t = T.int64()
-            k = T.match_buffer(var_k, k_shape(t), k_dtype)
-            v = T.match_buffer(var_v, v_shape(t), v_dtype)
-            table = T.match_buffer(var_table, (t, rot), F32)
-            body(cache, k, vcache, v, w, table, t, T.Cast("int64", kv_len[0]))
-
-        return kv_append_pair_at
-
-    @T.prim_func(private=True, s_tir=True)
-    def kv_append_pair(var_cache: T.handle, var_k: T.handle, kv_len: T.int64, var_vcache: T.handle, var_v: T.handle,
-                       w: T.Buffer((d,), w_dtype), var_table: T.handle):
-        cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
-        vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
-        t = T.int64()
-        k = T.match_buffer(var_k, k_shape(t), k_dtype)
-        v = T.match_buffer(var_v, v_shape(t), v_dtype)
-        table = T.match_buffer(var_table, (t, rot), F32)
-        body(cache, k, vcache, v, w, table, t, kv_len)
-
-    return kv_append_pair
 
 
 def _hash32(x: tirx.PrimExpr) -> tirx.PrimExpr:
