@@ -94,10 +94,12 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     (see ``static_decode``), and in prefill the stretches between the kernels that read
     per-call inputs. Its default, None, is True for a cuda target unless a decode kernel takes
     TVM workspace (which a replayed graph must not: `schedules.cuda.limits`; dlight's GEMV at
-    some odd shapes), then False; True refuses such a kernel. On an H200 (2026-12-04) the
-    graph took Qwen3-0.6B decode from 700 to 1,047 tok/s. ``static_decode`` (default: ``cuda_graph``) compiles decode with static
-    shapes over persistent input buffers (`passes.static_decode`); the runtime follows the
-    manifest. ``progress`` is called with the name of each stage as it starts.
+    some odd shapes), then False, with those kernels in the manifest's
+    ``cuda_graph_blocked_by``; True refuses such a kernel. On an H200 (2026-12-04) the graph
+    took Qwen3-0.6B decode from 686 to 1,130 tok/s at context 128. ``static_decode``
+    (default: ``cuda_graph``) compiles decode with static shapes over persistent input
+    buffers (`passes.static_decode`); the runtime follows the manifest. ``progress`` is called
+    with the name of each stage as it starts.
     """
     say = progress or (lambda stage: None)
     say("passes")
@@ -168,8 +170,11 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     if tdesc.device == "cuda":  # what only a launch would otherwise reveal
         from ..schedules.cuda import limits
 
-        if graph_auto and cuda_graph and limits.graph_blockers(mod, tdesc, "decode"):
-            return compile(md, cuda_graph=False, **auto_args)  # decode again, with dynamic shapes
+        blockers = limits.graph_blockers(mod, tdesc, "decode") if graph_auto and cuda_graph else {}
+        if blockers:  # decode again, with dynamic shapes and no graph
+            art = compile(md, cuda_graph=False, **auto_args)
+            art.manifest["cuda_graph_blocked_by"] = sorted(blockers)
+            return art
         limits.check(mod, tdesc, graphed=("decode",) if cuda_graph else ())
     t2 = time.perf_counter()
     say("tvm.compile")

@@ -91,7 +91,8 @@ def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_pa
     # gqa5x1's default artifact launches every kernel itself: at its odd shapes a decode kernel
     # takes TVM workspace (next test), so the default falls back to no graph
     assert b"vm.builtin.cuda_graph.run_or_capture" not in (cuda_artifact / "model.so").read_bytes()
-    assert json.loads((cuda_artifact / "manifest.json").read_text())["cuda_graph"] is False
+    m = json.loads((cuda_artifact / "manifest.json").read_text())
+    assert m["cuda_graph"] is False and m["cuda_graph_blocked_by"] and "cuda_graph_blocked_by" not in art.manifest
 
 
 @needs_nvcc
