@@ -170,12 +170,11 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     if tdesc.device == "cuda":  # what only a launch would otherwise reveal
         from ..schedules.cuda import limits
 
-        blockers = limits.graph_blockers(mod, tdesc, "decode") if graph_auto and cuda_graph else {}
+        blockers = limits.check(mod, tdesc, graphed=("decode",) if cuda_graph else (), optional=graph_auto)
         if blockers:  # decode again, with dynamic shapes and no graph
             art = compile(md, cuda_graph=False, **auto_args)
             art.manifest["cuda_graph_blocked_by"] = sorted(blockers)
             return art
-        limits.check(mod, tdesc, graphed=("decode",) if cuda_graph else ())
     t2 = time.perf_counter()
     say("tvm.compile")
     with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):

@@ -96,17 +96,11 @@ def _kernels(script: str) -> list[str]:
     return ["\n".join(lines[a:b]) for a, b in zip(cuts, cuts[1:])]
 
 
-def workspace(mod: tvm.IRModule, target: TargetDesc, functions: set[str] | None = None) -> dict[str, list[str]]:
-    """The global allocations of each PrimFunc (of those named in ``functions``): what it takes
-    from TVM's workspace pool at every call. A CUDA graph that captured such a call would
-    replay into a pool page that a later, bigger request may free (the pool resizes pages:
-    `src/runtime/workspace_pool.cc`); an H200 reported an illegal address, 2026-12-04."""
-    keep = tvm.IRModule({gv: f for gv, f in mod.functions_items()
-                         if isinstance(f, tirx.PrimFunc) and (functions is None or gv.name_hint in functions)})
-    return _workspace(_lowered(keep, target), functions)
-
-
 def _workspace(lowered: tvm.IRModule, functions: set[str] | None) -> dict[str, list[str]]:
+    """The global allocations of each lowered PrimFunc (of those named in ``functions``): what
+    it takes from TVM's workspace pool at every call. A CUDA graph that captured such a call
+    would replay into a pool page that a later, bigger request may free (the pool resizes
+    pages: `src/runtime/workspace_pool.cc`); an H200 reported an illegal address, 2026-12-04."""
     out = {}
     for gv, f in lowered.functions_items():
         if isinstance(f, tirx.PrimFunc) and (functions is None or gv.name_hint in functions):
@@ -121,21 +115,22 @@ def called(mod: tvm.IRModule, function: str) -> set[str]:
     return set(re.findall(r"R\.call_tir(?:_inplace)?\((?:cls\.)?(\w+),", mod[function].script()))
 
 
-def graph_blockers(mod: tvm.IRModule, target: TargetDesc, function: str) -> dict[str, list[str]]:
-    """The kernels the Relax function ``function`` calls that take TVM workspace (`workspace`):
-    what keeps a CUDA graph from capturing it. Empty: it can be captured."""
-    return workspace(mod, target, called(mod, function))
-
-
-def check(mod: tvm.IRModule, target: TargetDesc, graphed: tuple[str, ...] = ()) -> None:
+def check(mod: tvm.IRModule, target: TargetDesc, graphed: tuple[str, ...] = (),
+          optional: bool = False) -> dict[str, list[str]]:
     """Raise naming every kernel of ``mod`` whose shared memory could not be launched, and
     every kernel that the functions in ``graphed`` (captured whole by a CUDA graph) call and
-    that allocates TVM workspace."""
+    that allocates TVM workspace. With ``optional`` (the graph is the caller's default, not
+    asked for), such kernels are returned instead, before anything is raised: the caller then
+    compiles without the graph. Else returns {}."""
     lowered = _lowered(mod, target)  # once, for both checks
+    blocked = {fn: _workspace(lowered, called(mod, fn)) for fn in graphed}
+    if optional and any(blocked.values()):
+        return {name: allocs for per_fn in blocked.values() for name, allocs in per_fn.items()}
     bad = [f"{u.kernel}: {u.problem}" for u in _usage(lowered) if u.problem]
-    for fn in graphed:
-        for name, allocs in _workspace(lowered, called(mod, fn)).items():
+    for fn, per_fn in blocked.items():
+        for name, allocs in per_fn.items():
             bad.append(f"{name} (called by {fn}, which a CUDA graph captures): allocates TVM workspace at each call "
                        f"({'; '.join(allocs)}); a replayed graph would write into pages the pool may free")
     if bad:
         raise ValueError("CUDA kernels that would fail on the GPU:\n  " + "\n  ".join(bad))
+    return {}
