@@ -418,7 +418,8 @@ def expert_operands(ops: Sequence[Any]) -> tuple[Any, Any, Any, Any, Any, Any]:
                             "over the experts e with gates[t, e] != 0 of gates[t, e] * w_out[e] @ (silu(g) * u), "
                             "where [g; u] = w_in[e] @ x[t] (gate rows first). With pack=B the weights are packed "
                             "per expert (see pack_rows): w_in (E, 2F/B, H, B), w_out (E, H/B, F, B), F in attr "
-                            "inter; pairs=True: their panels' rows paired (pair_panels). An int8 w_in / w_out is followed by its per-row scales (E, 2F) / (E, H)")
+                            "inter; pairs=True: their panels' rows paired (pair_panels). An int8 w_in / w_out is followed by its per-row scales (E, 2F) / (E, H). "
+                            "slots=k: no token has more than k nonzero gates (the gates' top_k: passes.route_experts)")
 def _moe_experts_t(ts, a):
     _check(len(ts) > 3, "moe_experts needs x, gates, w_in and w_out")
     _check_precision(a)
@@ -450,11 +451,13 @@ def _moe_experts_t(ts, a):
     _check(w_out.shape == want_out, f"w_out {w_out} must be {want_out}")
     for s, rows in ((s_in, 2 * f), (s_out, h)):
         _check(s is None or s.shape == (e, rows), f"scales {s} must be f32[{e}, {rows}]")
+    slots = a.get("slots")
+    _check(slots is None or (isinstance(slots, int) and 0 < slots <= e), f"slots must be an int in [1, {e}], got {slots!r}")
     return x.with_dtype("float32")
 
 
 @_moe_experts_t
-def moe_experts(*ops, pack=None, inter=None, pairs=False, precision="high"):
+def moe_experts(*ops, pack=None, inter=None, pairs=False, precision="high", slots=None):
     x, gates, w_in, s_in, w_out, s_out = expert_operands(ops)
     if pack:
         w_in, w_out = unpack_rows(w_in, 2 * inter, pairs), unpack_rows(w_out, x.shape[1], pairs)

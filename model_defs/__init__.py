@@ -67,9 +67,9 @@ def register(spec: ModelSpec) -> None:
 
 register(ModelSpec("qwen3", ("Qwen3ForCausalLM",), qwen3.Qwen3Config.from_hf, qwen3.build,
                    ignored=_qwen3_ignored))
-# sparse kernels for the CPU only, so far
 register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConfig.from_hf, qwen3_moe.build,
-                   targets=("llvm",), ignored=_qwen3_ignored))
+                   ignored=_qwen3_ignored))
+# the gated DeltaNet's recurrences have CPU kernels only, so far
 register(ModelSpec("qwen3_next", ("Qwen3NextForCausalLM",), qwen3_next.Qwen3NextConfig.from_hf, qwen3_next.build,
                    targets=("llvm",), ignored=_qwen3_ignored))
 # vision: the CUDA kernels are Qwen3's, the vision tower's own ops (layer_norm, gelu, the
@@ -77,7 +77,7 @@ register(ModelSpec("qwen3_next", ("Qwen3NextForCausalLM",), qwen3_next.Qwen3Next
 register(ModelSpec("qwen3_vl", ("Qwen3VLForConditionalGeneration",), qwen3_vl.Qwen3VLConfig.from_hf, qwen3_vl.build,
                    ignored=qwen3_vl.ignored, encoders=qwen3_vl.encoders))
 register(ModelSpec("glm4_moe", ("Glm4MoeForCausalLM",), glm4_moe.Glm4MoeConfig.from_hf, glm4_moe.build,
-                   targets=("llvm",), ignored=glm4_moe.ignored))
+                   ignored=glm4_moe.ignored))
 
 _plugins_loaded = False
 

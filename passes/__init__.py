@@ -11,10 +11,11 @@ from .pack_weights import pack_weights
 from .pipeline import NamedPass, PassError, cache_passes, cpu_passes, cuda_passes, decode_passes, default_passes, run
 from .quantize_weights import quantize_weights
 from .rewrite_attention import rewrite_attention
+from .route_experts import route_experts
 from .static_decode import static_decode
 
 __all__ = ["NamedPass", "PassError", "cache_passes", "cpu_passes", "cuda_passes", "decode_passes", "default_passes",
            "drop_image_inputs", "fold_slices",
            "fuse_append_pair", "fuse_norm_append", "fuse_norm_attention", "fuse_norm_linear", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu", "fuse_swiglu_linear",
            "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "matmul_precision", "pack_weights", "quantize_weights", "rewrite_attention",
-           "run", "specialize", "static_decode"]
+           "route_experts", "run", "specialize", "static_decode"]

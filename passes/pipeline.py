@@ -59,9 +59,11 @@ def cpu_passes(block: int = 16, quantize: str | None = None, pairs: bool = False
 
 
 def cuda_passes() -> list[NamedPass]:
-    """Passes for the cuda target, after `default_passes` (none yet: the fusions that pay on
-    CUDA pay in decode only, `decode_passes`)."""
-    return []
+    """Passes for the cuda target, after `default_passes` (the fusions that pay on CUDA pay in
+    decode only, `decode_passes`): each sparse MLP learns its top_k, for the routed kernels."""
+    from .route_experts import route_experts
+
+    return [NamedPass("route_experts", route_experts)]
 
 
 def cache_passes(target_kind: str) -> list[NamedPass]:

@@ -8,7 +8,7 @@ schedule rules in `schedules.cpu` find blocks by these names.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 from tvm import te, tirx
 
@@ -321,10 +321,25 @@ def moe_gates(logits: te.Tensor, *bias: te.Tensor, top_k: int, normalize: bool =
                       * tirx.const(scale, F32), name="gates")
 
 
-def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = None, pairs: bool = False) -> te.Tensor:
+def moe_scratch(t: Any, e: int, k: int, h: int, f: int) -> tuple[tuple[str, tuple, str], ...]:
+    """The scratch outputs (name, shape, dtype) of a moe_experts with attr ``slots`` = k (the
+    gates' top_k, `passes.route_experts`), for a kernel that runs only the routed experts in
+    several launches (`schedules.cuda.moe`): each token's experts in order (sel, -1 past the
+    last) and each expert's slot among them (rank); each expert's tokens (lst, cnt); the
+    blocks' work list (tiles: expert and first token of each tile of an expert's tokens, -1
+    past the last); the activations per slot (act) and each slot's weighted output (part).
+    Outputs rather than the kernel's own allocations for the reason `cache_attention` gives."""
+    return (("sel", (t, k), "int32"), ("rank", (t, e), "int32"), ("lst", (e, t), "int32"), ("cnt", (e,), "int32"),
+            ("tiles", (2, t * k + e), "int32"), ("act", (t, k, f), F32), ("part", (t, k, h), F32))
+
+
+def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = None, pairs: bool = False,
+                slots: int | None = None) -> te.Tensor | list[te.Tensor]:
     """The experts' SwiGLU MLPs, written densely (every expert for every token, weighted by its
-    gate, mostly 0): the meaning, for any target; `schedules.cpu.moe` replaces it with a kernel
-    that runs only the experts a token was routed to. Operands as `ir.ops.expert_operands`."""
+    gate, mostly 0): the meaning, for any target; `schedules.cpu.moe` and `schedules.cuda.moe`
+    replace it with kernels that run only the experts a token was routed to. Operands as
+    `ir.ops.expert_operands`. With ``slots`` (at most that many experts per token), the
+    result is [out, *scratch] (`moe_scratch`; zeros here)."""
     from ..ir.ops import expert_operands
 
     x, gates, w_in, s_in, w_out, s_out = expert_operands(ops)
@@ -345,8 +360,15 @@ def moe_experts(*ops: te.Tensor, pack: int | None = None, inter: int | None = No
                     name="expert_in")
     act = te.compute((t, e, f), lambda i, ex, r: gu[i, ex, r] * tirx.sigmoid(gu[i, ex, r]) * gu[i, ex, f + r],
                      name="expert_act")
-    return te.compute((t, h), lambda i, c: te.sum(
+    out = te.compute((t, h), lambda i, c: te.sum(
         _f32(gates, i, ke) * act[i, ke, kr] * w(w_out, s_out, ke, c, kr), axis=[ke, kr]), name="expert_out")
+    if slots is None:
+        return out
+    return [out, *(_zeros(shape, dt, name) for name, shape, dt in moe_scratch(t, int(e), slots, int(h), int(f)))]
+
+
+def _zeros(shape: tuple, dtype: str, name: str) -> te.Tensor:
+    return te.compute(shape, lambda *i: tirx.const(0, dtype), name=name)
 
 
 def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:

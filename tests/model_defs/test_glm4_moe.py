@@ -15,7 +15,7 @@ BASE = {"architectures": ["Glm4MoeForCausalLM"], "vocab_size": 31, "hidden_size"
 def test_parses_the_published_fields():
     md = from_hf_config({**BASE, "num_nextn_predict_layers": 1})
     c = md.config
-    assert md.family == "glm4_moe" and md.spec.targets == ("llvm",)
+    assert md.family == "glm4_moe" and md.spec.targets == ("llvm", "cuda")
     assert (c.n_routed_experts, c.n_group, c.topk_group, c.routed_scaling_factor) == (8, 2, 1, 2.5)
     assert (c.rotary_dim, c.rope_theta, c.use_qk_norm, c.n_shared_experts) == (4, 1e6, True, 1)
     g = md.graph

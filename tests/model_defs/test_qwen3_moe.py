@@ -14,7 +14,7 @@ def test_parses_the_published_fields_and_picks_sparse_layers():
     md = from_hf_config({**BASE, "norm_topk_prob": True, "decoder_sparse_step": 2, "mlp_only_layers": [3],
                          "router_aux_loss_coef": 0.001})
     c = md.config
-    assert md.family == "qwen3_moe" and md.spec.targets == ("llvm",)
+    assert md.family == "qwen3_moe" and md.spec.targets == ("llvm", "cuda")
     assert (c.num_experts, c.num_experts_per_tok, c.moe_intermediate_size, c.norm_topk_prob) == (6, 2, 5, True)
     assert [c.sparse(i) for i in range(4)] == [False, True, False, False]  # step 2: layers 1, 3; 3 is mlp-only
     assert md.graph.count("moe_experts") == 1 and md.graph.count("moe_gates") == 1
