@@ -85,13 +85,15 @@ class _Lowerer:
         """A linear-attention op (`schedules.linear_attention`): its cached form, with operands
         (state, kv_len) last, writes the state in place and returns the output as a new tensor."""
         ops, cached = n.inputs, len(n.inputs) > RECURRENT[n.op]
+        data_len = bool(n.attr("kv_len_tensor"))  # kv_len a (1,) int32 tensor: `passes.static_decode`
         if n.op == "causal_conv1d":
             x, w = ops[:2]
-            func = linear_attention.causal_conv1d(x.shape[1], w.shape[2], x.dtype, w.dtype, cached)
+            func = linear_attention.causal_conv1d(x.shape[1], w.shape[2], x.dtype, w.dtype, cached,
+                                                  kv_len_tensor=data_len)
         else:
             q, v = ops[0], ops[2]
             func = linear_attention.gated_delta_rule(q.shape[1], v.shape[1], q.shape[2], v.shape[2],
-                                                     tuple(i.dtype for i in ops[:7]), cached)
+                                                     tuple(i.dtype for i in ops[:7]), cached, kv_len_tensor=data_len)
         gv = self.bb.add_func(func.with_attr(OP_KIND_ATTR, n.op), n.op)
         if not cached:
             return self.bb.emit(relax.call_tir(gv, args, self.ty(n)))

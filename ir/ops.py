@@ -918,22 +918,22 @@ def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=No
 # the buffer holds) and writes it back in place, as `kv_append` writes a KV cache.
 
 
-def _state_t(state: TensorType, shape: tuple, dtype: str, kv_len: TensorType) -> None:
+def _state_t(state: TensorType, shape: tuple, dtype: str, kv_len: TensorType, a: dict[str, Any]) -> None:
     _check(state.shape == shape and state.dtype == dtype, f"state must be {dtype}{list(shape)}, got {state}")
-    _check(kv_len.ndim == 1, "kv_len must be a shape-only (kv_len,) input")
+    _check_kv_len(kv_len, a)
 
 
-def _state_start(t: int, kv_len: np.ndarray) -> int:
+def _state_start(t: int, kv_len: np.ndarray, kv_len_tensor: bool) -> int:
     """The first new position of a cached step (kv_len - T), checked."""
-    start = kv_len.shape[0] - t
-    if start < 0:
-        raise IndexError(f"kv_len {kv_len.shape[0]} is less than the {t} new positions")
-    return start
+    n = _kv_len_value(kv_len, kv_len_tensor)
+    if n < t:
+        raise IndexError(f"kv_len {n} is less than the {t} new positions")
+    return n - t
 
 
 @_op("causal_conv1d", (2, 4), "silu of the depthwise causal convolution of x (T, C) with w (C, 1, K) over the "
      "sequence (zero before position 0): y[t, c] = silu(sum_j w[c, 0, j] * x[t - K + 1 + j, c]). Cached form: "
-     "operands state (K-1, C) (the inputs at the K-1 positions before the step) and kv_len")
+     "operands state (K-1, C) (the inputs at the K-1 positions before the step) and kv_len (as kv_append takes it)")
 def _causal_conv1d_t(ts, a):
     x, w = ts[:2]
     _float(x), _float(w)
@@ -941,17 +941,17 @@ def _causal_conv1d_t(ts, a):
            and w.shape[2] >= 2, f"expects x (T, C) and a depthwise kernel w (C, 1, K >= 2), got {x}, {w}")
     _check(len(ts) in (2, 4), "the cached form takes (x, w, state, kv_len)")
     if len(ts) == 4:
-        _state_t(ts[2], (w.shape[2] - 1, x.shape[1]), x.dtype, ts[3])
+        _state_t(ts[2], (w.shape[2] - 1, x.shape[1]), x.dtype, ts[3], a)
     return x
 
 
 @_causal_conv1d_t
-def causal_conv1d(x, w, *cache):
+def causal_conv1d(x, w, *cache, kv_len_tensor=False):
     t, k = x.shape[0], w.shape[2]
     past = np.zeros((k - 1, x.shape[1]), np.float32)
     if cache:
         state, kv_len = cache
-        if _state_start(t, kv_len) > 0:
+        if _state_start(t, kv_len, kv_len_tensor) > 0:
             past = f32(state)
     full = np.concatenate([past, f32(x)])
     if cache:
@@ -975,7 +975,8 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
      "value head h reads key head h // (Hv / Hk)), a, b (T, Hv), a_log, dt_bias (Hv) -> (T, Hv, Dv) in v's dtype. "
      "With q, k l2-normalized (q also scaled by Dk^-0.5), decay = exp(-exp(a_log) * softplus(a + dt_bias)) and "
      "beta = sigmoid(b), each head's state S (Dk, Dv), zero at position 0, steps S = decay * S; "
-     "S += k (beta * (v - S^T k))^T; and outputs S^T q. Cached form: operands state (Hv, Dk, Dv) f32 and kv_len")
+     "S += k (beta * (v - S^T k))^T; and outputs S^T q. Cached form: operands state (Hv, Dk, Dv) f32 and kv_len "
+     "(as kv_append takes it)")
 def _gated_delta_rule_t(ts, a):
     q, k, v, ga, gb, a_log, dt_bias = ts[:7]
     for t in ts[:7]:
@@ -989,12 +990,12 @@ def _gated_delta_rule_t(ts, a):
     _check(a_log.shape == dt_bias.shape == (hv,), f"a_log and dt_bias must be ({hv},), got {a_log}, {dt_bias}")
     _check(len(ts) in (7, 9), "the cached form takes (q, k, v, a, b, a_log, dt_bias, state, kv_len)")
     if len(ts) == 9:
-        _state_t(ts[7], (hv, q.shape[2], v.shape[2]), "float32", ts[8])
+        _state_t(ts[7], (hv, q.shape[2], v.shape[2]), "float32", ts[8], a)
     return v
 
 
 @_gated_delta_rule_t
-def gated_delta_rule(q, k, v, ga, gb, a_log, dt_bias, *cache):
+def gated_delta_rule(q, k, v, ga, gb, a_log, dt_bias, *cache, kv_len_tensor=False):
     t, hk, dk = q.shape
     r = v.shape[1] // hk
     qn = np.repeat(l2_normalize(f32(q)), r, axis=1) * np.float32(dk ** -0.5)
@@ -1003,7 +1004,7 @@ def gated_delta_rule(q, k, v, ga, gb, a_log, dt_bias, *cache):
     beta = 1 / (1 + np.exp(-f32(gb)))
     v32 = f32(v)
     s = np.zeros((v.shape[1], dk, v.shape[2]), np.float32)
-    if cache and _state_start(t, cache[1]) > 0:
+    if cache and _state_start(t, cache[1], kv_len_tensor) > 0:
         s = f32(cache[0]).copy()
     out = np.empty(v.shape, np.float32)
     for i in range(t):

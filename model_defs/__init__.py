@@ -69,9 +69,8 @@ register(ModelSpec("qwen3", ("Qwen3ForCausalLM",), qwen3.Qwen3Config.from_hf, qw
                    ignored=_qwen3_ignored))
 register(ModelSpec("qwen3_moe", ("Qwen3MoeForCausalLM",), qwen3_moe.Qwen3MoeConfig.from_hf, qwen3_moe.build,
                    ignored=_qwen3_ignored))
-# the gated DeltaNet's recurrences have CPU kernels only, so far
 register(ModelSpec("qwen3_next", ("Qwen3NextForCausalLM",), qwen3_next.Qwen3NextConfig.from_hf, qwen3_next.build,
-                   targets=("llvm",), ignored=_qwen3_ignored))
+                   ignored=_qwen3_ignored))
 # vision: the CUDA kernels are Qwen3's, the vision tower's own ops (layer_norm, gelu, the
 # position resampling, merging the features in) take dlight's rules
 register(ModelSpec("qwen3_vl", ("Qwen3VLForConditionalGeneration",), qwen3_vl.Qwen3VLConfig.from_hf, qwen3_vl.build,

@@ -2,8 +2,8 @@
 
 Matches: a decode function from `insert_kv_cache` + `specialize(seq_len=1)`, whose shape-only
 ``kv_len`` input is the one symbolic dim left.
-Produces: ``kv_len`` as a (1,) int32 *data* input, read by `kv_append` and `cache_attention`
-(attr ``kv_len_tensor``), so no kernel's shape depends on the step. The graph is marked
+Produces: ``kv_len`` as a (1,) int32 *data* input, read by `kv_append`, `cache_attention` and
+the linear-attention recurrences (attr ``kv_len_tensor``), so no kernel's shape depends on the step. The graph is marked
 ``static_inputs``: its caller passes the same input buffers on every call and writes the
 step's values (token, position, kv_len, sampler settings) into them. Lowering then declares no
 per-call inputs, everything the function reads counts as static, and TVM's RewriteCUDAGraph
@@ -16,7 +16,8 @@ from __future__ import annotations
 from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
 
 
-KV_LEN_OPERAND = {"kv_append": 2, "kv_append_pair": 2, "cache_attention": 3}  # where each op takes kv_len
+# where each op takes kv_len (the recurrences: their cached forms, `passes.insert_kv_cache`)
+KV_LEN_OPERAND = {"kv_append": 2, "kv_append_pair": 2, "cache_attention": 3, "causal_conv1d": 3, "gated_delta_rule": 8}
 
 
 def static_decode(graph: Graph) -> Graph:

@@ -7,7 +7,8 @@ rule) around a serial walk over the T new positions. ``parallel`` makes that out
 parallel one (the CPU rule in `schedules.cpu.linear_attention`); the lowering emits the
 serial form. The cached forms (``cached``) take (state, kv_len) after the op's operands and
 update the state in place (`engine.lower` emits a `call_tir_inplace`); the step's first
-position is kv_len - T, and at position 0 the state is taken as zero, not read.
+position is kv_len - T, and at position 0 the state is taken as zero, not read. kv_len is a
+scalar, or in a static decode step (`passes.static_decode`) a (1,) int32 buffer.
 
 Each delta-rule head keeps its (Dk, Dv) state in fp32 and per new position reads it twice:
 once for S^T k (what the state predicts for v), once to update it and read S^T q.
@@ -25,11 +26,13 @@ CHANNELS = 64  # conv channels per block (or the largest power of 2 dividing C):
 
 
 def causal_conv1d(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, parallel: bool = False,
-                  exp: Callable[[tirx.PrimExpr], tirx.PrimExpr] = tirx.exp) -> tirx.PrimFunc:
+                  exp: Callable[[tirx.PrimExpr], tirx.PrimExpr] = tirx.exp,
+                  kv_len_tensor: bool = False) -> tirx.PrimFunc:
     """PrimFunc (x (T, c), w (c, 1, k), [state (k-1, c), kv_len], y (T, c)): y = silu of the
     depthwise causal convolution; the cached form reads the k-1 inputs before the step from
     state (unless the step starts at 0) and leaves there the last k-1 inputs up to kv_len.
-    ``exp`` computes the silu's exponential (a target may have a faster one than libm's)."""
+    ``exp`` computes the silu's exponential (a target may have a faster one than libm's).
+    ``kv_len_tensor``: kv_len is a (1,) int32 buffer (`passes.static_decode`), not a scalar."""
     from tvm.script import tirx as T
 
     def silu(v):
@@ -74,6 +77,16 @@ def causal_conv1d(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, para
                         for cc in T.vectorized(width):
                             state[r, lo + cc] = T.Cast(x_dtype, 0)
 
+    if cached and kv_len_tensor:
+        @T.prim_func(private=True)
+        def causal_conv1d_static(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), state: T.Buffer((k - 1, c), x_dtype),
+                                 kv_len: T.Buffer((1,), "int32"), var_y: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, c), x_dtype)
+            y = T.match_buffer(var_y, (t, c), x_dtype)
+            body(x, w, state, t, T.Cast("int64", kv_len[0]) - t, y)
+
+        return causal_conv1d_static
     if cached:
         @T.prim_func(private=True)
         def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), state: T.Buffer((k - 1, c), x_dtype),
@@ -96,9 +109,10 @@ def causal_conv1d(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, para
 
 
 def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...], cached: bool,
-                     parallel: bool = False) -> tirx.PrimFunc:
+                     parallel: bool = False, kv_len_tensor: bool = False) -> tirx.PrimFunc:
     """PrimFunc (q, k (T, hk, dk), v (T, hv, dv), a, b (T, hv), a_log, dt_bias (hv), [state (hv,
-    dk, dv) f32, kv_len], out (T, hv, dv)). ``dtypes``: of q, k, v, a, b, a_log, dt_bias."""
+    dk, dv) f32, kv_len], out (T, hv, dv)). ``dtypes``: of q, k, v, a, b, a_log, dt_bias.
+    ``kv_len_tensor`` as for `causal_conv1d`."""
     from tvm.script import tirx as T
 
     q_dt, k_dt, v_dt, a_dt, b_dt, alog_dt, dtb_dt = dtypes
@@ -145,6 +159,22 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
                 for j in range(dv):
                     out[pos, h, j] = T.Cast(v_dt, o[j])
 
+    if cached and kv_len_tensor:
+        @T.prim_func(private=True)
+        def gated_delta_rule_static(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
+                                    var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
+                                    s: T.Buffer((hv, dk, dv), F32), kv_len: T.Buffer((1,), "int32"),
+                                    var_out: T.handle):
+            t = T.int64()
+            q = T.match_buffer(var_q, (t, hk, dk), q_dt)
+            k = T.match_buffer(var_k, (t, hk, dk), k_dt)
+            v = T.match_buffer(var_v, (t, hv, dv), v_dt)
+            ga = T.match_buffer(var_a, (t, hv), a_dt)
+            gb = T.match_buffer(var_b, (t, hv), b_dt)
+            out = T.match_buffer(var_out, (t, hv, dv), v_dt)
+            body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.Cast("int64", kv_len[0]) - t, out)
+
+        return gated_delta_rule_static
     if cached:
         @T.prim_func(private=True)
         def gated_delta_rule_cached(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,

@@ -21,7 +21,7 @@ def parallel_conv1d(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
     x, w = _buffers(func)[:2]
     cached = len(func.params) == 5
     return la.causal_conv1d(int(x.shape[1]), int(w.shape[2]), x.dtype, w.dtype, cached, parallel=True,
-                            exp=fast_exp)
+                            exp=fast_exp, kv_len_tensor=cached and is_buffer_var(func.params[3]))
 
 
 def parallel_delta_rule(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
@@ -29,4 +29,5 @@ def parallel_delta_rule(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFun
     q, v = bufs[0], bufs[2]
     cached = len(func.params) == 10
     return la.gated_delta_rule(int(q.shape[1]), int(v.shape[1]), int(q.shape[2]), int(v.shape[2]),
-                               tuple(b.dtype for b in bufs[:7]), cached, parallel=True)
+                               tuple(b.dtype for b in bufs[:7]), cached, parallel=True,
+                               kv_len_tensor=cached and is_buffer_var(func.params[8]))

@@ -1,7 +1,8 @@
 """Schedule rules for the cuda target. Ours: attention (split-key decode, flash prefill),
 tensor-core GEMMs for linears over T rows with bf16 weights, a GEMV with 16-byte weight
 loads for one-row linears, KV-cache appends (with Qwen3's key norm and rotary fused), the
-sparse MLPs' routed experts (`moe.py`), and the sampler. The baseline
+sparse MLPs' routed experts (`moe.py`), the gated DeltaNet's recurrences
+(`linear_attention.py`), and the sampler. The baseline
 for everything else is TVM's dlight rule list (GEMV for decode, Matmul for prefill,
 reductions, then a thread-binding fallback), tried in order on each kernel after the
 op-specific rules. Prefill attention over a bf16 cache runs on tensor cores (`flash_tc.py`),
@@ -17,6 +18,7 @@ from ..registry import register, register_fallback
 from .attention import cuda_attention
 from .gemv import gemv
 from .kv_append import kv_append_rows
+from .linear_attention import cuda_conv1d, cuda_delta_rule
 from .matmul import tensor_core_linear
 from .moe import cuda_moe
 from .sample import sample_block
@@ -46,5 +48,7 @@ register("cuda", "kv_append", kv_append_rows)
 register("cuda", "linear", tensor_core_linear)
 register("cuda", "linear", gemv)
 register("cuda", "moe_experts", cuda_moe)
+register("cuda", "causal_conv1d", cuda_conv1d)
+register("cuda", "gated_delta_rule", cuda_delta_rule)
 register("cuda", "sample_token", sample_block)
 register_fallback("cuda", dlight_baseline)

@@ -111,7 +111,8 @@ def test_cuda_schedules_emulated(models, tmp_path, name, dtype):
 
     ck = models.checkpoint(name, dtype=dtype)
     with registry.override("cuda", "moe_experts", [counting]):
-        art = cuda_emulation.compile_emulated(frontends.huggingface.model_def(ck.path), CUDA, max_seq_len=64)
+        art = cuda_emulation.compile_emulated(frontends.huggingface.model_def(ck.path), CUDA, max_seq_len=64,
+                                              static_decode=True)  # (as a CUDA graph has it)
     assert routed and all(routed)  # every sparse MLP, in prefill and decode, took the routed kernels
     rt = engine.load(art.save(tmp_path / "art"), weights=ck.path, device="cpu")
     ref = ck.model if dtype == "float32" else rounded_reference(ck.model, dtype)

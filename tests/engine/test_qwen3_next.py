@@ -5,6 +5,8 @@ fp32, bf16 and int8; whole-prompt logits, and greedy decoding whose linear-atten
 carries across prefill chunks and decode steps."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -87,10 +89,47 @@ def test_state_inputs_of_the_cached_functions(models):
     assert {"cache.0.k", "cache.0.v"} <= set(inputs) and "cache.1.k" not in inputs
 
 
-def test_cuda_target_is_refused(models):
-    from inference_pio import engine, frontends
-    from inference_pio.targets import TargetError
+CUDA = {"kind": "cuda", "arch": "sm_90a"}
 
-    md = frontends.huggingface.model_def(models.checkpoint("next_alt").path)
-    with pytest.raises(TargetError, match="qwen3_next does not support target kind 'cuda'"):
-        engine.compile(md, target="cuda")
+
+@pytest.mark.parametrize("name,dtype", [("next_odd", "float32"), ("next_bf16", "bfloat16")])
+def test_cuda_schedules_emulated(models, tmp_path, name, dtype):
+    """Every kernel scheduled for CUDA (the recurrences' and routed experts' included; decode
+    static, as the CUDA graph needs) and run serially on this CPU (tests/cuda_emulation.py),
+    against transformers: logits, and greedy tokens whose state crosses prefill and decode."""
+    import cuda_emulation
+
+    from inference_pio import engine, frontends
+
+    ck = models.checkpoint(name, dtype=dtype)
+    art = cuda_emulation.compile_emulated(frontends.huggingface.model_def(ck.path), CUDA, max_seq_len=64,
+                                          static_decode=True)
+    rt = engine.load(art.save(tmp_path / "art"), weights=ck.path, device="cpu")
+    ref = ck.model if dtype == "float32" else rounded_reference(ck.model, dtype)
+    ids = token_ids(ck.config.vocab_size, 13, seed=7)
+    assert rel_err(rt.logits(ids), hf_logits(ref, ids)) <= FP32_TOL
+    assert rt.generate(ids[:5], max_new_tokens=8, temperature=0.0) == hf_greedy(ref, ids[:5], 8)
+
+
+def test_static_decode_on_cpu(models, tmp_path):
+    """static_decode=True on the CPU: the recurrences read kv_len from a (1,) int32 tensor."""
+    from inference_pio import engine, frontends
+
+    ck = models.checkpoint("next_alt")
+    art = engine.compile(frontends.huggingface.model_def(ck.path), target="llvm", max_seq_len=64,
+                         static_decode=True, matmul_precision="high")
+    rt = engine.load(art.save(tmp_path / "art"), weights=ck.path, device="cpu")
+    ids = token_ids(ck.config.vocab_size, 6, seed=8)
+    assert rt.generate(ids, max_new_tokens=10, temperature=0.0) == hf_greedy(ck.model, ids, 10)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_cuda_artifact_holds_device_binaries(models, tmp_path):
+    """bf16 Qwen3-Next compiles for sm_90a into cubins, its decode step whole in a CUDA graph."""
+    from inference_pio import engine, frontends
+
+    md = frontends.huggingface.model_def(models.checkpoint("next_bf16", dtype="bfloat16").path)
+    art = engine.compile(md, target=CUDA, max_seq_len=64)
+    lib = (art.save(tmp_path / "art") / "model.so").read_bytes()
+    assert b"__global__" not in lib and b".nv.info" in lib and b"sm_90a" in lib
+    assert art.manifest["cuda_graph"] is True and "cuda_graph_blocked_by" not in art.manifest

@@ -15,7 +15,7 @@ BASE = {"architectures": ["Qwen3NextForCausalLM"], "vocab_size": 31, "hidden_siz
 def test_layer_kinds_follow_the_full_attention_interval():
     md = from_hf_config({**BASE, "full_attention_interval": 3, "mlp_only_layers": [0]})
     c = md.config
-    assert md.family == "qwen3_next" and md.spec.targets == ("llvm",)
+    assert md.family == "qwen3_next" and md.spec.targets == ("llvm", "cuda")
     assert c.layer_types == ("linear_attention", "linear_attention", "full_attention") * 2
     assert c.rotary_dim == 2 and c.rope_theta == 10000.0 and c.norm_topk_prob  # transformers' defaults
     g = md.graph

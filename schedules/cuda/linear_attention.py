@@ -1,0 +1,251 @@
+"""The linear-attention recurrences (Qwen3-Next's gated DeltaNet) on CUDA: the kernels of
+`schedules.linear_attention`, with the same operands and meaning, laid out for a GPU.
+
+    causal_conv1d     a thread per channel, CONV_THREADS per block: the channel's K taps in
+                      registers, a walk over the T new positions (the state's K-1 inputs
+                      before them), then the window shifted
+    gated_delta_rule  a block per (value head, slice of COLS state columns), a thread per
+                      column: the slice of the head's (Dk, Dv) fp32 state sits in shared memory
+                      for the whole step. Per position the block loads q and k once and sums
+                      their squares in COLS parts (l2 norms), then each thread updates its own
+                      column: u = beta * (v - decay * S^T k), S = decay * S + k u, out = S^T q
+
+Decode reads each head's state once from global memory and writes it back once. Prefill walks
+the positions one after another (a chunked form of the delta rule would run them in parallel:
+not done). Phases share data only through shared memory, so the kernels mean the same run
+serially (tests/cuda_emulation.py).
+"""
+from __future__ import annotations
+
+from tvm import tirx
+from tvm.tirx.buffer import is_buffer_var
+
+from ...targets import TargetDesc
+from ..linear_attention import L2_EPS, SOFTPLUS_THRESHOLD
+
+F32 = "float32"
+CONV_THREADS = 128
+COLS = 32  # delta rule: state columns (threads) per block
+
+
+def _ceil(a, b):
+    return (a + b - 1) // b
+
+
+def _buffers(func: tirx.PrimFunc) -> list:
+    return [p for p in func.params if is_buffer_var(p)]
+
+
+def cuda_conv1d(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
+    x, w = _buffers(func)[:2]
+    cached = len(func.params) == 5
+    return conv1d_kernel(int(x.shape[1]), int(w.shape[2]), str(x.dtype), str(w.dtype), cached,
+                         cached and is_buffer_var(func.params[3]))
+
+
+def cuda_delta_rule(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
+    bufs = _buffers(func)
+    q, v = bufs[0], bufs[2]
+    cached = len(func.params) == 10
+    return delta_rule_kernel(int(q.shape[1]), int(v.shape[1]), int(q.shape[2]), int(v.shape[2]),
+                             tuple(str(b.dtype) for b in bufs[:7]), cached, cached and is_buffer_var(func.params[8]))
+
+
+def conv1d_kernel(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, kv_len_tensor: bool) -> tirx.PrimFunc:
+    """`linear_attention.causal_conv1d`'s PrimFunc, a thread per channel."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def body(x, w, state, t, start, y):
+        for bx in T.thread_binding(_ceil(c, CONV_THREADS), thread="blockIdx.x"):
+            for tx in T.thread_binding(CONV_THREADS, thread="threadIdx.x"):
+                with T.sblock("conv"):
+                    T.reads()
+                    T.writes()
+                    taps = T.sblock_alloc_buffer((k,), F32, scope="local")
+                    acc = T.sblock_alloc_buffer((1,), F32, scope="local")
+                    # the step's first position, read through a register: with kv_len - T itself in
+                    # the conditions, TVM 0.27 built the cached form's llvm code so that no term of
+                    # x was added where the step starts at 0 (tests/schedules/test_cuda_linear_attention.py)
+                    first = T.sblock_alloc_buffer((1,), "int64", scope="local")
+                    ch = bx * CONV_THREADS + tx
+                    first[0] = start
+                    if ch < c:
+                        for j in T.unroll(k):
+                            taps[j] = T.Cast(F32, w[ch, 0, j])
+                        for i in range(t):
+                            acc[0] = T.float32(0)
+                            for j in T.unroll(k):
+                                if i + j >= k - 1:
+                                    acc[0] = acc[0] + taps[j] * T.Cast(F32, x[i + j - (k - 1), ch])
+                                elif cached:
+                                    if first[0] > 0:
+                                        acc[0] = acc[0] + taps[j] * T.Cast(F32, state[i + j, ch])
+                            y[i, ch] = T.Cast(x_dtype, acc[0] / (T.float32(1) + T.exp(-acc[0])))
+                        if cached:  # shift the window: ascending rows read only rows not yet written
+                            for r in range(k - 1):
+                                if r + t >= k - 1:
+                                    state[r, ch] = x[r + t - (k - 1), ch]
+                                elif first[0] > 0:
+                                    state[r, ch] = state[r + t, ch]
+                                else:
+                                    state[r, ch] = T.Cast(x_dtype, 0)
+
+    if cached and kv_len_tensor:
+        @T.prim_func(private=True, s_tir=True)
+        def causal_conv1d_static(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
+                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.Buffer((1,), "int32"),
+                                 var_y: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, c), x_dtype)
+            y = T.match_buffer(var_y, (t, c), x_dtype)
+            body(x, w, state, t, T.Cast("int64", kv_len[0]) - t, y)
+
+        return causal_conv1d_static
+    if cached:
+        @T.prim_func(private=True, s_tir=True)
+        def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
+                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.int64, var_y: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, c), x_dtype)
+            y = T.match_buffer(var_y, (t, c), x_dtype)
+            body(x, w, state, t, kv_len - t, y)
+
+        return causal_conv1d_cached
+
+    @T.prim_func(private=True, s_tir=True)
+    def causal_conv1d(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), var_y: T.handle):
+        t = T.int64()
+        x = T.match_buffer(var_x, (t, c), x_dtype)
+        y = T.match_buffer(var_y, (t, c), x_dtype)
+        body(x, w, x, t, T.int64(0), y)
+
+    return causal_conv1d
+
+
+def delta_rule_kernel(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...], cached: bool,
+                      kv_len_tensor: bool) -> tirx.PrimFunc:
+    """`linear_attention.gated_delta_rule`'s PrimFunc, a block per (value head, COLS columns)."""
+    from tvm.script import tirx as T
+
+    q_dt, k_dt, v_dt, a_dt, b_dt, alog_dt, dtb_dt = dtypes
+    group = hv // hk
+    q_scale = float(dk) ** -0.5
+    slices = _ceil(dv, COLS)
+    parts = _ceil(dk, COLS)  # elements of q and k per thread in the loads
+
+    @T.macro
+    def body(q, k, v, ga, gb, a_log, dt_bias, s, t, start, out):
+        for bx in T.thread_binding(hv * slices, thread="blockIdx.x"):
+            with T.sblock("head"):
+                T.reads()
+                T.writes()
+                st = T.sblock_alloc_buffer((dk, COLS), F32, scope="shared")  # this slice of the state
+                qs = T.sblock_alloc_buffer((dk,), F32, scope="shared")
+                ks = T.sblock_alloc_buffer((dk,), F32, scope="shared")
+                qp = T.sblock_alloc_buffer((COLS,), F32, scope="shared")  # partial sums of squares
+                kp = T.sblock_alloc_buffer((COLS,), F32, scope="shared")
+                h = bx // slices
+                j0 = bx % slices * COLS
+                for tx in T.thread_binding(COLS, thread="threadIdx.x"):
+                    for i in range(dk):
+                        if cached:
+                            st[i, tx] = T.if_then_else(start > 0, s[h, i, T.min(j0 + tx, dv - 1)], T.float32(0))
+                        else:
+                            st[i, tx] = T.float32(0)
+                for pos in range(t):
+                    for tx in T.thread_binding(COLS, thread="threadIdx.x"):
+                        with T.sblock("load_qk"):
+                            T.reads()
+                            T.writes()
+                            sq = T.sblock_alloc_buffer((2,), F32, scope="local")
+                            sq[0] = T.float32(0)
+                            sq[1] = T.float32(0)
+                            for p in T.unroll(parts):
+                                if p * COLS + tx < dk:
+                                    qs[p * COLS + tx] = T.Cast(F32, q[pos, h // group, p * COLS + tx])
+                                    ks[p * COLS + tx] = T.Cast(F32, k[pos, h // group, p * COLS + tx])
+                                    sq[0] = sq[0] + qs[p * COLS + tx] * qs[p * COLS + tx]
+                                    sq[1] = sq[1] + ks[p * COLS + tx] * ks[p * COLS + tx]
+                            qp[tx] = sq[0]
+                            kp[tx] = sq[1]
+                    for tx in T.thread_binding(COLS, thread="threadIdx.x"):
+                        with T.sblock("update"):
+                            T.reads()
+                            T.writes()
+                            sc = T.sblock_alloc_buffer((6,), F32, scope="local")  # |q|^-1, |k|^-1, decay, beta, u, o
+                            sc[0] = T.float32(0)
+                            sc[1] = T.float32(0)
+                            for p in range(COLS):
+                                sc[0] = sc[0] + qp[p]
+                                sc[1] = sc[1] + kp[p]
+                            sc[0] = T.rsqrt(sc[0] + T.float32(L2_EPS)) * T.float32(q_scale)
+                            sc[1] = T.rsqrt(sc[1] + T.float32(L2_EPS))
+                            sc[2] = T.exp(-T.exp(T.Cast(F32, a_log[h])) * T.if_then_else(
+                                T.Cast(F32, ga[pos, h]) + T.Cast(F32, dt_bias[h]) > T.float32(SOFTPLUS_THRESHOLD),
+                                T.Cast(F32, ga[pos, h]) + T.Cast(F32, dt_bias[h]),
+                                T.log1p(T.exp(T.min(T.Cast(F32, ga[pos, h]) + T.Cast(F32, dt_bias[h]),
+                                                    T.float32(SOFTPLUS_THRESHOLD))))))
+                            sc[3] = T.sigmoid(T.Cast(F32, gb[pos, h]))
+                            sc[4] = T.float32(0)
+                            for i in range(dk):  # what the (undecayed) state predicts for v
+                                sc[4] = sc[4] + st[i, tx] * ks[i] * sc[1]
+                            sc[4] = (T.Cast(F32, v[pos, h, T.min(j0 + tx, dv - 1)]) - sc[2] * sc[4]) * sc[3]
+                            sc[5] = T.float32(0)
+                            for i in range(dk):
+                                st[i, tx] = st[i, tx] * sc[2] + ks[i] * sc[1] * sc[4]
+                                sc[5] = sc[5] + st[i, tx] * qs[i] * sc[0]
+                            if j0 + tx < dv:
+                                out[pos, h, j0 + tx] = T.Cast(v_dt, sc[5])
+                if cached:
+                    for tx in T.thread_binding(COLS, thread="threadIdx.x"):
+                        if j0 + tx < dv:
+                            for i in range(dk):
+                                s[h, i, j0 + tx] = st[i, tx]
+
+    if cached:
+        if kv_len_tensor:
+            @T.prim_func(private=True, s_tir=True)
+            def gated_delta_rule_static(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
+                                        var_b: T.handle, a_log: T.Buffer((hv,), alog_dt),
+                                        dt_bias: T.Buffer((hv,), dtb_dt), s: T.Buffer((hv, dk, dv), F32),
+                                        kv_len: T.Buffer((1,), "int32"), var_out: T.handle):
+                t = T.int64()
+                q = T.match_buffer(var_q, (t, hk, dk), q_dt)
+                k = T.match_buffer(var_k, (t, hk, dk), k_dt)
+                v = T.match_buffer(var_v, (t, hv, dv), v_dt)
+                ga = T.match_buffer(var_a, (t, hv), a_dt)
+                gb = T.match_buffer(var_b, (t, hv), b_dt)
+                out = T.match_buffer(var_out, (t, hv, dv), v_dt)
+                body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.Cast("int64", kv_len[0]) - t, out)
+
+            return gated_delta_rule_static
+
+        @T.prim_func(private=True, s_tir=True)
+        def gated_delta_rule_cached(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
+                                    var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
+                                    s: T.Buffer((hv, dk, dv), F32), kv_len: T.int64, var_out: T.handle):
+            t = T.int64()
+            q = T.match_buffer(var_q, (t, hk, dk), q_dt)
+            k = T.match_buffer(var_k, (t, hk, dk), k_dt)
+            v = T.match_buffer(var_v, (t, hv, dv), v_dt)
+            ga = T.match_buffer(var_a, (t, hv), a_dt)
+            gb = T.match_buffer(var_b, (t, hv), b_dt)
+            out = T.match_buffer(var_out, (t, hv, dv), v_dt)
+            body(q, k, v, ga, gb, a_log, dt_bias, s, t, kv_len - t, out)
+
+        return gated_delta_rule_cached
+
+    @T.prim_func(private=True, s_tir=True)
+    def gated_delta_rule(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle, var_b: T.handle,
+                         a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt), var_out: T.handle):
+        t = T.int64()
+        q = T.match_buffer(var_q, (t, hk, dk), q_dt)
+        k = T.match_buffer(var_k, (t, hk, dk), k_dt)
+        v = T.match_buffer(var_v, (t, hv, dv), v_dt)
+        ga = T.match_buffer(var_a, (t, hv), a_dt)
+        gb = T.match_buffer(var_b, (t, hv), b_dt)
+        out = T.match_buffer(var_out, (t, hv, dv), v_dt)
+        body(q, k, v, ga, gb, a_log, dt_bias, out, t, T.int64(0), out)  # (no state operand: s unused)
+
+    return gated_delta_rule
