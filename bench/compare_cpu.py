@@ -257,13 +257,8 @@ def decode_bytes(c: dict[str, Any], weights_bytes: int) -> int:
     """The weight bytes one decode step reads: all of them, less an untied embedding table (one
     row is read) and the experts a token does not use (a MoE layer reads num_experts_per_tok
     of num_experts, or of GLM's n_routed_experts)."""
-    shapes = random_checkpoint.checkpoint_shapes(c)
-    total = sum(int(np.prod(s)) for s in shapes.values())
-    experts = sum(int(np.prod(s)) for n, s in shapes.items() if ".mlp.experts." in n)
-    unused = experts * (1 - c.get("num_experts_per_tok", 1) / (c.get("num_experts") or c.get("n_routed_experts", 1)))
-    if not c["tie_word_embeddings"]:
-        unused += int(np.prod(shapes["model.embed_tokens.weight"]))
-    return int(weights_bytes * (total - unused) / total)
+    total = sum(int(np.prod(s)) for s in random_checkpoint.checkpoint_shapes(c).values())
+    return int(weights_bytes * random_checkpoint.decode_elems(c) / total)
 
 
 def footer(res: dict[str, Any]) -> list[str]:

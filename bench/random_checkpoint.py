@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import struct
 from pathlib import Path
 from typing import Callable
@@ -278,6 +279,19 @@ def preset_config(preset: str, layers: int | None = None) -> dict:
     if c.get("first_k_dense_replace", 0) >= layers:  # GLM: keep a sparse last layer too
         c["first_k_dense_replace"] = layers - 1
     return c
+
+
+def decode_elems(c: dict) -> int:
+    """The weight elements one decode step reads: all of them, less an untied embedding table
+    (one row is read) and the experts a token does not use (a MoE layer reads
+    num_experts_per_tok of num_experts, or of GLM's n_routed_experts)."""
+    shapes = checkpoint_shapes(c)
+    total = sum(math.prod(s) for s in shapes.values())
+    experts = sum(math.prod(s) for n, s in shapes.items() if ".mlp.experts." in n)
+    unused = experts * (1 - c.get("num_experts_per_tok", 1) / (c.get("num_experts") or c.get("n_routed_experts", 1)))
+    if not c.get("tie_word_embeddings", False):
+        unused += math.prod(shapes["model.embed_tokens.weight"])
+    return int(total - unused)
 
 
 def make(preset: str, out: str | Path, dtype: str = "bfloat16", seed: int = 0, layers: int | None = None) -> Path:

@@ -29,6 +29,10 @@ from pathlib import Path
 from typing import Any
 
 PREFILL_T = (16, 128, 512, 2048)
+# sparse MLPs at real shapes (timed alone; the bench presets are dense): Qwen3-Coder-30B-A3B's experts
+MOE_SHAPES = {"qwen3-30b-a3b": dict(hidden=2048, inter=768, experts=128, top_k=8, ts=(1, 16, 128, 512))}
+MOE_DRY = {"dry-moe": dict(hidden=64, inter=32, experts=8, top_k=2, ts=(1, 16))}
+GATE_COPIES = 16  # routings a sparse MLP's timing cycles through, so that its experts come from HBM
 CONTEXTS = (128, 1024, 2048, 4000)  # decode attention: keys in the cache
 CACHE_ROWS = 4096
 ROTATE_BYTES = 256 << 20  # > 2x the L2 of an H100 (50 MB) or H200 (60 MB)
@@ -162,6 +166,58 @@ def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tu
     return out
 
 
+def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
+    """The routed experts (schedules/cuda/moe.py) of one sparse MLP: ours, then with TT (tokens
+    per tile) and the rows per warp halved and doubled. The dry run's stand-in: the dense TE op
+    as "ours" and our kernels with their thread loops serial."""
+    from tvm import te
+
+    from inference_pio.schedules import kernels
+
+    moe = importlib.import_module("inference_pio.schedules.cuda.moe")
+    h, f, e, k = shape["hidden"], shape["inter"], shape["experts"], shape["top_k"]
+    dts = ("float32", "float32", BF16, BF16, "float32")
+    if not cuda:
+        import cuda_emulation
+
+        t = te.var("T", "int64")
+        args = [te.placeholder((t, h), "float32", "x"), te.placeholder((t, e), "float32", "g"),
+                te.placeholder((e, 2 * f, h), BF16, "w_in"), te.placeholder((e, h, f), BF16, "w_out")]
+        return [("ours", te.create_prim_func(args + kernels.moe_experts(*args, slots=k)), shape["ts"]),
+                ("cuda, serial", cuda_emulation.serialize(moe.routed_experts(e, h, f, k, dts)), shape["ts"])]
+    out = [("ours", moe.routed_experts(e, h, f, k, dts), shape["ts"])]
+    for label, knobs in ((f"{moe.TT // 2} tokens/tile", {"TT": moe.TT // 2}),
+                         (f"{moe.TT * 2} tokens/tile", {"TT": moe.TT * 2}),
+                         ("half the rows/warp", {"IN_PAIRS": max(1, moe.IN_PAIRS // 2), "OUT_ROWS": moe.OUT_ROWS // 2}),
+                         ("twice the rows/warp", {"IN_PAIRS": moe.IN_PAIRS * 2, "OUT_ROWS": moe.OUT_ROWS * 2})):
+        saved = {n: getattr(moe, n) for n in knobs}
+        try:
+            for n, v in knobs.items():
+                setattr(moe, n, v)
+            out.append((label, moe.routed_experts(e, h, f, k, dts), shape["ts"]))
+        finally:
+            for n, v in saved.items():
+                setattr(moe, n, v)
+    return out
+
+
+def _moe_params(shape: dict) -> list[dict]:
+    """`_params` of a sparse MLP's kernels: (x, gates, w_in, w_out, out, *`kernels.moe_scratch`),
+    a dim that grows with T as "T" or {"T": a, "+": b} (a T + b)."""
+    from inference_pio.schedules.kernels import moe_scratch
+
+    h, f, e, k = shape["hidden"], shape["inter"], shape["experts"], shape["top_k"]
+
+    def at(t):
+        return [((t, h), "float32"), ((t, e), "float32"), ((e, 2 * f, h), BF16), ((e, h, f), BF16),
+                ((t, h), "float32")] + [(s, dt) for _, s, dt in moe_scratch(t, e, k, h, f)]
+
+    def dim(d0, d1):
+        return d0 if d0 == d1 else "T" if (d0, d1) == (0, 1) else {"T": d1 - d0, "+": d0}
+
+    return [{"shape": [dim(a, b) for a, b in zip(s0, s1)], "dtype": dt} for (s0, dt), (s1, _) in zip(at(0), at(1))]
+
+
 def _params(func) -> list[dict]:
     from tvm import tirx
 
@@ -203,6 +259,15 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
                 funcs[name] = func.with_attr("global_symbol", name)
                 entries.append({"name": name, "preset": preset, "op": op, "n": n, "k": k, "variant": variant,
                                 "ts": list(ts), "params": _params(func), "rotate": rotate})
+    for preset, shape in (MOE_SHAPES if cuda else MOE_DRY).items():
+        # x, gates, w_in, w_out -> out, then scratch: the gates a top_k routing, rotated (`measure`)
+        for variant, func, ts in _moe_variants(shape, cuda):
+            name = f"k{len(entries):03d}"
+            funcs[name] = func.with_attr("global_symbol", name)
+            entries.append({"name": name, "preset": preset, "op": f"experts (top {shape['top_k']} of "
+                            f"{shape['experts']})", "n": shape["hidden"], "k": shape["inter"], "variant": variant,
+                            "ts": list(ts), "params": _moe_params(shape), "rotate": [1], "gates": [1, shape["top_k"]],
+                            "output": 4})
     if cuda:
         from inference_pio.targets.cuda_host import enable_cuda_codegen
 
@@ -228,6 +293,17 @@ def _random(shape: list[int], dtype: str, rng) -> Any:
 
         return v.astype(ml_dtypes.bfloat16)
     return v.astype(dtype)
+
+
+def _routing(t: int, e: int, k: int, rng) -> Any:
+    """Gates (t, e) fp32 as `ir.ops.moe_gates` leaves them: k nonzero weights per token, at
+    random experts."""
+    import numpy as np
+
+    g = np.zeros((t, e), np.float32)
+    for i in range(t):
+        g[i, rng.choice(e, size=k, replace=False)] = rng.uniform(0.5, 1.5, k) / k
+    return g
 
 
 def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
@@ -263,7 +339,15 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                     if i in fixed:
                         args.append(fixed[i])
                         continue
-                    shape = [t if d == "T" else d for d in p["shape"]]
+                    shape = [t if d == "T" else d["T"] * t + d["+"] if isinstance(d, dict) else d for d in p["shape"]]
+                    if e.get("gates") and i == e["gates"][0]:  # a sparse MLP's gates: a routing per copy
+                        gates = [_routing(t, shape[1], e["gates"][1], np.random.default_rng(c)) for c in
+                                 range(GATE_COPIES)]
+                        args.append([rt.tensor(g, dev) for g in gates])
+                        # the expert weights a call reads: 3 H F bf16 per expert that a token chose
+                        row["weight_bytes"] = float(np.mean([(g != 0).any(0).sum() for g in gates])) * 3 * \
+                            e["n"] * e["k"] * 2
+                        continue
                     key = (tuple(shape), p["dtype"])
                     if key not in host:
                         host[key] = _random(shape, p["dtype"], rng)
@@ -271,7 +355,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                     copies = max(1, min(MAX_COPIES, ROTATE_BYTES // (a.nbytes * len(e["rotate"])))) \
                         if i in e["rotate"] else 1
                     args.append([rt.tensor(a, dev) for _ in range(copies)])
-                    if "T" not in p["shape"]:
+                    if all(isinstance(d, int) for d in p["shape"]):
                         fixed[i] = args[-1]
                 calls = [[a[j % len(a)] for a in args] for j in range(max(len(a) for a in args))]
 
@@ -290,7 +374,8 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                     kv = e["params"][1]["shape"]
                     row["kv_bytes"] = 2 * t * kv[1] * kv[2] * 2
                 # the output (the last buffer) against ours' on the same inputs: every variant must agree
-                got = args[max(i for i, p in enumerate(e["params"]) if "scalar" not in p)][0].numpy()
+                f(*calls[0])  # (the inputs of the first call: the rotated ones differ between copies)
+                got = args[e.get("output", max(i for i, p in enumerate(e["params"]) if "scalar" not in p))][0].numpy()
                 got = got.astype(np.float32)
                 key = (e["preset"], e["op"], t)
                 if e["variant"] == "ours":
@@ -340,6 +425,8 @@ def table(res: dict) -> str:
             line.append("")
         elif op == "attention":  # n heads of k dims, over t keys: K and V read once per kv head
             line.append(f"{by['ours'].get('kv_bytes', 0) / (ours * 1e-6) / 1e9:.0f} GB/s")
+        elif "weight_bytes" in by["ours"]:  # a sparse MLP: the routed experts' weights
+            line.append(f"{by['ours']['weight_bytes'] / (ours * 1e-6) / 1e9:.0f} GB/s")
         elif op == "prefill attention":  # causal: q k^T and p v over half of the t x t pairs
             line.append(f"{2 * t * t * n * k / (ours * 1e-6) / 1e12:.1f} TFLOP/s")
         elif t == 1:
@@ -359,6 +446,7 @@ def table(res: dict) -> str:
     note = (f"{res['skipped']} entries skipped (time budget). " if res.get("skipped") else "") + \
         "* = fastest; ours = TFLOP/s of 2 T N K (T > 1), bf16 weight GB/s (T = 1) or K and V GB/s " \
         "(attention: N query heads of K dims over T cached keys; prefill attention: TFLOP/s of its " \
-        "2 T^2 N K causal flops), launch included; diff = the largest relative difference of a variant's " \
+        "2 T^2 N K causal flops; experts: GB/s of the chosen experts' weights, N = hidden, K = expert width), " \
+        "launch included; diff = the largest relative difference of a variant's " \
         "output from ours' on the same inputs (those with the same parameters)."
     return "\n".join(text + [note] + errors[:10])

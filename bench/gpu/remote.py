@@ -10,7 +10,8 @@ and here, as a dry run against CPU artifacts (stage.py --cpu-dry-run):
     python bench/gpu/remote.py --bundle gpu_bundle --device cpu --allow-host-tvm-ffi
 
 Sections
-  correctness  each tiny checkpoint (Qwen3; Qwen3-VL with a prompt holding two images): our logits
+  correctness  each tiny checkpoint (Qwen3; Qwen3-VL with a prompt holding two images; Qwen3-MoE,
+               GLM-4.5 MoE, Qwen3-Next): our logits
                vs transformers' on the same device (fp32: rel err
                <= 1e-4; a bf16 checkpoint: <= 1e-4 vs transformers computing in fp32 over the same
                bf16 weights, which is what we do, and <= 5e-2 vs transformers computing in bf16), and
@@ -273,6 +274,9 @@ def hf_load(path: str, dtype: str, device: str, vision: bool = False) -> Any:
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     kw = {"dtype": dt} if (major, minor) >= (4, 56) else {"torch_dtype": dt}
     auto = AutoModelForImageTextToText if vision else AutoModelForCausalLM
+    arch = " ".join(json.loads((Path(path) / "config.json").read_text()).get("architectures", []))
+    if "Moe" in arch or "Next" in arch:  # their default grouped_mm needs 16-byte strides (odd tiny widths lack them)
+        kw["experts_implementation"] = "eager"
     model = auto.from_pretrained(path, **kw).to(device).eval()
     got = next(model.parameters()).dtype
     if got != dt:
@@ -775,18 +779,21 @@ def section_correctness(r: Runner, info: dict, results: dict) -> None:
                 raise RuntimeError(f"ours: {o['error']}")
             # the strict reference: same weights computed in fp32 (for bf16: what we compute)
             strict = "hf" if m["dtype"] == "float32" else "hf_fp32"
-            checks = [(strict, FP32_TOL, True)] + ([("hf", BF16_TOL, False)] if strict != "hf" else [])
+            # (transformers' own 16-bit Qwen3-Next strays from its fp32 by ~0.5 at these shapes: its
+            # recurrences run in bf16, so that comparison is shown, not required)
+            loose = None if m.get("family") == "qwen3_next" else BF16_TOL
+            checks = [(strict, FP32_TOL, True)] + ([("hf", loose, False)] if strict != "hf" else [])
             ok = True
             for lab, tol, strict_greedy in checks:
                 ref = h.get(lab, {"error": hf.get("error", "no result")})
                 if "error" in ref:
                     raise RuntimeError(f"{lab}: {ref['error']}")
                 err = rel_err(np.load(o["logits"]), np.load(ref["logits"]))
-                g = greedy_check(o["greedy"], ref, tol)
+                g = greedy_check(o["greedy"], ref, tol if tol is not None else BF16_TOL)
                 row[lab] = {"rel_err": err, "tol": tol, "greedy": g}
                 if strict_greedy:
                     ok &= err <= tol and (g["equal"] or g.get("near_tie", False))
-                else:  # bf16 compute: logits within tolerance; greedy reported (it drifts after a near-tie)
+                elif tol is not None:  # bf16 compute: logits within tolerance; greedy reported (it drifts after a near-tie)
                     ok &= err <= tol
             row["sampled"] = o.get("sampled", {"skipped": "not run"})
             ok &= row["sampled"].get("equal", True)  # (device top-k candidates = host full sort)
@@ -914,9 +921,7 @@ def _derive(res: dict, p: dict, a: argparse.Namespace, results: dict) -> None:
     sys.path.insert(0, str(REPO / "bench"))
     import random_checkpoint as rc
 
-    shapes = rc.qwen3_shapes(cfg)
-    wbytes = 2 * sum(_prod(s) for n, s in shapes.items()
-                     if not (n == "model.embed_tokens.weight" and not cfg["tie_word_embeddings"]))
+    wbytes = 2 * rc.decode_elems(cfg)  # (a MoE layer: the top_k experts a token reads)
     kv_per_tok = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * cfg["head_dim"] * 2
     peak = results["device"].get("peak_bw")
     res["decode_bytes"] = {"weights": wbytes, "kv_per_context_token": kv_per_tok}
@@ -970,7 +975,8 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                 if lab in row:
                     q = row[lab]
                     who = f"hf-fp32 over {row['dtype']} weights" if lab == "hf_fp32" else f"hf-{row['dtype']}"
-                    errs.append(f"{q['rel_err']:.1e} vs {who} ({q['tol']:g})")
+                    errs.append(f"{q['rel_err']:.1e} vs {who} ({q['tol']:g})" if q["tol"] is not None
+                                else f"{q['rel_err']:.1e} vs {who} (shown only)")
                     g = q["greedy"]
                     gs.append(f"{g['match']}/{g['of']} vs {who}" + (" (near-tie)" if g.get("near_tie") else ""))
             sm = row.get("sampled", {})

@@ -16,7 +16,8 @@ and no network. The bundle therefore holds:
                   a 6-line shim that points the package at the repo root (the repo root *is*
                   the package, via pyproject's package-dir; on the GPU box it is not installed)
   ckpt/<name>/    tiny random HF Qwen3 checkpoints (tests/hf_fixtures.py), fp32 and bf16; two Qwen3-VL
-                  ones, each with its test prompt's image patches (image<i>.npy)
+                  ones, each with its test prompt's image patches (image<i>.npy); Qwen3-MoE, GLM-4.5
+                  MoE and Qwen3-Next ones
   configs/<preset>/config.json       real Qwen3-0.6B / Qwen3-4B shapes (bench/random_checkpoint.py PRESETS)
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above, at
                                      engine.compile's defaults (a CUDA graph per decode step where the
@@ -66,10 +67,17 @@ TINY = [("gqa5x1", "gqa5x1", "float32"), ("tied_bias", "tied_bias", "float32"), 
         ("bf16", "bf16", "bfloat16"), ("wide32", "wide32", "bfloat16"), ("wide32_fp16", "wide32", "float16"),
         ("wide256", "wide256", "bfloat16"),
         # Qwen3-VL: both towers, a prompt holding two images (`vl_prompt`'s)
-        ("vl_odd", "vl_odd", "float32"), ("vl_tied", "vl_tied", "bfloat16")]
+        ("vl_odd", "vl_odd", "float32"), ("vl_tied", "vl_tied", "bfloat16"),
+        # the sparse families: routed experts (Qwen3-MoE in bf16, GLM's sigmoid groups and shared
+        # experts in fp32) and Qwen3-Next's DeltaNet recurrences (fp32 odd heads, bf16)
+        ("moe_bf16", "moe_bf16", "bfloat16"), ("glm_groups", "glm_groups", "float32"),
+        ("next_odd", "next_odd", "float32"), ("next_bf16", "next_bf16", "bfloat16")]
 VL_GRIDS = [(1, 4, 6), (1, 2, 2)]  # in patches, as tests/engine/test_qwen3_vl.py
 TINY_MAX_SEQ_LEN = 128
 REAL_PRESETS = ["qwen3-0.6b", "qwen3-4b"]
+# sparse presets cut to a few layers (random weights for all 48 would not fit the GPU machine's
+# disk), the default artifact only: name -> (bench/random_checkpoint.py preset, layers)
+CUT_PRESETS = {"qwen3-coder-30b-a3b-4l": ("qwen3-coder-30b-a3b", 4)}
 BENCH_MAX_SEQ_LEN = 4096  # >= the longest benchmark context (2048) + decoded tokens
 # a small preset with the real presets' structure, for rehearsing the benchmark path on this CPU
 DRY_PRESETS = {"dry-small": dict(vocab_size=1000, hidden_size=128, intermediate_size=352, num_hidden_layers=2,
@@ -308,7 +316,8 @@ def main() -> None:
         ck = out / "ckpt" / name
         made = hf_fixtures.make_checkpoint(ck, fixture, dtype=dtype)
         cfg = getattr(made.config, "text_config", made.config)
-        ent = {"dtype": dtype, "ckpt": str(ck.relative_to(out)), "vocab_size": cfg.vocab_size, "artifacts": {}}
+        ent = {"dtype": dtype, "ckpt": str(ck.relative_to(out)), "vocab_size": cfg.vocab_size,
+               "family": made.config.model_type, "artifacts": {}}
         if fixture in hf_fixtures.QWEN3_VL_CONFIGS:  # the prompt and its images' patches, saved beside the weights
             ids, images = hf_fixtures.vl_prompt(made.config, VL_GRIDS, seed=3)
             ent["vl"] = {"ids": ids, "image_token_id": made.config.image_token_id, "images": []}
@@ -326,10 +335,12 @@ def main() -> None:
     import random_checkpoint as rc
 
     info["presets"] = {}
-    jobs = [] if a.no_real else [(p, rc.PRESETS[p], "cuda") for p in REAL_PRESETS]
+    jobs = [] if a.no_real else [(p, rc.PRESETS[p], "cuda", True) for p in REAL_PRESETS]
+    if not a.no_real:
+        jobs += [(p, rc.preset_config(base, layers), "cuda", False) for p, (base, layers) in CUT_PRESETS.items()]
     if a.cpu_dry_run:
-        jobs += [(p, c, "cpu") for p, c in DRY_PRESETS.items()]
-    for preset, pc, dev in jobs:
+        jobs += [(p, c, "cpu", True) for p, c in DRY_PRESETS.items()]
+    for preset, pc, dev, variants in jobs:
         say(f"{preset} ({dev}) artifact from config.json")
         cfg_dir = out / "configs" / preset
         cfg_dir.mkdir(parents=True, exist_ok=True)
@@ -342,6 +353,8 @@ def main() -> None:
                                                matmul_precision="auto",
                                                # the CPU stand-in of the default's graph: its static decode
                                                **({"static_decode": True} if dev == "cpu" else {}))}
+        if not variants:
+            continue
         # the same at matmul precision "high" (fp32 x as a bf16 hi + lo pair), benchmarked as "ours high"
         ent["artifacts"][f"{dev}_high"] = {"path": f"artifacts/{dev}_high/{preset}",
                                            **compile_one(cfg_dir, out / "artifacts" / f"{dev}_high" / preset,

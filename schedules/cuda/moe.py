@@ -5,9 +5,10 @@
 (`kernels.moe_scratch`), and this rule replaces it with five launches:
 
     route    a warp per token lists its experts with a nonzero gate in expert order (sel, at
-             most k; -1 past the last) and each one's slot (rank); a block per expert lists its
-             tokens in order (lst, cnt): LIST_THREADS threads count over their share of the
-             tokens, then each writes its tokens after those of the threads before it
+             most k; -1 past the last) and each one's slot (rank); in the same launch, a block
+             per expert lists its tokens in order (lst, cnt): LIST_THREADS threads count over
+             their share of the tokens, then each writes its tokens after those of the threads
+             before it
     tiles    one block cuts each expert's token list into tiles of TT and lays the tiles out
              in one work list (expert, first token; -1 past the last)
     in       a block per (tile, WARPS * IN_PAIRS gate/up row pairs): each warp streams its
@@ -40,7 +41,7 @@ IN_PAIRS = 2     # gate/up row pairs per warp (in)
 OUT_ROWS = 4     # rows per warp (out)
 AHEAD = 8        # 16-byte weight loads per lane before any is used
 TOKEN_WARPS = 4  # route: tokens (a warp each) per block
-LIST_THREADS = 64  # route: threads listing one expert's tokens
+LIST_THREADS = TOKEN_WARPS * LANES  # route: threads listing one expert's tokens
 COMBINE_THREADS = 256
 
 
@@ -166,82 +167,84 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
         with T.sblock("root"):
             T.reads()
             T.writes()
-            # route (1/2): each token's experts, a warp per token, each lane m experts
-            for bx in T.thread_binding(_ceil(T.Cast(I32, t), TOKEN_WARPS), thread="blockIdx.x"):
-                with T.sblock("token_route"):
+            # route: blocks [0, nb_tok) list each token's experts (a warp per token, each lane m
+            # experts); the E blocks after them each expert's tokens, in order. One launch: each
+            # block runs one kind's phases (a loop of 0 or 1 trips: TVM places barriers in loops,
+            # not in conditions)
+            for bx in T.thread_binding(_ceil(T.Cast(I32, t), TOKEN_WARPS) + e, thread="blockIdx.x"):
+                with T.sblock("route"):
                     T.reads()
                     T.writes()
                     counts = T.sblock_alloc_buffer((TOKEN_WARPS, LANES), I32, scope="shared")
-                    for tx in T.thread_binding(TOKEN_WARPS * LANES, thread="threadIdx.x"):
-                        with T.sblock("token_count"):
-                            T.reads()
-                            T.writes()
-                            c = T.sblock_alloc_buffer((1,), I32, scope="local")
-                            ti = T.min(bx * TOKEN_WARPS + tx // LANES, T.Cast(I32, t) - 1)
-                            c[0] = 0
-                            for u in T.unroll(m):
-                                if tx % LANES * m + u < e:
-                                    if g[ti, tx % LANES * m + u] != T.Cast(gdt, 0):
-                                        c[0] = c[0] + 1
-                            counts[tx // LANES, tx % LANES] = c[0]
-                    for tx in T.thread_binding(TOKEN_WARPS * LANES, thread="threadIdx.x"):
-                        with T.sblock("token_slots"):
-                            T.reads()
-                            T.writes()
-                            off = T.sblock_alloc_buffer((1,), I32, scope="local")
-                            tot = T.sblock_alloc_buffer((1,), I32, scope="local")
-                            ti = bx * TOKEN_WARPS + tx // LANES
-                            if ti < T.Cast(I32, t):
-                                off[0] = 0
-                                tot[0] = 0
-                                for ln in range(LANES):
-                                    if ln < tx % LANES:
-                                        off[0] = off[0] + counts[tx // LANES, ln]
-                                    tot[0] = tot[0] + counts[tx // LANES, ln]
+                    for _once in range(T.Select(bx < _ceil(T.Cast(I32, t), TOKEN_WARPS), 1, 0)):
+                        for tx in T.thread_binding(TOKEN_WARPS * LANES, thread="threadIdx.x"):
+                            with T.sblock("token_count"):
+                                T.reads()
+                                T.writes()
+                                c = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                ti = T.min(bx * TOKEN_WARPS + tx // LANES, T.Cast(I32, t) - 1)
+                                c[0] = 0
                                 for u in T.unroll(m):
                                     if tx % LANES * m + u < e:
                                         if g[ti, tx % LANES * m + u] != T.Cast(gdt, 0):
-                                            # (never more than k: the gates' top_k, route_experts)
-                                            sel[ti, T.min(off[0], k - 1)] = tx % LANES * m + u
-                                            rank[ti, tx % LANES * m + u] = T.min(off[0], k - 1)
+                                            c[0] = c[0] + 1
+                                counts[tx // LANES, tx % LANES] = c[0]
+                        for tx in T.thread_binding(TOKEN_WARPS * LANES, thread="threadIdx.x"):
+                            with T.sblock("token_slots"):
+                                T.reads()
+                                T.writes()
+                                off = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                tot = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                ti = bx * TOKEN_WARPS + tx // LANES
+                                if ti < T.Cast(I32, t):
+                                    off[0] = 0
+                                    tot[0] = 0
+                                    for ln in range(LANES):
+                                        if ln < tx % LANES:
+                                            off[0] = off[0] + counts[tx // LANES, ln]
+                                        tot[0] = tot[0] + counts[tx // LANES, ln]
+                                    for u in T.unroll(m):
+                                        if tx % LANES * m + u < e:
+                                            if g[ti, tx % LANES * m + u] != T.Cast(gdt, 0):
+                                                # (never more than k: the gates' top_k, route_experts)
+                                                sel[ti, T.min(off[0], k - 1)] = tx % LANES * m + u
+                                                rank[ti, tx % LANES * m + u] = T.min(off[0], k - 1)
+                                                off[0] = off[0] + 1
+                                    for j in range(_ceil(k, LANES)):
+                                        if j * LANES + tx % LANES < k:
+                                            if j * LANES + tx % LANES >= tot[0]:
+                                                sel[ti, j * LANES + tx % LANES] = -1
+                    for _once in range(T.Select(bx >= _ceil(T.Cast(I32, t), TOKEN_WARPS), 1, 0)):
+                        for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
+                            with T.sblock("list_count"):
+                                T.reads()
+                                T.writes()
+                                c = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                c[0] = 0
+                                for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
+                                    if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
+                                        if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i,
+                                             bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] != T.Cast(gdt, 0):
+                                            c[0] = c[0] + 1
+                                counts[tx // LANES, tx % LANES] = c[0]
+                        for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
+                            with T.sblock("list_write"):
+                                T.reads()
+                                T.writes()
+                                off = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                off[0] = 0
+                                for ln in range(LIST_THREADS):
+                                    if ln < tx:
+                                        off[0] = off[0] + counts[ln // LANES, ln % LANES]
+                                for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
+                                    if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
+                                        if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i,
+                                             bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] != T.Cast(gdt, 0):
+                                            lst[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS), off[0]] = \
+                                                tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i
                                             off[0] = off[0] + 1
-                                for j in range(_ceil(k, LANES)):
-                                    if j * LANES + tx % LANES < k:
-                                        if j * LANES + tx % LANES >= tot[0]:
-                                            sel[ti, j * LANES + tx % LANES] = -1
-            # route (2/2): each expert's tokens, in order
-            for bx in T.thread_binding(e, thread="blockIdx.x"):
-                with T.sblock("expert_list"):
-                    T.reads()
-                    T.writes()
-                    counts = T.sblock_alloc_buffer((LIST_THREADS,), I32, scope="shared")
-                    for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
-                        with T.sblock("list_count"):
-                            T.reads()
-                            T.writes()
-                            c = T.sblock_alloc_buffer((1,), I32, scope="local")
-                            c[0] = 0
-                            for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
-                                if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
-                                    if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i, bx] != T.Cast(gdt, 0):
-                                        c[0] = c[0] + 1
-                            counts[tx] = c[0]
-                    for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
-                        with T.sblock("list_write"):
-                            T.reads()
-                            T.writes()
-                            off = T.sblock_alloc_buffer((1,), I32, scope="local")
-                            off[0] = 0
-                            for ln in range(LIST_THREADS):
-                                if ln < tx:
-                                    off[0] = off[0] + counts[ln]
-                            for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
-                                if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
-                                    if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i, bx] != T.Cast(gdt, 0):
-                                        lst[bx, off[0]] = tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i
-                                        off[0] = off[0] + 1
-                            if tx == LIST_THREADS - 1:
-                                cnt[bx] = off[0]
+                                if tx == LIST_THREADS - 1:
+                                    cnt[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] = off[0]
             # tiles: the work list, each expert's tiles after those of the experts before it
             for bx in T.thread_binding(1, thread="blockIdx.x"):
                 with T.sblock("tile_list"):

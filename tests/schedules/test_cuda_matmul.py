@@ -165,6 +165,18 @@ def test_split_k_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype, ac
     assert err <= (1e-2 if out_dtype == BF16 else SPLIT_TOL), err
 
 
+def test_split_k_takes_fewer_slices_where_tvm_cannot_schedule_them():
+    """Qwen3-Coder-30B-A3B's o projection (N = 2048, K = 4096): 8 slices fail in TVM's
+    cache_read (column tiles x slices > 128), so the rule takes 4 (still split-K), and
+    tensorized as the GPU gets it."""
+    from inference_pio.schedules.cuda.matmul import slices_for, tiles_for
+
+    assert slices_for(2048, 2 * 4096, tiles_for(2048)) == 8
+    for prec in ("high", "medium"):
+        f = tensor_core_linear(_linear_func(2048, 4096, BF16, residual=True).with_attr("precision", prec), CUDA)
+        assert "slice_sum" in f.script()
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
 def test_split_k_compiles_to_two_kernels_in_a_cubin(tmp_path):
     """Qwen3-0.6B's o projection: the tensor-core kernel over a grid with T's slice count in z,
