@@ -77,35 +77,7 @@ def causal_conv1d(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, para
                         for cc in T.vectorized(width):
                             state[r, lo + cc] = T.Cast(x_dtype, 0)
 
-    if cached and kv_len_tensor:
-        @T.prim_func(private=True)
-        def causal_conv1d_static(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), state: T.Buffer((k - 1, c), x_dtype),
-                                 kv_len: T.Buffer((1,), "int32"), var_y: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, c), x_dtype)
-            y = T.match_buffer(var_y, (t, c), x_dtype)
-            body(x, w, state, t, T.Cast("int64", kv_len[0]) - t, y)
-
-        return causal_conv1d_static
-    if cached:
-        @T.prim_func(private=True)
-        def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), state: T.Buffer((k - 1, c), x_dtype),
-                                 kv_len: T.int64, var_y: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, c), x_dtype)
-            y = T.match_buffer(var_y, (t, c), x_dtype)
-            body(x, w, state, t, kv_len - t, y)
-
-        return causal_conv1d_cached
-
-    @T.prim_func(private=True)
-    def causal_conv1d(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), var_y: T.handle):
-        t = T.int64()
-        x = T.match_buffer(var_x, (t, c), x_dtype)
-        y = T.match_buffer(var_y, (t, c), x_dtype)
-        body(x, w, x, t, T.int64(0), y)
-
-    return causal_conv1d
+    return conv1d_func(body, c, k, x_dtype, w_dtype, cached, kv_len_tensor)
 
 
 def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...], cached: bool,
@@ -159,8 +131,64 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
                 for j in range(dv):
                     out[pos, h, j] = T.Cast(v_dt, o[j])
 
+    return delta_rule_func(body, hk, hv, dk, dv, dtypes, cached, kv_len_tensor)
+
+
+# The PrimFunc forms around a kernel body (these kernels' and `schedules.cuda.linear_attention`'s):
+# cache-less (the state starts at zero), cached with kv_len a scalar, and cached with kv_len a
+# (1,) int32 buffer (`passes.static_decode`). The step's first position is kv_len - T. (S-TIR
+# functions: a body may hold blocks, as the CUDA kernels' do.)
+
+
+def conv1d_func(body, c: int, k: int, x_dtype: str, w_dtype: str, cached: bool,
+                kv_len_tensor: bool) -> tirx.PrimFunc:
+    """(x (T, c), w (c, 1, k), [state (k-1, c), kv_len], y (T, c)) around ``body(x, w, state,
+    t, start, y)``; the cache-less form passes x as the (unread) state."""
+    from tvm.script import tirx as T
+
     if cached and kv_len_tensor:
-        @T.prim_func(private=True)
+        @T.prim_func(private=True, s_tir=True)
+        def causal_conv1d_static(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
+                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.Buffer((1,), "int32"),
+                                 var_y: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, c), x_dtype)
+            y = T.match_buffer(var_y, (t, c), x_dtype)
+            body(x, w, state, t, T.Cast("int64", kv_len[0]) - t, y)
+
+        return causal_conv1d_static
+    if cached:
+        @T.prim_func(private=True, s_tir=True)
+        def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
+                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.int64, var_y: T.handle):
+            t = T.int64()
+            x = T.match_buffer(var_x, (t, c), x_dtype)
+            y = T.match_buffer(var_y, (t, c), x_dtype)
+            body(x, w, state, t, kv_len - t, y)
+
+        return causal_conv1d_cached
+
+    @T.prim_func(private=True, s_tir=True)
+    def causal_conv1d(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), var_y: T.handle):
+        t = T.int64()
+        x = T.match_buffer(var_x, (t, c), x_dtype)
+        y = T.match_buffer(var_y, (t, c), x_dtype)
+        body(x, w, x, t, T.int64(0), y)
+
+    return causal_conv1d
+
+
+def delta_rule_func(body, hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...], cached: bool,
+                    kv_len_tensor: bool, scratch_state: bool = True) -> tirx.PrimFunc:
+    """(q, k, v, a, b, a_log, dt_bias, [state, kv_len], out) around ``body(q, k, v, a, b, a_log,
+    dt_bias, state, t, start, out)``. The cache-less form gives the body a state buffer of its
+    own (``scratch_state``), or passes out where the body keeps its state elsewhere."""
+    from tvm.script import tirx as T
+
+    q_dt, k_dt, v_dt, a_dt, b_dt, alog_dt, dtb_dt = dtypes
+
+    if cached and kv_len_tensor:
+        @T.prim_func(private=True, s_tir=True)
         def gated_delta_rule_static(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
                                     var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
                                     s: T.Buffer((hv, dk, dv), F32), kv_len: T.Buffer((1,), "int32"),
@@ -176,7 +204,7 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
 
         return gated_delta_rule_static
     if cached:
-        @T.prim_func(private=True)
+        @T.prim_func(private=True, s_tir=True)
         def gated_delta_rule_cached(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
                                     var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
                                     s: T.Buffer((hv, dk, dv), F32), kv_len: T.int64, var_out: T.handle):
@@ -191,7 +219,7 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
 
         return gated_delta_rule_cached
 
-    @T.prim_func(private=True)
+    @T.prim_func(private=True, s_tir=True)
     def gated_delta_rule(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle, var_b: T.handle,
                          a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt), var_out: T.handle):
         t = T.int64()
@@ -201,7 +229,10 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
         ga = T.match_buffer(var_a, (t, hv), a_dt)
         gb = T.match_buffer(var_b, (t, hv), b_dt)
         out = T.match_buffer(var_out, (t, hv, dv), v_dt)
-        s = T.alloc_buffer((hv, dk, dv), F32)
-        body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.int64(0), out)
+        if scratch_state:
+            s = T.alloc_buffer((hv, dk, dv), F32)
+            body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.int64(0), out)
+        else:
+            body(q, k, v, ga, gb, a_log, dt_bias, out, t, T.int64(0), out)
 
     return gated_delta_rule

@@ -21,7 +21,8 @@ Sections
                (tile size, split-K, loads in flight, warps per row) and as TVM dlight's rules do; decode
                attention (keys per block) and prefill attention (CUDA cores, tensor cores); µs per call,
                and each variant's output against ours' on the same inputs.
-  bench        per preset (real Qwen3 shapes, random bf16 weights generated here into /tmp): our
+  bench        per preset (real Qwen3 shapes, or Qwen3-Coder-30B-A3B's cut to 4 layers, random bf16
+               weights generated here into /tmp): our
                prefill tok/s (prompt 128, 1024) and decode tok/s (context 128, 2048), transformers
                eager (sdpa) and transformers with a static cache + torch.compile(mode="reduce-overhead"),
                the fraction of peak HBM bandwidth each decode step reaches (weights + KV bytes read per

@@ -22,6 +22,7 @@ and no network. The bundle therefore holds:
   artifacts/cuda/<name>/             model.so (sm_90a cubins) + manifest.json for all of the above, at
                                      engine.compile's defaults (a CUDA graph per decode step where the
                                      kernels allow it: the real shapes, not every tiny one)
+                                     (and qwen3-coder-30b-a3b-4l: CUT_PRESETS, this one only)
   artifacts/cuda_nograph/<preset>/   the real-shape presets again, compiled with cuda_graph=False
   artifacts/cuda_high/<preset>/      and with matmul_precision="high" (x as a bf16 hi + lo pair in the
                                      tensor-core products; the others at the default, "medium" for bf16

@@ -21,6 +21,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
+from .. import linear_attention as la
 from ..linear_attention import L2_EPS, SOFTPLUS_THRESHOLD
 
 F32 = "float32"
@@ -91,36 +92,7 @@ def conv1d_kernel(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, kv_l
                                 else:
                                     state[r, ch] = T.Cast(x_dtype, 0)
 
-    if cached and kv_len_tensor:
-        @T.prim_func(private=True, s_tir=True)
-        def causal_conv1d_static(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
-                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.Buffer((1,), "int32"),
-                                 var_y: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, c), x_dtype)
-            y = T.match_buffer(var_y, (t, c), x_dtype)
-            body(x, w, state, t, T.Cast("int64", kv_len[0]) - t, y)
-
-        return causal_conv1d_static
-    if cached:
-        @T.prim_func(private=True, s_tir=True)
-        def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
-                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.int64, var_y: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, c), x_dtype)
-            y = T.match_buffer(var_y, (t, c), x_dtype)
-            body(x, w, state, t, kv_len - t, y)
-
-        return causal_conv1d_cached
-
-    @T.prim_func(private=True, s_tir=True)
-    def causal_conv1d(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype), var_y: T.handle):
-        t = T.int64()
-        x = T.match_buffer(var_x, (t, c), x_dtype)
-        y = T.match_buffer(var_y, (t, c), x_dtype)
-        body(x, w, x, t, T.int64(0), y)
-
-    return causal_conv1d
+    return la.conv1d_func(body, c, k, x_dtype, w_dtype, cached, kv_len_tensor)
 
 
 def delta_rule_kernel(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...], cached: bool,
@@ -203,49 +175,4 @@ def delta_rule_kernel(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...
                             for i in range(dk):
                                 s[h, i, j0 + tx] = st[i, tx]
 
-    if cached:
-        if kv_len_tensor:
-            @T.prim_func(private=True, s_tir=True)
-            def gated_delta_rule_static(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
-                                        var_b: T.handle, a_log: T.Buffer((hv,), alog_dt),
-                                        dt_bias: T.Buffer((hv,), dtb_dt), s: T.Buffer((hv, dk, dv), F32),
-                                        kv_len: T.Buffer((1,), "int32"), var_out: T.handle):
-                t = T.int64()
-                q = T.match_buffer(var_q, (t, hk, dk), q_dt)
-                k = T.match_buffer(var_k, (t, hk, dk), k_dt)
-                v = T.match_buffer(var_v, (t, hv, dv), v_dt)
-                ga = T.match_buffer(var_a, (t, hv), a_dt)
-                gb = T.match_buffer(var_b, (t, hv), b_dt)
-                out = T.match_buffer(var_out, (t, hv, dv), v_dt)
-                body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.Cast("int64", kv_len[0]) - t, out)
-
-            return gated_delta_rule_static
-
-        @T.prim_func(private=True, s_tir=True)
-        def gated_delta_rule_cached(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
-                                    var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
-                                    s: T.Buffer((hv, dk, dv), F32), kv_len: T.int64, var_out: T.handle):
-            t = T.int64()
-            q = T.match_buffer(var_q, (t, hk, dk), q_dt)
-            k = T.match_buffer(var_k, (t, hk, dk), k_dt)
-            v = T.match_buffer(var_v, (t, hv, dv), v_dt)
-            ga = T.match_buffer(var_a, (t, hv), a_dt)
-            gb = T.match_buffer(var_b, (t, hv), b_dt)
-            out = T.match_buffer(var_out, (t, hv, dv), v_dt)
-            body(q, k, v, ga, gb, a_log, dt_bias, s, t, kv_len - t, out)
-
-        return gated_delta_rule_cached
-
-    @T.prim_func(private=True, s_tir=True)
-    def gated_delta_rule(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle, var_b: T.handle,
-                         a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt), var_out: T.handle):
-        t = T.int64()
-        q = T.match_buffer(var_q, (t, hk, dk), q_dt)
-        k = T.match_buffer(var_k, (t, hk, dk), k_dt)
-        v = T.match_buffer(var_v, (t, hv, dv), v_dt)
-        ga = T.match_buffer(var_a, (t, hv), a_dt)
-        gb = T.match_buffer(var_b, (t, hv), b_dt)
-        out = T.match_buffer(var_out, (t, hv, dv), v_dt)
-        body(q, k, v, ga, gb, a_log, dt_bias, out, t, T.int64(0), out)  # (no state operand: s unused)
-
-    return gated_delta_rule
+    return la.delta_rule_func(body, hk, hv, dk, dv, dtypes, cached, kv_len_tensor, scratch_state=False)

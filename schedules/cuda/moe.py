@@ -23,7 +23,10 @@ The grids are sized by the most tiles T tokens can need (`tile_bound`: with k of
 at most T*k/TT full tiles plus one partial tile per expert with tokens), so decode (T = 1)
 launches k blocks per row group, and prefill reads each routed expert's rows once per TT of
 its tokens. Sums are fp32 over the stored weights; phases share data only through shared
-memory, so the kernels mean the same run serially (tests/cuda_emulation.py).
+memory, so the kernels mean the same run serially (tests/cuda_emulation.py). Not yet timed
+on a GPU (2026-12-04): bench/gpu/kernel_bench.py has them at Qwen3-Coder-30B-A3B's shapes, with
+TT and the rows per warp halved and doubled. The products run on CUDA cores; prefill of many
+tokens would want a tensor-core grouped GEMM.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from tvm import tirx
 from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
+from .attention import _vector
 
 F32 = "float32"
 I32 = "int32"
@@ -54,12 +58,6 @@ def tile_bound(t, k: int, e: int):
     ones plus, per expert with tokens (at most min(E, T*k)), one partial tile of <= TT-1."""
     least = min(e, t * k) if isinstance(t, int) else tirx.min(e, t * k)
     return (t * k + least * (TT - 1)) // TT
-
-
-def _vector(row: int, dtype: str) -> int:
-    """Elements per load: 16 bytes where the row length allows."""
-    width = 16 // (4 if dtype == F32 else 2)
-    return next(v for v in (width, width // 2, width // 4, 2, 1) if v >= 1 and row % v == 0)
 
 
 def cuda_moe(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
