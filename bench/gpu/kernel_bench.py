@@ -167,8 +167,9 @@ def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tu
 
 
 def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
-    """The routed experts (schedules/cuda/moe.py) of one sparse MLP: ours, then with TT (tokens
-    per tile) and the rows per warp halved and doubled. The dry run's stand-in: the dense TE op
+    """The routed experts (schedules/cuda/moe.py) of one sparse MLP: ours (decode's form at T =
+    1, the general one above, and the general one at T = 1 as "general form"), then with TT
+    (tokens per tile) and the rows per warp halved and doubled. The dry run's stand-in: the dense TE op
     as "ours" and our kernels with their thread loops serial."""
     from tvm import te
 
@@ -184,8 +185,16 @@ def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
         args = [te.placeholder((t, h), "float32", "x"), te.placeholder((t, e), "float32", "g"),
                 te.placeholder((e, 2 * f, h), BF16, "w_in"), te.placeholder((e, h, f), BF16, "w_out")]
         return [("ours", te.create_prim_func(args + kernels.moe_experts(*args, slots=k)), shape["ts"]),
-                ("cuda, serial", cuda_emulation.serialize(moe.routed_experts(e, h, f, k, dts)), shape["ts"])]
-    out = [("ours", moe.routed_experts(e, h, f, k, dts), shape["ts"])]
+                ("cuda, serial", cuda_emulation.serialize(moe.routed_experts(e, h, f, k, dts)), shape["ts"]),
+                ("cuda decode, serial", cuda_emulation.serialize(moe.routed_experts(e, h, f, k, dts, decode=True)),
+                 (1,))]
+    one, many = (1,), tuple(t for t in shape["ts"] if t > 1)
+
+    def both(label):  # decode's form at T = 1 (what a decode step runs), the general one above
+        return [(label, moe.routed_experts(e, h, f, k, dts, decode=True), one),
+                (label, moe.routed_experts(e, h, f, k, dts), many)]
+
+    out = both("ours") + [("general form", moe.routed_experts(e, h, f, k, dts), one)]
     for label, knobs in ((f"{moe.TT // 2} tokens/tile", {"TT": moe.TT // 2}),
                          (f"{moe.TT * 2} tokens/tile", {"TT": moe.TT * 2}),
                          ("half the rows/warp", {"IN_PAIRS": max(1, moe.IN_PAIRS // 2), "OUT_ROWS": moe.OUT_ROWS // 2}),
@@ -194,7 +203,7 @@ def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
         try:
             for n, v in knobs.items():
                 setattr(moe, n, v)
-            out.append((label, moe.routed_experts(e, h, f, k, dts), shape["ts"]))
+            out += both(label)[1:] if "TT" in knobs else both(label)  # (decode's form has no tiles)
         finally:
             for n, v in saved.items():
                 setattr(moe, n, v)

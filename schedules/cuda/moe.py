@@ -20,9 +20,10 @@
     combine  out[token] = the sum of its slots' parts, in expert order
 
 The grids are sized by the most tiles T tokens can need (`tile_bound`: with k of them each,
-at most T*k/TT full tiles plus one partial tile per expert with tokens), so decode (T = 1)
-launches k blocks per row group, and prefill reads each routed expert's rows once per TT of
-its tokens. Sums are fp32 over the stored weights; phases share data only through shared
+at most T*k/TT full tiles plus one partial tile per expert with tokens), so prefill reads each
+routed expert's rows once per TT of its tokens. A decode step (T = 1, static) takes a shorter
+form: its k slots are the work list, so the routing launch is one block, there is no tiles
+launch, and the products launch k blocks per row group: four launches. Sums are fp32 over the stored weights; phases share data only through shared
 memory, so the kernels mean the same run serially (tests/cuda_emulation.py). Not yet timed
 on a GPU (2026-12-04): bench/gpu/kernel_bench.py has them at Qwen3-Coder-30B-A3B's shapes, with
 TT and the rows per warp halved and doubled. The products run on CUDA cores; prefill of many
@@ -72,16 +73,21 @@ def cuda_moe(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
         return None
     e, f2, h = (int(d) for d in w_in.shape)
     k = int(sel.shape[1])
+    one = isinstance(x.shape[0], tirx.IntImm) and int(x.shape[0]) == 1  # decode's step
     return routed_experts(e, h, f2 // 2, k, (str(x.dtype), str(g.dtype), str(w_in.dtype), str(w_out.dtype),
-                                             str(out.dtype)))
+                                             str(out.dtype)), decode=one)
 
 
-def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> tirx.PrimFunc:
+def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], decode: bool = False) -> tirx.PrimFunc:
     """moe_experts(x, g, w_in, w_out) -> (out, sel, rank, lst, cnt, tiles, act, part), the
-    operands and scratch of `kernels.moe_scratch` in that order; T symbolic."""
+    operands and scratch of `kernels.moe_scratch` in that order; T symbolic. ``decode``: for
+    T = 1 only. Then the work list is the token's slots themselves: the routing launch lists no
+    expert's tokens, there is no tiles launch, and the products take a block per slot (lst,
+    cnt and tiles go unused)."""
     from tvm.script import tirx as T
 
     xdt, gdt, wdt_in, wdt_out, odt = dtypes
+    tt = 1 if decode else TT  # tokens per tile
     m = _ceil(e, LANES)  # experts per lane (route)
     list_block = min(1024, _ceil(e, 32) * 32)  # threads of the tiles block
 
@@ -103,8 +109,8 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
                 T.writes()
                 wr = T.sblock_alloc_buffer((rows, per * vec), wdt, scope="local")
                 xr = T.sblock_alloc_buffer((vec,), F32, scope="local")
-                acc = T.sblock_alloc_buffer((TT, rows), F32, scope="local")
-                for i in T.unroll(TT):
+                acc = T.sblock_alloc_buffer((tt, rows), F32, scope="local")
+                for i in T.unroll(tt):
                     for r in T.unroll(rows):
                         acc[i, r] = T.float32(0)
                 for grp in range(groups):
@@ -113,7 +119,7 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
                             for u in T.vectorized(vec):
                                 wr[r, a * vec + u] = w[ex, row_of(by, wi, r),
                                                        T.min((grp * per + a) * LANES + lane, chunks - 1) * vec + u]
-                    for i in T.unroll(TT):
+                    for i in T.unroll(tt):
                         if i < nt:
                             for a in T.unroll(per):
                                 if (grp * per + a) * LANES + lane < chunks:
@@ -124,14 +130,30 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
                                     for r in T.unroll(rows):
                                         for u in T.unroll(vec):
                                             acc[i, r] = acc[i, r] + xr[u] * T.Cast(F32, wr[r, a * vec + u])
-                for i in T.unroll(TT):
+                for i in T.unroll(tt):
                     for r in T.unroll(rows):
                         red[wi, i, r, lane] = acc[i, r]
 
         return body
 
     def token(lst, ex, t0, nt, i):  # the tile's i-th token (the last one past nt)
-        return lst[ex, t0 + T.min(i, nt - 1)]
+        return T.int32(0) if decode else lst[ex, t0 + T.min(i, nt - 1)]
+
+    # block bx of the products: its expert, whether it has one, its first token and token count
+    def expert_of(tiles, sel, bx):
+        return T.max(sel[0, bx], 0) if decode else T.max(tiles[0, bx], 0)
+
+    def live_of(tiles, sel, bx):
+        return sel[0, bx] >= 0 if decode else tiles[0, bx] >= 0
+
+    def first_of(tiles, bx):
+        return T.int32(0) if decode else tiles[1, bx]
+
+    def count_of(tiles, cnt, ex, bx):
+        return T.int32(1) if decode else T.min(TT, cnt[ex] - tiles[1, bx])
+
+    def works(t):  # the products' grid: the token's slots, or the most tiles T tokens can make
+        return k if decode else tile_bound(T.Cast(I32, t), k, e)
 
     in_product = product(2 * IN_PAIRS, lambda by, wi, r: T.min((by * WARPS + wi) * IN_PAIRS + r % IN_PAIRS, f - 1)
                          + r // IN_PAIRS * f, h, wdt_in,
@@ -169,7 +191,8 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
             # experts); the E blocks after them each expert's tokens, in order. One launch: each
             # block runs one kind's phases (a loop of 0 or 1 trips: TVM places barriers in loops,
             # not in conditions)
-            for bx in T.thread_binding(_ceil(T.Cast(I32, t), TOKEN_WARPS) + e, thread="blockIdx.x"):
+            for bx in T.thread_binding(_ceil(T.Cast(I32, t), TOKEN_WARPS) + (0 if decode else e),
+                                       thread="blockIdx.x"):
                 with T.sblock("route"):
                     T.reads()
                     T.writes()
@@ -244,62 +267,63 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
                                 if tx == LIST_THREADS - 1:
                                     cnt[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] = off[0]
             # tiles: the work list, each expert's tiles after those of the experts before it
-            for bx in T.thread_binding(1, thread="blockIdx.x"):
-                with T.sblock("tile_list"):
-                    T.reads()
-                    T.writes()
-                    nts = T.sblock_alloc_buffer((e,), I32, scope="shared")
-                    for it in range(_ceil(e, list_block)):
-                        for tx in T.thread_binding(list_block, thread="threadIdx.x"):
-                            if it * list_block + tx < e:
-                                nts[it * list_block + tx] = _ceil(cnt[it * list_block + tx], TT)
-                    for it in range(_ceil(e, list_block)):
-                        for tx in T.thread_binding(list_block, thread="threadIdx.x"):
-                            with T.sblock("tile_write"):
-                                T.reads()
-                                T.writes()
-                                off = T.sblock_alloc_buffer((1,), I32, scope="local")
-                                tot = T.sblock_alloc_buffer((1,), I32, scope="local")
-                                mine = T.sblock_alloc_buffer((1,), I32, scope="local")  # (a loop
-                                # extent may not read shared memory)
-                                off[0] = 0
-                                tot[0] = 0
-                                mine[0] = 0
-                                for ex in range(e):
-                                    if ex < it * list_block + tx:
-                                        off[0] = off[0] + nts[ex]
-                                    if ex == it * list_block + tx:
-                                        mine[0] = nts[ex]
-                                    tot[0] = tot[0] + nts[ex]
+            if not decode:  # (decode: the token's slots are the work list)
+                for bx in T.thread_binding(1, thread="blockIdx.x"):
+                    with T.sblock("tile_list"):
+                        T.reads()
+                        T.writes()
+                        nts = T.sblock_alloc_buffer((e,), I32, scope="shared")
+                        for it in range(_ceil(e, list_block)):
+                            for tx in T.thread_binding(list_block, thread="threadIdx.x"):
                                 if it * list_block + tx < e:
-                                    for i in range(mine[0]):
-                                        tiles[0, off[0] + i] = it * list_block + tx
-                                        tiles[1, off[0] + i] = i * TT
-                                for j in range(_ceil(tile_bound(T.Cast(I32, t), k, e), e)):
-                                    if tot[0] <= j * e + it * list_block + tx:
-                                        if j * e + it * list_block + tx < tile_bound(T.Cast(I32, t), k, e):
-                                            tiles[0, j * e + it * list_block + tx] = -1
+                                    nts[it * list_block + tx] = _ceil(cnt[it * list_block + tx], TT)
+                        for it in range(_ceil(e, list_block)):
+                            for tx in T.thread_binding(list_block, thread="threadIdx.x"):
+                                with T.sblock("tile_write"):
+                                    T.reads()
+                                    T.writes()
+                                    off = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                    tot = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                    mine = T.sblock_alloc_buffer((1,), I32, scope="local")  # (a loop
+                                    # extent may not read shared memory)
+                                    off[0] = 0
+                                    tot[0] = 0
+                                    mine[0] = 0
+                                    for ex in range(e):
+                                        if ex < it * list_block + tx:
+                                            off[0] = off[0] + nts[ex]
+                                        if ex == it * list_block + tx:
+                                            mine[0] = nts[ex]
+                                        tot[0] = tot[0] + nts[ex]
+                                    if it * list_block + tx < e:
+                                        for i in range(mine[0]):
+                                            tiles[0, off[0] + i] = it * list_block + tx
+                                            tiles[1, off[0] + i] = i * TT
+                                    for j in range(_ceil(tile_bound(T.Cast(I32, t), k, e), e)):
+                                        if tot[0] <= j * e + it * list_block + tx:
+                                            if j * e + it * list_block + tx < tile_bound(T.Cast(I32, t), k, e):
+                                                tiles[0, j * e + it * list_block + tx] = -1
             # in: act = silu(gate) * up for each tile's tokens
-            for bx in T.thread_binding(tile_bound(T.Cast(I32, t), k, e), thread="blockIdx.x"):
+            for bx in T.thread_binding(works(t), thread="blockIdx.x"):
                 for by in T.thread_binding(nb_in, thread="blockIdx.y"):
                     with T.sblock("expert_in"):
                         T.reads()
                         T.writes()
-                        red = T.sblock_alloc_buffer((WARPS, TT, in_rows, LANES), F32, scope="shared")
-                        ex = T.max(tiles[0, bx], 0)
-                        t0 = tiles[1, bx]
-                        nt = T.min(TT, cnt[ex] - t0)  # this tile's tokens
-                        for _once in range(T.Select(tiles[0, bx] >= 0, 1, 0)):  # (a tile past the last idles)
+                        red = T.sblock_alloc_buffer((WARPS, tt, in_rows, LANES), F32, scope="shared")
+                        ex = expert_of(tiles, sel, bx)
+                        t0 = first_of(tiles, bx)
+                        nt = count_of(tiles, cnt, ex, bx)  # this tile's tokens
+                        for _once in range(T.Select(live_of(tiles, sel, bx), 1, 0)):  # (a tile past the last idles)
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
                                 in_product(w_in, x, lst, rank, ex, t0, nt, by, red, tx // LANES, tx % LANES)
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
-                                if tx < WARPS * TT * IN_PAIRS:
+                                if tx < WARPS * tt * IN_PAIRS:
                                     with T.sblock("in_act"):
                                         T.reads()
                                         T.writes()
                                         sg = T.sblock_alloc_buffer((2,), F32, scope="local")
-                                        wi = tx // (TT * IN_PAIRS)
-                                        i = tx // IN_PAIRS % TT
+                                        wi = tx // (tt * IN_PAIRS)
+                                        i = tx // IN_PAIRS % tt
                                         p = tx % IN_PAIRS
                                         if i < nt and (by * WARPS + wi) * IN_PAIRS + p < f:
                                             sg[0] = T.float32(0)
@@ -307,37 +331,37 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...]) -> t
                                             for ln in range(LANES):
                                                 sg[0] = sg[0] + red[wi, i, p, ln]
                                                 sg[1] = sg[1] + red[wi, i, IN_PAIRS + p, ln]
-                                            act[lst[ex, t0 + i], rank[lst[ex, t0 + i], ex],
+                                            act[token(lst, ex, t0, nt, i), rank[token(lst, ex, t0, nt, i), ex],
                                                 (by * WARPS + wi) * IN_PAIRS + p] = sg[0] * T.sigmoid(sg[0]) * sg[1]
             # out: part = gate * (w_out @ act) for each tile's tokens
-            for bx in T.thread_binding(tile_bound(T.Cast(I32, t), k, e), thread="blockIdx.x"):
+            for bx in T.thread_binding(works(t), thread="blockIdx.x"):
                 for by in T.thread_binding(nb_out, thread="blockIdx.y"):
                     with T.sblock("expert_out"):
                         T.reads()
                         T.writes()
-                        red = T.sblock_alloc_buffer((WARPS, TT, OUT_ROWS, LANES), F32, scope="shared")
-                        ex = T.max(tiles[0, bx], 0)
-                        t0 = tiles[1, bx]
-                        nt = T.min(TT, cnt[ex] - t0)
-                        for _once in range(T.Select(tiles[0, bx] >= 0, 1, 0)):
+                        red = T.sblock_alloc_buffer((WARPS, tt, OUT_ROWS, LANES), F32, scope="shared")
+                        ex = expert_of(tiles, sel, bx)
+                        t0 = first_of(tiles, bx)
+                        nt = count_of(tiles, cnt, ex, bx)
+                        for _once in range(T.Select(live_of(tiles, sel, bx), 1, 0)):
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
                                 out_product(w_out, act, lst, rank, ex, t0, nt, by, red, tx // LANES, tx % LANES)
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
-                                if tx < WARPS * TT * OUT_ROWS:
+                                if tx < WARPS * tt * OUT_ROWS:
                                     with T.sblock("out_part"):
                                         T.reads()
                                         T.writes()
                                         s = T.sblock_alloc_buffer((1,), F32, scope="local")
-                                        wi = tx // (TT * OUT_ROWS)
-                                        i = tx // OUT_ROWS % TT
+                                        wi = tx // (tt * OUT_ROWS)
+                                        i = tx // OUT_ROWS % tt
                                         r = tx % OUT_ROWS
                                         if i < nt and (by * WARPS + wi) * OUT_ROWS + r < h:
                                             s[0] = T.float32(0)
                                             for ln in range(LANES):
                                                 s[0] = s[0] + red[wi, i, r, ln]
-                                            part[lst[ex, t0 + i], rank[lst[ex, t0 + i], ex],
+                                            part[token(lst, ex, t0, nt, i), rank[token(lst, ex, t0, nt, i), ex],
                                                  (by * WARPS + wi) * OUT_ROWS + r] = \
-                                                T.Cast(F32, g[lst[ex, t0 + i], ex]) * s[0]
+                                                T.Cast(F32, g[token(lst, ex, t0, nt, i), ex]) * s[0]
             # combine: each token's slots, in expert order
             for bx in T.thread_binding(_ceil(T.Cast(I32, t) * h, COMBINE_THREADS), thread="blockIdx.x"):
                 for tx in T.thread_binding(COMBINE_THREADS, thread="threadIdx.x"):

@@ -20,14 +20,16 @@ def test_build_measure_table(tmp_path, monkeypatch):
     info = kernel_bench.build({"tiny": TINY}, tmp_path / "k", "llvm")
     # 4 projections x (prefill, decode) x (plain, CUDA schedule serialized), prefill's CUDA
     # schedule at matmul precision "medium" too, the LM head's decode twice, decode attention with
-    # 64 and 32 keys per block; a sparse MLP (the dense op, our routed kernels serialized)
-    assert info["entries"] == 4 * 2 * 2 + 4 + 2 + 2 + 2
+    # 64 and 32 keys per block; a sparse MLP (the dense op, our routed kernels serialized: the
+    # general form and decode's)
+    assert info["entries"] == 4 * 2 * 2 + 4 + 2 + 2 + 3
     res = kernel_bench.measure(tmp_path / "k", "cpu", budget_s=60)
     assert res["skipped"] == 0 and not [r for r in res["rows"] if "error" in r]
     ops = {(r["op"], r["variant"]) for r in res["rows"]}
     assert ("down", "cuda, serial") in ops and ("attention", "32 keys/block") in ops
     moe = [r for r in res["rows"] if r["op"].startswith("experts") and r["variant"] == "cuda, serial"]
     assert [r["t"] for r in moe] == [1, 16] and all("diff" in r for r in moe)  # routed = dense, on a top-k routing
+    assert [r["t"] for r in res["rows"] if r["variant"] == "cuda decode, serial" and "diff" in r] == [1]
     # our CUDA schedules agree with the plain kernels (the split GEMM to its bf16 rounding)
     diffs = [r["diff"] for r in res["rows"] if "diff" in r and r["variant"] != "medium, serial"]
     assert diffs and max(diffs) < kernel_bench.DIFF_TOL

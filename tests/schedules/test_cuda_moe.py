@@ -22,7 +22,9 @@ CUDA = resolve({"kind": "cuda", "arch": "sm_90a"})
 
 
 def _routed(t, e, k, h, f, wdt):
-    """The rule's kernel for the TE moe_experts with slots=k, as lowering would hand it over."""
+    """The rule's kernel for the TE moe_experts with slots=k, as lowering would hand it over:
+    T symbolic (prefill's form, also run at T = 1) or, for ``t == "decode"``, static 1."""
+    t = 1 if t == "decode" else te.var("T", "int64")
     args = [te.placeholder((t, h), "float32", "x"), te.placeholder((t, e), "float32", "g"),
             te.placeholder((e, 2 * f, h), wdt, "w_in"), te.placeholder((e, h, f), wdt, "w_out")]
     outs = kernels.moe_experts(*args, slots=k)
@@ -32,20 +34,23 @@ def _routed(t, e, k, h, f, wdt):
 
 
 @pytest.mark.parametrize("t,e,k,h,f,wdt,scoring", [
-    (1, 6, 2, 40, 23, "float32", "softmax"),      # decode; odd expert width (scalar loads)
-    (1, 128, 8, 256, 96, "bfloat16", "softmax"),  # decode at Qwen3-MoE's expert count and top_k
+    (1, 6, 2, 40, 23, "float32", "softmax"),      # one token through the prefill form; odd expert width
+    ("decode", 6, 2, 40, 23, "float32", "softmax"),      # decode's form (static T = 1)
+    ("decode", 128, 8, 256, 96, "bfloat16", "softmax"),  # ... at Qwen3-MoE's expert count and top_k
     (23, 9, 3, 56, 30, "float32", "softmax"),     # a prompt: partial tiles
     (70, 16, 4, 64, 48, "bfloat16", "sigmoid"),   # several tiles per expert; 16-byte loads
     (37, 40, 1, 64, 32, "float32", "sigmoid"),    # top_k 1, more experts than lanes
 ])
 def test_routed_kernels_match_reference(rng, t, e, k, h, f, wdt, scoring):
+    func = _routed(t, e, k, h, f, wdt)
+    decode, t = t == "decode", 1 if t == "decode" else t
     x = rng.standard_normal((t, h)).astype(np.float32)
     g = ops.moe_gates(rng.standard_normal((t, e)).astype(np.float32), top_k=k, normalize=True, scoring=scoring)
     npdt = np.float32 if wdt == "float32" else ml_dtypes.bfloat16
     w_in = (0.2 * rng.standard_normal((e, 2 * f, h))).astype(npdt)
     w_out = (0.2 * rng.standard_normal((e, h, f))).astype(npdt)
     scratch = [np.zeros(s, dt) for _, s, dt in kernels.moe_scratch(t, e, k, h, f)]
-    got = cuda_emulation.run(_routed(t, e, k, h, f, wdt), x, g, w_in, w_out, np.zeros((t, h), np.float32), *scratch)
+    got = cuda_emulation.run(func, x, g, w_in, w_out, np.zeros((t, h), np.float32), *scratch)
     out, sel, rank, lst, cnt = got[4:9]
     ref = ops.moe_experts(x, g, w_in, w_out)
     assert np.abs(out - ref).max() <= 1e-5 * np.abs(ref).max()
@@ -53,7 +58,7 @@ def test_routed_kernels_match_reference(rng, t, e, k, h, f, wdt, scoring):
     for i, c in enumerate(chosen):
         assert list(sel[i, :len(c)]) == list(c) and (sel[i, len(c):] == -1).all()
         assert list(rank[i, c]) == list(range(len(c)))
-    for ex in range(e):
+    for ex in range(e if not decode else 0):  # (decode's form lists no expert's tokens)
         assert list(lst[ex, :cnt[ex]]) == [i for i in range(t) if g[i, ex] != 0]
 
 
@@ -85,6 +90,8 @@ def test_qwen3_moe_shapes_compile_without_spills():
     from inference_pio.schedules.cuda.moe import routed_experts
 
     for e, h, f, k in ((128, 2048, 768, 8), (160, 5120, 1536, 8)):
-        lines = ptxas(routed_experts(e, h, f, k, ("float32", "float32", "bfloat16", "bfloat16", "float32")))
-        spills = [ln for ln in lines if "spill" in ln]
-        assert len(spills) == 5 and all("0 bytes spill stores, 0 bytes spill loads" in ln for ln in spills)
+        for decode, launches in ((False, 5), (True, 4)):
+            lines = ptxas(routed_experts(e, h, f, k, ("float32", "float32", "bfloat16", "bfloat16", "float32"),
+                                         decode=decode))
+            spills = [ln for ln in lines if "spill" in ln]
+            assert len(spills) == launches and all("0 bytes spill stores, 0 bytes spill loads" in ln for ln in spills)
