@@ -90,6 +90,10 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     finally:
         gemv_mod.FEW_ROWS = saved
     plain = _linear_func(n, k, BF16, t=one, residual=decode.get("residual", False))
+    if decode.get("act") or decode.get("norm"):
+        # the same GEMV without its fused prologue (rms_norm, or swiglu over x twice as long): what
+        # the prologue costs per call, each block computing it (not compared: other operands)
+        out.append(("ours, no prologue", gemv_mod.gemv(plain, target).mod["main"], (1,)))
     out.append(("dlight", dlight_baseline(plain, target).mod["main"], (1,)))
     # e.g. more loads ahead than a lane has chunks, or no split-K where ours has none: the same
     # kernel as ours

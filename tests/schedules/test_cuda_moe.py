@@ -40,13 +40,14 @@ def _routed(t, e, k, h, f, wdt):
     (23, 9, 3, 56, 30, "float32", "softmax"),     # a prompt: partial tiles
     (70, 16, 4, 64, 48, "bfloat16", "sigmoid"),   # several tiles per expert; 16-byte loads
     (37, 40, 1, 64, 32, "float32", "sigmoid"),    # top_k 1, more experts than lanes
+    ("decode", 8, 2, 64, 32, "float16", "sigmoid"),  # fp16 stacks
 ])
 def test_routed_kernels_match_reference(rng, t, e, k, h, f, wdt, scoring):
     func = _routed(t, e, k, h, f, wdt)
     decode, t = t == "decode", 1 if t == "decode" else t
     x = rng.standard_normal((t, h)).astype(np.float32)
     g = ops.moe_gates(rng.standard_normal((t, e)).astype(np.float32), top_k=k, normalize=True, scoring=scoring)
-    npdt = np.float32 if wdt == "float32" else ml_dtypes.bfloat16
+    npdt = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}[wdt]
     w_in = (0.2 * rng.standard_normal((e, 2 * f, h))).astype(npdt)
     w_out = (0.2 * rng.standard_normal((e, h, f))).astype(npdt)
     scratch = [np.zeros(s, dt) for _, s, dt in kernels.moe_scratch(t, e, k, h, f)]
