@@ -819,23 +819,10 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
     if values is not None and norm is None:
         raise ValueError("kv_append with values: the pair form has the keys' norm (Qwen3's key path)")
 
-    if values is not None and kv_len_tensor:
-        @T.prim_func(private=True, s_tir=True)
-        def kv_append_pair_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32"),
-                              var_vcache: T.handle, var_v: T.handle, w: T.Buffer((d,), w_dtype), var_table: T.handle):
-            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
-            vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
-            t = T.int64()
-            k = T.match_buffer(var_k, k_shape(t), k_dtype)
-            v = T.match_buffer(var_v, v_shape(t), v_dtype)
-            table = T.match_buffer(var_table, (t, rot), F32)
-            body_norm(cache, k, w, table, t, T.Cast("int64", kv_len[0]), vcache, v)
-
-        return kv_append_pair_at
-
+    kv_ann, kv_value = kv_len_operand(kv_len_tensor)
     if values is not None:
         @T.prim_func(private=True, s_tir=True)
-        def kv_append_pair(var_cache: T.handle, var_k: T.handle, kv_len: T.int64, var_vcache: T.handle,
+        def kv_append_pair(var_cache: T.handle, var_k: T.handle, kv_len: kv_ann, var_vcache: T.handle,
                            var_v: T.handle, w: T.Buffer((d,), w_dtype), var_table: T.handle):
             cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
             vcache = T.match_buffer(var_vcache, (c, h, d), cache_dtype)
@@ -843,52 +830,41 @@ def kv_append(cache_shape: tuple[int, int, int], cache_dtype: str, k_dtype: str,
             k = T.match_buffer(var_k, k_shape(t), k_dtype)
             v = T.match_buffer(var_v, v_shape(t), v_dtype)
             table = T.match_buffer(var_table, (t, rot), F32)
-            body_norm(cache, k, w, table, t, kv_len, vcache, v)
+            body_norm(cache, k, w, table, t, kv_value(kv_len), vcache, v)
 
         return kv_append_pair
 
-    if kv_len_tensor and norm is not None:
-        @T.prim_func(private=True, s_tir=True)
-        def kv_append_norm_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32"),
-                              w: T.Buffer((d,), w_dtype), var_table: T.handle):
-            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
-            t = T.int64()
-            k = T.match_buffer(var_k, k_shape(t), k_dtype)
-            table = T.match_buffer(var_table, (t, rot), F32)
-            body_norm(cache, k, w, table, t, T.Cast("int64", kv_len[0]), cache, k)
-
-        return kv_append_norm_at
-
     if norm is not None:
         @T.prim_func(private=True, s_tir=True)
-        def kv_append_norm(var_cache: T.handle, var_k: T.handle, kv_len: T.int64, w: T.Buffer((d,), w_dtype),
+        def kv_append_norm(var_cache: T.handle, var_k: T.handle, kv_len: kv_ann, w: T.Buffer((d,), w_dtype),
                            var_table: T.handle):
             cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
             t = T.int64()
             k = T.match_buffer(var_k, k_shape(t), k_dtype)
             table = T.match_buffer(var_table, (t, rot), F32)
-            body_norm(cache, k, w, table, t, kv_len, cache, k)
+            body_norm(cache, k, w, table, t, kv_value(kv_len), cache, k)
 
         return kv_append_norm
 
-    if kv_len_tensor:
-        @T.prim_func(private=True, s_tir=True)
-        def kv_append_at(var_cache: T.handle, var_k: T.handle, kv_len: T.Buffer((1,), "int32")):
-            cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
-            t = T.int64()
-            k = T.match_buffer(var_k, k_shape(t), k_dtype)
-            body(cache, k, t, T.Cast("int64", kv_len[0]))
-
-        return kv_append_at
-
     @T.prim_func(private=True, s_tir=True)
-    def kv_append(var_cache: T.handle, var_k: T.handle, kv_len: T.int64):
+    def kv_append(var_cache: T.handle, var_k: T.handle, kv_len: kv_ann):
         cache = T.match_buffer(var_cache, (c, h, d), cache_dtype)
         t = T.int64()
         k = T.match_buffer(var_k, k_shape(t), k_dtype)
-        body(cache, k, t, kv_len)
+        body(cache, k, t, kv_value(kv_len))
 
     return kv_append
+
+
+def kv_len_operand(tensor: bool) -> tuple[Any, Callable]:
+    """kv_len in a hand-written TIR signature: (its annotation, the int64 value read from it).
+    A scalar, or with ``tensor`` (a static decode step, `passes.static_decode`) a (1,) int32
+    buffer. One PrimFunc then serves both forms of a kernel."""
+    from tvm.script import tirx as T
+
+    if tensor:
+        return T.Buffer((1,), "int32"), lambda n: T.Cast("int64", n[0])
+    return T.int64, lambda n: n
 
 
 def _hash32(x: tirx.PrimExpr) -> tirx.PrimExpr:

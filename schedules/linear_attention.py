@@ -19,6 +19,8 @@ from typing import Callable
 
 from tvm import tirx
 
+from .kernels import kv_len_operand
+
 F32 = "float32"
 L2_EPS = 1e-6  # q and k are l2-normalized as x / sqrt(sum(x^2) + 1e-6)
 SOFTPLUS_THRESHOLD = 20.0  # softplus(x) = x above it (torch's)
@@ -113,10 +115,7 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
                 for i in range(dk):
                     qv[i] = q[pos, kh, i].astype(F32) * T.rsqrt(sc[0] + T.float32(L2_EPS)) * T.float32(q_scale)
                     kv[i] = k[pos, kh, i].astype(F32) * T.rsqrt(sc[1] + T.float32(L2_EPS))
-                x = ga[pos, h].astype(F32) + dt_bias[h].astype(F32)
-                soft = T.if_then_else(x > T.float32(SOFTPLUS_THRESHOLD), x,
-                                      T.log1p(T.exp(T.min(x, T.float32(SOFTPLUS_THRESHOLD)))))
-                sc[2] = T.exp(-T.exp(a_log[h].astype(F32)) * soft)
+                sc[2] = decay(ga, dt_bias, a_log, pos, h)
                 sc[3] = T.sigmoid(gb[pos, h].astype(F32))
                 for j in range(dv):
                     u[j] = T.float32(0)
@@ -134,9 +133,41 @@ def gated_delta_rule(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...]
     return delta_rule_func(body, hk, hv, dk, dv, dtypes, cached, kv_len_tensor)
 
 
+def decay(ga, dt_bias, a_log, pos, h) -> tirx.PrimExpr:
+    """The delta rule's decay of value head h at position pos: exp(-exp(a_log) * softplus(a +
+    dt_bias)), in fp32 (`ir.ops.gated_delta_rule`)."""
+    x = ga[pos, h].astype(F32) + dt_bias[h].astype(F32)
+    top = tirx.const(SOFTPLUS_THRESHOLD, F32)
+    soft = tirx.if_then_else(x > top, x, tirx.log1p(tirx.exp(tirx.min(x, top))))
+    return tirx.exp(-tirx.exp(a_log[h].astype(F32)) * soft)
+
+
+def conv1d_operands(func: tirx.PrimFunc) -> dict:
+    """`causal_conv1d`'s arguments (c, k, dtypes, cached, kv_len_tensor) read back from a
+    lowered PrimFunc of it: what a target's rule needs to rebuild the kernel its own way."""
+    from tvm.tirx.buffer import is_buffer_var
+
+    x, w = [p for p in func.params if is_buffer_var(p)][:2]
+    cached = len(func.params) == 5
+    return dict(c=int(x.shape[1]), k=int(w.shape[2]), x_dtype=str(x.dtype), w_dtype=str(w.dtype), cached=cached,
+                kv_len_tensor=cached and is_buffer_var(func.params[3]))
+
+
+def delta_rule_operands(func: tirx.PrimFunc) -> dict:
+    """`gated_delta_rule`'s arguments read back from a lowered PrimFunc of it (as `conv1d_operands`)."""
+    from tvm.tirx.buffer import is_buffer_var
+
+    bufs = [p for p in func.params if is_buffer_var(p)]
+    q, v = bufs[0], bufs[2]
+    cached = len(func.params) == 10
+    return dict(hk=int(q.shape[1]), hv=int(v.shape[1]), dk=int(q.shape[2]), dv=int(v.shape[2]),
+                dtypes=tuple(str(b.dtype) for b in bufs[:7]), cached=cached,
+                kv_len_tensor=cached and is_buffer_var(func.params[8]))
+
+
 # The PrimFunc forms around a kernel body (these kernels' and `schedules.cuda.linear_attention`'s):
-# cache-less (the state starts at zero), cached with kv_len a scalar, and cached with kv_len a
-# (1,) int32 buffer (`passes.static_decode`). The step's first position is kv_len - T. (S-TIR
+# cache-less (the state starts at zero), and cached, with kv_len a scalar or a (1,) int32 buffer
+# (`kernels.kv_len_operand`). The step's first position is kv_len - T. (S-TIR
 # functions: a body may hold blocks, as the CUDA kernels' do.)
 
 
@@ -146,25 +177,15 @@ def conv1d_func(body, c: int, k: int, x_dtype: str, w_dtype: str, cached: bool,
     t, start, y)``; the cache-less form passes x as the (unread) state."""
     from tvm.script import tirx as T
 
-    if cached and kv_len_tensor:
-        @T.prim_func(private=True, s_tir=True)
-        def causal_conv1d_static(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
-                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.Buffer((1,), "int32"),
-                                 var_y: T.handle):
-            t = T.int64()
-            x = T.match_buffer(var_x, (t, c), x_dtype)
-            y = T.match_buffer(var_y, (t, c), x_dtype)
-            body(x, w, state, t, T.Cast("int64", kv_len[0]) - t, y)
-
-        return causal_conv1d_static
+    kv_ann, kv_value = kv_len_operand(kv_len_tensor)
     if cached:
         @T.prim_func(private=True, s_tir=True)
         def causal_conv1d_cached(var_x: T.handle, w: T.Buffer((c, 1, k), w_dtype),
-                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: T.int64, var_y: T.handle):
+                                 state: T.Buffer((k - 1, c), x_dtype), kv_len: kv_ann, var_y: T.handle):
             t = T.int64()
             x = T.match_buffer(var_x, (t, c), x_dtype)
             y = T.match_buffer(var_y, (t, c), x_dtype)
-            body(x, w, state, t, kv_len - t, y)
+            body(x, w, state, t, kv_value(kv_len) - t, y)
 
         return causal_conv1d_cached
 
@@ -187,27 +208,12 @@ def delta_rule_func(body, hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str,
 
     q_dt, k_dt, v_dt, a_dt, b_dt, alog_dt, dtb_dt = dtypes
 
-    if cached and kv_len_tensor:
-        @T.prim_func(private=True, s_tir=True)
-        def gated_delta_rule_static(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
-                                    var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
-                                    s: T.Buffer((hv, dk, dv), F32), kv_len: T.Buffer((1,), "int32"),
-                                    var_out: T.handle):
-            t = T.int64()
-            q = T.match_buffer(var_q, (t, hk, dk), q_dt)
-            k = T.match_buffer(var_k, (t, hk, dk), k_dt)
-            v = T.match_buffer(var_v, (t, hv, dv), v_dt)
-            ga = T.match_buffer(var_a, (t, hv), a_dt)
-            gb = T.match_buffer(var_b, (t, hv), b_dt)
-            out = T.match_buffer(var_out, (t, hv, dv), v_dt)
-            body(q, k, v, ga, gb, a_log, dt_bias, s, t, T.Cast("int64", kv_len[0]) - t, out)
-
-        return gated_delta_rule_static
+    kv_ann, kv_value = kv_len_operand(kv_len_tensor)
     if cached:
         @T.prim_func(private=True, s_tir=True)
         def gated_delta_rule_cached(var_q: T.handle, var_k: T.handle, var_v: T.handle, var_a: T.handle,
                                     var_b: T.handle, a_log: T.Buffer((hv,), alog_dt), dt_bias: T.Buffer((hv,), dtb_dt),
-                                    s: T.Buffer((hv, dk, dv), F32), kv_len: T.int64, var_out: T.handle):
+                                    s: T.Buffer((hv, dk, dv), F32), kv_len: kv_ann, var_out: T.handle):
             t = T.int64()
             q = T.match_buffer(var_q, (t, hk, dk), q_dt)
             k = T.match_buffer(var_k, (t, hk, dk), k_dt)
@@ -215,7 +221,7 @@ def delta_rule_func(body, hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str,
             ga = T.match_buffer(var_a, (t, hv), a_dt)
             gb = T.match_buffer(var_b, (t, hv), b_dt)
             out = T.match_buffer(var_out, (t, hv, dv), v_dt)
-            body(q, k, v, ga, gb, a_log, dt_bias, s, t, kv_len - t, out)
+            body(q, k, v, ga, gb, a_log, dt_bias, s, t, kv_value(kv_len) - t, out)
 
         return gated_delta_rule_cached
 

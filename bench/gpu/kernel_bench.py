@@ -173,8 +173,8 @@ def _variants_cpu(n: int, k: int, prefill: dict | None, decode: dict) -> list[tu
 def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
     """The routed experts (schedules/cuda/moe.py) of one sparse MLP: ours (decode's form at T =
     1, the general one above, and the general one at T = 1 as "general form"), then with TT
-    (tokens per tile) and the rows per warp halved and doubled. The dry run's stand-in: the dense TE op
-    as "ours" and our kernels with their thread loops serial."""
+    (tokens per tile) and the rows per warp halved and doubled. The dry run's stand-in: the
+    dense TE op as "ours" and our kernels with their thread loops serial."""
     from tvm import te
 
     from inference_pio.schedules import kernels
@@ -334,6 +334,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
     t0 = time.monotonic()
     res: dict[str, Any] = {"rows": [], "skipped": 0}
     host: dict[tuple, Any] = {}  # numpy inputs by (shape, dtype), shared between entries
+    routings: dict[tuple, list] = {}  # a sparse MLP's gates by (T, E, top_k), likewise
     refs: dict[tuple, tuple] = {}  # (preset, op, T) -> ours' parameters and output
     for e in entries:
         if time.monotonic() - t0 > budget_s:
@@ -354,8 +355,10 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                         continue
                     shape = [t if d == "T" else d["T"] * t + d["+"] if isinstance(d, dict) else d for d in p["shape"]]
                     if e.get("gates") and i == e["gates"][0]:  # a sparse MLP's gates: a routing per copy
-                        gates = [_routing(t, shape[1], e["gates"][1], np.random.default_rng(c)) for c in
-                                 range(GATE_COPIES)]
+                        key = (t, shape[1], e["gates"][1])
+                        if key not in routings:  # (the same routings for every variant)
+                            routings[key] = [_routing(*key, np.random.default_rng(c)) for c in range(GATE_COPIES)]
+                        gates = routings[key]
                         args.append([rt.tensor(g, dev) for g in gates])
                         # the expert weights a call reads: 3 H F bf16 per expert that a token chose
                         row["weight_bytes"] = float(np.mean([(g != 0).any(0).sum() for g in gates])) * 3 * \

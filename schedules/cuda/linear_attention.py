@@ -18,11 +18,10 @@ serially (tests/cuda_emulation.py).
 from __future__ import annotations
 
 from tvm import tirx
-from tvm.tirx.buffer import is_buffer_var
 
 from ...targets import TargetDesc
 from .. import linear_attention as la
-from ..linear_attention import L2_EPS, SOFTPLUS_THRESHOLD
+from ..linear_attention import L2_EPS
 
 F32 = "float32"
 CONV_THREADS = 128
@@ -33,23 +32,12 @@ def _ceil(a, b):
     return (a + b - 1) // b
 
 
-def _buffers(func: tirx.PrimFunc) -> list:
-    return [p for p in func.params if is_buffer_var(p)]
-
-
 def cuda_conv1d(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
-    x, w = _buffers(func)[:2]
-    cached = len(func.params) == 5
-    return conv1d_kernel(int(x.shape[1]), int(w.shape[2]), str(x.dtype), str(w.dtype), cached,
-                         cached and is_buffer_var(func.params[3]))
+    return conv1d_kernel(**la.conv1d_operands(func))
 
 
 def cuda_delta_rule(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
-    bufs = _buffers(func)
-    q, v = bufs[0], bufs[2]
-    cached = len(func.params) == 10
-    return delta_rule_kernel(int(q.shape[1]), int(v.shape[1]), int(q.shape[2]), int(v.shape[2]),
-                             tuple(str(b.dtype) for b in bufs[:7]), cached, cached and is_buffer_var(func.params[8]))
+    return delta_rule_kernel(**la.delta_rule_operands(func))
 
 
 def conv1d_kernel(c: int, k: int, x_dtype: str, w_dtype: str, cached: bool, kv_len_tensor: bool) -> tirx.PrimFunc:
@@ -153,11 +141,7 @@ def delta_rule_kernel(hk: int, hv: int, dk: int, dv: int, dtypes: tuple[str, ...
                                 sc[1] = sc[1] + kp[p]
                             sc[0] = T.rsqrt(sc[0] + T.float32(L2_EPS)) * T.float32(q_scale)
                             sc[1] = T.rsqrt(sc[1] + T.float32(L2_EPS))
-                            sc[2] = T.exp(-T.exp(T.Cast(F32, a_log[h])) * T.if_then_else(
-                                T.Cast(F32, ga[pos, h]) + T.Cast(F32, dt_bias[h]) > T.float32(SOFTPLUS_THRESHOLD),
-                                T.Cast(F32, ga[pos, h]) + T.Cast(F32, dt_bias[h]),
-                                T.log1p(T.exp(T.min(T.Cast(F32, ga[pos, h]) + T.Cast(F32, dt_bias[h]),
-                                                    T.float32(SOFTPLUS_THRESHOLD))))))
+                            sc[2] = la.decay(ga, dt_bias, a_log, pos, h)
                             sc[3] = T.sigmoid(T.Cast(F32, gb[pos, h]))
                             sc[4] = T.float32(0)
                             for i in range(dk):  # what the (undecayed) state predicts for v

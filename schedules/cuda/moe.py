@@ -23,8 +23,9 @@ The grids are sized by the most tiles T tokens can need (`tile_bound`: with k of
 at most T*k/TT full tiles plus one partial tile per expert with tokens), so prefill reads each
 routed expert's rows once per TT of its tokens. A decode step (T = 1, static) takes a shorter
 form: its k slots are the work list, so the routing launch is one block, there is no tiles
-launch, and the products launch k blocks per row group: four launches. Sums are fp32 over the stored weights; phases share data only through shared
-memory, so the kernels mean the same run serially (tests/cuda_emulation.py). Not yet timed
+launch, and the products launch k blocks per row group: four launches. Sums are fp32 over
+the stored weights; phases share data only through shared memory, so the kernels mean the
+same run serially (tests/cuda_emulation.py). Not yet timed
 on a GPU (2026-12-04): bench/gpu/kernel_bench.py has them at Qwen3-Coder-30B-A3B's shapes, with
 TT and the rows per warp halved and doubled. The products run on CUDA cores; prefill of many
 tokens would want a tensor-core grouped GEMM.
@@ -63,10 +64,9 @@ def tile_bound(t, k: int, e: int):
 
 def cuda_moe(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The routed kernels for a moe_experts with slots, unpacked float weights; else None."""
-    params = list(func.params)
-    if len(params) != 12 or not all(is_buffer_var(p) for p in params):
+    bufs = list(func.params)
+    if len(bufs) != 12 or not all(is_buffer_var(p) for p in bufs):
         return None
-    bufs = params
     x, g, w_in, w_out, out, sel = bufs[:6]
     if len(w_in.shape) != 3 or len(w_out.shape) != 3 or any(str(b.dtype) not in (F32, "bfloat16", "float16")
                                                            for b in (x, w_in, w_out)):
@@ -235,37 +235,38 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
                                         if j * LANES + tx % LANES < k:
                                             if j * LANES + tx % LANES >= tot[0]:
                                                 sel[ti, j * LANES + tx % LANES] = -1
-                    for _once in range(T.Select(bx >= _ceil(T.Cast(I32, t), TOKEN_WARPS), 1, 0)):
-                        for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
-                            with T.sblock("list_count"):
-                                T.reads()
-                                T.writes()
-                                c = T.sblock_alloc_buffer((1,), I32, scope="local")
-                                c[0] = 0
-                                for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
-                                    if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
-                                        if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i,
-                                             bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] != T.Cast(gdt, 0):
-                                            c[0] = c[0] + 1
-                                counts[tx // LANES, tx % LANES] = c[0]
-                        for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
-                            with T.sblock("list_write"):
-                                T.reads()
-                                T.writes()
-                                off = T.sblock_alloc_buffer((1,), I32, scope="local")
-                                off[0] = 0
-                                for ln in range(LIST_THREADS):
-                                    if ln < tx:
-                                        off[0] = off[0] + counts[ln // LANES, ln % LANES]
-                                for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
-                                    if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
-                                        if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i,
-                                             bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] != T.Cast(gdt, 0):
-                                            lst[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS), off[0]] = \
-                                                tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i
-                                            off[0] = off[0] + 1
-                                if tx == LIST_THREADS - 1:
-                                    cnt[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] = off[0]
+                    if not decode:  # (decode lists no expert's tokens)
+                        for _once in range(T.Select(bx >= _ceil(T.Cast(I32, t), TOKEN_WARPS), 1, 0)):
+                            for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
+                                with T.sblock("list_count"):
+                                    T.reads()
+                                    T.writes()
+                                    c = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                    c[0] = 0
+                                    for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
+                                        if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
+                                            if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i,
+                                                 bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] != T.Cast(gdt, 0):
+                                                c[0] = c[0] + 1
+                                    counts[tx // LANES, tx % LANES] = c[0]
+                            for tx in T.thread_binding(LIST_THREADS, thread="threadIdx.x"):
+                                with T.sblock("list_write"):
+                                    T.reads()
+                                    T.writes()
+                                    off = T.sblock_alloc_buffer((1,), I32, scope="local")
+                                    off[0] = 0
+                                    for ln in range(LIST_THREADS):
+                                        if ln < tx:
+                                            off[0] = off[0] + counts[ln // LANES, ln % LANES]
+                                    for i in range(_ceil(T.Cast(I32, t), LIST_THREADS)):
+                                        if tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i < T.Cast(I32, t):
+                                            if g[tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i,
+                                                 bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] != T.Cast(gdt, 0):
+                                                lst[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS), off[0]] = \
+                                                    tx * _ceil(T.Cast(I32, t), LIST_THREADS) + i
+                                                off[0] = off[0] + 1
+                                    if tx == LIST_THREADS - 1:
+                                        cnt[bx - _ceil(T.Cast(I32, t), TOKEN_WARPS)] = off[0]
             # tiles: the work list, each expert's tiles after those of the experts before it
             if not decode:  # (decode: the token's slots are the work list)
                 for bx in T.thread_binding(1, thread="blockIdx.x"):
