@@ -30,7 +30,9 @@ sys.path.insert(0, str(REPO / "tests" / "schedules"))
 CUDA = {"kind": "cuda", "arch": "sm_90a"}
 
 
-def ptxas(func) -> list[str]:
+def ptxas(func, tir_pipeline: str = "default") -> list[str]:
+    """ptxas's register, shared memory and spill lines for ``func`` compiled for sm_90a (through
+    ``tir_pipeline``: e.g. `schedules.cuda.pdl.pipeline("prefetch")`)."""
     import tvm
 
     from inference_pio.targets import resolve
@@ -38,7 +40,8 @@ def ptxas(func) -> list[str]:
 
     enable_cuda_codegen()
     with resolve(CUDA).to_tvm() as tgt:
-        ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tgt)
+        ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tgt,
+                         tir_pipeline=tir_pipeline)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "k.cu"
         src.write_text(ex.mod.imports[0].inspect_source(""))

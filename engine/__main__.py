@@ -45,6 +45,8 @@ def cmd_compile(a: argparse.Namespace) -> None:
     t = time.perf_counter()
     md = frontends.huggingface.model_def(a.checkpoint, dtype=a.dtype)
     opts = {} if a.cuda_graph is None else {"cuda_graph": a.cuda_graph}
+    if a.cuda_pdl != "off":
+        opts["cuda_pdl"] = True if a.cuda_pdl == "on" else a.cuda_pdl
     cached = compile_cached(md, a.target, progress=say, max_seq_len=a.max_seq_len,
                             matmul_precision=a.matmul_precision, **quantize_option(a.quantize), **opts)
     say("save")
@@ -155,6 +157,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
                    help="cuda: replay each decode step as one CUDA graph (default: where every decode kernel "
                         "allows it)")
+    p.add_argument("--cuda-pdl", choices=["off", "on", "launch"], default="off",
+                   help="cuda (sm_90+): programmatic dependent launch for every kernel; 'on' also has decode's "
+                        "GEMVs prefetch their weights into L2 meanwhile, 'launch' does not (default: off, untimed)")
     _numerics(p)
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("run", help="generate a continuation of a prompt, streamed")

@@ -76,8 +76,8 @@ def resolve_precision(matmul_precision: str, weight_dtype: str) -> str:
 
 def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: str | None = None,
             max_seq_len: int | None = None, matmul_precision: str = "auto", quantize: str | None = None,
-            cuda_graph: bool | None = None, static_decode: bool | None = None, dump_dir: str | Path | None = None,
-            progress: Callable[[str], None] | None = None) -> Artifact:
+            cuda_graph: bool | None = None, static_decode: bool | None = None, cuda_pdl: bool | str = False,
+            dump_dir: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Artifact:
     """Compile ``md`` for ``target`` ("llvm" = this CPU, or a dict such as {"kind": "llvm", "mcpu": ...}).
 
     ``dtype`` overrides the weight storage dtype; ``max_seq_len`` caps the context the runtime
@@ -98,8 +98,11 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     ``cuda_graph_blocked_by``; True refuses such a kernel. On an H200 (2026-12-04) the graph
     took Qwen3-0.6B decode from 686 to 1,130 tok/s at context 128. ``static_decode``
     (default: ``cuda_graph``) compiles decode with static shapes over persistent input
-    buffers (`passes.static_decode`); the runtime follows the manifest. ``progress`` is called
-    with the name of each stage as it starts.
+    buffers (`passes.static_decode`); the runtime follows the manifest. ``cuda_pdl`` (cuda,
+    sm_90 and later) launches every kernel with programmatic dependent launch, so that it
+    starts while the kernel before it ends, and has decode's GEMVs prefetch their weights into
+    L2 meanwhile (`schedules.cuda.pdl`; "launch": without the prefetch). Off by default until
+    timed on a GPU. ``progress`` is called with the name of each stage as it starts.
     """
     say = progress or (lambda stage: None)
     say("passes")
@@ -111,11 +114,13 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         raise ValueError(f"matmul_precision must be one of {MATMUL_PRECISIONS}, got {matmul_precision!r}")
     if cuda_graph and tdesc.kind != "cuda":
         raise TargetError(f"cuda_graph=True needs a cuda target, not {tdesc.kind!r}")
+    pdl_mode = _pdl_mode(cuda_pdl, tdesc)
     graph_auto = cuda_graph is None
     if graph_auto:
         cuda_graph = tdesc.kind == "cuda"
         auto_args = dict(target=tdesc, dtype=dtype, max_seq_len=max_seq_len, matmul_precision=matmul_precision,
-                         quantize=quantize, static_decode=static_decode, dump_dir=dump_dir, progress=progress)
+                         quantize=quantize, static_decode=static_decode, cuda_pdl=cuda_pdl, dump_dir=dump_dir,
+                         progress=progress)
     if quantize is not None:
         if quantize not in QUANT_DTYPES:
             raise ValueError(f"quantize must be one of {QUANT_DTYPES} or None, got {quantize!r}")
@@ -178,7 +183,12 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     t2 = time.perf_counter()
     say("tvm.compile")
     with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):
-        ex = tvm.compile(mod, target=tgt)
+        if pdl_mode:
+            from ..schedules.cuda import pdl
+
+            ex = tvm.compile(mod, target=tgt, tir_pipeline=pdl.pipeline(pdl_mode))
+        else:
+            ex = tvm.compile(mod, target=tgt)
     t3 = time.perf_counter()
     meta = forward.meta_dict()
     manifest = {
@@ -199,11 +209,25 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
         "matmul_precision": matmul_precision,
         "quantize": quantize,
         "cuda_graph": cuda_graph,
+        "cuda_pdl": pdl_mode,
         "tvm_version": tvm.__version__,
         "inference_pio_version": __version__,
     }
     timings = {"passes_s": t1 - t0, "lower_schedule_s": t2 - t1, "tvm_compile_s": t3 - t2}
     return Artifact(ex, manifest, graphs, timings)
+
+
+def _pdl_mode(cuda_pdl: bool | str, tdesc: TargetDesc) -> str | None:
+    """``cuda_pdl`` as `schedules.cuda.pdl`'s mode ("prefetch" for True), or None (off)."""
+    if cuda_pdl is False or cuda_pdl is None:
+        return None
+    mode = "prefetch" if cuda_pdl is True else cuda_pdl
+    if mode not in ("launch", "prefetch"):
+        raise ValueError(f"cuda_pdl must be True, False, \"launch\" or \"prefetch\", got {cuda_pdl!r}")
+    digits = "".join(ch for ch in tdesc.arch if ch.isdigit())
+    if tdesc.kind != "cuda" or not digits or int(digits) < 90:
+        raise TargetError(f"cuda_pdl needs a cuda target of arch sm_90 or later, not {tdesc.tvm}")
+    return mode
 
 
 def _all_params(graphs: list[Graph]) -> list[Any]:

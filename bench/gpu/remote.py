@@ -30,8 +30,10 @@ Sections
                of our logits at real shapes against transformers in fp32 over the same weights.
 
 Order, so that a tight deadline cuts the least needed: correctness (every preset's weights are
-generated meanwhile); every preset's main bench rows (ours, ours no graph, with --sections
-profile each one's decode step profiled kernel by kernel, transformers eager); transformers
+generated meanwhile); every preset's main bench rows (ours; ours pdl and ours pdl launch,
+compiled with cuda_pdl=True and "launch": programmatic dependent launch, with and without the
+GEMVs' L2 prefetch; ours no graph; with --sections profile the decode step of ours, ours pdl
+and ours no graph profiled kernel by kernel; transformers eager); transformers
 compiled (its compile takes minutes); the kernel table; the "ours high" rows (compiled with
 matmul_precision="high": x as a bf16 hi + lo pair in the tensor-core products, twice the
 products; the "ours" and "ours no graph" rows are at the default, "medium" for bf16 weights:
@@ -67,7 +69,8 @@ WORK = Path(os.environ.get("INFERENCE_PIO_GPU_WORK", "/tmp/inference_pio_gpu"))
 FP32_TOL, BF16_TOL = 1e-4, 5e-2
 # more rows of ours: the same model compiled another way (bundle artifact "<device>_<suffix>");
 # benchmarked in this order; AFTER_PEERS rows run after every preset's main rows and the kernel table (least needed)
-OURS_VARIANTS = {"ours_nograph": "nograph", "ours_high": "high", "ours_dlight": "dlight"}
+OURS_VARIANTS = {"ours_pdl": "pdl", "ours_pdl_launch": "pdl_launch", "ours_nograph": "nograph",
+                 "ours_high": "high", "ours_dlight": "dlight"}
 AFTER_PEERS = {"ours_high", "ours_dlight"}
 SANITY_TOL = 1e-3  # real shapes, fp32 vs fp32 over the same bf16 weights (long reductions, other order)
 # matmul_precision="medium" (bf16-rounded activations in the tensor-core products): ~7e-3 on the
@@ -874,7 +877,7 @@ def section_bench(r: Runner, info: dict, results: dict, preset: str, phase: str 
                                           "sanity_decode_out": str(bw / "ours_decode.npy")}, f"{preset}_ours")
     _bench_variants(r, res, p, preset, common, bw, late=False)
     if "profile" in a.sections:
-        for eng in ("ours", "ours_nograph"):
+        for eng in ("ours", "ours_pdl", "ours_nograph"):
             v = p["artifacts"].get(_artifact_key(a.device, eng))
             if v is not None:
                 res[f"profile_{eng}"] = r.worker("profile", {"artifact": v["path"], "weights": w["path"],

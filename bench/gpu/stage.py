@@ -24,9 +24,14 @@ and no network. The bundle therefore holds:
                                      kernels allow it: the real shapes, not every tiny one)
                                      (and qwen3-coder-30b-a3b-4l: CUT_PRESETS, this one only)
   artifacts/cuda_nograph/<preset>/   the real-shape presets again, compiled with cuda_graph=False
-  artifacts/cuda_high/<preset>/      and with matmul_precision="high" (x as a bf16 hi + lo pair in the
-                                     tensor-core products; the others at the default, "medium" for bf16
-                                     weights; cpu_high with --cpu-dry-run)
+  artifacts/cuda_pdl/<preset>/       and with cuda_pdl=True (programmatic dependent launch for every
+                                     kernel, decode's GEMVs prefetching their weights into L2 meanwhile;
+                                     schedules/cuda/pdl.py), and cuda_pdl_launch/ with cuda_pdl="launch"
+                                     (the launch alone, no prefetch)
+  artifacts/cuda_high/<preset>/      (--high) and with matmul_precision="high" (x as a bf16 hi + lo pair
+                                     in the tensor-core products; the others at the default, "medium" for
+                                     bf16 weights; cpu_high with --cpu-dry-run). Off by default since
+                                     2026-12-05: measured twice, and the bundle is near its limit
   artifacts/cuda_dlight/<preset>/    and again with TVM dlight's rules for every linear (its GEMV and
                                      CUDA-core Matmul instead of ours): the baseline our GEMMs must beat
   artifacts/cpu/<name>/              (--cpu-dry-run) the same for this CPU, tiny models + a small bench preset
@@ -274,6 +279,7 @@ def compile_one(cfg_dir: Path, out: Path, target, max_seq_len: int, **options) -
         sys.exit(f"{out}/model.so holds CUDA source, not sm_XX binaries: is libcuda stubbed and nvcc on PATH?")
     return {"dtype": art.manifest["params"][0]["dtype"], "max_seq_len": max_seq_len,
             "matmul_precision": art.manifest["matmul_precision"], "cuda_graph": art.manifest["cuda_graph"],
+            "cuda_pdl": art.manifest.get("cuda_pdl"),
             "compile_s": round(time.perf_counter() - t, 1), "bytes": dir_size(out)}
 
 
@@ -284,6 +290,7 @@ def main() -> None:
     ap.add_argument("--cpu-dry-run", action="store_true",
                     help="also compile CPU artifacts (tiny models + a small bench preset) to rehearse remote.py here")
     ap.add_argument("--no-real", action="store_true", help="skip the real-shape CUDA artifacts (faster, for testing)")
+    ap.add_argument("--high", action="store_true", help='also the presets at matmul_precision="high" ("ours high" rows)')
     ap.add_argument("--max-mib", type=float, default=60.0, help="fail if the bundle is larger (carry limit is 64 MiB)")
     ap.add_argument("--wheel-cache", type=Path, default=Path(os.environ.get("INFERENCE_PIO_CACHE")
                     or Path.home() / ".cache" / "inference_pio") / "wheels")
@@ -356,16 +363,22 @@ def main() -> None:
                                                **({"static_decode": True} if dev == "cpu" else {}))}
         if not variants:
             continue
-        # the same at matmul precision "high" (fp32 x as a bf16 hi + lo pair), benchmarked as "ours high"
-        ent["artifacts"][f"{dev}_high"] = {"path": f"artifacts/{dev}_high/{preset}",
-                                           **compile_one(cfg_dir, out / "artifacts" / f"{dev}_high" / preset,
-                                                         cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
-                                                         matmul_precision="high")}
+        if a.high:  # the same at matmul precision "high" (fp32 x as a bf16 hi + lo pair): "ours high"
+            ent["artifacts"][f"{dev}_high"] = {"path": f"artifacts/{dev}_high/{preset}",
+                                               **compile_one(cfg_dir, out / "artifacts" / f"{dev}_high" / preset,
+                                                             cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
+                                                             matmul_precision="high")}
         if dev == "cuda":  # the same without CUDA graphs (the default captures decode), a second "ours" row
             ent["artifacts"]["cuda_nograph"] = {"path": f"artifacts/cuda_nograph/{preset}",
                                                 **compile_one(cfg_dir, out / "artifacts" / "cuda_nograph" / preset,
                                                               cuda, BENCH_MAX_SEQ_LEN, cuda_graph=False,
                                                               matmul_precision="auto")}
+            # with programmatic dependent launch, with and without the GEMVs' L2 prefetch: "ours pdl" rows
+            for suffix, mode in (("pdl", True), ("pdl_launch", "launch")):
+                ent["artifacts"][f"cuda_{suffix}"] = {
+                    "path": f"artifacts/cuda_{suffix}/{preset}",
+                    **compile_one(cfg_dir, out / "artifacts" / f"cuda_{suffix}" / preset, cuda, BENCH_MAX_SEQ_LEN,
+                                  cuda_pdl=mode, matmul_precision="auto")}
             from inference_pio import passes
             from inference_pio.schedules import registry
 

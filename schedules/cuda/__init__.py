@@ -16,7 +16,7 @@ from tvm.s_tir import dlight as dl
 from ...targets import TargetDesc
 from ..registry import register, register_fallback
 from .attention import cuda_attention
-from .gemv import gemv
+from .gemv import cuda_gemv
 from .kv_append import kv_append_rows
 from .linear_attention import cuda_conv1d, cuda_delta_rule
 from .matmul import tensor_core_linear
@@ -46,7 +46,7 @@ register("cuda", "attention", cuda_attention)
 register("cuda", "cache_attention", cuda_attention)
 register("cuda", "kv_append", kv_append_rows)
 register("cuda", "linear", tensor_core_linear)
-register("cuda", "linear", gemv)
+register("cuda", "linear", cuda_gemv)
 register("cuda", "moe_experts", cuda_moe)
 register("cuda", "causal_conv1d", cuda_conv1d)
 register("cuda", "gated_delta_rule", cuda_delta_rule)

@@ -28,10 +28,12 @@ not split evenly.
 """
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir, tirx
 from ...targets import TargetDesc
 from ..kernels import linear_operands
 from ..registry import find_block
+from .pdl import l2_prefetch
 
 ROWS = 4    # threads per block along threadIdx.y (each a group of LANES lanes)
 LANES = 32  # threads per row: one warp, or two where there are few rows (below)
@@ -163,6 +165,19 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
     for blk in consumers:
         sch.reverse_compute_at(blk, jr)
     return sch
+
+
+def cuda_gemv(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
+    """The registered rule: `gemv`'s kernel, marked with the weight rows each block reads
+    (`pdl.l2_prefetch`: where the kernel is launched with PDL, it prefetches them into L2
+    before it waits for the kernel before it)."""
+    sch = gemv(func, target)
+    if sch is None:
+        return None
+    w = linear_operands(func)[1]
+    n, k = int(w.shape[0]), int(w.shape[1])
+    row_bytes = k * tvm.DataType(str(w.dtype)).bits // 8
+    return sch.mod["main"].with_attrs(l2_prefetch(w, ROWS * rows_per_thread(n) * row_bytes, n * row_bytes))
 
 
 def _below(sch: s_tir.Schedule, block, loop) -> list:

@@ -67,6 +67,8 @@ def test_errors_are_one_line_messages(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = cli("run", "x", "--threads", "0")
     assert r.returncode == 2 and "--threads must be >= 1" in r.stderr
+    r = cli("compile", str(CHECKPOINT), "-o", str(tmp_path / "out"), "--cuda-pdl", "on")  # llvm target
+    assert r.returncode == 2 and "cuda_pdl needs a cuda target" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bench_prints_a_table(tmp_path):
