@@ -35,7 +35,7 @@ def test_rules_for_lists_op_rules_then_fallbacks():
 
 def test_override_swaps_an_op_kinds_rules_for_a_while():
     from inference_pio.schedules.cuda import dlight_baseline
-    from inference_pio.schedules.cuda.gemv import gemv
+    from inference_pio.schedules.cuda.gemv import cuda_gemv as gemv
     from inference_pio.schedules.cuda.matmul import tensor_core_linear
 
     assert rules_for("cuda", "linear")[:2] == [tensor_core_linear, gemv]
