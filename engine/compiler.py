@@ -221,11 +221,13 @@ def _pdl_mode(cuda_pdl: bool | str, tdesc: TargetDesc) -> str | None:
     """``cuda_pdl`` as `schedules.cuda.pdl`'s mode ("prefetch" for True), or None (off)."""
     if cuda_pdl is False or cuda_pdl is None:
         return None
+    from ..schedules.cuda.pdl import MIN_ARCH, MODES
+
     mode = "prefetch" if cuda_pdl is True else cuda_pdl
-    if mode not in ("launch", "prefetch"):
-        raise ValueError(f"cuda_pdl must be True, False, \"launch\" or \"prefetch\", got {cuda_pdl!r}")
+    if mode not in MODES:
+        raise ValueError(f"cuda_pdl must be True, False or one of {MODES}, got {cuda_pdl!r}")
     digits = "".join(ch for ch in tdesc.arch if ch.isdigit())
-    if tdesc.kind != "cuda" or not digits or int(digits) < 90:
+    if tdesc.kind != "cuda" or not digits or int(digits) < MIN_ARCH:
         raise TargetError(f"cuda_pdl needs a cuda target of arch sm_90 or later, not {tdesc.tvm}")
     return mode
 
