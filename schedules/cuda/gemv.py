@@ -65,9 +65,11 @@ def _chunk(k: int, itemsize: int, lanes: int) -> int | None:
 
 
 def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
-         ahead: int = AHEAD) -> s_tir.Schedule | None:
+         ahead: int = AHEAD, warps_per_row: int | None = None) -> s_tir.Schedule | None:
     """The schedule, or None where this rule does not apply. ``rows`` per thread (default
-    `rows_per_thread`) and ``ahead`` (AHEAD) are the knobs bench/gpu/kernel_bench.py varies."""
+    `rows_per_thread`), ``ahead`` (AHEAD) and ``warps_per_row`` (default: 2 below FEW_ROWS
+    rows where K splits as evenly over them, else 1) are the knobs bench/gpu/kernel_bench.py
+    varies."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -84,8 +86,13 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
     vec = _chunk(k, itemsize, lanes)
     if vec is None:
         return None
-    if n < FEW_ROWS and _chunk(k, itemsize, 2 * lanes) == vec:
-        lanes *= 2
+    if warps_per_row is None:
+        warps_per_row = 2 if n < FEW_ROWS and _chunk(k, itemsize, 2 * lanes) == vec else 1
+    if warps_per_row > 1:
+        lanes *= warps_per_row
+        vec = _chunk(k, itemsize, lanes)
+        if vec is None:
+            return None
     rows = rows or rows_per_thread(n)
     n_ko = k // (lanes * vec)
     depth = loads_ahead(n_ko, rows, ahead)
