@@ -183,12 +183,7 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
     t2 = time.perf_counter()
     say("tvm.compile")
     with tdesc.to_tvm() as tgt, tvm.transform.PassContext(config={"relax.backend.use_cuda_graph": cuda_graph}):
-        if pdl_mode:
-            from ..schedules.cuda import pdl
-
-            ex = tvm.compile(mod, target=tgt, tir_pipeline=pdl.pipeline(pdl_mode))
-        else:
-            ex = tvm.compile(mod, target=tgt)
+        ex = tvm.compile(mod, target=tgt, tir_pipeline=_tir_pipeline(pdl_mode))
     t3 = time.perf_counter()
     meta = forward.meta_dict()
     manifest = {
@@ -230,6 +225,15 @@ def _pdl_mode(cuda_pdl: bool | str, tdesc: TargetDesc) -> str | None:
     if tdesc.kind != "cuda" or not digits or int(digits) < MIN_ARCH:
         raise TargetError(f"cuda_pdl needs a cuda target of arch sm_90 or later, not {tdesc.tvm}")
     return mode
+
+
+def _tir_pipeline(pdl_mode: str | None) -> str:
+    """The TIR pipeline `tvm.compile` lowers the kernels with: TVM's default, or with PDL."""
+    if pdl_mode is None:
+        return "default"
+    from ..schedules.cuda import pdl
+
+    return pdl.pipeline(pdl_mode)
 
 
 def _all_params(graphs: list[Graph]) -> list[Any]:

@@ -355,30 +355,24 @@ def main() -> None:
         (cfg_dir / "config.json").write_text(json.dumps(rc.hf_config(pc), indent=2))
         ent = info["presets"].setdefault(preset, {"preset": pc, "config": str(cfg_dir.relative_to(out)),
                                                   "artifacts": {}})
-        ent["artifacts"][dev] = {"path": f"artifacts/{dev}/{preset}",
-                                 **compile_one(cfg_dir, out / "artifacts" / dev / preset,
-                                               cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
-                                               matmul_precision="auto",
-                                               # the CPU stand-in of the default's graph: its static decode
-                                               **({"static_decode": True} if dev == "cpu" else {}))}
+        target = cuda if dev == "cuda" else "llvm"
+
+        def stage_artifact(key: str, **options) -> None:  # artifacts/<key>/<preset>, compiled for dev
+            ent["artifacts"][key] = {"path": f"artifacts/{key}/{preset}",
+                                     **compile_one(cfg_dir, out / "artifacts" / key / preset, target,
+                                                   BENCH_MAX_SEQ_LEN, **options)}
+
+        # the default ("ours"); on the CPU stand-in, the static decode of the default's graph on cuda
+        stage_artifact(dev, matmul_precision="auto", **({"static_decode": True} if dev == "cpu" else {}))
         if not variants:
             continue
         if a.high:  # the same at matmul precision "high" (fp32 x as a bf16 hi + lo pair): "ours high"
-            ent["artifacts"][f"{dev}_high"] = {"path": f"artifacts/{dev}_high/{preset}",
-                                               **compile_one(cfg_dir, out / "artifacts" / f"{dev}_high" / preset,
-                                                             cuda if dev == "cuda" else "llvm", BENCH_MAX_SEQ_LEN,
-                                                             matmul_precision="high")}
+            stage_artifact(f"{dev}_high", matmul_precision="high")
         if dev == "cuda":  # the same without CUDA graphs (the default captures decode), a second "ours" row
-            ent["artifacts"]["cuda_nograph"] = {"path": f"artifacts/cuda_nograph/{preset}",
-                                                **compile_one(cfg_dir, out / "artifacts" / "cuda_nograph" / preset,
-                                                              cuda, BENCH_MAX_SEQ_LEN, cuda_graph=False,
-                                                              matmul_precision="auto")}
+            stage_artifact("cuda_nograph", cuda_graph=False, matmul_precision="auto")
             # with programmatic dependent launch, with and without the GEMVs' L2 prefetch: "ours pdl" rows
-            for suffix, mode in (("pdl", True), ("pdl_launch", "launch")):
-                ent["artifacts"][f"cuda_{suffix}"] = {
-                    "path": f"artifacts/cuda_{suffix}/{preset}",
-                    **compile_one(cfg_dir, out / "artifacts" / f"cuda_{suffix}" / preset, cuda, BENCH_MAX_SEQ_LEN,
-                                  cuda_pdl=mode, matmul_precision="auto")}
+            stage_artifact("cuda_pdl", cuda_pdl=True, matmul_precision="auto")
+            stage_artifact("cuda_pdl_launch", cuda_pdl="launch", matmul_precision="auto")
             from inference_pio import passes
             from inference_pio.schedules import registry
 
@@ -388,17 +382,11 @@ def main() -> None:
             passes.cuda_passes, passes.decode_passes = (lambda: []), (lambda kind: [])
             try:
                 with registry.override("cuda", "linear", []):
-                    ent["artifacts"]["cuda_dlight"] = {
-                        "path": f"artifacts/cuda_dlight/{preset}",
-                        **compile_one(cfg_dir, out / "artifacts" / "cuda_dlight" / preset, cuda,
-                                      BENCH_MAX_SEQ_LEN)}
+                    stage_artifact("cuda_dlight")
             finally:
                 passes.cuda_passes, passes.decode_passes = saved
         else:  # its CPU stand-in: decode without the static shapes the default's CUDA graph needs
-            ent["artifacts"]["cpu_nograph"] = {"path": f"artifacts/cpu_nograph/{preset}",
-                                               **compile_one(cfg_dir, out / "artifacts" / "cpu_nograph" / preset,
-                                                             "llvm", BENCH_MAX_SEQ_LEN, static_decode=False,
-                                                             matmul_precision="auto")}
+            stage_artifact("cpu_nograph", static_decode=False, matmul_precision="auto")
 
     # every linear of the real presets alone, compiled several ways (remote.py --sections kernels)
     sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO / "tests" / "schedules")]

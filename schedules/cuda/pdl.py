@@ -77,9 +77,7 @@ def _prefetch(spec, threads: dict[str, tirx.Var], buffers: list[tirx.Buffer]) ->
     if len(bufs) != 1:  # not found, or ambiguous: no prefetch (the wait alone is still right)
         return None
     buf = bufs[0]
-    size = tvm.DataType(str(buf.dtype)).bits // 8
-    if per_block % size or total % size:
-        return None
+    size = tvm.DataType(str(buf.dtype)).bits // 8  # (divides the sizes: `l2_prefetch` made them multiples of 16)
     b = tirx.Cast("int64", threads["blockIdx.x"])
     start = b * per_block
     n = tirx.min(tirx.IntImm("int64", per_block), tirx.IntImm("int64", total) - start)
