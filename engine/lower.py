@@ -56,6 +56,8 @@ class _Lowerer:
                                                        out_ty=[self.ty(kc), self.ty(vc)]))
             self.rebound[id(vc)] = self.bb.emit(relax.TupleGetItem(both, 1))  # later readers of vc: its new value
             return self.bb.emit(relax.TupleGetItem(both, 0))
+        if n.op == "append_attention":  # both caches in place, then the attention (and scratch) as new outputs
+            return self.emit_append_attention(n, args)
         if n.op == "kv_append":
             cache, k, norm = n.inputs[0], n.inputs[1], n.inputs[3:]
             func = kernels.kv_append(cache.shape, cache.dtype, k.dtype, bool(attrs.get("kv_len_tensor")),
@@ -80,6 +82,24 @@ class _Lowerer:
         if isinstance(out.ty, relax.TupleType):  # (value, scratch...): see kernels.cache_attention
             out = self.bb.emit(relax.TupleGetItem(out, 0))
         return out
+
+    def emit_append_attention(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
+        x, kc, vc, _, w, table, kw = n.inputs
+        if x.shape[0] != 1:
+            raise NotImplementedError(f"append_attention lowers for one decode row, not {x.shape[0]}")
+        a, static = n.attr_dict, bool(n.attr("kv_len_tensor"))
+        op = kernels.AppendAttention(int(x.shape[1]), x.dtype, int(n.shape[1]), a["start"], a["k_start"], a["v_start"],
+                                     w.dtype, kw.dtype, int(table.shape[1]), float(a["eps"]), float(a["scale"]),
+                                     n.dtype)
+        func = kernels.append_attention(op, kc.shape, kc.dtype, static)
+        gv = self.bb.add_func(func.with_attrs({OP_KIND_ATTR: n.op, **_op_hints(n)}), n.op)
+        new = [self.ty(n)] + ([relax.TensorType(kernels.decode_scratch_shape(op.hq, kc.shape[2], kc.shape[0]),
+                                                "float32")] if static else [])
+        outs = self.bb.emit(relax.call_tir_inplace(gv, args, inplace_indices=[1, 2] + [-1] * len(new),
+                                                   out_ty=[self.ty(kc), self.ty(vc), *new]))
+        self.rebound[id(kc)] = self.bb.emit(relax.TupleGetItem(outs, 0))
+        self.rebound[id(vc)] = self.bb.emit(relax.TupleGetItem(outs, 1))
+        return self.bb.emit(relax.TupleGetItem(outs, 2))
 
     def emit_recurrent(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
         """A linear-attention op (`schedules.linear_attention`): its cached form, with operands
@@ -114,13 +134,15 @@ def _schedule_hints(n: Node) -> dict[str, Any]:
 
 
 def _op_hints(n: Node) -> dict[str, Any]:
-    if n.op in ("attention", "cache_attention"):
+    if n.op in ("attention", "cache_attention", "append_attention"):
         hints = {"gqa_group": n.shape[1] // n.inputs[1].shape[1], "scale": float(n.attr("scale")),
                  "causal": bool(n.attr("causal", True)), "kv_len_tensor": bool(n.attr("kv_len_tensor"))}
         if n.attr("eps") is not None:  # q is norm_rotary(x, w, table) of x's head window at column start
             hints["q_norm_eps"] = float(n.attr("eps"))
             if n.attr("start") is not None:
                 hints["q_start"] = int(n.attr("start"))
+        if n.op == "append_attention":  # the step's key and value heads: x's windows at these columns
+            hints.update(k_start=int(n.attr("k_start")), v_start=int(n.attr("v_start")))
         return hints
     if n.op == "moe_experts":
         return {"pairs": bool(n.attr("pairs"))}

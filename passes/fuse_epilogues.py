@@ -40,6 +40,13 @@ fuse_norm_attention (CUDA decode)
     eps=..., start=..., heads=...)``: the decode kernel normalizes and rotates the query heads as
     it stages them, one launch per layer fewer. For the one-token decode graph only (prefill's
     flash kernel does not take it).
+fuse_append_attention (CUDA decode, after fuse_norm_attention)
+    Matches ``cache_attention(x, kv_append_pair(kc, x, kv_len, vc, x, kw, table), vc, kv_len, w, table)``:
+    one step's q, k and v all head windows of one x (the fused q+k+v projection), one eps and
+    one rotary table, the pair read by nothing else. Produces ``append_attention(x, kc, vc,
+    kv_len, w, table, kw, start=..., k_start=..., v_start=...)``: the decode attention kernel
+    writes the step's key and value rows itself (the block whose chunk holds the new row), one
+    launch per layer fewer.
 All ensure numerics unchanged.
 """
 from __future__ import annotations
@@ -185,5 +192,24 @@ def fuse_append_pair(graph: Graph) -> Graph:
         attrs = {**ka.attr_dict, **({"v_start": va.attr("start")} if va.attr("start") is not None else {})}
         pair = op_node("kv_append_pair", [kc, k, kv_len, vc, v, w, table], **attrs)
         return op_node("cache_attention", [n.inputs[0], pair, vc, *n.inputs[3:]], **n.attr_dict)
+
+    return rewrite(graph, fn)
+
+
+def fuse_append_attention(graph: Graph) -> Graph:
+    readers = _readers(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "cache_attention" or len(n.inputs) != 6 or n.attr("start") is None:
+            return None
+        x, pair, vc, kv_len, w, table = n.inputs
+        if pair.op != "kv_append_pair" or len(readers[id(old.inputs[1])]) != 1:
+            return None
+        kc, k, pair_len, pair_vc, v, kw, pair_table = pair.inputs
+        same = k is x and v is x and pair_len is kv_len and pair_vc is vc and pair_table is table
+        if not same or pair.attr("eps") != n.attr("eps") or None in (pair.attr("start"), pair.attr("v_start")):
+            return None
+        attrs = {**n.attr_dict, "k_start": pair.attr("start"), "v_start": pair.attr("v_start")}
+        return op_node("append_attention", [x, kc, vc, kv_len, w, table, kw], **attrs)
 
     return rewrite(graph, fn)

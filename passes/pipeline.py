@@ -78,7 +78,7 @@ def cache_passes(target_kind: str) -> list[NamedPass]:
 def decode_passes(target_kind: str) -> list[NamedPass]:
     """Passes for the one-token decode graph only (after `insert_kv_cache.specialize`)."""
     from .drop_image_inputs import drop_image_inputs
-    from .fuse_epilogues import fuse_norm_attention, fuse_norm_linear, fuse_swiglu_linear
+    from .fuse_epilogues import fuse_append_attention, fuse_norm_attention, fuse_norm_linear, fuse_swiglu_linear
 
     common = [NamedPass("drop_image_inputs", drop_image_inputs)]  # a generated token is never an image's
     if target_kind == "cuda":
@@ -87,7 +87,8 @@ def decode_passes(target_kind: str) -> list[NamedPass]:
         # Qwen3-4B's down projection at 128 rows 828 us against 104 for q+k+v (bf16 products)
         return common + [NamedPass("fuse_swiglu_linear", fuse_swiglu_linear),
                          NamedPass("fuse_norm_linear", fuse_norm_linear),
-                         NamedPass("fuse_norm_attention", fuse_norm_attention)]
+                         NamedPass("fuse_norm_attention", fuse_norm_attention),
+                         NamedPass("fuse_append_attention", fuse_append_attention)]
     return common
 
 

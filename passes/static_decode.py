@@ -17,7 +17,7 @@ from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
 
 
 # where each op takes kv_len (the recurrences: their cached forms, `passes.insert_kv_cache`)
-KV_LEN_OPERAND = {"kv_append": 2, "kv_append_pair": 2, "cache_attention": 3, "causal_conv1d": 3, "gated_delta_rule": 8}
+KV_LEN_OPERAND = {"kv_append": 2, "kv_append_pair": 2, "cache_attention": 3, "append_attention": 3, "causal_conv1d": 3, "gated_delta_rule": 8}
 
 
 def static_decode(graph: Graph) -> Graph:

@@ -8,7 +8,7 @@ schedule rules in `schedules.cpu` find blocks by these names.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from tvm import te, tirx
 
@@ -865,6 +865,133 @@ def kv_len_operand(tensor: bool) -> tuple[Any, Callable]:
     if tensor:
         return T.Buffer((1,), "int32"), lambda n: T.Cast("int64", n[0])
     return T.int64, lambda n: n
+
+
+class AppendAttention(NamedTuple):
+    """One decode step's attention with its KV appends (`ir.ops.append_attention`): x (1, cols)
+    holds q's hq heads from column q_start, the key's and value's heads from k_start and v_start;
+    w, kw: the q and k norms' weights (dtypes w_dtype, kw_dtype); the rotary table is (1, rot)."""
+    cols: int
+    x_dtype: str
+    hq: int
+    q_start: int
+    k_start: int
+    v_start: int
+    w_dtype: str
+    kw_dtype: str
+    rot: int
+    eps: float
+    scale: float
+    out_dtype: str
+
+
+def append_attention(op: AppendAttention, cache_shape: tuple[int, int, int], cache_dtype: str,
+                     kv_len_tensor: bool) -> tirx.PrimFunc:
+    """In-place PrimFunc ``(x, kc, vc, kv_len, w, table, kw, out[, scratch])``: writes the step's
+    key (normed by kw, rotated) and value into row kv_len - 1 of kc / vc, then
+    out = attention of q (normed by w, rotated) over rows [0, kv_len). ``kv_len_tensor``: kv_len
+    is a (1,) int32 buffer and a scratch output follows (as `cache_attention`'s static form).
+
+    The plain loops here are the op's meaning (a CPU reference); the CUDA rule replaces the
+    whole body with the split-key decode kernel (`schedules.cuda.attention`)."""
+    from tvm.script import tirx as T
+
+    c, h, d = cache_shape
+    hq, g, xdt, cdt, odt = op.hq, op.hq // h, op.x_dtype, cache_dtype, op.out_dtype
+    eps, scale = op.eps, op.scale
+
+    def window(x, start):
+        return lambda t, hh, e: T.Cast(F32, x[t, start + hh * d + e])
+
+    part = decode_scratch_shape(hq, d, c)
+
+    @T.macro
+    def body(x, kc, vc, n, w, table, kw, out, scratch):  # (scratch: the static form's; else unused)
+        with T.sblock("root"):
+            T.reads()
+            T.writes()
+            kss = T.sblock_alloc_buffer((1, h), F32)
+            qss = T.sblock_alloc_buffer((1, hq), F32)
+            sc = T.sblock_alloc_buffer((hq, c), F32)
+            mx = T.sblock_alloc_buffer((hq,), F32)
+            den = T.sblock_alloc_buffer((hq,), F32)
+            acc = T.sblock_alloc_buffer((hq, d), F32)
+            for hh, e in T.grid(h, d):
+                with T.sblock("k_sumsq"):
+                    vh, ve = T.axis.remap("SR", [hh, e])
+                    with T.init():
+                        kss[0, vh] = T.float32(0)
+                    kss[0, vh] = kss[0, vh] + window(x, op.k_start)(0, vh, ve) * window(x, op.k_start)(0, vh, ve)
+            for hh, e in T.grid(h, d):
+                with T.sblock("append"):
+                    vh, ve = T.axis.remap("SS", [hh, e])
+                    kc[n - 1, vh, ve] = T.Cast(cdt, norm_rotated(window(x, op.k_start), kss, kw, table, eps, d)(0, vh, ve))
+                    vc[n - 1, vh, ve] = T.Cast(cdt, x[0, op.v_start + vh * d + ve])
+            for hh, e in T.grid(hq, d):
+                with T.sblock("q_sumsq"):
+                    vh, ve = T.axis.remap("SR", [hh, e])
+                    with T.init():
+                        qss[0, vh] = T.float32(0)
+                    qss[0, vh] = qss[0, vh] + window(x, op.q_start)(0, vh, ve) * window(x, op.q_start)(0, vh, ve)
+            for hh, j, e in T.grid(hq, c, d):
+                with T.sblock("scores"):
+                    vh, vj, ve = T.axis.remap("SSR", [hh, j, e])
+                    with T.init():
+                        sc[vh, vj] = T.float32(0)
+                    sc[vh, vj] = sc[vh, vj] + norm_rotated(window(x, op.q_start), qss, w, table, eps, d)(0, vh, ve) * \
+                        T.float32(scale) * T.Cast(F32, kc[vj, vh // g, ve])
+            for hh, j in T.grid(hq, c):
+                with T.sblock("max"):
+                    vh, vj = T.axis.remap("SR", [hh, j])
+                    with T.init():
+                        mx[vh] = T.min_value(F32)
+                    mx[vh] = T.max(mx[vh], T.if_then_else(vj < n, sc[vh, vj], T.min_value(F32)))
+            for hh, j in T.grid(hq, c):
+                with T.sblock("sum"):
+                    vh, vj = T.axis.remap("SR", [hh, j])
+                    with T.init():
+                        den[vh] = T.float32(0)
+                    den[vh] = den[vh] + T.if_then_else(vj < n, T.exp(sc[vh, vj] - mx[vh]), T.float32(0))
+            for hh, e, j in T.grid(hq, d, c):
+                with T.sblock("pv"):
+                    vh, ve, vj = T.axis.remap("SSR", [hh, e, j])
+                    with T.init():
+                        acc[vh, ve] = T.float32(0)
+                    acc[vh, ve] = acc[vh, ve] + T.if_then_else(  # (rows past n may hold NaN: select)
+                        vj < n, T.exp(sc[vh, vj] - mx[vh]) * T.Cast(F32, vc[vj, vh // g, ve]), T.float32(0))
+            for hh, e in T.grid(hq, d):
+                with T.sblock("out"):
+                    vh, ve = T.axis.remap("SS", [hh, e])
+                    out[0, vh, ve] = T.Cast(odt, acc[vh, ve] / den[vh])
+            if kv_len_tensor:
+                for i, j, e in T.grid(*part):
+                    with T.sblock("scratch"):
+                        vi, vj, ve = T.axis.remap("SSS", [i, j, e])
+                        scratch[vi, vj, ve] = T.float32(0)
+
+    kv_ann, kv_value = kv_len_operand(kv_len_tensor)
+    wdt, kwdt, rot, cols = op.w_dtype, op.kw_dtype, op.rot, op.cols
+
+    def n32(kv_len):
+        return T.Cast("int32", kv_value(kv_len))
+
+    if kv_len_tensor:
+        @T.prim_func(private=True, s_tir=True)
+        def append_attention_at(x: T.Buffer((1, cols), xdt), kc: T.Buffer((c, h, d), cdt),
+                                vc: T.Buffer((c, h, d), cdt), kv_len: kv_ann, w: T.Buffer((d,), wdt),
+                                table: T.Buffer((1, rot), F32), kw: T.Buffer((d,), kwdt),
+                                out: T.Buffer((1, hq, d), odt), scratch: T.Buffer(part, F32)):
+            body(x, kc, vc, n32(kv_len), w, table, kw, out, scratch)
+
+        return append_attention_at
+
+    @T.prim_func(private=True, s_tir=True)
+    def append_attention(x: T.Buffer((1, cols), xdt), kc: T.Buffer((c, h, d), cdt), vc: T.Buffer((c, h, d), cdt),
+                         kv_len: kv_ann, w: T.Buffer((d,), wdt), table: T.Buffer((1, rot), F32),
+                         kw: T.Buffer((d,), kwdt), out: T.Buffer((1, hq, d), odt)):
+        body(x, kc, vc, n32(kv_len), w, table, kw, out, out)
+
+    return append_attention
 
 
 def _hash32(x: tirx.PrimExpr) -> tirx.PrimExpr:

@@ -107,7 +107,9 @@ def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=
                                threads: tuple[int, ...] = ()) -> list:
     """Decode attention over a bf16 cache of CACHE_ROWS rows (fp32 q and out) at ``ts`` keys,
     built with each of ``kcs`` keys per block (the first is ours) and then with each of
-    ``threads`` threads per block, each passed through ``wrap``."""
+    ``threads`` threads per block, each passed through ``wrap``. Then the forms decode runs:
+    the query's norm and rotary fused (q from a q+k+v row), and with the step's key and value
+    appends fused as well (`ir.ops.append_attention`; the appender block's extra work)."""
     attn = importlib.import_module("inference_pio.schedules.cuda.attention")
     d = cfg["head_dim"]
     saved, out = attn.KC, []
@@ -123,6 +125,12 @@ def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=
         f = attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
                                 ("float32", BF16, BF16, "float32"), d ** -0.5, threads=nt)
         out.append((f"{nt} threads", wrap(f), ts))
+    hq, hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    q_norm = attn.QNorm(0, (hq + 2 * hkv) * d, d, 1e-6, BF16)
+    for variant, append in (("q norm fused", None), ("q norm + appends fused", attn.KVAppend(hq * d, (hq + hkv) * d, BF16))):
+        f = attn._decode_kernel(hq, hkv, d, d, CACHE_ROWS, ("float32", BF16, BF16, "float32"), d ** -0.5,
+                                q_norm=q_norm, append=append)
+        out.append((variant, wrap(f), ts))
     return out
 
 
@@ -255,8 +263,7 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
                  _variants_cpu(n, k, prefill, decode)) for op, n, k, prefill, decode in projections(cfg)]
         heads = (cfg["num_attention_heads"], cfg["head_dim"])
         if cuda:
-            made += [("attention", *heads, [1, 2], _decode_attention_variants(cfg, (KC, KC // 2, KC * 2), CONTEXTS,
-                                                                          threads=(256, 1024))),
+            made += [("attention", *heads, [1, 2], _decode_attention_variants(cfg, (KC, KC // 2, KC * 2), CONTEXTS)),
                      ("prefill attention", *heads, [1, 2], _prefill_attention(cfg))]
         else:  # the dry run's stand-in: our CUDA decode kernel with its thread loops serial
             import cuda_emulation

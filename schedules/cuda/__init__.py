@@ -15,7 +15,7 @@ from tvm.s_tir import dlight as dl
 
 from ...targets import TargetDesc
 from ..registry import register, register_fallback
-from .attention import cuda_attention
+from .attention import cuda_append_attention, cuda_attention
 from .gemv import cuda_gemv
 from .kv_append import kv_append_rows
 from .linear_attention import cuda_conv1d, cuda_delta_rule
@@ -44,6 +44,7 @@ def dlight_baseline(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule |
 
 register("cuda", "attention", cuda_attention)
 register("cuda", "cache_attention", cuda_attention)
+register("cuda", "append_attention", cuda_append_attention)
 register("cuda", "kv_append", kv_append_rows)
 register("cuda", "linear", tensor_core_linear)
 register("cuda", "linear", cuda_gemv)

@@ -67,6 +67,15 @@ class QNorm(NamedTuple):
     w_dtype: str
 
 
+class KVAppend(NamedTuple):
+    """A decode kernel's fused KV append (`ir.ops.append_attention`, with a QNorm): the step's key
+    head at column k_start + h * D of x, normed by kw (kw_dtype) and rotated, and its value head
+    at v_start + h * D, written into cache row kv_len - 1 by the block whose chunk holds it."""
+    k_start: int
+    v_start: int
+    kw_dtype: str
+
+
 def _ceil(a, b):
     return (a + b - 1) // b
 
@@ -122,6 +131,23 @@ def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
     return same_params(f, func)
 
 
+def cuda_append_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
+    """The decode kernel for append_attention (`kernels.append_attention`): its parameters
+    (x, kc, vc, kv_len, w, table, kw, out[, scratch]), the caches written in place."""
+    attrs = func.attrs
+    static = bool(attrs.get("kv_len_tensor"))
+    buffers = [p for p in func.params if is_buffer_var(p)]
+    x, kc, vc = buffers[:3]
+    w, table, kw, out = buffers[4:8] if static else buffers[3:7]
+    if kc.shape != vc.shape or len(x.shape) != 2:
+        raise ValueError(f"append_attention: caches {kc.shape} / {vc.shape} and x {x.shape} do not fit")
+    q_norm = QNorm(int(attrs["q_start"]), int(x.shape[1]), int(table.shape[1]), float(attrs["q_norm_eps"]), str(w.dtype))
+    append = KVAppend(int(attrs["k_start"]), int(attrs["v_start"]), str(kw.dtype))
+    return _decode_kernel(hq=int(out.shape[1]), hkv=int(kc.shape[1]), d=int(kc.shape[2]), dv=int(vc.shape[2]),
+                          cache_rows=int(kc.shape[0]), dtypes=(x.dtype, kc.dtype, vc.dtype, out.dtype),
+                          scale=float(attrs["scale"]), kv_len_tensor=static, q_norm=q_norm, append=append)
+
+
 def _vector(row: int, dtype: str) -> int:
     """Elements per load: 16 bytes where the row length allows."""
     width = 16 // (4 if dtype == F32 else 2)
@@ -130,12 +156,15 @@ def _vector(row: int, dtype: str) -> int:
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
                    scale: float, kv_len_tensor: bool = False, q_norm: QNorm | None = None,
-                   threads: int | None = None) -> tirx.PrimFunc:
+                   threads: int | None = None, append: KVAppend | None = None) -> tirx.PrimFunc:
     """cache_attention(q, kc, vc, out, kv_len) for one query row; ``kv_len_tensor``: the
     static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache.
     ``q_norm``: q is norm_rotary of a head window of x (1, cols), staged in the block (the
     parameters gain w and table after the cache operands and kv_len, as lowering passes them).
-    ``threads`` per block (default DECODE_THREADS)."""
+    ``threads`` per block (default DECODE_THREADS). ``append`` (with ``q_norm``): the kernel of
+    `kernels.append_attention`, (x, kc, vc, kv_len, w, table, kw, out[, scratch]): the step's key
+    head is staged and normed with the query heads (one more row), and the block whose chunk
+    holds row kv_len - 1 writes that row's key and value before its scores read it."""
     from tvm.script import tirx as T
 
     qdt, kdt, vdt, odt = dtypes
@@ -149,10 +178,14 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     rq = max(1, nt // dv)  # threads per output column in p @ V, each a group of kq keys
     kq = _ceil(KC, rq)
     nmg = _ceil(KC, MAX_GROUP)
+    if append is not None and (q_norm is None or dv != d):
+        raise ValueError("a decode kernel's fused append needs the fused query norm and D == Dv")
+    appends = append is not None
+    nh = g + (1 if appends else 0)  # heads staged and normed: the query heads [, the key head]
 
     if q_norm is None:
         @T.macro
-        def stage_q(q, qs, qr, qpart, qsum, h, w, table):  # (qr, qpart, qsum, w, table unused)
+        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn):  # (only q, qs, h used)
             for it in range(_ceil(g * sl * ds, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
                     if it * nt + tx < g * sl * ds:
@@ -163,20 +196,26 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                             T.float32(0))
     else:
         start, eps = q_norm.start, q_norm.eps
+        k_start, v_start = (append.k_start, append.v_start) if append else (0, 0)
 
         @T.macro
-        def stage_q(q, qs, qr, qpart, qsum, h, w, table):
+        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn):
             """qs = norm_rotary(q) * scale (`kernels.norm_rotated`, as norm_rotary computes it),
             through the raw heads (qr) and each head's sum of squares (qsum): partial sums of
-            every 32nd element (qpart) first, so no thread sums a whole head."""
-            for it in range(_ceil(g * d, nt)):
+            every 32nd element (qpart) first, so no thread sums a whole head. With a fused
+            append, row g of qr is the step's key head, and the block holding row n - 1 writes
+            it (normed by kw, rotated) and the value head into the caches, and the key into kn:
+            its scores read the key from there (a barrier away, which TVM places for shared
+            memory, not for global: the scores' loads from the cache come first)."""
+            for it in range(_ceil(nh * d, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                    if it * nt + tx < g * d:
-                        qr[(it * nt + tx) // d, (it * nt + tx) % d] = T.Cast(
-                            F32, q[0, start + (h * g + (it * nt + tx) // d) * d + (it * nt + tx) % d])
-            for it in range(_ceil(g * 32, nt)):
+                    if it * nt + tx < nh * d:
+                        qr[(it * nt + tx) // d, (it * nt + tx) % d] = T.Cast(F32, q[0, T.if_then_else(
+                            (it * nt + tx) // d < g, start + (h * g + (it * nt + tx) // d) * d, k_start + h * d)
+                            + (it * nt + tx) % d])
+            for it in range(_ceil(nh * 32, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                    if it * nt + tx < g * 32:
+                    if it * nt + tx < nh * 32:
                         with T.sblock("q_sumsq"):
                             T.reads()
                             T.writes()
@@ -188,7 +227,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         qr[(it * nt + tx) // 32, (it * nt + tx) % 32 + u * 32]
                             qpart[(it * nt + tx) // 32, (it * nt + tx) % 32] = acc[0]
             for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                if tx < g:
+                if tx < nh:
                     with T.sblock("q_sum"):
                         T.reads()
                         T.writes()
@@ -206,11 +245,19 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 0, (it * nt + tx) // (sl * ds), T.min((it * nt + tx) % (sl * ds), d - 1))
                             * T.float32(scale),
                             T.float32(0))
+            if appends:
+                for it in range(_ceil(d, nt)):
+                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                        if it * nt + tx < d and n <= j0 + KC:  # this block's chunk holds row n - 1
+                            kn[it * nt + tx] = T.Cast(kdt, norm_rotated(
+                                lambda t, hh, e: qr[hh, e], qsum, kw, table, eps, d)(0, g, it * nt + tx))
+                            kc[n - 1, h, it * nt + tx] = kn[it * nt + tx]
+                            vc[n - 1, h, it * nt + tx] = T.Cast(vdt, q[0, v_start + h * d + it * nt + tx])
 
-    norm_shape = ((g, d), (g, 32), (1, g)) if q_norm else ((1,), (1,), (1,))
+    norm_shape = ((nh, d), (nh, 32), (1, nh)) if q_norm else ((1,), (1,), (1,))
 
     @T.macro
-    def body(q, kc, vc, out, n, grid, w, table, part):  # n keys (int32), in a grid of `grid` chunk slots per kv
+    def body(q, kc, vc, out, n, grid, w, table, part, kw):  # n keys (int32), in a grid of `grid` chunk slots per kv
         # head; part (hq, max_chunks, dv + 2): each chunk's unnormalized output, then its max m and sum l
         with T.sblock("root"):
             T.reads()
@@ -231,6 +278,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     qr = T.sblock_alloc_buffer(norm_shape[0], F32, scope="shared")  # a fused q norm's
                     qpart = T.sblock_alloc_buffer(norm_shape[1], F32, scope="shared")  # raw q and sums
                     qsum = T.sblock_alloc_buffer(norm_shape[2], F32, scope="shared")
+                    kn = T.sblock_alloc_buffer((d,) if appends else (1,), kdt, scope="shared")  # the step's key
                     h = bx // grid
                     j0 = bx % grid * KC
                     live = j0 < n  # a slot past kv_len (static grid) idles
@@ -238,7 +286,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     # an idle slot (static grid) runs no phase: a loop of 0 or 1 trips, as TVM places
                     # barriers inside a loop but not inside a condition
                     for _once in range(T.Select(live, 1, 0)):
-                        stage_q(q, qs, qr, qpart, qsum, h, w, table)
+                        stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn)
                         for it in range(_ceil(KC * sl, nt)):  # scores: thread (key, slice), K from global
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < KC * sl:
@@ -256,6 +304,10 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         else:
                                             for e in T.unroll(ds):
                                                 kr[e] = kc[row, h, T.min(s * ds + e, d - 1)]  # (q is 0 past d)
+                                        if appends:
+                                            if row == n - 1:  # the step's key, written by this block: from kn
+                                                for e in T.unroll(ds):
+                                                    kr[e] = kn[T.min(s * ds + e, d - 1)]
                                         for gi in T.unroll(g):
                                             acc[0] = T.float32(0)
                                             for e in T.unroll(ds):
@@ -381,12 +433,12 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     fused = q_norm is not None
 
     @T.macro
-    def run(var_q, var_kc, var_vc, var_out, n, grid, w, table, part):  # (w, table: q's stand-ins without q_norm)
-        q = T.match_buffer(var_q, q_shape, qdt)
+    def run(var_q, var_kc, var_vc, var_out, n, grid, w, table, part, kw=None):  # (w, table: q's stand-ins without
+        q = T.match_buffer(var_q, q_shape, qdt)                               # q_norm; kw: without append)
         kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
         vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
         out = T.match_buffer(var_out, (1, hq, dv), odt)
-        body(q, kc, vc, out, n, grid, w if fused else q, table if fused else q, part)
+        body(q, kc, vc, out, n, grid, w if fused else q, table if fused else q, part, kw if appends else q)
 
     part_shape = (hq, max_chunks, dv + 2)
     if kv_len_tensor and part_shape != decode_scratch_shape(hq, dv, cache_rows):
@@ -394,6 +446,27 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     # the parameter orders are lowering's: buffers in operand order, then the output(s), then a
     # scalar. The static form's partial results go to its scratch output (planned by Relax, kept
     # by a CUDA graph); the other's to a global allocation (TVM's workspace, per launch)
+    if append is not None:  # `kernels.append_attention`'s parameters
+        wdt, rot, kwdt = q_norm.w_dtype, q_norm.rot, append.kw_dtype
+        if kv_len_tensor:
+            @T.prim_func(private=True, s_tir=True)
+            def append_attention_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle,
+                                    kv_len: T.Buffer((1,), "int32"), w: T.Buffer((d,), wdt),
+                                    table: T.Buffer((1, rot), F32), kw: T.Buffer((d,), kwdt), var_out: T.handle,
+                                    scratch: T.Buffer(part_shape, F32)):
+                run(var_q, var_kc, var_vc, var_out, kv_len[0], max_chunks, w, table, scratch, kw)
+
+            return append_attention_at
+
+        @T.prim_func(private=True, s_tir=True)
+        def append_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, kv_len: T.int64,
+                             w: T.Buffer((d,), wdt), table: T.Buffer((1, rot), F32), kw: T.Buffer((d,), kwdt),
+                             var_out: T.handle):
+            part = T.sblock_alloc_buffer(part_shape, F32)
+            run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len), w, table, part, kw)
+
+        return append_attention
+
     if q_norm is not None:
         wdt, rot = q_norm.w_dtype, q_norm.rot
         if kv_len_tensor:

@@ -6,7 +6,7 @@ import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_append_pair, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
+from inference_pio.passes import fuse_append_attention, fuse_append_pair, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -282,3 +282,50 @@ def test_appends_kept_apart(kw):
     """Caches of two shapes, or a key append read elsewhere: no pair."""
     g = append_pair_graph(**kw)
     assert str(fuse_append_pair(g)) == str(g)
+
+
+def decode_attention_graph(q_eps: float = 1e-6, kv_len_tensor: bool = False):
+    """A Qwen3 layer's decode attention after fuse_append_pair and fuse_norm_attention: the pair
+    and the attention read windows of one q+k+v row x and one rotary table."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    x = input_node("x", TensorType((1, 48), "float32"))
+    w = input_node("w", TensorType((6,), "float32"))
+    kw = input_node("kw", TensorType((6,), "float32"))
+    table = input_node("table", TensorType((1, 4), "float32"))
+    kc = input_node("kc", TensorType((9, 2, 6), "float32"))
+    vc = input_node("vc", TensorType((9, 2, 6), "float32"))
+    n = input_node("kv_len", TensorType((1,), "int32")) if kv_len_tensor else \
+        input_node("kv_len", TensorType(("kv_len",), "int64"), shape_only=True)
+    static = {"kv_len_tensor": True} if kv_len_tensor else {}
+    pair = op_node("kv_append_pair", [kc, x, n, vc, x, kw, table], eps=1e-6, start=24, v_start=36, **static)
+    att = op_node("cache_attention", [x, pair, vc, n, w, table], scale=0.4, eps=q_eps, start=0, heads=4, **static)
+    return Graph("decode_attention", (x, w, kw, table, kc, vc, n), (("o", att),))
+
+
+@pytest.mark.parametrize("kv_len_tensor", [False, True])
+def test_append_inside_the_decode_attention(kv_len_tensor):
+    from inference_pio.ir import interpret
+
+    g = decode_attention_graph(kv_len_tensor=kv_len_tensor)
+    g2 = fuse_append_attention(g)
+    assert op_counts(g2) == {"append_attention": 1}
+    att = g2.output("o")
+    assert [i.name for i in att.inputs] == ["x", "kc", "vc", "kv_len", "w", "table", "kw"]
+    assert (att.attr("start"), att.attr("k_start"), att.attr("v_start"), att.attr("heads")) == (0, 24, 36, 4)
+    rng = np.random.default_rng(9)
+    feeds = {k.name: rng.standard_normal(k.shape).astype(np.float32) for k in g.inputs if k.name != "kv_len"}
+    feeds["kv_len"] = np.array([5], np.int32) if kv_len_tensor else np.zeros(5)
+    caches = {k: feeds[k].copy() for k in ("kc", "vc")}
+    a = interpret(g, {**feeds, **caches}, {})
+    fused = {k: v.copy() for k, v in caches.items()}
+    b = interpret(g2, {**feeds, **fused}, {})
+    np.testing.assert_array_equal(a["o"], b["o"])
+    for k in ("kc", "vc"):  # both caches written in place, alike
+        np.testing.assert_array_equal(caches[k], fused[k])
+        assert not np.array_equal(caches[k], feeds[k])
+
+
+def test_append_kept_apart_from_an_attention_of_another_eps():
+    g = decode_attention_graph(q_eps=1e-5)
+    assert str(fuse_append_attention(g)) == str(g)

@@ -17,7 +17,7 @@ import cuda_emulation
 import hf_fixtures
 from inference_pio import engine, frontends
 from inference_pio.schedules.kernels import decode_scratch_shape
-from inference_pio.schedules.cuda.attention import BQ, KC, QNorm, _decode_kernel, _flash_kernel
+from inference_pio.schedules.cuda.attention import BQ, KC, KVAppend, QNorm, _decode_kernel, _flash_kernel
 from inference_pio.schedules.cuda.flash_tc import BK as TC_BK, BQ as TC_BQ, flash_tc_kernel, supported
 from inference_pio.schedules.cuda.matmul import untensorized
 
@@ -79,6 +79,36 @@ def test_decode_kernel_with_the_query_norm_fused(rng, kv_len_tensor, rot):
     q = norm_rotary(x, w, table, 1e-6, start=start, heads=HQ)
     ref = reference(q, kc, vc, kv_len, 0.3)
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("kv_len_tensor,rot,kv_len", [(False, 36, KC + 9), (True, 20, 2 * KC), (True, 36, 1),
+                                                       (False, 20, 2 * KC + 1)])
+def test_decode_kernel_with_the_append_fused(rng, kv_len_tensor, rot, kv_len):
+    """append_attention (`passes.fuse_append_attention`): the block whose chunk holds row
+    kv_len - 1 writes the step's key (normed, rotated) and value there, and every block attends
+    over rows [0, kv_len); the other rows of the caches stay as they were. kv_len at a chunk's
+    first row, at its last, and at the first row of all."""
+    from inference_pio.ir.ops import append_attention, rope_table
+
+    cache, start, k_start, v_start = 2 * KC + 3, 5, 5 + HQ * 36 + 4, 5 + HQ * 36 + 4 + HKV * 36
+    cols = v_start + HKV * 36 + 3
+    f = _decode_kernel(HQ, HKV, 36, 36, cache, ("float32",) * 4, 0.3, kv_len_tensor=kv_len_tensor,
+                       q_norm=QNorm(start, cols, rot, 1e-6, "float32"), append=KVAppend(k_start, v_start, "float32"))
+    x, w, kw = 3 * _randn(rng, 1, cols), 1 + 0.3 * _randn(rng, 36), 1 + 0.3 * _randn(rng, 36)
+    table = rope_table(np.array([kv_len - 1], np.int32), theta=1e4, rotary_dim=rot)
+    kc, vc = _randn(rng, cache, HKV, 36), _randn(rng, cache, HKV, 36)
+    kc[kv_len:], vc[kv_len:] = np.nan, np.nan  # rows past kv_len: never read
+    out = np.zeros((1, HQ, 36), np.float32)
+    scratch = np.full(decode_scratch_shape(HQ, 36, cache), np.nan, np.float32)
+    n = np.array([kv_len], np.int32) if kv_len_tensor else kv_len
+    args = (x, kc.copy(), vc.copy(), n, w, table, kw, out) + ((scratch,) if kv_len_tensor else ())
+    got = cuda_emulation.run(f, *args)
+    kr, vr = kc.copy(), vc.copy()
+    ref = append_attention(x, kr, vr, n if kv_len_tensor else np.zeros(kv_len), w, table, kw, scale=0.3, eps=1e-6,
+                           start=start, heads=HQ, k_start=k_start, v_start=v_start, kv_len_tensor=kv_len_tensor)
+    assert np.abs(got[-2 if kv_len_tensor else -1] - ref).max() <= 1e-5 * np.abs(ref).max()
+    np.testing.assert_allclose(got[1], kr, rtol=1e-6, atol=1e-6)  # (NaN rows compare equal)
+    np.testing.assert_array_equal(got[2], vr)
 
 
 def test_flash_kernel_without_cache(rng):

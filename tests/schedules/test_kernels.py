@@ -27,6 +27,7 @@ NO_KERNEL = {"positional": "abstract; insert_rotary lowers it to rope_table + ro
              "reshape": "lowered to a Relax reshape (a view)",
              "kv_append": "an in-place TIR function built by engine.lower",
              "kv_append_pair": "kv_append's form for keys and values together, built by engine.lower",
+             "append_attention": "the decode attention with its KV appends: in-place TIR, built by engine.lower",
              "causal_conv1d": "a recurrence: TIR in schedules/linear_attention.py, emitted by engine.lower",
              "gated_delta_rule": "a recurrence: TIR in schedules/linear_attention.py, emitted by engine.lower"}
 
