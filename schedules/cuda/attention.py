@@ -8,16 +8,20 @@ Decode (one query row), split over the keys ("flash decoding"): one thread block
 the G query heads sharing the kv head, so each key and value row is read once. In the block
 of DECODE_THREADS (512) threads:
 
+    load, first, every K and V element the thread will use into registers: its slice of a
+        key row (16-byte loads) for the scores, its column of a group of value rows for p @ V.
+        No barrier comes before these loads, so their latency overlaps the query's staging
     stage q (G, D) in shared memory, scaled (a fused query norm: its sums of squares 32
-        threads per head, then rotary), one padded row per slice of D
-    scores (G, KC): DECODE_THREADS / KC (8) threads per key, each loading its slice of the key
-        row from global memory into registers (16-byte loads) and multiplying it with all G
-        heads; the slices' partial dots are summed in a second phase, keys past kv_len masked
+        threads per head, then rotary), one padded row per slice of D; with a fused append
+        (`ir.ops.append_attention`) the step's key head is staged and normed alongside, and the
+        block whose chunk holds the new row writes its key and value into the caches
+    scores (G, KC): DECODE_THREADS / KC (8) threads per key, each multiplying its key slice
+        with all G heads; the slices' partial dots are summed in a second phase, keys past
+        kv_len masked
     softmax over the chunk: the max m per head (over groups of 8 keys, then the groups),
         p = exp(s - m)
-    o (G, Dv) = p @ V: DECODE_THREADS / Dv (4) threads per column, each over its group of keys
-        with V loaded from global memory once for the G heads, then the groups summed; the
-        sum l of p alongside
+    o (G, Dv) = p @ V: DECODE_THREADS / Dv (4) threads per column, each over its group of keys,
+        each V element serving the G heads, then the groups summed; the sum l of p alongside
 
 and writes the unnormalized (o, m, l) of the chunk. A second kernel merges the chunks of each
 query head: with M = max m_c, out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c, the
@@ -25,6 +29,9 @@ chunks' (m, l) loaded together into shared memory and MERGE_UNROLL chunks of o a
 H200 (2026-12-04), inside a CUDA graph at context 1024, the two kernels took 8.4 + 3.0 us per
 Qwen3-4B layer, against 11.9 + 3.9 for the first form of this kernel (K and V staged in shared
 memory, one thread per (head, key) summing D products, one thread per head for the norm).
+Since then (not yet timed on a GPU): the loads moved ahead of the query's staging (one
+memory latency after another became one, at 64 registers a thread instead of 44, so 2 blocks
+of 512 threads per SM instead of 3), and decode's appends moved inside (one kernel fewer).
 
 Prefill (T > 1), flash attention: one block per (query head, tile of BQ query rows); key
 tiles of BK rows stream through shared memory with an online softmax. Each thread owns a
@@ -181,11 +188,12 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     if append is not None and (q_norm is None or dv != d):
         raise ValueError("a decode kernel's fused append needs the fused query norm and D == Dv")
     appends = append is not None
+    nd, npv = _ceil(KC * sl, nt), _ceil(rq * dv, nt)  # trips of the scores' and p @ V's thread loops
     nh = g + (1 if appends else 0)  # heads staged and normed: the query heads [, the key head]
 
     if q_norm is None:
         @T.macro
-        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn):  # (only q, qs, h used)
+        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn):  # (only q, qs, h used)
             for it in range(_ceil(g * sl * ds, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
                     if it * nt + tx < g * sl * ds:
@@ -199,14 +207,14 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
         k_start, v_start = (append.k_start, append.v_start) if append else (0, 0)
 
         @T.macro
-        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn):
+        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn):
             """qs = norm_rotary(q) * scale (`kernels.norm_rotated`, as norm_rotary computes it),
             through the raw heads (qr) and each head's sum of squares (qsum): partial sums of
             every 32nd element (qpart) first, so no thread sums a whole head. With a fused
             append, row g of qr is the step's key head, and the block holding row n - 1 writes
-            it (normed by kw, rotated) and the value head into the caches, and the key into kn:
-            its scores read the key from there (a barrier away, which TVM places for shared
-            memory, not for global: the scores' loads from the cache come first)."""
+            it (normed by kw, rotated) and the value head into the caches, and into kn and vn:
+            its scores and p @ V read them from there (a barrier away, which TVM places for
+            shared memory, not for global; and the block's loads from the cache came first)."""
             for it in range(_ceil(nh * d, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
                     if it * nt + tx < nh * d:
@@ -252,7 +260,8 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                             kn[it * nt + tx] = T.Cast(kdt, norm_rotated(
                                 lambda t, hh, e: qr[hh, e], qsum, kw, table, eps, d)(0, g, it * nt + tx))
                             kc[n - 1, h, it * nt + tx] = kn[it * nt + tx]
-                            vc[n - 1, h, it * nt + tx] = T.Cast(vdt, q[0, v_start + h * d + it * nt + tx])
+                            vn[it * nt + tx] = T.Cast(vdt, q[0, v_start + h * d + it * nt + tx])
+                            vc[n - 1, h, it * nt + tx] = vn[it * nt + tx]
 
     norm_shape = ((nh, d), (nh, 32), (1, nh)) if q_norm else ((1,), (1,), (1,))
 
@@ -279,6 +288,11 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     qpart = T.sblock_alloc_buffer(norm_shape[1], F32, scope="shared")  # raw q and sums
                     qsum = T.sblock_alloc_buffer(norm_shape[2], F32, scope="shared")
                     kn = T.sblock_alloc_buffer((d,) if appends else (1,), kdt, scope="shared")  # the step's key
+                    vn = T.sblock_alloc_buffer((d,) if appends else (1,), vdt, scope="shared")  # and value
+                    # registers, per thread: its slice of a key row (scores) and its column of
+                    # kq value rows (p @ V), loaded before anything else
+                    kreg = T.sblock_alloc_buffer((nd, nt, ds), kdt, scope="local")
+                    vreg = T.sblock_alloc_buffer((npv, nt, kq), vdt, scope="local")
                     h = bx // grid
                     j0 = bx % grid * KC
                     live = j0 < n  # a slot past kv_len (static grid) idles
@@ -286,32 +300,48 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     # an idle slot (static grid) runs no phase: a loop of 0 or 1 trips, as TVM places
                     # barriers inside a loop but not inside a condition
                     for _once in range(T.Select(live, 1, 0)):
-                        stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn)
-                        for it in range(_ceil(KC * sl, nt)):  # scores: thread (key, slice), K from global
+                        # every load from the cache first, so that their latency overlaps the
+                        # query's staging: no barrier comes between them (none is needed)
+                        for it in T.unroll(nd):  # the scores' mapping: thread (key, slice)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < KC * sl:
-                                    with T.sblock("dot"):
+                                    with T.sblock("k_load"):
                                         T.reads()
                                         T.writes()
-                                        kr = T.sblock_alloc_buffer((ds,), kdt, scope="local")
-                                        acc = T.sblock_alloc_buffer((1,), F32, scope="local")
                                         row = T.min(j0 + (it * nt + tx) // sl, n - 1)
                                         s = (it * nt + tx) % sl
                                         if even:
                                             for c in T.unroll(ds // vk):
                                                 for u in T.vectorized(vk):
-                                                    kr[c * vk + u] = kc[row, h, s * ds + c * vk + u]
+                                                    kreg[it, tx, c * vk + u] = kc[row, h, s * ds + c * vk + u]
                                         else:
-                                            for e in T.unroll(ds):
-                                                kr[e] = kc[row, h, T.min(s * ds + e, d - 1)]  # (q is 0 past d)
-                                        if appends:
-                                            if row == n - 1:  # the step's key, written by this block: from kn
+                                            for e in T.unroll(ds):  # (q is 0 past d)
+                                                kreg[it, tx, e] = kc[row, h, T.min(s * ds + e, d - 1)]
+                        for it in T.unroll(npv):  # p @ V's mapping: thread (key group, column)
+                            for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                                if it * nt + tx < rq * dv:
+                                    for jj in T.unroll(kq):
+                                        vreg[it, tx, jj] = vc[T.min(j0 + T.min((it * nt + tx) // dv * kq + jj, KC - 1),
+                                                                    n - 1), h, (it * nt + tx) % dv]
+                        stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn)
+                        for it in T.unroll(nd):  # scores: thread (key, slice)
+                            for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                                if it * nt + tx < KC * sl:
+                                    with T.sblock("dot"):
+                                        T.reads()
+                                        T.writes()
+                                        acc = T.sblock_alloc_buffer((1,), F32, scope="local")
+                                        row = T.min(j0 + (it * nt + tx) // sl, n - 1)
+                                        s = (it * nt + tx) % sl
+                                        if appends:  # the step's key: loaded before this block wrote it, so from kn
+                                            if row == n - 1:
                                                 for e in T.unroll(ds):
-                                                    kr[e] = kn[T.min(s * ds + e, d - 1)]
+                                                    kreg[it, tx, e] = kn[T.min(s * ds + e, d - 1)]
                                         for gi in T.unroll(g):
                                             acc[0] = T.float32(0)
                                             for e in T.unroll(ds):
-                                                acc[0] = acc[0] + qs[(gi * sl + s) * (ds + 1) + e] * T.Cast(F32, kr[e])
+                                                acc[0] = acc[0] + qs[(gi * sl + s) * (ds + 1) + e] * T.Cast(
+                                                    F32, kreg[it, tx, e])
                                             pp[gi, (it * nt + tx) // sl, s] = acc[0]
                         for it in range(_ceil(g * KC, nt)):  # sum the slices; mask keys past the chunk's nk
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
@@ -353,7 +383,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 if it * nt + tx < g * KC:
                                     ps[(it * nt + tx) // KC, (it * nt + tx) % KC] = T.exp(
                                         ps[(it * nt + tx) // KC, (it * nt + tx) % KC] - ms[(it * nt + tx) // KC])
-                        for it in range(_ceil(rq * dv, nt)):  # p @ V: thread (key group, column), V from global
+                        for it in T.unroll(npv):  # p @ V: thread (key group, column)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < rq * dv:
                                     with T.sblock("pv"):
@@ -361,17 +391,19 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         T.writes()
                                         acc = T.sblock_alloc_buffer((g,), F32, scope="local")
                                         lac = T.sblock_alloc_buffer((g,), F32, scope="local")
-                                        vr = T.sblock_alloc_buffer((kq,), F32, scope="local")
                                         r = (it * nt + tx) // dv
                                         e = (it * nt + tx) % dv
-                                        for jj in T.unroll(kq):  # every load first, then the sums
-                                            vr[jj] = T.Cast(F32, vc[T.min(j0 + T.min(r * kq + jj, KC - 1), n - 1), h, e])
+                                        if appends:  # the step's value (every read of row n - 1): from vn
+                                            for jj in T.unroll(kq):
+                                                if j0 + T.min(r * kq + jj, KC - 1) >= n - 1:
+                                                    vreg[it, tx, jj] = vn[e]
                                         for gi in T.unroll(g):
                                             acc[gi] = T.float32(0)
                                             lac[gi] = T.float32(0)
                                             for jj in T.unroll(kq):
                                                 if r * kq + jj < KC:
-                                                    acc[gi] = acc[gi] + ps[gi, r * kq + jj] * vr[jj]
+                                                    acc[gi] = acc[gi] + ps[gi, r * kq + jj] * T.Cast(
+                                                        F32, vreg[it, tx, jj])
                                                     lac[gi] = lac[gi] + ps[gi, r * kq + jj]
                                             op[r, gi, e] = acc[gi]
                                             if e == 0:

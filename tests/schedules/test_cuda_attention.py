@@ -229,3 +229,33 @@ def test_tensor_core_flash_compiles_to_wmma_without_barriers_in_inner_loops(tmp_
     assert re.search(r"for \(int c(_\d)? = 0; c(_\d)? < 32; \+\+c(_\d)?\) \{[^}]*__syncthreads", body) is None
     ex.export_library(tmp_path / "k.so")
     assert b".nv.info" in (tmp_path / "k.so").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+def test_decode_kernel_loads_first_and_reads_the_new_row_behind_a_barrier():
+    """What the CPU emulation cannot see, from the CUDA source at Qwen3-4B's heads in bf16: the
+    block's K and V loads come before its first barrier (their latency overlaps the query's
+    staging), and the step's key and value, written by the block whose chunk holds them, are
+    read from shared memory (kn, vn) only after a barrier: the loads from the cache came first."""
+    import tvm
+
+    from inference_pio.targets import resolve
+    from inference_pio.targets.cuda_host import enable_cuda_codegen
+
+    enable_cuda_codegen()
+    hq, hkv, d = 32, 8, 128
+    f = _decode_kernel(hq, hkv, d, d, 4096, ("float32", "bfloat16", "bfloat16", "float32"), d ** -0.5,
+                       kv_len_tensor=True, q_norm=QNorm(0, (hq + 2 * hkv) * d, d, 1e-6, "bfloat16"),
+                       append=KVAppend(hq * d, (hq + hkv) * d, "bfloat16"))
+    with resolve({"kind": "cuda", "arch": "sm_90a"}).to_tvm() as tgt:
+        ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
+    src = ex.mod.imports[0].inspect_source("")
+    chunk = src[src.index("for (int _once"):]  # the split kernel's live blocks
+    first_barrier = chunk.index("__syncthreads()")
+    assert -1 < chunk.find("= *(uint4*)(kc_ptr") < first_barrier  # 16-byte key loads
+    assert -1 < chunk.find("= vc_ptr[") < first_barrier
+    for shared, cache, reg in (("kn_ptr", "kc_ptr", "kreg_ptr"), ("vn_ptr", "vc_ptr", "vreg_ptr")):
+        write = chunk.index(f"{shared}[((int)threadIdx.x)] =")
+        assert f"{cache}[" in chunk[write:write + 400]  # the cache row written from it
+        read = chunk.index(f"{reg}[0] = {shared}[", write)  # the scores' or p @ V's registers
+        assert "__syncthreads()" in chunk[write:read]
