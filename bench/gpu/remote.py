@@ -418,7 +418,7 @@ def decode_logits(rt: Any, ids: list[int]) -> Any:
     """The logits of the cached path, teacher-forced: prefill the first half of ``ids``, then
     decode the rest one token at a time, feeding ``ids`` rather than what was drawn. Row i is
     the prediction after ids[: h + i], h = len(ids) // 2: what forward's rows h - 1.. say. This
-    runs decode's own kernels (GEMV with the fused norm, cache append, split-key attention) at
+    runs decode's own kernels (GEMV with the fused norm, split-key attention with the appends) at
     the real shapes, which forward (tensor-core GEMMs, flash attention) does not."""
     import numpy as np
 
