@@ -8,9 +8,10 @@ Decode (one query row), split over the keys ("flash decoding"): one thread block
 the G query heads sharing the kv head, so each key and value row is read once. In the block
 of DECODE_THREADS (512) threads:
 
-    load, first, every K and V element the thread will use into registers: its slice of a
-        key row (16-byte loads) for the scores, its column of a group of value rows for p @ V.
-        No barrier comes before these loads, so their latency overlaps the query's staging
+    load, first, every element of q, K and V the thread will use into registers: its share
+        of the query heads (of x's row, with a fused norm), its slice of a key row (16-byte
+        loads) for the scores, its column of a group of value rows for p @ V. No barrier comes
+        before these loads, so their latencies overlap each other and the query's staging
     stage q (G, D) in shared memory, scaled (a fused query norm: its sums of squares 32
         threads per head, then rotary), one padded row per slice of D; with a fused append
         (`ir.ops.append_attention`) the step's key head is staged and normed alongside, and the
@@ -29,8 +30,8 @@ chunks' (m, l) loaded together into shared memory and MERGE_UNROLL chunks of o a
 H200 (2026-12-04), inside a CUDA graph at context 1024, the two kernels took 8.4 + 3.0 us per
 Qwen3-4B layer, against 11.9 + 3.9 for the first form of this kernel (K and V staged in shared
 memory, one thread per (head, key) summing D products, one thread per head for the norm).
-Since then (not yet timed on a GPU): the loads moved ahead of the query's staging (one
-memory latency after another became one; 64 registers a thread at Qwen3-4B's heads instead
+Since then (not yet timed on a GPU): the loads moved ahead of the query's staging (three
+memory latencies one after another became one; 64 registers a thread at Qwen3-4B's heads instead
 of 44, which already allowed only 2 blocks of 512 threads per SM), and decode's appends moved
 inside (one kernel fewer).
 
@@ -191,24 +192,42 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     appends = append is not None
     nd, npv = _ceil(KC * sl, nt), _ceil(rq * dv, nt)  # trips of the scores' and p @ V's thread loops
     nh = g + (1 if appends else 0)  # heads staged and normed: the query heads [, the key head]
+    # q's elements a thread loads into registers ahead (xreg), then stages: (g, sl, ds) padded
+    # slices of the heads, or with a fused norm the nh raw heads
+    nqe = nh * d if q_norm else g * sl * ds
+    nqi = _ceil(nqe, nt)
 
     if q_norm is None:
         @T.macro
-        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn):  # (only q, qs, h used)
-            for it in range(_ceil(g * sl * ds, nt)):
+        def load_q(q, xreg, h):
+            for it in T.unroll(nqi):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                    if it * nt + tx < g * sl * ds:
+                    if it * nt + tx < nqe:
+                        xreg[it, tx] = T.Cast(F32, q[0, h * g + (it * nt + tx) // (sl * ds),
+                                                     T.min((it * nt + tx) % (sl * ds), d - 1)])
+
+        @T.macro
+        def stage_q(xreg, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn, q):  # (xreg, qs used)
+            for it in T.unroll(nqi):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if it * nt + tx < nqe:
                         qs[(it * nt + tx) // ds * (ds + 1) + (it * nt + tx) % ds] = T.if_then_else(
-                            (it * nt + tx) % (sl * ds) < d,
-                            T.Cast(F32, q[0, h * g + (it * nt + tx) // (sl * ds),
-                                          T.min((it * nt + tx) % (sl * ds), d - 1)]) * T.float32(scale),
-                            T.float32(0))
+                            (it * nt + tx) % (sl * ds) < d, xreg[it, tx] * T.float32(scale), T.float32(0))
     else:
         start, eps = q_norm.start, q_norm.eps
         k_start, v_start = (append.k_start, append.v_start) if append else (0, 0)
 
         @T.macro
-        def stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn):
+        def load_q(q, xreg, h):  # the query heads [and the key head] of x's row
+            for it in T.unroll(nqi):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if it * nt + tx < nqe:
+                        xreg[it, tx] = T.Cast(F32, q[0, T.if_then_else(
+                            (it * nt + tx) // d < g, start + (h * g + (it * nt + tx) // d) * d, k_start + h * d)
+                            + (it * nt + tx) % d])
+
+        @T.macro
+        def stage_q(xreg, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn, q):
             """qs = norm_rotary(q) * scale (`kernels.norm_rotated`, as norm_rotary computes it),
             through the raw heads (qr) and each head's sum of squares (qsum): partial sums of
             every 32nd element (qpart) first, so no thread sums a whole head. With a fused
@@ -216,12 +235,10 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
             it (normed by kw, rotated) and the value head into the caches, and into kn and vn:
             its scores and p @ V read them from there (a barrier away, which TVM places for
             shared memory, not for global; and the block's loads from the cache came first)."""
-            for it in range(_ceil(nh * d, nt)):
+            for it in T.unroll(nqi):  # (x was loaded into xreg by load_q)
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                    if it * nt + tx < nh * d:
-                        qr[(it * nt + tx) // d, (it * nt + tx) % d] = T.Cast(F32, q[0, T.if_then_else(
-                            (it * nt + tx) // d < g, start + (h * g + (it * nt + tx) // d) * d, k_start + h * d)
-                            + (it * nt + tx) % d])
+                    if it * nt + tx < nqe:
+                        qr[(it * nt + tx) // d, (it * nt + tx) % d] = xreg[it, tx]
             for it in range(_ceil(nh * 32, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
                     if it * nt + tx < nh * 32:
@@ -294,6 +311,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     # kq value rows (p @ V), loaded before anything else
                     kreg = T.sblock_alloc_buffer((nd, nt, ds), kdt, scope="local")
                     vreg = T.sblock_alloc_buffer((npv, nt, kq), vdt, scope="local")
+                    xreg = T.sblock_alloc_buffer((nqi, nt), F32, scope="local")  # its elements of q (x)
                     h = bx // grid
                     j0 = bx % grid * KC
                     live = j0 < n  # a slot past kv_len (static grid) idles
@@ -301,8 +319,9 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     # an idle slot (static grid) runs no phase: a loop of 0 or 1 trips, as TVM places
                     # barriers inside a loop but not inside a condition
                     for _once in range(T.Select(live, 1, 0)):
-                        # every load from the cache first, so that their latency overlaps the
-                        # query's staging: no barrier comes between them (none is needed)
+                        # every load from global memory first (q, K, V), so that their latencies
+                        # overlap each other and the query's staging: no barrier comes before them
+                        load_q(q, xreg, h)
                         for it in T.unroll(nd):  # the scores' mapping: thread (key, slice)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < KC * sl:
@@ -324,7 +343,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                     for jj in T.unroll(kq):
                                         vreg[it, tx, jj] = vc[T.min(j0 + T.min((it * nt + tx) // dv * kq + jj, KC - 1),
                                                                     n - 1), h, (it * nt + tx) % dv]
-                        stage_q(q, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn)
+                        stage_q(xreg, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn, q)
                         for it in T.unroll(nd):  # scores: thread (key, slice)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < KC * sl:

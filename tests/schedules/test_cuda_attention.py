@@ -234,8 +234,8 @@ def test_tensor_core_flash_compiles_to_wmma_without_barriers_in_inner_loops(tmp_
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
 def test_decode_kernel_loads_first_and_reads_the_new_row_behind_a_barrier():
     """What the CPU emulation cannot see, from the CUDA source at Qwen3-4B's heads in bf16: the
-    block's K and V loads come before its first barrier (their latency overlaps the query's
-    staging), and the step's key and value, written by the block whose chunk holds them, are
+    block's loads of x (q and the key head), K and V come before its first barrier (their
+    latencies overlap), and the step's key and value, written by the block whose chunk holds them, are
     read from shared memory (kn, vn) only after a barrier: the loads from the cache came first."""
     import tvm
 
@@ -252,6 +252,7 @@ def test_decode_kernel_loads_first_and_reads_the_new_row_behind_a_barrier():
     src = ex.mod.imports[0].inspect_source("")
     chunk = src[src.index("for (int _once"):]  # the split kernel's live blocks
     first_barrier = chunk.index("__syncthreads()")
+    assert -1 < chunk.find("= q_ptr[") < first_barrier  # x: the query heads and the key head
     assert -1 < chunk.find("= *(uint4*)(kc_ptr") < first_barrier  # 16-byte key loads
     assert -1 < chunk.find("= vc_ptr[") < first_barrier
     for shared, cache, reg in (("kn_ptr", "kc_ptr", "kreg_ptr"), ("vn_ptr", "vc_ptr", "vreg_ptr")):
