@@ -31,9 +31,9 @@ H200 (2026-12-04), inside a CUDA graph at context 1024, the two kernels took 8.4
 Qwen3-4B layer, against 11.9 + 3.9 for the first form of this kernel (K and V staged in shared
 memory, one thread per (head, key) summing D products, one thread per head for the norm).
 Since then (not yet timed on a GPU): the loads moved ahead of the query's staging (three
-memory latencies one after another became one; 64 registers a thread at Qwen3-4B's heads instead
-of 44, which already allowed only 2 blocks of 512 threads per SM), and decode's appends moved
-inside (one kernel fewer).
+memory latencies one after another became one; 62 registers a thread at Qwen3-4B's heads and
+64 at Qwen3-0.6B's, instead of 44 and 40: 2 blocks of 512 threads per SM, as 44 already allowed
+and 40 did not), and decode's appends moved inside (one kernel fewer).
 
 Prefill (T > 1), flash attention: one block per (query head, tile of BQ query rows); key
 tiles of BK rows stream through shared memory with an online softmax. Each thread owns a
