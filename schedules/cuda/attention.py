@@ -25,15 +25,20 @@ of DECODE_THREADS (512) threads:
         each V element serving the G heads, then the groups summed; the sum l of p alongside
 
 and writes the unnormalized (o, m, l) of the chunk. A second kernel merges the chunks of each
-query head: with M = max m_c, out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c, the
-chunks' (m, l) loaded together into shared memory and MERGE_UNROLL chunks of o at a time. On an
+query head: with M = max m_c, out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c. Its 512
+threads are 4 per column (at Dv = 128), each over every 4th chunk; each loads its first
+MERGE_UNROLL chunks of o while the block loads every chunk's (m, l) into shared memory, all
+before the one barrier (so up to 32 chunks, 2048 keys, the merge waits on memory once), and
+the 4 partial sums meet in shared memory. Before, a thread per column took the chunks 8 at a
+time after the (m, l) had arrived: at 1024 keys two memory latencies after the first. On an
 H200 (2026-12-04), inside a CUDA graph at context 1024, the two kernels took 8.4 + 3.0 us per
 Qwen3-4B layer, against 11.9 + 3.9 for the first form of this kernel (K and V staged in shared
 memory, one thread per (head, key) summing D products, one thread per head for the norm).
 Since then (not yet timed on a GPU): the loads moved ahead of the query's staging (three
 memory latencies one after another became one; 62 registers a thread at Qwen3-4B's heads and
 64 at Qwen3-0.6B's, instead of 44 and 40: 2 blocks of 512 threads per SM, as 44 already allowed
-and 40 did not), and decode's appends moved inside (one kernel fewer).
+and 40 did not), decode's appends moved inside (one kernel fewer), and the merge took its
+present form.
 
 Prefill (T > 1), flash attention: one block per (query head, tile of BQ query rows); key
 tiles of BK rows stream through shared memory with an online softmax. Each thread owns a
@@ -61,7 +66,7 @@ THREADS = 128
 KC = DECODE_CHUNK  # decode: keys per block (the static form's scratch is laid out by chunks of this many)
 DECODE_THREADS = 512  # decode: threads per block (8 per key in the scores, 4 per column in p @ V)
 MAX_GROUP = 8  # decode: the chunk's max per head is taken over groups of this many keys first
-MERGE_UNROLL = 8  # decode's merge: chunks whose partial outputs are loaded together
+MERGE_UNROLL = 8  # decode's merge: chunks whose partial outputs a thread loads together
 NEG = -3.0e38  # a masked score: finite, so exp(NEG - m) is 0 and never NaN
 FLASH_TC_WARPS = 8  # prefill over a bf16 cache: flash_tc.py's kernel with this many warps
 
@@ -187,6 +192,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     rq = max(1, nt // dv)  # threads per output column in p @ V, each a group of kq keys
     kq = _ceil(KC, rq)
     nmg = _ceil(KC, MAX_GROUP)
+    rm = max(1, nt // dv)  # merge: threads per output column, each over every rm-th chunk
     if append is not None and (q_norm is None or dv != d):
         raise ValueError("a decode kernel's fused append needs the fused query norm and D == Dv")
     appends = append is not None
@@ -455,31 +461,64 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     # else compaction would size these by kv_len, which shared memory cannot be)
                     mc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
                     lc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
-                    for it in range(_ceil(max_chunks, THREADS)):  # (all at once: the loads in flight together)
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < (n + KC - 1) // KC:
-                                mc[(it * THREADS + tx) % max_chunks] = part[bx, it * THREADS + tx, dv]
-                                lc[(it * THREADS + tx) % max_chunks] = part[bx, it * THREADS + tx, dv + 1]
-                    for it in range(_ceil(dv, THREADS)):
-                        for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
-                            if it * THREADS + tx < dv:
+                    num = T.sblock_alloc_buffer((rm, dv), F32, scope="shared")  # per group of chunks
+                    den = T.sblock_alloc_buffer((rm,), F32, scope="shared")
+                    pr = T.sblock_alloc_buffer((nt, MERGE_UNROLL), F32, scope="local")  # registers, per thread
+                    # thread (r, e) sums column e over chunks r, r + rm, r + 2 rm, ...; its first
+                    # MERGE_UNROLL of them load with every chunk's (m, l), before the one barrier
+                    for it in range(_ceil(max_chunks, nt)):
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if it * nt + tx < (n + KC - 1) // KC:
+                                mc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv]
+                                lc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv + 1]
+                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                        if tx < rm * dv:
+                            for u in T.unroll(MERGE_UNROLL):
+                                if tx // dv + rm * u < (n + KC - 1) // KC:
+                                    pr[tx, u] = part[bx, tx // dv + rm * u, tx % dv]
+                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                        if tx < rm * dv:
+                            with T.sblock("merge_part"):
+                                T.reads()
+                                T.writes()
+                                st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
+                                r = tx // dv
+                                st[0] = T.float32(NEG)
+                                for c in range((n + KC - 1) // KC):
+                                    st[0] = T.max(st[0], mc[c % max_chunks])
+                                st[1] = T.float32(0)
+                                st[2] = T.float32(0)
+                                for u in T.unroll(MERGE_UNROLL):
+                                    if r + rm * u < (n + KC - 1) // KC:
+                                        st[1] = st[1] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * pr[tx, u]
+                                        st[2] = st[2] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * \
+                                            lc[(r + rm * u) % max_chunks]
+                                # more than rm * MERGE_UNROLL chunks (long contexts): the rest in rounds
+                                for k in range((n + KC * rm * MERGE_UNROLL - 1) // (KC * rm * MERGE_UNROLL) - 1):
+                                    for u in T.unroll(MERGE_UNROLL):
+                                        if r + rm * ((k + 1) * MERGE_UNROLL + u) < (n + KC - 1) // KC:
+                                            st[1] = st[1] + T.exp(
+                                                mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
+                                                part[bx, r + rm * ((k + 1) * MERGE_UNROLL + u), tx % dv]
+                                            st[2] = st[2] + T.exp(
+                                                mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
+                                                lc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks]
+                                num[r, tx % dv] = st[1]
+                                if tx % dv == 0:
+                                    den[r] = st[2]
+                    for it in range(_ceil(dv, nt)):
+                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                            if it * nt + tx < dv:
                                 with T.sblock("merge_col"):
                                     T.reads()
                                     T.writes()
-                                    st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
-                                    st[0] = T.float32(NEG)
-                                    for c in range((n + KC - 1) // KC):
-                                        st[0] = T.max(st[0], mc[c % max_chunks])
+                                    st = T.sblock_alloc_buffer((2,), F32, scope="local")
+                                    st[0] = T.float32(0)
                                     st[1] = T.float32(0)
-                                    st[2] = T.float32(0)
-                                    for c0 in range((n + KC * MERGE_UNROLL - 1) // (KC * MERGE_UNROLL)):
-                                        for u in T.unroll(MERGE_UNROLL):  # loads of MERGE_UNROLL chunks in flight
-                                            if c0 * MERGE_UNROLL + u < (n + KC - 1) // KC:
-                                                st[1] = st[1] + T.exp(mc[(c0 * MERGE_UNROLL + u) % max_chunks] - st[0]) * part[
-                                                    bx, c0 * MERGE_UNROLL + u, it * THREADS + tx]
-                                                st[2] = st[2] + T.exp(mc[(c0 * MERGE_UNROLL + u) % max_chunks] - st[0]) * \
-                                                    lc[(c0 * MERGE_UNROLL + u) % max_chunks]
-                                    out[0, bx, it * THREADS + tx] = T.Cast(odt, st[1] / st[2])
+                                    for r in T.unroll(rm):
+                                        st[0] = st[0] + num[r, it * nt + tx]
+                                        st[1] = st[1] + den[r]
+                                    out[0, bx, it * nt + tx] = T.Cast(odt, st[0] / st[1])
 
     q_shape = (1, hq, d) if q_norm is None else (1, q_norm.cols)
     fused = q_norm is not None

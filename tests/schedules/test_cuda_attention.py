@@ -59,6 +59,26 @@ def test_decode_kernel_merges_key_chunks(rng, kv_len_tensor):
         assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), kv_len
 
 
+@pytest.mark.parametrize("kv_len_tensor", [False, True])
+def test_decode_merge_past_one_round_of_chunks(rng, kv_len_tensor):
+    """Head dim 128: the merge's 4 threads per column take 8 chunks each in the first round, so
+    past 32 chunks the rest come in a second round."""
+    from inference_pio.schedules.cuda.attention import MERGE_UNROLL, DECODE_THREADS
+
+    assert (DECODE_THREADS // 128) * MERGE_UNROLL == 32
+    cache = 37 * KC + 3
+    f = _decode_kernel(2, 1, 128, 128, cache, ("float32",) * 4, 0.1, kv_len_tensor=kv_len_tensor)
+    kc, vc = _randn(rng, cache, 1, 128), _randn(rng, cache, 1, 128)
+    for kv_len in (32 * KC, 33 * KC + 5, cache):
+        q = _randn(rng, 1, 2, 128)
+        out = np.zeros((1, 2, 128), np.float32)
+        scratch = np.full(decode_scratch_shape(2, 128, cache), np.nan, np.float32)
+        args = (q, kc, vc, np.array([kv_len], np.int32), out, scratch) if kv_len_tensor else (q, kc, vc, out, kv_len)
+        got = cuda_emulation.run(f, *args)[-2 if kv_len_tensor else 3]
+        ref = reference(q, kc, vc, kv_len, 0.1)
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max(), kv_len
+
+
 @pytest.mark.parametrize("kv_len_tensor,rot", [(False, 36), (True, 20)])
 def test_decode_kernel_with_the_query_norm_fused(rng, kv_len_tensor, rot):
     """q = norm_rotary(x, w, table) of a head window of x (`passes.fuse_norm_attention`), full
