@@ -193,6 +193,8 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     kq = _ceil(KC, rq)
     nmg = _ceil(KC, MAX_GROUP)
     rm = max(1, nt // dv)  # merge: threads per output column, each over every rm-th chunk
+    if nt < dv:  # (the merge gives each output column rm >= 1 threads)
+        raise ValueError(f"a decode attention block of {nt} threads is narrower than the head ({dv})")
     if append is not None and (q_norm is None or dv != d):
         raise ValueError("a decode kernel's fused append needs the fused query norm and D == Dv")
     appends = append is not None
