@@ -906,6 +906,15 @@ def append_attention(op: AppendAttention, cache_shape: tuple[int, int, int], cac
     part = decode_scratch_shape(hq, d, c)
 
     @T.macro
+    def sumsq(x, ss, heads, start):  # ss[0, i]: the sum of squares of x's head i from column start
+        for hh, e in T.grid(heads, d):
+            with T.sblock("sumsq"):
+                vh, ve = T.axis.remap("SR", [hh, e])
+                with T.init():
+                    ss[0, vh] = T.float32(0)
+                ss[0, vh] = ss[0, vh] + window(x, start)(0, vh, ve) * window(x, start)(0, vh, ve)
+
+    @T.macro
     def body(x, kc, vc, n, w, table, kw, out, scratch):  # (scratch: the static form's; else unused)
         with T.sblock("root"):
             T.reads()
@@ -916,23 +925,13 @@ def append_attention(op: AppendAttention, cache_shape: tuple[int, int, int], cac
             mx = T.sblock_alloc_buffer((hq,), F32)
             den = T.sblock_alloc_buffer((hq,), F32)
             acc = T.sblock_alloc_buffer((hq, d), F32)
-            for hh, e in T.grid(h, d):
-                with T.sblock("k_sumsq"):
-                    vh, ve = T.axis.remap("SR", [hh, e])
-                    with T.init():
-                        kss[0, vh] = T.float32(0)
-                    kss[0, vh] = kss[0, vh] + window(x, op.k_start)(0, vh, ve) * window(x, op.k_start)(0, vh, ve)
+            sumsq(x, kss, h, op.k_start)
             for hh, e in T.grid(h, d):
                 with T.sblock("append"):
                     vh, ve = T.axis.remap("SS", [hh, e])
                     kc[n - 1, vh, ve] = T.Cast(cdt, norm_rotated(window(x, op.k_start), kss, kw, table, eps, d)(0, vh, ve))
                     vc[n - 1, vh, ve] = T.Cast(cdt, x[0, op.v_start + vh * d + ve])
-            for hh, e in T.grid(hq, d):
-                with T.sblock("q_sumsq"):
-                    vh, ve = T.axis.remap("SR", [hh, e])
-                    with T.init():
-                        qss[0, vh] = T.float32(0)
-                    qss[0, vh] = qss[0, vh] + window(x, op.q_start)(0, vh, ve) * window(x, op.q_start)(0, vh, ve)
+            sumsq(x, qss, hq, op.q_start)
             for hh, j, e in T.grid(hq, c, d):
                 with T.sblock("scores"):
                     vh, vj, ve = T.axis.remap("SSR", [hh, j, e])

@@ -215,7 +215,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                                      T.min((it * nt + tx) % (sl * ds), d - 1)])
 
         @T.macro
-        def stage_q(xreg, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn, q):  # (xreg, qs used)
+        def stage_q(xreg, qs, qr, qpart, qsum, h, w, table):  # (xreg, qs used)
             for it in T.unroll(nqi):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
                     if it * nt + tx < nqe:
@@ -235,14 +235,11 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                             + (it * nt + tx) % d])
 
         @T.macro
-        def stage_q(xreg, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn, q):
+        def stage_q(xreg, qs, qr, qpart, qsum, h, w, table):
             """qs = norm_rotary(q) * scale (`kernels.norm_rotated`, as norm_rotary computes it),
             through the raw heads (qr) and each head's sum of squares (qsum): partial sums of
             every 32nd element (qpart) first, so no thread sums a whole head. With a fused
-            append, row g of qr is the step's key head, and the block holding row n - 1 writes
-            it (normed by kw, rotated) and the value head into the caches, and into kn and vn:
-            its scores and p @ V read them from there (a barrier away, which TVM places for
-            shared memory, not for global; and the block's loads from the cache came first)."""
+            append, row g of qr and qsum is the step's key head (`append_row`)."""
             for it in T.unroll(nqi):  # (x was loaded into xreg by load_q)
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
                     if it * nt + tx < nqe:
@@ -279,15 +276,21 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 0, (it * nt + tx) // (sl * ds), T.min((it * nt + tx) % (sl * ds), d - 1))
                             * T.float32(scale),
                             T.float32(0))
-            if appends:
-                for it in range(_ceil(d, nt)):
-                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                        if it * nt + tx < d and n <= j0 + KC:  # this block's chunk holds row n - 1
-                            kn[it * nt + tx] = T.Cast(kdt, norm_rotated(
-                                lambda t, hh, e: qr[hh, e], qsum, kw, table, eps, d)(0, g, it * nt + tx))
-                            kc[n - 1, h, it * nt + tx] = kn[it * nt + tx]
-                            vn[it * nt + tx] = T.Cast(vdt, q[0, v_start + h * d + it * nt + tx])
-                            vc[n - 1, h, it * nt + tx] = vn[it * nt + tx]
+
+        @T.macro
+        def append_row(q, qr, qsum, h, table, kc, vc, n, j0, kw, kn, vn):
+            """The block holding row n - 1 writes the step's key (row g of qr, normed by kw,
+            rotated) and value head into the caches, and into kn and vn: its scores and p @ V
+            read them from there (a barrier away, which TVM places for shared memory, not for
+            global; and the block's loads from the cache came first)."""
+            for it in range(_ceil(d, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if it * nt + tx < d and n <= j0 + KC:  # this block's chunk holds row n - 1
+                        kn[it * nt + tx] = T.Cast(kdt, norm_rotated(
+                            lambda t, hh, e: qr[hh, e], qsum, kw, table, eps, d)(0, g, it * nt + tx))
+                        kc[n - 1, h, it * nt + tx] = kn[it * nt + tx]
+                        vn[it * nt + tx] = T.Cast(vdt, q[0, v_start + h * d + it * nt + tx])
+                        vc[n - 1, h, it * nt + tx] = vn[it * nt + tx]
 
     norm_shape = ((nh, d), (nh, 32), (1, nh)) if q_norm else ((1,), (1,), (1,))
 
@@ -351,7 +354,9 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                     for jj in T.unroll(kq):
                                         vreg[it, tx, jj] = vc[T.min(j0 + T.min((it * nt + tx) // dv * kq + jj, KC - 1),
                                                                     n - 1), h, (it * nt + tx) % dv]
-                        stage_q(xreg, qs, qr, qpart, qsum, h, w, table, kc, vc, n, j0, kw, kn, vn, q)
+                        stage_q(xreg, qs, qr, qpart, qsum, h, w, table)
+                        if appends:
+                            append_row(q, qr, qsum, h, table, kc, vc, n, j0, kw, kn, vn)
                         for it in T.unroll(nd):  # scores: thread (key, slice)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < KC * sl:
@@ -466,17 +471,18 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     num = T.sblock_alloc_buffer((rm, dv), F32, scope="shared")  # per group of chunks
                     den = T.sblock_alloc_buffer((rm,), F32, scope="shared")
                     pr = T.sblock_alloc_buffer((nt, MERGE_UNROLL), F32, scope="local")  # registers, per thread
+                    nch = (n + KC - 1) // KC  # chunks
                     # thread (r, e) sums column e over chunks r, r + rm, r + 2 rm, ...; its first
                     # MERGE_UNROLL of them load with every chunk's (m, l), before the one barrier
                     for it in range(_ceil(max_chunks, nt)):
                         for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                            if it * nt + tx < (n + KC - 1) // KC:
+                            if it * nt + tx < nch:
                                 mc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv]
                                 lc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv + 1]
                     for tx in T.thread_binding(nt, thread="threadIdx.x"):
                         if tx < rm * dv:
                             for u in T.unroll(MERGE_UNROLL):
-                                if tx // dv + rm * u < (n + KC - 1) // KC:
+                                if tx // dv + rm * u < nch:
                                     pr[tx, u] = part[bx, tx // dv + rm * u, tx % dv]
                     for tx in T.thread_binding(nt, thread="threadIdx.x"):
                         if tx < rm * dv:
@@ -486,19 +492,19 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
                                 r = tx // dv
                                 st[0] = T.float32(NEG)
-                                for c in range((n + KC - 1) // KC):
+                                for c in range(nch):
                                     st[0] = T.max(st[0], mc[c % max_chunks])
                                 st[1] = T.float32(0)
                                 st[2] = T.float32(0)
                                 for u in T.unroll(MERGE_UNROLL):
-                                    if r + rm * u < (n + KC - 1) // KC:
+                                    if r + rm * u < nch:
                                         st[1] = st[1] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * pr[tx, u]
                                         st[2] = st[2] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * \
                                             lc[(r + rm * u) % max_chunks]
                                 # more than rm * MERGE_UNROLL chunks (long contexts): the rest in rounds
                                 for k in range((n + KC * rm * MERGE_UNROLL - 1) // (KC * rm * MERGE_UNROLL) - 1):
                                     for u in T.unroll(MERGE_UNROLL):
-                                        if r + rm * ((k + 1) * MERGE_UNROLL + u) < (n + KC - 1) // KC:
+                                        if r + rm * ((k + 1) * MERGE_UNROLL + u) < nch:
                                             st[1] = st[1] + T.exp(
                                                 mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
                                                 part[bx, r + rm * ((k + 1) * MERGE_UNROLL + u), tx % dv]
