@@ -632,6 +632,31 @@ def test_kv_append_pair_writes_keys_and_values(dt, kv_len_tensor):
               "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
 
 
+@pytest.mark.parametrize("dt,kv_len_tensor", [("float32", False), ("bfloat16", True)])
+def test_append_attention_reference(dt, kv_len_tensor):
+    """append_attention's own TIR (`kernels.append_attention`, built by engine.lower; the CUDA
+    rule replaces its body) against the op: the step's key and value written at row kv_len - 1
+    and attended to with the rows before."""
+    from inference_pio.ir import Graph, TensorType, input_node, op_node
+
+    rng = np.random.default_rng(9)
+    cap, hkv, group, d, kv_len = 20, 2, 2, 8, 13
+    x = input_node("x", TensorType((1, 70), "float32"))
+    w, kw = (input_node(name, TensorType((d,), dt)) for name in ("w", "kw"))
+    pos = input_node("pos", TensorType((1,), "int32"))
+    kc, vc = (input_node(name, TensorType((cap, hkv, d), dt)) for name in ("kc", "vc"))
+    n = input_node("kv_len", TensorType((1,), "int32") if kv_len_tensor else TensorType(("kv_len",), "int64"),
+                   **({} if kv_len_tensor else {"shape_only": True}))
+    table = op_node("rope_table", [pos], rotary_dim=6, theta=100.0)
+    o = op_node("append_attention", [x, kc, vc, n, w, table, kw], scale=0.3, eps=1e-6, start=3, heads=hkv * group,
+                k_start=36, v_start=53, kv_len_tensor=kv_len_tensor)
+    g = Graph("append_attention", (x, w, kw, pos, kc, vc, n), (("o", o),))
+    check(g, {"x": rand(rng, (1, 70)), "w": rand(rng, (d,), dt), "kw": rand(rng, (d,), dt),
+              "pos": np.array([kv_len - 1], np.int32), "kc": rand(rng, (cap, hkv, d), dt),
+              "vc": rand(rng, (cap, hkv, d), dt),
+              "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
+
+
 def test_cache_attention_with_query_norm_and_rotary():
     """cache_attention(x, kc, vc, kv_len, w, table, eps=...) attends with q = norm_rotary of x's
     head window (`passes.fuse_norm_attention`)."""
