@@ -41,14 +41,17 @@ def weight_scale(w: te.Tensor, extra: tuple[te.Tensor, ...]) -> tuple[te.Tensor 
 
 
 def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual: bool, out_dtype: str,
-              scale: te.Tensor | None = None) -> Callable:
-    """out[i, j] = acc(i, j) [* scale[j]] [+ bias[j]] [+ residual[i, j]], cast: the tail of both
-    linear kernels (``scale``: an int8 weight's, applied to the finished sum)."""
+              scale: te.Tensor | None = None, row_scale: Callable | None = None) -> Callable:
+    """out[i, j] = acc(i, j) [* row_scale(i)] [* scale[j]] [+ bias[j]] [+ residual[i, j]], cast:
+    the tail of both linear kernels (``scale``: an int8 weight's, applied to the finished sum;
+    ``row_scale``: a fused rms_norm's 1 / rms of row i)."""
     b = extra[0] if bias else None
     r = extra[-1] if residual else None
 
     def fn(i, j):
         v = acc(i, j)
+        if row_scale is not None:
+            v = v * row_scale(i)
         if scale is not None:
             v = v * scale[j]
         if b is not None:
@@ -61,12 +64,12 @@ def _epilogue(acc: Callable, extra: tuple[te.Tensor, ...], bias: bool, residual:
 
 
 def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, residual: bool,
-                   out_dtype: str, scale: te.Tensor | None = None) -> te.Tensor:
+                   out_dtype: str, scale: te.Tensor | None = None, row_scale: Callable | None = None) -> te.Tensor:
     """acc (T, N) itself where there is nothing to scale, add or cast, else an "epilogue" block."""
-    if not (bias or residual) and out_dtype == F32 and scale is None:
+    if not (bias or residual) and out_dtype == F32 and scale is None and row_scale is None:
         return acc
-    return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype, scale),
-                      name="epilogue")
+    return te.compute(acc.shape, _epilogue(lambda i, j: acc[i, j], extra, bias, residual, out_dtype, scale,
+                                           row_scale), name="epilogue")
 
 
 def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -89,18 +92,22 @@ def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
            out_dtype: str = F32, act: str | None = None, norm_eps: float | None = None) -> te.Tensor:
     """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N); act="swiglu": swiglu(x) (T, 2K) @ w^T;
-    norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra``: `rms_norm`'s blocks,
-    its output "x_normed" in fp32, which a schedule computes where the products need it (the
-    CUDA GEMV: once per block, in shared memory) or inlines."""
+    norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra``, computed as
+    ((x * g) @ w^T) * rsqrt(mean(x^2) + eps): the norm's one number per row ("sumsq", `rms_norm`'s
+    block) scales the finished sums in the epilogue, so the products wait for no reduction over
+    x (the CUDA GEMV streams its weights from its first instruction)."""
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
     scale, extra = weight_scale(w, extra)
+    row_scale = None
     if norm_eps is not None:
-        xn, extra = rms_norm(x, extra[0], norm_eps, out_dtype=F32, name="x_normed"), extra[1:]
-        xf = lambda i, c: xn[i, c]  # noqa: E731
+        g, extra = extra[0], extra[1:]
+        ss = _sum_squares(x)
+        xf = lambda i, c: _f32(x, i, c) * _f32(g, c)  # noqa: E731
+        row_scale = lambda i: tirx.rsqrt(ss[i] / kk.astype(F32) + tirx.const(norm_eps, F32))  # noqa: E731
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
-    return _with_epilogue(acc, extra, bias, residual, out_dtype, scale)
+    return _with_epilogue(acc, extra, bias, residual, out_dtype, scale, row_scale)
 
 
 def bf16_bits(v: tirx.PrimExpr) -> tirx.PrimExpr:
@@ -382,13 +389,18 @@ def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:
     return te.compute(shape, lambda *i: acc[i].astype(out_dtype), name="epilogue")
 
 
+def _sum_squares(x: te.Tensor) -> te.Tensor:
+    """Block "sumsq": the sum of squares of x's last axis, in fp32."""
+    k = te.reduce_axis((0, x.shape[-1]), "k")
+    return te.compute(x.shape[:-1], lambda *i: te.sum(_f32(x, *i, k) * _f32(x, *i, k), axis=k), name="sumsq")
+
+
 def rms_norm(x: te.Tensor, w: te.Tensor, eps: float, offset: float = 0.0, out_dtype: str | None = None,
              name: str = "norm") -> te.Tensor:
     """Normalize the last axis of x (R, D): block "sumsq", then ``name`` (in ``out_dtype``,
-    default x's). A linear with a fused norm (``norm_eps``) reads it as "x_normed" in fp32."""
+    default x's)."""
     d = x.shape[-1]
-    k = te.reduce_axis((0, d), "k")
-    ss = te.compute(x.shape[:-1], lambda *i: te.sum(_f32(x, *i, k) * _f32(x, *i, k), axis=k), name="sumsq")
+    ss = _sum_squares(x)
 
     def norm(*i):
         inv = tirx.rsqrt(ss[i[:-1]] / d.astype(F32) + tirx.const(eps, F32))

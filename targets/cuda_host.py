@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import TargetError
+from . import TargetError, cuda_source
 
 _SYMBOLS = ("cuModuleLoadData", "cuLaunchKernelEx", "cuModuleGetFunction", "cuModuleUnload", "cuFuncSetAttribute",
             "cuGetErrorName", "cuGetErrorString", "cuDeviceGetName", "cuTensorMapEncodeTiled")
@@ -57,7 +57,8 @@ def _has_driver() -> bool:
 
 
 def enable_cuda_codegen() -> None:
-    """Make TVM emit CUDA device binaries (via nvcc) in this process."""
+    """Make TVM emit CUDA device binaries (via nvcc) in this process, from source mended by
+    `cuda_source.mend`."""
     global _done
     if _done:
         return
@@ -73,4 +74,5 @@ def enable_cuda_codegen() -> None:
         ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
         raise TargetError(f"cannot load TVM's CUDA runtime {lib}: {e} (is libcudart.so.13 on the library path?)") from None
+    cuda_source.register()
     _done = True

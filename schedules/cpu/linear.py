@@ -50,7 +50,7 @@ def linear_rows(func: tirx.PrimFunc, target: TargetDesc) -> s_tir.Schedule | Non
         sch.vectorize(ki0)
     sch.reverse_compute_at(mm, i0)
     epi = find_block(sch, "epilogue")
-    if epi is None:
+    if epi is None or find_block(sch, "sumsq") is not None:  # (a fused rms_norm's epilogue reads its sum too)
         return sch
     sch.reverse_compute_at(epi, i0)
     return sch

@@ -9,14 +9,22 @@ weights in 16-byte loads.
         shorter group guarded), each chunk of x loaded once for the R rows, accumulated in fp32
     then a sum over the lanes per row (warp shuffles), and the epilogue (bias, residual, cast)
 
-With a prologue fused in front, the block's threads compute it once into shared memory, from
-which every row reads its chunks (`_x_into_shared`): rms_norm(x) (decode's q+k+v and gate+up
-projections and the LM head, `passes.fuse_norm_linear`; the sum of squares is an all-reduce
-over the block first) or swiglu(x) (the down projection, `passes.fuse_swiglu_linear`: one
-sigmoid per element and block, not per element and row). Where K does not split over the
-block's threads, each row's lanes compute it for their own chunks. Where all of
-a lane's chunks fit in one group (Qwen3-0.6B's K = 1024 and 3072), they are loaded before the
-prologue, so that the weights are in flight while it runs.
+A fused rms_norm (decode's q+k+v and gate+up projections and the LM head,
+`passes.fuse_norm_linear`) needs no prologue: `kernels.linear` computes it as ((x * g) @ w^T)
+scaled by the row's 1 / rms, so the lanes load x's and g's chunks beside the weights', and sum
+x^2 after the products (a warp all-reduce per row). Nothing waits before the first weight load:
+no reduction, no barrier. (Until 2026-12-05 the block summed x^2 and wrote rms_norm(x) to shared
+memory first, two barriers and a round trip to L2 before the weights could stream.) The extra
+chunks of x and g in registers take a thread with 4 rows past 48 registers at 8 chunks ahead
+(54: 9 blocks of 128 threads per SM, and Qwen3-4B's gate+up, 1216 blocks, past one wave of
+1188), so such a thread loads 4 ahead (44 registers; run 3 timed 4 and 8 ahead equal there).
+
+A fused swiglu(x) (the down projection, `passes.fuse_swiglu_linear`) is computed once per block
+into shared memory, from which every row reads its chunks (`_x_into_shared`): one sigmoid per
+element and block, not per element and row. Where K does not split over the block's threads,
+each row's lanes compute it for their own chunks. Where all of a lane's chunks fit in one group
+(Qwen3-0.6B's K = 3072), they are loaded before the prologue, so that the weights are in flight
+while it runs.
 
 On an H200 (2026-12-04, bench/gpu/kernel_bench.py, alone, launch included) at Qwen3-4B's
 shapes: q+k+v 11.1 us, o 8.6, gate+up 27.9, down 17.6, LM head 179.6 (4.3 TB/s), against
@@ -65,11 +73,11 @@ def _chunk(k: int, itemsize: int, lanes: int) -> int | None:
 
 
 def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
-         ahead: int = AHEAD, warps_per_row: int | None = None) -> s_tir.Schedule | None:
+         ahead: int | None = None, warps_per_row: int | None = None) -> s_tir.Schedule | None:
     """The schedule, or None where this rule does not apply. ``rows`` per thread (default
-    `rows_per_thread`), ``ahead`` (AHEAD) and ``warps_per_row`` (default: 2 below FEW_ROWS
-    rows where K splits as evenly over them, else 1) are the knobs bench/gpu/kernel_bench.py
-    varies."""
+    `rows_per_thread`), ``ahead`` (AHEAD, or AHEAD // 2 for 4 rows with a fused norm) and
+    ``warps_per_row`` (default: 2 below FEW_ROWS rows where K splits as evenly over them, else
+    1) are the knobs bench/gpu/kernel_bench.py varies."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -94,6 +102,9 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
         if vec is None:
             return None
     rows = rows or rows_per_thread(n)
+    norm, act = bool(func.attrs.get("norm", False)), bool(func.attrs.get("act", ""))
+    if ahead is None:  # (x's and g's chunks sit in registers beside the weights': module docstring)
+        ahead = AHEAD // 2 if norm and rows == 4 else AHEAD
     n_ko = k // (lanes * vec)
     depth = loads_ahead(n_ko, rows, ahead)
     sch = s_tir.Schedule(func)
@@ -110,11 +121,10 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
     sch.bind(jr, "threadIdx.y")
     sch.bind(lane, "threadIdx.x")
     koo, ko = sch.split(ko, [None, depth])
-    # a fused prologue (rms_norm(x) or swiglu(x), `kernels.linear`) is computed once per block
-    # into shared memory where K splits over the block's threads, else by each row's lanes for
-    # their own chunks
-    norm, act = bool(func.attrs.get("norm", False)), bool(func.attrs.get("act", ""))
-    prologue = "x_normed" if norm else "x_act" if act else None
+    # a fused swiglu(x) (`kernels.linear`) is computed once per block into shared memory where K
+    # splits over the block's threads, else by each row's lanes for their own chunks. A fused
+    # rms_norm needs no prologue: the lanes multiply x * g, and the row's 1 / rms scales the sums
+    prologue = "x_act" if act else None
     per_block = prologue is not None and k % (ROWS * lanes) == 0
     # `depth` weight chunks are loaded before any is used, so that many loads are in flight per
     # lane (where depth does not divide the chunks, the last step's extra loads are guarded
@@ -141,7 +151,7 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
     # this lane's chunk of x (or of the prologue's result) to registers
     xl = None
     if per_block:
-        xs = _x_into_shared(sch, prologue, jb, lanes, k // (ROWS * lanes), sumsq=norm)
+        xs = _x_into_shared(sch, prologue, jb, lanes, k // (ROWS * lanes))
         xl = sch.cache_read(part, _read_index(sch, part, sch.get(xs).writes[0].source), "local",
                             consumer_blocks=[part])
         sch.compute_at(xl, ko)
@@ -154,18 +164,22 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
         sch.compute_at(xl, ko)
     if xl is not None and vec > 1:  # at most float4: CUDA has no wider fp32 vector arithmetic
         sch.vectorize(sch.split(sch.get_loops(xl)[-1], [None, min(vec, 4)])[-1])
+    if norm and vec > 1:  # the norm's weights g: the lane's chunk, one load beside x's
+        gl = sch.cache_read(part, _read_index(sch, part, ops[2][0]), "local", consumer_blocks=[part])
+        sch.compute_at(gl, ko)
+        sch.vectorize(sch.get_loops(gl)[-1])
     sch.unroll(ko)
     sch.unroll(jw)
     sch.set_scope(part, 0, "local")
     sch.decompose_reduction(part, koo)
-    if norm and not per_block:  # each row's lanes sum the squares of the chunks they multiply
-        _sum_squares(sch, jr, 1, lanes, vec)
     # the sum over lanes (lowered to warp shuffles), then the epilogue, per row
     sch.reverse_compute_at(mm, jr)
     below = _below(sch, mm, jr)  # the thread's rows and the lanes, in either order
     lane_sum = next(q for q in below if int(sch.get(q).extent) == lanes)
     sch.reorder(*(q for q in below if q != lane_sum), lane_sum)
     sch.bind(lane_sum, "threadIdx.x")
+    if norm:  # each row's lanes sum the squares of x after their products: nothing waits for it
+        _sum_squares(sch, jr, lanes, vec)
     consumers = sch.get_consumers(mm)
     if consumers:  # else mm writes the output itself
         sch.set_scope(mm, 0, "local")
@@ -197,42 +211,32 @@ def _read_index(sch: s_tir.Schedule, block, buf) -> int:
     return [r.source.same_as(buf) for r in sch.get(block).reads].index(True)
 
 
-def _sum_squares(sch: s_tir.Schedule, at, rows: int, lanes: int, vec: int) -> None:
-    """A fused rms_norm's sum of squares of x (block "sumsq", `kernels.rms_norm`) under loop
-    ``at``, by ``rows`` x ``lanes`` threads (threadIdx.y, threadIdx.x; rows 1: the lanes of the
-    row ``at`` binds), ``vec`` elements per load, then an all-reduce across them."""
+def _sum_squares(sch: s_tir.Schedule, at, lanes: int, vec: int) -> None:
+    """A fused rms_norm's sum of squares of x (block "sumsq", `kernels.linear`) at the end of
+    loop ``at`` (a row of ``lanes`` threads, threadIdx.x), ``vec`` elements per load, then an
+    all-reduce across the lanes."""
     ss = sch.get_sblock("sumsq")
-    sch.split(sch.get_loops(ss)[-1], [None, rows * lanes, vec])
+    sch.split(sch.get_loops(ss)[-1], [None, lanes, vec])
     part = sch.rfactor(sch.get_loops(ss)[-2], 0)  # (rfactor at the root: inside, it copies the outer loops)
-    sch.compute_at(ss, at)
-    sch.compute_at(part, at)
+    sch.reverse_compute_at(part, at)  # (x has no producer here: after everything else in ``at``)
+    sch.reverse_compute_at(ss, at)
     thread, *steps = _below(sch, part, at)  # thread, [ko,] v (a ko of extent 1 is not there)
-    tx = _bind_threads(sch, thread, rows, lanes)
+    sch.bind(thread, "threadIdx.x")
     if vec > 1:
         xl = sch.cache_read(part, 0, "local", consumer_blocks=[part])
-        sch.compute_at(xl, steps[0] if len(steps) == 2 else tx)
-        sch.vectorize(sch.get_loops(xl)[-1])
+        sch.compute_at(xl, steps[0] if len(steps) == 2 else thread)
+        sch.vectorize(sch.split(sch.get_loops(xl)[-1], [None, min(vec, 4)])[-1])
     if len(steps) == 2:
         sch.unroll(steps[0])
     sch.set_scope(part, 0, "local")
-    _bind_threads(sch, _below(sch, ss, at)[0], rows, lanes)
+    sch.bind(_below(sch, ss, at)[0], "threadIdx.x")
     sch.set_scope(ss, 0, "local")
 
 
-def _bind_threads(sch: s_tir.Schedule, loop, rows: int, lanes: int):
-    """Bind ``loop`` (rows * lanes) to threadIdx.y x threadIdx.x (only .x for one row); the .x loop."""
-    if rows > 1:
-        ty, loop = sch.split(loop, [rows, lanes])
-        sch.bind(ty, "threadIdx.y")
-    sch.bind(loop, "threadIdx.x")
-    return loop
-
-
-def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int, sumsq: bool):
-    """A fused prologue's block ``name`` (rms_norm(x) or swiglu(x), K floats) computed once per
-    block by all its threads into shared memory, ``each`` elements per thread, from which every
-    row's lanes read. With ``sumsq`` (rms_norm) the sum of squares of x comes first, an
-    all-reduce over the block. Returns the block that fills the shared copy."""
+def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int):
+    """A fused prologue's block ``name`` (swiglu(x), K floats) computed once per block by all its
+    threads into shared memory, ``each`` elements per thread, from which every row's lanes read.
+    Returns the block that fills the shared copy."""
     vx = next(v for v in (4, 2, 1) if each % v == 0)
     xs = sch.get_sblock(name)
     sch.compute_at(xs, jb)
@@ -241,6 +245,4 @@ def _x_into_shared(sch: s_tir.Schedule, name: str, jb, lanes: int, each: int, su
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     sch.vectorize(v)
-    if sumsq:
-        _sum_squares(sch, jb, ROWS, lanes, vx)
     return xs

@@ -51,3 +51,32 @@ def test_big_dynamic_memory_is_fine():
 def test_more_than_any_block_can_have():
     assert "more than the" in limits.Usage("k", 0, limits.OPT_IN_LIMIT + 1).problem
     assert limits.Usage("k", 48 * 1024, 0).problem is None  # all static, at the limit
+
+
+def _calling(name: str, func: tirx.PrimFunc, caller: str) -> tvm.IRModule:
+    """A module whose Relax function ``caller`` calls ``func`` (a linear of x, w, r) as ``name``."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    t = tirx.Var("t", "int64")
+    x, w, r = (relax.Var(n, relax.TensorType(s, d)) for n, s, d in
+               (("x", (t, 3072), "float32"), ("w", (1024, 3072), "bfloat16"), ("r", (t, 1024), "float32")))
+    with bb.function(caller, [x, w, r]):
+        gv = bb.add_func(func, name)
+        out = bb.emit(relax.call_tir(gv, [x, w, r], relax.TensorType((t, 1024), "float32")))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_a_graphed_function_may_not_call_a_kernel_that_takes_workspace():
+    """The split-K GEMM keeps its partial sums in a global buffer: TVM workspace at every call,
+    which a captured CUDA graph would replay into pages the pool may free (an illegal address on
+    an H200, 2026-12-04). `engine.compile` then compiles decode without a graph."""
+    mod = _calling("gemm", tensor_core_linear(_linear_func(1024, 3072, "bfloat16", residual=True), CUDA), "decode")
+    assert limits.called(mod, "decode") == {"gemm"}
+    assert limits.check(mod, CUDA) == {}  # (no function graphed)
+    blocked = limits.check(mod, CUDA, graphed=("decode",), optional=True)
+    assert list(blocked) == ["gemm"] and "alloc_buffer" in blocked["gemm"][0]
+    with pytest.raises(ValueError, match=r"gemm \(called by decode, which a CUDA graph captures\): allocates TVM "
+                                         r"workspace at each call"):
+        limits.check(mod, CUDA, graphed=("decode",))
