@@ -10,7 +10,8 @@ bf16 parts because fp16's range cannot hold every fp32 activation. At matmul pre
 16x16x16 (bf16 x bf16 -> fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which
 has no bf16 path:
 
-    C[t, n] tiles of BM x BN per block (128 x 128 where N is wide, else 64 x 64: `tiles_for`),
+    C[t, n] tiles of BM x BN per block (64 x 64 where N is narrow enough for split-K, else
+    128 x 128: `tiles_for`),
     warps in a WM x WN grid, each owning FM x FN fragments
     K in chunks of BK through shared memory (two stages, software pipelined); the fp32 -> bf16
     hi/lo split (and a fused swiglu, act="swiglu") happens while staging x, so x is read once
@@ -86,10 +87,15 @@ def _blocks(t, n: int, tiles: Tiles):
 
 
 def tiles_for(n: int) -> Tiles:
-    """T is only known at run time: big tiles where N alone gives a 128-token prompt a full
-    wave of blocks (e.g. the LM head in `forward`), else small ones. A 1024-wide projection
-    at 128 tokens is then 32 blocks instead of 8."""
-    return BIG if _blocks(WAVE_PROMPT, n, BIG) >= WAVE_BLOCKS else SMALL
+    """T is only known at run time. The small tiles are for split-K: where N gives a 128-token
+    prompt at most half a wave of small tiles (`slices_for`; Qwen3-0.6B's o and down, N =
+    1024, and Qwen3-Coder-30B-A3B's o, N = 2048), their slices fill the GPU at short prompts.
+    Everywhere else the big tiles: in run 3's kernel table (H200, 2026-12-04, matmul precision
+    "high") they beat the small ones at every prompt length from 16 to 2048 tokens on each
+    wider projection of Qwen3-0.6B and Qwen3-4B, e.g. Qwen3-4B's down 1015 us against 1424 at
+    128 tokens, its q+k+v 418 against 581 at 512. (Until 2026-12-05 the big tiles were only
+    for N giving a 128-token prompt a full wave of them: the LM head.)"""
+    return SMALL if 2 * _blocks(WAVE_PROMPT, n, SMALL) <= WAVE_BLOCKS else BIG
 
 
 def _big_c(tiles: Tiles) -> bool:

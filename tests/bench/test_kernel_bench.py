@@ -35,6 +35,6 @@ def test_build_measure_table(tmp_path, monkeypatch):
     diffs = [r["diff"] for r in res["rows"] if "diff" in r and r["variant"] != "medium, serial"]
     assert diffs and max(diffs) < kernel_bench.DIFF_TOL
     medium = [r["diff"] for r in res["rows"] if r["variant"] == "medium, serial"]  # bf16(x): ~1e-3
-    assert len(medium) == 8 and max(medium) < kernel_bench.VARIANT_TOL["medium"]
+    assert len(medium) == 8 and max(medium) < kernel_bench.MEDIUM_TOL
     text = kernel_bench.table(res)
     assert "q+k+v" in text and "attention" in text and "DIFFERS" not in text

@@ -137,7 +137,8 @@ def test_split_k_policy_at_qwen3_shapes():
     # Qwen3-0.6B: o (K=2048) and down (K=3072) are 1024 wide; q+k+v 4096, gate+up 6144
     assert [slices_for(n, 2 * k, tiles_for(n)) for n, k in ((1024, 2048), (1024, 3072), (4096, 1024),
                                                           (6144, 1024))] == [8, 8, 1, 1]
-    assert slices_for(2560, 2 * 4096, tiles_for(2560)) == 1  # Qwen3-4B's o: 80 blocks at 128 tokens
+    assert slices_for(2560, 2 * 4096, tiles_for(2560)) == 1  # Qwen3-4B's o: big tiles, unsliced
+    assert [tiles_for(n) == SMALL for n in (1024, 2048, 2112, 2176, 2560, 4096)] == [True] * 3 + [False] * 3
     assert slices_for(200, 2 * 72, SMALL) == 1  # 144 products: no whole stages to cut
     count = slice_count(tirx.Var("t", "int64"), 1024, SMALL, 8)
     assert [_at(count, t) for t in (1, 64, 65, 128, 129, 256, 257, 2048)] == [8, 8, 4, 4, 2, 2, 1, 1]
