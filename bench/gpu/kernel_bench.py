@@ -22,7 +22,6 @@ with ours' on the same inputs, so a kernel that is fast but wrong shows.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from pathlib import Path
@@ -72,7 +71,7 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     from inference_pio.schedules.cuda.matmul import BIG, SMALL, tensor_core_linear, tiles_for
     from test_cuda_matmul import _linear_func
 
-    gemv_mod = importlib.import_module("inference_pio.schedules.cuda.gemv")
+    from inference_pio.schedules.cuda import gemv as gemv_mod
     out = []
     if prefill is not None:
         # at matmul precision "medium", what the models compile bf16 weights with (since 2026-12-05,
@@ -122,17 +121,12 @@ def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=
     ``threads`` threads per block, each passed through ``wrap``. Then the forms decode runs:
     the query's norm and rotary fused (q from a q+k+v row), and with the step's key and value
     appends fused as well (`ir.ops.append_attention`; the appender block's extra work)."""
-    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
-    d = cfg["head_dim"]
-    saved, out = attn.KC, []
-    try:
-        for kc in kcs:
-            attn.KC = kc
-            f = attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
-                                    ("float32", BF16, BF16, "float32"), d ** -0.5)
-            out.append(("ours" if kc == saved else f"{kc} keys/block", wrap(f), ts))
-    finally:
-        attn.KC = saved
+    from inference_pio.schedules.cuda import attention as attn
+    d, out = cfg["head_dim"], []
+    for kc in kcs:
+        f = attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
+                                ("float32", BF16, BF16, "float32"), d ** -0.5, chunk=kc)
+        out.append(("ours" if kc == attn.KC else f"{kc} keys/block", wrap(f), ts))
     for nt in threads:
         f = attn._decode_kernel(cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
                                 ("float32", BF16, BF16, "float32"), d ** -0.5, threads=nt)
@@ -150,7 +144,7 @@ def _prefill_attention(cfg: dict) -> list[tuple[str, Any, tuple]]:
     """Prefill's flash attention over the cache, T new rows after an empty cache (kv_len = T)."""
     from inference_pio.schedules.cuda.flash_tc import flash_tc_kernel
 
-    attn = importlib.import_module("inference_pio.schedules.cuda.attention")
+    from inference_pio.schedules.cuda import attention as attn
     d = cfg["head_dim"]
     dims = (cfg["num_attention_heads"], cfg["num_key_value_heads"], d, d, CACHE_ROWS,
             ("float32", BF16, BF16, "float32"), d ** -0.5)
@@ -196,7 +190,7 @@ def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
 
     from inference_pio.schedules import kernels
 
-    moe = importlib.import_module("inference_pio.schedules.cuda.moe")
+    from inference_pio.schedules.cuda import moe
     h, f, e, k = shape["hidden"], shape["inter"], shape["experts"], shape["top_k"]
     dts = ("float32", "float32", BF16, BF16, "float32")
     if not cuda:
@@ -211,23 +205,16 @@ def _moe_variants(shape: dict, cuda: bool) -> list[tuple[str, Any, tuple]]:
                  (1,))]
     one, many = (1,), tuple(t for t in shape["ts"] if t > 1)
 
-    def both(label):  # decode's form at T = 1 (what a decode step runs), the general one above
-        return [(label, moe.routed_experts(e, h, f, k, dts, decode=True), one),
-                (label, moe.routed_experts(e, h, f, k, dts), many)]
+    def both(label, **knobs):  # decode's form at T = 1 (what a decode step runs), the general one above
+        return [(label, moe.routed_experts(e, h, f, k, dts, decode=True, **knobs), one),
+                (label, moe.routed_experts(e, h, f, k, dts, **knobs), many)]
 
     out = both("ours") + [("general form", moe.routed_experts(e, h, f, k, dts), one)]
-    for label, knobs in ((f"{moe.TT // 2} tokens/tile", {"TT": moe.TT // 2}),
-                         (f"{moe.TT * 2} tokens/tile", {"TT": moe.TT * 2}),
-                         ("half the rows/warp", {"IN_PAIRS": max(1, moe.IN_PAIRS // 2), "OUT_ROWS": moe.OUT_ROWS // 2}),
-                         ("twice the rows/warp", {"IN_PAIRS": moe.IN_PAIRS * 2, "OUT_ROWS": moe.OUT_ROWS * 2})):
-        saved = {n: getattr(moe, n) for n in knobs}
-        try:
-            for n, v in knobs.items():
-                setattr(moe, n, v)
-            out += both(label)[1:] if "TT" in knobs else both(label)  # (decode's form has no tiles)
-        finally:
-            for n, v in saved.items():
-                setattr(moe, n, v)
+    for label, knobs in ((f"{moe.TT // 2} tokens/tile", {"tokens_per_tile": moe.TT // 2}),
+                         (f"{moe.TT * 2} tokens/tile", {"tokens_per_tile": moe.TT * 2}),
+                         ("half the rows/warp", {"in_pairs": max(1, moe.IN_PAIRS // 2), "out_rows": moe.OUT_ROWS // 2}),
+                         ("twice the rows/warp", {"in_pairs": moe.IN_PAIRS * 2, "out_rows": moe.OUT_ROWS * 2})):
+        out += both(label, **knobs)[1:] if "tokens_per_tile" in knobs else both(label, **knobs)  # (decode's form has no tiles)
     return out
 
 

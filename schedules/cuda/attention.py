@@ -99,8 +99,8 @@ def _i32(kv_len: tirx.PrimExpr) -> tirx.PrimExpr:
     return tirx.Cast("int32", kv_len)  # thread indices are int32
 
 
-def _chunks(kv_len: tirx.PrimExpr) -> tirx.PrimExpr:
-    return _ceil(_i32(kv_len), KC)
+def _chunks(kv_len: tirx.PrimExpr, chunk: int = KC) -> tirx.PrimExpr:
+    return _ceil(_i32(kv_len), chunk)
 
 
 def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
@@ -170,12 +170,13 @@ def _vector(row: int, dtype: str) -> int:
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
                    scale: float, kv_len_tensor: bool = False, q_norm: QNorm | None = None,
-                   threads: int | None = None, append: KVAppend | None = None) -> tirx.PrimFunc:
+                   threads: int | None = None, append: KVAppend | None = None, chunk: int = KC) -> tirx.PrimFunc:
     """cache_attention(q, kc, vc, out, kv_len) for one query row; ``kv_len_tensor``: the
     static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache.
     ``q_norm``: q is norm_rotary of a head window of x (1, cols), staged in the block (the
     parameters gain w and table after the cache operands and kv_len, as lowering passes them).
-    ``threads`` per block (default DECODE_THREADS). ``append`` (with ``q_norm``): the kernel of
+    ``threads`` per block (default DECODE_THREADS), ``chunk`` keys per block (default KC; the
+    static form's scratch is laid out by KC's chunks). ``append`` (with ``q_norm``): the kernel of
     `kernels.append_attention`, (x, kc, vc, kv_len, w, table, kw, out[, scratch]): the step's key
     head is staged and normed with the query heads (one more row), and the block whose chunk
     holds row kv_len - 1 writes that row's key and value before its scores read it."""
@@ -184,21 +185,21 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     qdt, kdt, vdt, odt = dtypes
     g = hq // hkv
     nt = threads or DECODE_THREADS
-    max_chunks = _ceil(cache_rows, KC)
-    sl = max(1, nt // KC)  # threads per key in the scores, each a slice of ds dims
+    max_chunks = _ceil(cache_rows, chunk)
+    sl = max(1, nt // chunk)  # threads per key in the scores, each a slice of ds dims
     ds = _ceil(d, sl)
     even = d % sl == 0
     vk = _vector(ds, kdt) if even else 1
     rq = max(1, nt // dv)  # threads per output column in p @ V, each a group of kq keys
-    kq = _ceil(KC, rq)
-    nmg = _ceil(KC, MAX_GROUP)
+    kq = _ceil(chunk, rq)
+    nmg = _ceil(chunk, MAX_GROUP)
     rm = max(1, nt // dv)  # merge: threads per output column, each over every rm-th chunk
     if nt < dv:  # (the merge gives each output column rm >= 1 threads)
         raise ValueError(f"a decode attention block of {nt} threads is narrower than the head ({dv})")
     if append is not None and (q_norm is None or dv != d):
         raise ValueError("a decode kernel's fused append needs the fused query norm and D == Dv")
     appends = append is not None
-    nd, npv = _ceil(KC * sl, nt), _ceil(rq * dv, nt)  # trips of the scores' and p @ V's thread loops
+    nd, npv = _ceil(chunk * sl, nt), _ceil(rq * dv, nt)  # trips of the scores' and p @ V's thread loops
     nh = g + (1 if appends else 0)  # heads staged and normed: the query heads [, the key head]
     # q's elements a thread loads into registers ahead (xreg), then stages: (g, sl, ds) padded
     # slices of the heads, or with a fused norm the nh raw heads
@@ -285,7 +286,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
             global; and the block's loads from the cache came first)."""
             for it in range(_ceil(d, nt)):
                 for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                    if it * nt + tx < d and n <= j0 + KC:  # this block's chunk holds row n - 1
+                    if it * nt + tx < d and n <= j0 + chunk:  # this block's chunk holds row n - 1
                         kn[it * nt + tx] = T.Cast(kdt, norm_rotated(
                             lambda t, hh, e: qr[hh, e], qsum, kw, table, eps, d)(0, g, it * nt + tx))
                         kc[n - 1, h, it * nt + tx] = kn[it * nt + tx]
@@ -307,8 +308,8 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     # q as (g, sl, ds + 1): a padded row per slice, so that the 8 slices a warp reads
                     # fall in distinct banks (flat: compaction would drop a padding column)
                     qs = T.sblock_alloc_buffer((g * sl * (ds + 1),), F32, scope="shared")
-                    pp = T.sblock_alloc_buffer((g, KC, sl), F32, scope="shared")  # partial dot products
-                    ps = T.sblock_alloc_buffer((g, KC), F32, scope="shared")
+                    pp = T.sblock_alloc_buffer((g, chunk, sl), F32, scope="shared")  # partial dot products
+                    ps = T.sblock_alloc_buffer((g, chunk), F32, scope="shared")
                     mp = T.sblock_alloc_buffer((g, nmg), F32, scope="shared")
                     ms = T.sblock_alloc_buffer((g,), F32, scope="shared")
                     op = T.sblock_alloc_buffer((rq, g, dv), F32, scope="shared")  # p @ V per key group
@@ -324,9 +325,9 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     vreg = T.sblock_alloc_buffer((npv, nt, kq), vdt, scope="local")
                     xreg = T.sblock_alloc_buffer((nqi, nt), F32, scope="local")  # its elements of q (x)
                     h = bx // grid
-                    j0 = bx % grid * KC
+                    j0 = bx % grid * chunk
                     live = j0 < n  # a slot past kv_len (static grid) idles
-                    nk = T.min(n - j0, KC)  # keys in this chunk
+                    nk = T.min(n - j0, chunk)  # keys in this chunk
                     # an idle slot (static grid) runs no phase: a loop of 0 or 1 trips, as TVM places
                     # barriers inside a loop but not inside a condition
                     for _once in range(T.Select(live, 1, 0)):
@@ -335,7 +336,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                         load_q(q, xreg, h)
                         for it in T.unroll(nd):  # the scores' mapping: thread (key, slice)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                                if it * nt + tx < KC * sl:
+                                if it * nt + tx < chunk * sl:
                                     with T.sblock("k_load"):
                                         T.reads()
                                         T.writes()
@@ -352,14 +353,14 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < rq * dv:
                                     for jj in T.unroll(kq):
-                                        vreg[it, tx, jj] = vc[T.min(j0 + T.min((it * nt + tx) // dv * kq + jj, KC - 1),
+                                        vreg[it, tx, jj] = vc[T.min(j0 + T.min((it * nt + tx) // dv * kq + jj, chunk - 1),
                                                                     n - 1), h, (it * nt + tx) % dv]
                         stage_q(xreg, qs, qr, qpart, qsum, h, w, table)
                         if appends:
                             append_row(q, qr, qsum, h, table, kc, vc, n, j0, kw, kn, vn)
                         for it in T.unroll(nd):  # scores: thread (key, slice)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                                if it * nt + tx < KC * sl:
+                                if it * nt + tx < chunk * sl:
                                     with T.sblock("dot"):
                                         T.reads()
                                         T.writes()
@@ -376,18 +377,18 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                                 acc[0] = acc[0] + qs[(gi * sl + s) * (ds + 1) + e] * T.Cast(
                                                     F32, kreg[it, tx, e])
                                             pp[gi, (it * nt + tx) // sl, s] = acc[0]
-                        for it in range(_ceil(g * KC, nt)):  # sum the slices; mask keys past the chunk's nk
+                        for it in range(_ceil(g * chunk, nt)):  # sum the slices; mask keys past the chunk's nk
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                                if it * nt + tx < g * KC:
+                                if it * nt + tx < g * chunk:
                                     with T.sblock("score"):
                                         T.reads()
                                         T.writes()
                                         acc = T.sblock_alloc_buffer((1,), F32, scope="local")
                                         acc[0] = T.float32(0)
                                         for s in T.unroll(sl):
-                                            acc[0] = acc[0] + pp[(it * nt + tx) // KC, (it * nt + tx) % KC, s]
-                                        ps[(it * nt + tx) // KC, (it * nt + tx) % KC] = T.if_then_else(
-                                            (it * nt + tx) % KC < nk, acc[0], T.float32(NEG))
+                                            acc[0] = acc[0] + pp[(it * nt + tx) // chunk, (it * nt + tx) % chunk, s]
+                                        ps[(it * nt + tx) // chunk, (it * nt + tx) % chunk] = T.if_then_else(
+                                            (it * nt + tx) % chunk < nk, acc[0], T.float32(NEG))
                         for it in range(_ceil(g * nmg, nt)):  # the max per head: per group of keys, then of groups
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < g * nmg:
@@ -397,7 +398,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         mx = T.sblock_alloc_buffer((1,), F32, scope="local")
                                         mx[0] = T.float32(NEG)
                                         for jj in T.unroll(MAX_GROUP):
-                                            if (it * nt + tx) % nmg * MAX_GROUP + jj < KC:
+                                            if (it * nt + tx) % nmg * MAX_GROUP + jj < chunk:
                                                 mx[0] = T.max(mx[0], ps[(it * nt + tx) // nmg,
                                                                         (it * nt + tx) % nmg * MAX_GROUP + jj])
                                         mp[(it * nt + tx) // nmg, (it * nt + tx) % nmg] = mx[0]
@@ -411,11 +412,11 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                     for r in range(nmg):
                                         mx[0] = T.max(mx[0], mp[tx, r])
                                     ms[tx] = mx[0]
-                        for it in range(_ceil(g * KC, nt)):
+                        for it in range(_ceil(g * chunk, nt)):
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                                if it * nt + tx < g * KC:
-                                    ps[(it * nt + tx) // KC, (it * nt + tx) % KC] = T.exp(
-                                        ps[(it * nt + tx) // KC, (it * nt + tx) % KC] - ms[(it * nt + tx) // KC])
+                                if it * nt + tx < g * chunk:
+                                    ps[(it * nt + tx) // chunk, (it * nt + tx) % chunk] = T.exp(
+                                        ps[(it * nt + tx) // chunk, (it * nt + tx) % chunk] - ms[(it * nt + tx) // chunk])
                         for it in T.unroll(npv):  # p @ V: thread (key group, column)
                             for tx in T.thread_binding(nt, thread="threadIdx.x"):
                                 if it * nt + tx < rq * dv:
@@ -428,13 +429,13 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         e = (it * nt + tx) % dv
                                         if appends:  # the step's value (every read of row n - 1): from vn
                                             for jj in T.unroll(kq):
-                                                if j0 + T.min(r * kq + jj, KC - 1) >= n - 1:
+                                                if j0 + T.min(r * kq + jj, chunk - 1) >= n - 1:
                                                     vreg[it, tx, jj] = vn[e]
                                         for gi in T.unroll(g):
                                             acc[gi] = T.float32(0)
                                             lac[gi] = T.float32(0)
                                             for jj in T.unroll(kq):
-                                                if r * kq + jj < KC:
+                                                if r * kq + jj < chunk:
                                                     acc[gi] = acc[gi] + ps[gi, r * kq + jj] * T.Cast(
                                                         F32, vreg[it, tx, jj])
                                                     lac[gi] = lac[gi] + ps[gi, r * kq + jj]
@@ -471,7 +472,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     num = T.sblock_alloc_buffer((rm, dv), F32, scope="shared")  # per group of chunks
                     den = T.sblock_alloc_buffer((rm,), F32, scope="shared")
                     pr = T.sblock_alloc_buffer((nt, MERGE_UNROLL), F32, scope="local")  # registers, per thread
-                    nch = (n + KC - 1) // KC  # chunks
+                    nch = (n + chunk - 1) // chunk  # chunks
                     # thread (r, e) sums column e over chunks r, r + rm, r + 2 rm, ...; its first
                     # MERGE_UNROLL of them load with every chunk's (m, l), before the one barrier
                     for it in range(_ceil(max_chunks, nt)):
@@ -502,7 +503,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         st[2] = st[2] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * \
                                             lc[(r + rm * u) % max_chunks]
                                 # more than rm * MERGE_UNROLL chunks (long contexts): the rest in rounds
-                                for k in range((n + KC * rm * MERGE_UNROLL - 1) // (KC * rm * MERGE_UNROLL) - 1):
+                                for k in range((n + chunk * rm * MERGE_UNROLL - 1) // (chunk * rm * MERGE_UNROLL) - 1):
                                     for u in T.unroll(MERGE_UNROLL):
                                         if r + rm * ((k + 1) * MERGE_UNROLL + u) < nch:
                                             st[1] = st[1] + T.exp(
@@ -541,7 +542,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
 
     part_shape = (hq, max_chunks, dv + 2)
     if kv_len_tensor and part_shape != decode_scratch_shape(hq, dv, cache_rows):
-        raise ValueError(f"{KC} keys per block do not match the scratch lowering gives: {part_shape}")
+        raise ValueError(f"{chunk} keys per block do not match the scratch lowering gives: {part_shape}")
     # the parameter orders are lowering's: buffers in operand order, then the output(s), then a
     # scalar. The static form's partial results go to its scratch output (planned by Relax, kept
     # by a CUDA graph); the other's to a global allocation (TVM's workspace, per launch)
@@ -562,7 +563,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                              w: T.Buffer((d,), wdt), table: T.Buffer((1, rot), F32), kw: T.Buffer((d,), kwdt),
                              var_out: T.handle):
             part = T.sblock_alloc_buffer(part_shape, F32)
-            run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len), w, table, part, kw)
+            run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len, chunk), w, table, part, kw)
 
         return append_attention
 
@@ -582,7 +583,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
         def cache_attention_norm(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, w: T.Buffer((d,), wdt),
                                  table: T.Buffer((1, rot), F32), var_out: T.handle, kv_len: T.int64):
             part = T.sblock_alloc_buffer(part_shape, F32)
-            run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len), w, table, part)
+            run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len, chunk), w, table, part)
 
         return cache_attention_norm
 
@@ -597,7 +598,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     @T.prim_func(private=True, s_tir=True)
     def cache_attention(var_q: T.handle, var_kc: T.handle, var_vc: T.handle, var_out: T.handle, kv_len: T.int64):
         part = T.sblock_alloc_buffer(part_shape, F32)
-        run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len), None, None, part)
+        run(var_q, var_kc, var_vc, var_out, _i32(kv_len), _chunks(kv_len, chunk), None, None, part)
 
     return cache_attention
 

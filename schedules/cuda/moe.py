@@ -55,11 +55,11 @@ def _ceil(a, b):
     return (a + b - 1) // b
 
 
-def tile_bound(t, k: int, e: int):
+def tile_bound(t, k: int, e: int, tokens_per_tile: int = TT):
     """The most tiles of TT tokens T tokens with at most k experts each can make: T*k/TT full
     ones plus, per expert with tokens (at most min(E, T*k)), one partial tile of <= TT-1."""
     least = min(e, t * k) if isinstance(t, int) else tirx.min(e, t * k)
-    return (t * k + least * (TT - 1)) // TT
+    return (t * k + least * (tokens_per_tile - 1)) // tokens_per_tile
 
 
 def cuda_moe(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
@@ -78,16 +78,18 @@ def cuda_moe(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
                                              str(out.dtype)), decode=one)
 
 
-def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], decode: bool = False) -> tirx.PrimFunc:
+def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], decode: bool = False,
+                   tokens_per_tile: int = TT, in_pairs: int = IN_PAIRS, out_rows: int = OUT_ROWS) -> tirx.PrimFunc:
     """moe_experts(x, g, w_in, w_out) -> (out, sel, rank, lst, cnt, tiles, act, part), the
     operands and scratch of `kernels.moe_scratch` in that order; T symbolic. ``decode``: for
     T = 1 only. Then the work list is the token's slots themselves: the routing launch lists no
     expert's tokens, there is no tiles launch, and the products take a block per slot (lst,
-    cnt and tiles go unused)."""
+    cnt and tiles go unused). The knobs (TT, IN_PAIRS, OUT_ROWS by default) are what
+    bench/gpu/kernel_bench.py varies."""
     from tvm.script import tirx as T
 
     xdt, gdt, wdt_in, wdt_out, odt = dtypes
-    tt = 1 if decode else TT  # tokens per tile
+    tt = 1 if decode else tokens_per_tile  # tokens per tile
     m = _ceil(e, LANES)  # experts per lane (route)
     list_block = min(1024, _ceil(e, 32) * 32)  # threads of the tiles block
 
@@ -150,15 +152,15 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
         return T.int32(0) if decode else tiles[1, bx]
 
     def count_of(tiles, cnt, ex, bx):
-        return T.int32(1) if decode else T.min(TT, cnt[ex] - tiles[1, bx])
+        return T.int32(1) if decode else T.min(tokens_per_tile, cnt[ex] - tiles[1, bx])
 
     def works(t):  # the products' grid: the token's slots, or the most tiles T tokens can make
-        return k if decode else tile_bound(T.Cast(I32, t), k, e)
+        return k if decode else tile_bound(T.Cast(I32, t), k, e, tokens_per_tile)
 
-    in_product = product(2 * IN_PAIRS, lambda by, wi, r: T.min((by * WARPS + wi) * IN_PAIRS + r % IN_PAIRS, f - 1)
-                         + r // IN_PAIRS * f, h, wdt_in,
+    in_product = product(2 * in_pairs, lambda by, wi, r: T.min((by * WARPS + wi) * in_pairs + r % in_pairs, f - 1)
+                         + r // in_pairs * f, h, wdt_in,
                          lambda x, lst, rank, ex, t0, nt, i, c: T.Cast(F32, x[token(lst, ex, t0, nt, i), c]))
-    out_product = product(OUT_ROWS, lambda by, wi, r: T.min((by * WARPS + wi) * OUT_ROWS + r, h - 1), f, wdt_out,
+    out_product = product(out_rows, lambda by, wi, r: T.min((by * WARPS + wi) * out_rows + r, h - 1), f, wdt_out,
                           lambda act, lst, rank, ex, t0, nt, i, c: act[token(lst, ex, t0, nt, i),
                                                                        rank[token(lst, ex, t0, nt, i), ex], c])
 
@@ -166,8 +168,8 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
     # int32 ones would make its flattened offsets overflow
     in_shape = (T.int64(e), T.int64(2 * f), T.int64(h))
     out_shape = (T.int64(e), T.int64(h), T.int64(f))
-    in_rows, nb_in = 2 * IN_PAIRS, _ceil(f, WARPS * IN_PAIRS)
-    nb_out = _ceil(h, WARPS * OUT_ROWS)
+    in_rows, nb_in = 2 * in_pairs, _ceil(f, WARPS * in_pairs)
+    nb_out = _ceil(h, WARPS * out_rows)
 
     @T.prim_func(private=True, s_tir=True)
     def moe_experts_routed(var_x: T.handle, var_g: T.handle, w_in: T.Buffer(in_shape, wdt_in),
@@ -277,7 +279,7 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
                         for it in range(_ceil(e, list_block)):
                             for tx in T.thread_binding(list_block, thread="threadIdx.x"):
                                 if it * list_block + tx < e:
-                                    nts[it * list_block + tx] = _ceil(cnt[it * list_block + tx], TT)
+                                    nts[it * list_block + tx] = _ceil(cnt[it * list_block + tx], tokens_per_tile)
                         for it in range(_ceil(e, list_block)):
                             for tx in T.thread_binding(list_block, thread="threadIdx.x"):
                                 with T.sblock("tile_write"):
@@ -299,10 +301,10 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
                                     if it * list_block + tx < e:
                                         for i in range(mine[0]):
                                             tiles[0, off[0] + i] = it * list_block + tx
-                                            tiles[1, off[0] + i] = i * TT
-                                    for j in range(_ceil(tile_bound(T.Cast(I32, t), k, e), e)):
+                                            tiles[1, off[0] + i] = i * tokens_per_tile
+                                    for j in range(_ceil(tile_bound(T.Cast(I32, t), k, e, tokens_per_tile), e)):
                                         if tot[0] <= j * e + it * list_block + tx:
-                                            if j * e + it * list_block + tx < tile_bound(T.Cast(I32, t), k, e):
+                                            if j * e + it * list_block + tx < tile_bound(T.Cast(I32, t), k, e, tokens_per_tile):
                                                 tiles[0, j * e + it * list_block + tx] = -1
             # in: act = silu(gate) * up for each tile's tokens
             for bx in T.thread_binding(works(t), thread="blockIdx.x"):
@@ -318,29 +320,29 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
                                 in_product(w_in, x, lst, rank, ex, t0, nt, by, red, tx // LANES, tx % LANES)
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
-                                if tx < WARPS * tt * IN_PAIRS:
+                                if tx < WARPS * tt * in_pairs:
                                     with T.sblock("in_act"):
                                         T.reads()
                                         T.writes()
                                         sg = T.sblock_alloc_buffer((2,), F32, scope="local")
-                                        wi = tx // (tt * IN_PAIRS)
-                                        i = tx // IN_PAIRS % tt
-                                        p = tx % IN_PAIRS
-                                        if i < nt and (by * WARPS + wi) * IN_PAIRS + p < f:
+                                        wi = tx // (tt * in_pairs)
+                                        i = tx // in_pairs % tt
+                                        p = tx % in_pairs
+                                        if i < nt and (by * WARPS + wi) * in_pairs + p < f:
                                             sg[0] = T.float32(0)
                                             sg[1] = T.float32(0)
                                             for ln in range(LANES):
                                                 sg[0] = sg[0] + red[wi, i, p, ln]
-                                                sg[1] = sg[1] + red[wi, i, IN_PAIRS + p, ln]
+                                                sg[1] = sg[1] + red[wi, i, in_pairs + p, ln]
                                             act[token(lst, ex, t0, nt, i), rank[token(lst, ex, t0, nt, i), ex],
-                                                (by * WARPS + wi) * IN_PAIRS + p] = sg[0] * T.sigmoid(sg[0]) * sg[1]
+                                                (by * WARPS + wi) * in_pairs + p] = sg[0] * T.sigmoid(sg[0]) * sg[1]
             # out: part = gate * (w_out @ act) for each tile's tokens
             for bx in T.thread_binding(works(t), thread="blockIdx.x"):
                 for by in T.thread_binding(nb_out, thread="blockIdx.y"):
                     with T.sblock("expert_out"):
                         T.reads()
                         T.writes()
-                        red = T.sblock_alloc_buffer((WARPS, tt, OUT_ROWS, LANES), F32, scope="shared")
+                        red = T.sblock_alloc_buffer((WARPS, tt, out_rows, LANES), F32, scope="shared")
                         ex = expert_of(tiles, sel, bx)
                         t0 = first_of(tiles, bx)
                         nt = count_of(tiles, cnt, ex, bx)
@@ -348,20 +350,20 @@ def routed_experts(e: int, h: int, f: int, k: int, dtypes: tuple[str, ...], deco
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
                                 out_product(w_out, act, lst, rank, ex, t0, nt, by, red, tx // LANES, tx % LANES)
                             for tx in T.thread_binding(WARPS * LANES, thread="threadIdx.x"):
-                                if tx < WARPS * tt * OUT_ROWS:
+                                if tx < WARPS * tt * out_rows:
                                     with T.sblock("out_part"):
                                         T.reads()
                                         T.writes()
                                         s = T.sblock_alloc_buffer((1,), F32, scope="local")
-                                        wi = tx // (tt * OUT_ROWS)
-                                        i = tx // OUT_ROWS % tt
-                                        r = tx % OUT_ROWS
-                                        if i < nt and (by * WARPS + wi) * OUT_ROWS + r < h:
+                                        wi = tx // (tt * out_rows)
+                                        i = tx // out_rows % tt
+                                        r = tx % out_rows
+                                        if i < nt and (by * WARPS + wi) * out_rows + r < h:
                                             s[0] = T.float32(0)
                                             for ln in range(LANES):
                                                 s[0] = s[0] + red[wi, i, r, ln]
                                             part[token(lst, ex, t0, nt, i), rank[token(lst, ex, t0, nt, i), ex],
-                                                 (by * WARPS + wi) * OUT_ROWS + r] = \
+                                                 (by * WARPS + wi) * out_rows + r] = \
                                                 T.Cast(F32, g[token(lst, ex, t0, nt, i), ex]) * s[0]
             # combine: each token's slots, in expert order
             for bx in T.thread_binding(_ceil(T.Cast(I32, t) * h, COMBINE_THREADS), thread="blockIdx.x"):
