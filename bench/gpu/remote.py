@@ -1036,12 +1036,47 @@ def tables(results: dict, a: argparse.Namespace) -> str:
                          + [g(c, "overhead_ms", ".2f") for c in C] + [g(c, "launch_ms", ".2f") for c in C]
                          + ["; ".join(notes)])
                 lines.append("| " + " | ".join(cells) + " |")
+        lines += target_lines(bench, C)
         lines += profile_lines(bench)
         lines += ["", f"prefill = time to the first token (prompt P + 1 sampled); decode = mean step over "
                   f"{a.decode_tokens} tokens after a P=C prompt (median of {a.reps}); HBM % = (weight bytes + KV bytes "
                   "at the mean context) / step time / peak; over floor = step - bytes/peak; launch = host time "
                   "inside our VM call (ids/positions upload + kernel launches)."]
     return "\n".join(lines)
+
+
+# issue #6's decode targets per preset: (what, at least); and every such row ahead of
+# transformers with a static cache and torch.compile in the same run
+TARGETS = {"qwen3-4b": ("hbm_frac", 0.80), "qwen3-0.6b": ("decode_tok_s", 1000.0)}
+
+
+def target_lines(bench: dict, contexts: list[int]) -> list[str]:
+    """Each of our rows that passed its sanity check, against the issue's targets for its preset
+    (`TARGETS`): the value at every context, and its ratio to transformers compiled."""
+    lines = []
+    for preset, res in bench.items():
+        if preset not in TARGETS or not isinstance(res, dict):
+            continue
+        key, need = TARGETS[preset]
+        peer = res.get("hf_compiled", {}).get("lengths", {})
+        for eng in ["ours", *OURS_VARIANTS]:
+            e = res.get(eng)
+            if not isinstance(e, dict) or not e.get("sanity", {}).get("ok"):
+                continue
+            got = [e.get("lengths", {}).get(str(c), {}) for c in contexts]
+            vals = [g.get(key) for g in got]
+            if any(v is None for v in vals):
+                continue
+            ratios = [g["decode_tok_s"] / p["decode_tok_s"] if p.get("decode_tok_s") else None
+                      for g, p in ((g, peer.get(str(c), {})) for g, c in zip(got, contexts))]
+            shown = " / ".join(f"{100 * v:.0f}%" if key == "hbm_frac" else f"{v:,.0f} tok/s" for v in vals)
+            goal = f"{100 * need:.0f}% of HBM" if key == "hbm_frac" else f"{need:,.0f} tok/s"
+            ahead = ("-" if None in ratios else " / ".join(f"{r:.1f}x" for r in ratios)
+                     + (" (ahead)" if min(ratios) > 1 else " (NOT ahead)"))
+            lines.append(f"- {preset} {eng.replace('_', ' ')}: {shown} at C = "
+                         f"{' / '.join(map(str, contexts))}; target {goal}: {'MET' if min(vals) >= need else 'not met'}; "
+                         f"vs transformers compiled {ahead}")
+    return ["", "issue #6's decode targets (rows that passed their sanity check):", *lines] if lines else []
 
 
 def profile_lines(bench: dict, top: int = 14) -> list[str]:
