@@ -36,7 +36,8 @@ not split evenly.
 """
 from __future__ import annotations
 
-import tvm
+from typing import NamedTuple
+
 from tvm import s_tir, tirx
 from ...targets import TargetDesc
 from ..kernels import linear_operands
@@ -72,12 +73,31 @@ def _chunk(k: int, itemsize: int, lanes: int) -> int | None:
                  if v >= 1 and k % (lanes * v) == 0), None)
 
 
-def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
-         ahead: int | None = None, warps_per_row: int | None = None) -> s_tir.Schedule | None:
-    """The schedule, or None where this rule does not apply. ``rows`` per thread (default
-    `rows_per_thread`), ``ahead`` (AHEAD, or AHEAD // 2 for 4 rows with a fused norm) and
-    ``warps_per_row`` (default: 2 below FEW_ROWS rows where K splits as evenly over them, else
-    1) are the knobs bench/gpu/kernel_bench.py varies."""
+class Plan(NamedTuple):
+    """How `gemv` cuts one linear: N rows of K weights of ``itemsize`` bytes; ``lanes`` threads
+    per row, ``vec`` elements per load, ``rows`` rows per thread, ``depth`` chunks per row loaded
+    before any is used."""
+    n: int
+    k: int
+    itemsize: int
+    lanes: int
+    vec: int
+    rows: int
+    depth: int
+
+    @property
+    def rows_per_block(self) -> int:
+        return ROWS * self.rows
+
+    @property
+    def first_bytes(self) -> int:
+        """The bytes at the start of each row that its lanes load first (their first group)."""
+        return self.depth * self.lanes * self.vec * self.itemsize
+
+
+def plan(func: tirx.PrimFunc, rows: int | None = None, ahead: int | None = None,
+         warps_per_row: int | None = None) -> Plan | None:
+    """`gemv`'s cut of ``func`` (the knobs as there), or None where the rule does not apply."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -102,11 +122,24 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
         if vec is None:
             return None
     rows = rows or rows_per_thread(n)
-    norm, act = bool(func.attrs.get("norm", False)), bool(func.attrs.get("act", ""))
     if ahead is None:  # (x's and g's chunks sit in registers beside the weights': module docstring)
-        ahead = AHEAD // 2 if norm and rows == 4 else AHEAD
+        ahead = AHEAD // 2 if func.attrs.get("norm", False) and rows == 4 else AHEAD
+    return Plan(n, k, itemsize, lanes, vec, rows, loads_ahead(k // (lanes * vec), rows, ahead))
+
+
+def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
+         ahead: int | None = None, warps_per_row: int | None = None) -> s_tir.Schedule | None:
+    """The schedule, or None where this rule does not apply. ``rows`` per thread (default
+    `rows_per_thread`), ``ahead`` (AHEAD, or AHEAD // 2 for 4 rows with a fused norm) and
+    ``warps_per_row`` (default: 2 below FEW_ROWS rows where K splits as evenly over them, else
+    1) are the knobs bench/gpu/kernel_bench.py varies."""
+    p = plan(func, rows, ahead, warps_per_row)
+    if p is None:
+        return None
+    k, lanes, vec, rows, depth = p.k, p.lanes, p.vec, p.rows, p.depth
+    x, w, extra, _ = linear_operands(func)
     n_ko = k // (lanes * vec)
-    depth = loads_ahead(n_ko, rows, ahead)
+    norm, act = bool(func.attrs.get("norm", False)), bool(func.attrs.get("act", ""))
     sch = s_tir.Schedule(func)
     mm = find_block(sch, "matmul")
     if mm is None:  # not a plain linear
@@ -165,7 +198,7 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
     if xl is not None and vec > 1:  # at most float4: CUDA has no wider fp32 vector arithmetic
         sch.vectorize(sch.split(sch.get_loops(xl)[-1], [None, min(vec, 4)])[-1])
     if norm and vec > 1:  # the norm's weights g: the lane's chunk, one load beside x's
-        gl = sch.cache_read(part, _read_index(sch, part, ops[2][0]), "local", consumer_blocks=[part])
+        gl = sch.cache_read(part, _read_index(sch, part, extra[0]), "local", consumer_blocks=[part])
         sch.compute_at(gl, ko)
         sch.vectorize(sch.get_loops(gl)[-1])
     sch.unroll(ko)
@@ -189,16 +222,16 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
 
 
 def cuda_gemv(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
-    """The registered rule: `gemv`'s kernel, marked with the weight rows each block reads
-    (`pdl.l2_prefetch`: where the kernel is launched with PDL, it prefetches them into L2
-    before it waits for the kernel before it)."""
+    """The registered rule: `gemv`'s kernel, marked with what each block loads first, the first
+    group of each of its weight rows (`pdl.l2_prefetch`: where the kernel is launched with PDL,
+    it prefetches those into L2 before it waits for the kernel before it)."""
     sch = gemv(func, target)
     if sch is None:
         return None
-    w = linear_operands(func)[1]
-    n, k = int(w.shape[0]), int(w.shape[1])
-    row_bytes = k * tvm.DataType(str(w.dtype)).bits // 8
-    return sch.mod["main"].with_attrs(l2_prefetch(w, ROWS * rows_per_thread(n) * row_bytes, n * row_bytes))
+    p = plan(func)
+    prefetch = l2_prefetch(linear_operands(func)[1], p.rows_per_block, p.k * p.itemsize, p.first_bytes, p.n) \
+        if p.rows_per_block <= p.lanes else {}  # (a lane per row prefetches)
+    return sch.mod["main"].with_attrs(prefetch)
 
 
 def _below(sch: s_tir.Schedule, block, loop) -> list:

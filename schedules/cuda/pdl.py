@@ -16,9 +16,11 @@ it (`engine.compile(..., cuda_pdl=True)`):
   of reads and writes is that of plain launches (and transitively so: a kernel completes only
   after its wait returned);
 - before the wait a kernel may only touch memory that no kernel writes: a GEMV (attr
-  `L2_PREFETCH_ATTR`, set by `gemv.cuda_gemv`) asks the L2 to fetch its block's weight rows
-  (`cp.async.bulk.prefetch.L2`, one thread per block), so the weights stream in while the
-  kernel before it ends. Mode "launch" leaves that out (for timing each part alone).
+  `L2_PREFETCH_ATTR`, set by `gemv.cuda_gemv`) asks the L2 to fetch what its block loads
+  first, the first group of chunks of each of its weight rows (`cp.async.bulk.prefetch.L2`,
+  a lane per row), so the weights stream in while the kernel before it ends; the rows whole
+  would overflow the L2 (until session 19 of 2026-12-05 they were asked for whole, never
+  timed). Mode "launch" leaves that out (for timing each part alone).
 
 It is a device pass after TVM's host/device split (`pipeline`: TVM's default TIR pipeline with
 `add_pdl` first among its device finalization passes). Untimed as of 2026-12-05: no GPU was
@@ -33,18 +35,22 @@ from tvm.script import tirx as T
 PDL_TAG = "tirx.use_programtic_dependent_launch"  # (sic) TVM's launch tag for PDL
 DYN_SMEM_TAG = "tirx.use_dyn_shared_memory"  # must stay the last launch tag
 LAUNCH_PARAMS = "tirx.kernel_launch_params"
-L2_PREFETCH_ATTR = "l2_prefetch"  # (weight parameter name, bytes per block, total bytes)
+L2_PREFETCH_ATTR = "l2_prefetch"  # (weight parameter name, rows per block, row bytes, first bytes, rows)
 MODES = ("launch", "prefetch")  # engine.compile's cuda_pdl: "launch", or True = "prefetch"
 MIN_ARCH = 90
 
 
-def l2_prefetch(buffer: tirx.Var, bytes_per_block: int, total_bytes: int) -> dict:
-    """The attr by which a kernel whose block b reads bytes [b * bytes_per_block, ...) of
-    ``buffer`` (and nothing a kernel writes) asks for them to be prefetched (none where the
-    sizes are not multiples of 16 bytes, as the bulk prefetch needs)."""
-    if bytes_per_block % 16 or total_bytes % 16:
+def l2_prefetch(buffer: tirx.Var, rows_per_block: int, row_bytes: int, first_bytes: int, rows: int) -> dict:
+    """The attr by which a kernel whose block b reads rows [b * rows_per_block, ...) of
+    ``buffer`` (``rows`` rows of ``row_bytes``; nothing a kernel writes), the first
+    ``first_bytes`` of each row first, asks for those to be prefetched (none where the sizes are
+    not multiples of 16 bytes, as the bulk prefetch needs). Only what each row's lanes load
+    first: the rows whole would overflow the L2 cache (Qwen3-4B's gate+up is 100 MB, its LM
+    head 778 MB, an H200's L2 60 MB) and evict each other before they are read."""
+    first_bytes = min(first_bytes, row_bytes)
+    if row_bytes % 16 or first_bytes % 16:
         return {}
-    return {L2_PREFETCH_ATTR: [buffer.name, int(bytes_per_block), int(total_bytes)]}
+    return {L2_PREFETCH_ATTR: [buffer.name, int(rows_per_block), int(row_bytes), int(first_bytes), int(rows)]}
 
 
 def _insert_head(stmt: tirx.Stmt, head, threads: dict[str, tirx.Var] | None = None,
@@ -68,25 +74,24 @@ def _insert_head(stmt: tirx.Stmt, head, threads: dict[str, tirx.Var] | None = No
 
 
 def _prefetch(spec, threads: dict[str, tirx.Var], buffers: list[tirx.Buffer]) -> tirx.Stmt | None:
-    """Thread 0 of each block: a bulk L2 prefetch of the block's slice of the weights (``spec``:
-    a kernel's `L2_PREFETCH_ATTR`, naming one of the declared ``buffers``)."""
-    if spec is None or "blockIdx.x" not in threads:
+    """Lane r of the block's first warp: a bulk L2 prefetch of the start of the block's r-th weight
+    row (``spec``: a kernel's `L2_PREFETCH_ATTR`, naming one of the declared ``buffers``)."""
+    if spec is None or "blockIdx.x" not in threads or "threadIdx.x" not in threads:
         return None
-    name, per_block, total = str(spec[0]), int(spec[1]), int(spec[2])
+    name, per_block, row_bytes, first, rows = str(spec[0]), *(int(v) for v in spec[1:])
     bufs = [b for b in buffers if b.name == name]
     if len(bufs) != 1:  # not found, or ambiguous: no prefetch (the wait alone is still right)
         return None
     buf = bufs[0]
     size = tvm.DataType(str(buf.dtype)).bits // 8  # (divides the sizes: `l2_prefetch` made them multiples of 16)
-    b = tirx.Cast("int64", threads["blockIdx.x"])
-    start = b * per_block
-    n = tirx.min(tirx.IntImm("int64", per_block), tirx.IntImm("int64", total) - start)
+    lane = threads["threadIdx.x"]
+    row = tirx.Cast("int64", threads["blockIdx.x"]) * per_block + tirx.Cast("int64", lane)
     call = T.ptx.cp.async_.bulk.prefetch.L2.global_(
-        tirx.address_of(tirx.BufferLoad(buf, [start // size])), tirx.Cast("uint32", n))
-    first = [tirx.EQ(threads[t], 0) for t in ("threadIdx.x", "threadIdx.y", "threadIdx.z") if t in threads]
-    cond = tirx.LT(start, tirx.IntImm("int64", total))
-    for c in first:
-        cond = tirx.And(cond, c)
+        tirx.address_of(tirx.BufferLoad(buf, [row * (row_bytes // size)])), tirx.IntImm("uint32", first))
+    cond = tirx.And(tirx.LT(lane, per_block), tirx.LT(row, tirx.IntImm("int64", rows)))
+    for t in ("threadIdx.y", "threadIdx.z"):
+        if t in threads:
+            cond = tirx.And(cond, tirx.EQ(threads[t], 0))
     return tirx.IfThenElse(cond, tirx.Evaluate(call), None)
 
 

@@ -51,18 +51,24 @@ def _build(func: tirx.PrimFunc, mode: str):
 @needs_nvcc
 @pytest.mark.parametrize("mode", ["prefetch", "launch"])
 def test_gemv_prefetches_its_rows_then_waits(tmp_path, mode):
-    """Thread 0 of each block prefetches the block's weight rows into L2 ("prefetch" mode
-    only), then every thread waits for the kernel before and lets the next one launch, before
-    anything else; the module stores the PDL launch tag for the runtime."""
+    """Lane r of each block's first warp prefetches the start of the block's r-th weight row into
+    L2, what its lanes load first ("prefetch" mode only); then every thread waits for the
+    kernel before and lets the next one launch, before anything else; the module stores the
+    PDL launch tag for the runtime."""
     n, k = 300, 1024  # 4 x 1 rows of 2 KiB per block (rows_per_thread(300) = 1): 75 blocks
     f = cuda_gemv(_linear_func(n, k, residual=True, t=tirx.IntImm("int64", 1)), CUDA)
-    assert list(f.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 4 * k * 2, n * k * 2]
+    # 2 warps per row (300 < FEW_ROWS), 8 bf16 per load: 2 chunks per lane, both in its first
+    # group, so the whole row; at Qwen3-4B's gate+up only the first of 10 (512 of 5120 bytes)
+    assert list(f.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 4, k * 2, k * 2, n]
+    big = cuda_gemv(_linear_func(19456, 2560, norm=True, t=tirx.IntImm("int64", 1)), CUDA)
+    assert list(big.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 16, 5120, 512, 19456]
     lib = _build(f, mode)
     (body,) = _kernels(_cuda_module(lib).inspect_source("")).values()
     code = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith(("alignas", "__shared__"))]
     if mode == "prefetch":
-        assert code[0] == "if ((((int)threadIdx.x) == 0) && (((int)threadIdx.y) == 0)) {"
-        assert code[1].startswith(PREFETCH) and "blockIdx.x)) * (int64_t)4096)" in code[1]  # elements: 2 KiB x 4 rows
+        assert code[0].startswith("if (") and "threadIdx.x) < 4)" in code[0] and "< (int64_t)300)" in code[0]
+        assert "threadIdx.y) == 0)" in code[0]
+        assert code[1].startswith(PREFETCH) and "(uint)2048)" in code[1] and "* (int64_t)1024)" in code[1]
         assert code[3:5] == [WAIT, TRIGGER]
     else:
         assert code[:2] == [WAIT, TRIGGER] and PREFETCH not in body
@@ -115,10 +121,10 @@ def test_compiled_model_launches_every_kernel_with_pdl(models, tmp_path):
     for name, body in kernels.items():
         head = body.split(TRIGGER, 1)[0]
         assert WAIT in head, name
-        # before the wait: declarations, and thread 0's prefetch
+        # before the wait: declarations, and the lanes' prefetches
         before = [ln.strip() for ln in head.split(WAIT)[0].splitlines() if ln.strip()]
-        assert all(declaration.match(ln) or ln.startswith((PREFETCH, "if ((((int)threadIdx.x) == 0)", "}"))
-                   for ln in before), (name, before)
+        assert all(declaration.match(ln) or ln.startswith((PREFETCH, "if (", "}")) for ln in before), (name, before)
+        assert sum(ln.startswith("if (") for ln in before) == (PREFETCH in head), (name, before)
     prefetching = [n for n, b in kernels.items() if PREFETCH in b]
     # q+k+v, o, gate+up, down, LM head: one GEMV kernel each (the layers share theirs)
     assert len(prefetching) == 5, prefetching
