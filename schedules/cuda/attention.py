@@ -4,7 +4,9 @@ The TE kernel materializes every (query, key) score in global memory, stage by s
 kernels never store a score outside shared memory.
 
 Decode (one query row), split over the keys ("flash decoding"): one thread block per
-(kv head, chunk of KC keys) so that even a short context fills many SMs; the block serves
+(kv head, chunk of KC keys) so that even a short context fills many SMs (chunk-major: block b
+is kv head b % Hkv's chunk b / Hkv, so in the static grid of a CUDA graph, which spans the
+whole cache, the live chunks of every head come before the idle slots); the block serves
 the G query heads sharing the kv head, so each key and value row is read once. In the block
 of DECODE_THREADS (512) threads:
 
@@ -324,8 +326,11 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     kreg = T.sblock_alloc_buffer((nd, nt, ds), kdt, scope="local")
                     vreg = T.sblock_alloc_buffer((npv, nt, kq), vdt, scope="local")
                     xreg = T.sblock_alloc_buffer((nqi, nt), F32, scope="local")  # its elements of q (x)
-                    h = bx // grid
-                    j0 = bx % grid * chunk
+                    # chunk-major: the blocks of every kv head's live chunks come first, so in the
+                    # static grid (graph) they are all dispatched before the idle slots past kv_len
+                    h = bx % hkv
+                    slot = bx // hkv
+                    j0 = slot * chunk
                     live = j0 < n  # a slot past kv_len (static grid) idles
                     nk = T.min(n - j0, chunk)  # keys in this chunk
                     # an idle slot (static grid) runs no phase: a loop of 0 or 1 trips, as TVM places
@@ -454,13 +459,13 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                         acc[0] = T.float32(0)
                                         for r in T.unroll(rq):
                                             acc[0] = acc[0] + op[r, gi, e]
-                                        part[h * g + gi, bx % grid, e] = acc[0]
+                                        part[h * g + gi, slot, e] = acc[0]
                                         if e == 0:
                                             acc[0] = T.float32(0)
                                             for r in T.unroll(rq):
                                                 acc[0] = acc[0] + lp[r, gi]
-                                            part[h * g + gi, bx % grid, dv + 1] = acc[0]
-                                            part[h * g + gi, bx % grid, dv] = ms[gi]
+                                            part[h * g + gi, slot, dv + 1] = acc[0]
+                                            part[h * g + gi, slot, dv] = ms[gi]
             for bx in T.thread_binding(hq, thread="blockIdx.x"):  # merge the chunks of each head
                 with T.sblock("merge"):
                     T.reads()

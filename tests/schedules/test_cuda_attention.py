@@ -270,6 +270,9 @@ def test_decode_kernel_loads_first_and_reads_the_new_row_behind_a_barrier():
     with resolve({"kind": "cuda", "arch": "sm_90a"}).to_tvm() as tgt:
         ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
     src = ex.mod.imports[0].inspect_source("")
+    # chunk-major blocks: block b is kv head b % 8's chunk b / 8, so the live chunks of all
+    # heads come first in the graph's static grid (4096 rows: 64 chunk slots per head)
+    assert "h_ptr[0] = (((int)blockIdx.x) & 7);" in src and "slot_ptr[0] = (((int)blockIdx.x) >> 3);" in src
     chunk = src[src.index("for (int _once"):]  # the split kernel's live blocks
     first_barrier = chunk.index("__syncthreads()")
     assert -1 < chunk.find("= q_ptr[") < first_barrier  # x: the query heads and the key head
