@@ -434,9 +434,9 @@ def print_invocation(out: Path, dry: bool) -> None:
              f"--presets qwen3-0.6b --deadline-s 290{tail}")
     second = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections "
               f"correctness,bench,profile,kernels --presets qwen3-0.6b,qwen3-4b --decode-tokens 32 --reps 2 "
-              f"--kernels-budget-s 40 --deadline-s 420{tail}")
+              f"--kernels-budget-s 40 --deadline-s 490{tail}")
     print(f"  run(command={first!r}, carry={[rel]!r}, timeout_s=350)")
-    print(f"  run(command={second!r}, carry={[rel]!r}, timeout_s=455)")
+    print(f"  run(command={second!r}, carry={[rel]!r}, timeout_s=530)")
     print("Results: $OUT/gpu_results.json, gpu_results.md and logs.tgz come back; see docs/gpu.md.")
     if dry:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"
