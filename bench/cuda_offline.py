@@ -9,7 +9,8 @@ Prints, for the tensor-core linear with bf16 and fp16 weights at Qwen3-0.6B shap
 tiles: N=1024, K=2048, split-K as the model compiles it and unsliced; 128x128: the LM head,
 N=151936, K=1024), for prefill attention at Qwen3-0.6B's heads (ours on CUDA cores, and on
 tensor cores), for `top_candidates` (151,936 logits) and the decode GEMV with its fused
-prologues: registers, spills and static shared memory per kernel. Then the emulated relative
+prologues: registers, spills and static shared memory per kernel; with cuobjdump on PATH
+(docs/gpu.md), the memory and tensor-core instructions of Qwen3-4B's gate+up GEMM. Then the emulated relative
 error against float64 math of the GEMM at K=72, N=200, T=1/7/130, beside rounding x and w to
 bf16 once (what one bf16 product would give), of its split-K form, of the tensor-core
 attention (4 and 8 warps), and of whole tiny 16-bit models against transformers.
@@ -30,9 +31,10 @@ sys.path.insert(0, str(REPO / "tests" / "schedules"))
 CUDA = {"kind": "cuda", "arch": "sm_90a"}
 
 
-def ptxas(func, tir_pipeline: str = "default") -> list[str]:
-    """ptxas's register, shared memory and spill lines for ``func`` compiled for sm_90a (through
-    ``tir_pipeline``: e.g. `schedules.cuda.pdl.pipeline("prefetch")`)."""
+def _cubin(func, tmp: Path, tir_pipeline: str = "default") -> subprocess.CompletedProcess:
+    """``func`` compiled for sm_90a (through ``tir_pipeline``: e.g.
+    `schedules.cuda.pdl.pipeline("prefetch")`), its CUDA source run through nvcc into
+    ``tmp``/k.cubin with ptxas's report; returns nvcc's process."""
     import tvm
 
     from inference_pio.targets import resolve
@@ -42,13 +44,40 @@ def ptxas(func, tir_pipeline: str = "default") -> list[str]:
     with resolve(CUDA).to_tvm() as tgt:
         ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=tgt,
                          tir_pipeline=tir_pipeline)
+    src = tmp / "k.cu"
+    src.write_text(ex.mod.imports[0].inspect_source(""))
+    return subprocess.run(["nvcc", "-arch=sm_90a", "-cubin", "-o", str(tmp / "k.cubin"), "-Xptxas", "-v", str(src)],
+                          capture_output=True, text=True, check=True)
+
+
+def ptxas(func, tir_pipeline: str = "default") -> list[str]:
+    """ptxas's register, shared memory and spill lines for ``func`` compiled for sm_90a."""
     with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "k.cu"
-        src.write_text(ex.mod.imports[0].inspect_source(""))
-        r = subprocess.run(["nvcc", "-arch=sm_90a", "-cubin", "-o", str(Path(tmp) / "k.cubin"), "-Xptxas", "-v",
-                            str(src)], capture_output=True, text=True, check=True)
+        r = _cubin(func, Path(tmp), tir_pipeline)
     return [re.sub(r"^ptxas info\s*:\s*", "", ln.strip()) for ln in r.stderr.splitlines()
             if "registers" in ln or "spill" in ln]
+
+
+MEMORY_OPS = ("LDG", "STG", "LDS", "STS", "LDSM", "LD", "ST", "LDL", "STL", "HMMA")
+
+
+def sass_counts(func) -> dict[str, int] | None:
+    """How many of each `MEMORY_OPS` instruction (and tensor-core products) the machine code of
+    ``func`` has, from cuobjdump -sass (None where cuobjdump is not on PATH; docs/gpu.md says how
+    to get it). Generic LD / ST where shared memory is meant are the slow path: that is how the
+    bf16 WMMA fragment loads were found (`targets/cuda_source.py`)."""
+    import shutil
+    from collections import Counter
+
+    if shutil.which("cuobjdump") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        _cubin(func, Path(tmp))
+        sass = subprocess.run(["cuobjdump", "-sass", str(Path(tmp) / "k.cubin")], capture_output=True, text=True,
+                              check=True).stdout
+    ops = Counter(m.split(".")[0] for m in re.findall(r"^\s+/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)",
+                                                      sass, re.M))
+    return {op: ops[op] for op in MEMORY_OPS if ops[op]}
 
 
 def main() -> None:
@@ -70,6 +99,10 @@ def main() -> None:
             form = " (unsliced)" if cap == 1 else " (split-K: GEMM, sum)" if n == 1024 else ""
             print(f"  linear {wd} N={n} K={k}{form}: " + "; ".join(ptxas(f)))
     print("  top_candidates V=151936: " + "; ".join(ptxas(top_candidates(151936))))
+    gemm = tensor_core_linear(_linear_func(19456, 2560, "bfloat16").with_attr("precision", "medium"), cuda)
+    counts = sass_counts(gemm)
+    print("  SASS of the Qwen3-4B gate+up GEMM at \"medium\" (memory and tensor-core instructions): "
+          + (str(counts) if counts is not None else "no cuobjdump on PATH (docs/gpu.md)"))
     from inference_pio.schedules.cuda.attention import _flash_kernel
     from inference_pio.schedules.cuda.flash_tc import flash_tc_kernel
 
