@@ -11,7 +11,7 @@ A and B fragments issue the same PTX instruction with `.shared` (the address con
 `__cvta_generic_to_shared`) when the pointer is in shared memory, and call nvcuda's otherwise.
 The fragment's registers (4 ints: `load_matrix_sync` itself writes `(int*)&fragment`) and
 their layout are the instruction's, so nothing else changes. Every other fragment type goes
-to nvcuda's template as before.
+to nvcuda's template as before, as does everything on archs before sm_80 (no bf16 fragments).
 """
 from __future__ import annotations
 
@@ -41,10 +41,12 @@ template <typename Frag, typename P>
 __device__ __forceinline__ void load_matrix_sync(Frag& f, const P* p, unsigned ldm, nvcuda::wmma::layout_t l) {
   nvcuda::wmma::load_matrix_sync(f, p, ldm, l);
 }
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800  // (bf16 fragments: sm_80 and later)
 INFERENCE_PIO_BF16_LOAD(matrix_a, row_major, "wmma.load.a.sync.aligned.row.m16n16k16.shared.bf16")
 INFERENCE_PIO_BF16_LOAD(matrix_a, col_major, "wmma.load.a.sync.aligned.col.m16n16k16.shared.bf16")
 INFERENCE_PIO_BF16_LOAD(matrix_b, row_major, "wmma.load.b.sync.aligned.row.m16n16k16.shared.bf16")
 INFERENCE_PIO_BF16_LOAD(matrix_b, col_major, "wmma.load.b.sync.aligned.col.m16n16k16.shared.bf16")
+#endif
 }  // namespace @NS@
 #undef INFERENCE_PIO_BF16_LOAD
 """.replace("@NS@", HELPER_NS)

@@ -55,3 +55,18 @@ def test_the_tensor_core_linear_loads_its_bf16_fragments_from_shared_memory(tmp_
                    check=True, capture_output=True)
     loads = re.findall(r"wmma\.load\.[ab]\.sync\.aligned\.\w+\.m16n16k16(\.shared)?\.bf16", (tmp_path / "k.ptx").read_text())
     assert loads and all(loads), f"{loads.count('')} generic bf16 fragment loads of {len(loads)}"
+
+
+@needs_nvcc
+def test_mended_source_still_compiles_where_bf16_fragments_do_not_exist(tmp_path):
+    """An fp16-only WMMA kernel (e.g. dlight's) for sm_75, which has no bf16 fragments: the bf16
+    overloads are left out there."""
+    code = cuda_source.mend("""#include <mma.h>
+extern "C" __global__ void k(const half* a) {
+  nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, half, nvcuda::wmma::row_major> f;
+  nvcuda::wmma::load_matrix_sync(f, a, 16);
+}
+""")
+    (tmp_path / "k.cu").write_text(code)
+    subprocess.run(["nvcc", "-arch=sm_75", "-cubin", "-o", str(tmp_path / "k.cubin"), str(tmp_path / "k.cu")],
+                   check=True, capture_output=True)
