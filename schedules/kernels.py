@@ -105,7 +105,7 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
         g, extra = extra[0], extra[1:]
         ss = _sum_squares(x)
         xf = lambda i, c: _f32(x, i, c) * _f32(g, c)  # noqa: E731
-        row_scale = lambda i: tirx.rsqrt(ss[i] / kk.astype(F32) + tirx.const(norm_eps, F32))  # noqa: E731
+        row_scale = lambda i: _inv_rms(ss[i], kk, norm_eps)  # noqa: E731
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
     return _with_epilogue(acc, extra, bias, residual, out_dtype, scale, row_scale)
 
@@ -389,6 +389,12 @@ def matmul(a: te.Tensor, b: te.Tensor, out_dtype: str = F32) -> te.Tensor:
     return te.compute(shape, lambda *i: acc[i].astype(out_dtype), name="epilogue")
 
 
+def _inv_rms(sum_squares: tirx.PrimExpr, d, eps: float) -> tirx.PrimExpr:
+    """1 / rms of a row of ``d`` elements (an int or an expression) from its sum of squares."""
+    n = tirx.const(float(d), F32) if isinstance(d, int) else d.astype(F32)
+    return tirx.rsqrt(sum_squares / n + tirx.const(eps, F32))
+
+
 def _sum_squares(x: te.Tensor) -> te.Tensor:
     """Block "sumsq": the sum of squares of x's last axis, in fp32."""
     k = te.reduce_axis((0, x.shape[-1]), "k")
@@ -403,7 +409,7 @@ def rms_norm(x: te.Tensor, w: te.Tensor, eps: float, offset: float = 0.0, out_dt
     ss = _sum_squares(x)
 
     def norm(*i):
-        inv = tirx.rsqrt(ss[i[:-1]] / d.astype(F32) + tirx.const(eps, F32))
+        inv = _inv_rms(ss[i[:-1]], d, eps)
         scale = _f32(w, i[-1]) + tirx.const(offset, F32) if offset else _f32(w, i[-1])
         return (_f32(x, *i) * inv * scale).astype(out_dtype or x.dtype)
 
@@ -626,7 +632,7 @@ def norm_rotated(xv: Callable, ss, w, table, eps: float, d: int) -> Callable:
     r, half = table.shape[1], table.shape[1] // 2
 
     def normed(t, h, e):
-        inv = tirx.rsqrt(ss[t, h] / tirx.const(float(d), F32) + tirx.const(eps, F32))
+        inv = _inv_rms(ss[t, h], d, eps)
         return xv(t, h, e) * inv * _f32(w, e)
 
     def fn(t, h, e):

@@ -134,8 +134,11 @@ def gemv(func: tirx.PrimFunc, target: TargetDesc, rows: int | None = None,
     ``warps_per_row`` (default: 2 below FEW_ROWS rows where K splits as evenly over them, else
     1) are the knobs bench/gpu/kernel_bench.py varies."""
     p = plan(func, rows, ahead, warps_per_row)
-    if p is None:
-        return None
+    return None if p is None else _schedule(func, p)
+
+
+def _schedule(func: tirx.PrimFunc, p: Plan) -> s_tir.Schedule | None:
+    """`gemv`'s schedule of ``func`` cut as ``p`` says (None for a linear without a plain "matmul")."""
     k, lanes, vec, rows, depth = p.k, p.lanes, p.vec, p.rows, p.depth
     x, w, extra, _ = linear_operands(func)
     n_ko = k // (lanes * vec)
@@ -225,10 +228,10 @@ def cuda_gemv(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The registered rule: `gemv`'s kernel, marked with what each block loads first, the first
     group of each of its weight rows (`pdl.l2_prefetch`: where the kernel is launched with PDL,
     it prefetches those into L2 before it waits for the kernel before it)."""
-    sch = gemv(func, target)
+    p = plan(func)
+    sch = None if p is None else _schedule(func, p)
     if sch is None:
         return None
-    p = plan(func)
     prefetch = l2_prefetch(linear_operands(func)[1], p.rows_per_block, p.k * p.itemsize, p.first_bytes, p.n) \
         if p.rows_per_block <= p.lanes else {}  # (a lane per row prefetches)
     return sch.mod["main"].with_attrs(prefetch)

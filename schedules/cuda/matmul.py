@@ -95,7 +95,12 @@ def tiles_for(n: int) -> Tiles:
     wider projection of Qwen3-0.6B and Qwen3-4B, e.g. Qwen3-4B's down 1015 us against 1424 at
     128 tokens, its q+k+v 418 against 581 at 512. (Until 2026-12-05 the big tiles were only
     for N giving a 128-token prompt a full wave of them: the LM head.)"""
-    return SMALL if 2 * _blocks(WAVE_PROMPT, n, SMALL) <= WAVE_BLOCKS else BIG
+    return SMALL if _half_a_wave(n, SMALL) else BIG
+
+
+def _half_a_wave(n: int, tiles: Tiles) -> bool:
+    """Whether N gives a 128-token prompt at most half a wave of ``tiles``: where split-K pays."""
+    return 2 * _blocks(WAVE_PROMPT, n, tiles) <= WAVE_BLOCKS
 
 
 def _big_c(tiles: Tiles) -> bool:
@@ -113,7 +118,7 @@ def slices_for(n: int, reduction: int, tiles: Tiles, cap: int | None = None) -> 
     power of two up to MAX_SLICES (or ``cap``, which skips that test) that cuts it into whole
     stages of MIN_SLICE or more. At Qwen3-0.6B's o and down projections (N = 1024: 32 blocks at
     128 tokens) that is 8."""
-    if cap is None and 2 * _blocks(WAVE_PROMPT, n, tiles) > WAVE_BLOCKS:
+    if cap is None and not _half_a_wave(n, tiles):
         return 1
     if _big_c(tiles):  # (cut, their schedule fails in TVM: cache_read's region cover; never needed)
         return 1
