@@ -148,7 +148,7 @@ def _op_hints(n: Node) -> dict[str, Any]:
         return {"pairs": bool(n.attr("pairs"))}
     if n.op == "linear":  # which extra operands the kernel has, and how it reads x
         return {"bias": bool(n.attr("bias")), "residual": bool(n.attr("residual")), "act": n.attr("act") or "",
-                "norm": n.attr("norm_eps") is not None}
+                "norm": n.attr("norm_eps") is not None, "out_act": n.attr("out_act") or ""}
     return {}
 
 

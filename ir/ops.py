@@ -264,7 +264,9 @@ def embedding(table, ids, *scale, out_dtype="float32", pack=None):
 @_op("linear", (2, 6), "x (..., K) @ w (N, K)^T [+ bias (N)] [+ residual (..., N)], fp32 accumulate; "
                        "an int8 w is followed by its per-row scale (N,) (w stands for scale[:, None] * w); "
                        "act='swiglu': x is (..., 2K) and swiglu(x) is multiplied; "
-                       "norm_eps=e: rms_norm(x, g (K), e) is multiplied, g the first extra operand")
+                       "norm_eps=e: rms_norm(x, g (K), e) is multiplied, g the first extra operand; "
+                       "out_act='swiglu': the result y (..., N) [+ bias] becomes swiglu(y) (..., N/2), "
+                       "no residual")
 def _linear_t(ts, a):
     x, w = ts[0], ts[1]
     _float(x)
@@ -279,7 +281,13 @@ def _linear_t(ts, a):
     k = w.shape[1] * (2 if act else 1)
     _check(w.ndim == 2 and x.ndim >= 1 and x.shape[-1] == k,
            f"x last dim {x.shape[-1:]} must equal {'twice ' if act else ''}weight dim 1 of {w.shape}")
-    out = TensorType(x.shape[:-1] + (w.shape[0],), a.get("out_dtype", "float32"))
+    out_act = a.get("out_act")
+    _check(out_act in (None, "swiglu"), f"unknown linear out_act {out_act!r}")
+    if out_act:
+        _check(isinstance(w.shape[0], int) and w.shape[0] % 2 == 0,
+               f"out_act='swiglu' needs an even number of weight rows (gate half, then up), not {w.shape[0]}")
+        _check(not a.get("residual"), "a linear with out_act='swiglu' takes no residual")
+    out = TensorType(x.shape[:-1] + (w.shape[0] // (2 if out_act else 1),), a.get("out_dtype", "float32"))
     extra = list(ts[2:])
     _check(len(extra) == int(norm) + int(bool(a.get("bias"))) + int(bool(a.get("residual"))),
            "extra operands must match the norm_eps/bias/residual attrs")
@@ -297,7 +305,8 @@ def _linear_t(ts, a):
 
 
 @_linear_t
-def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None, norm_eps=None, precision="high"):
+def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=None, norm_eps=None, precision="high",
+           out_act=None):
     extra = list(extra)
     if np.asarray(w).dtype == np.int8:
         w = dequantize_rows(w, extra.pop(0))
@@ -310,7 +319,8 @@ def linear(x, w, *extra, bias=False, residual=False, out_dtype="float32", act=No
         y = y + f32(extra.pop(0))
     if residual:
         y = y + f32(extra.pop(0))
-    return _cast_like(y, out_dtype)
+    y = _cast_like(y, out_dtype)
+    return swiglu(y) if out_act == "swiglu" else y
 
 
 @_op("linear_packed", (2, 5), "linear with a packed weight (N/B, K, B) (see pack_rows); n = true N")

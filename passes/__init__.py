@@ -1,7 +1,7 @@
 """Graph -> graph rewrites. Each pass is a pure function in its own file; `pipeline` orders them."""
 from .drop_image_inputs import drop_image_inputs
 from .fold_slices import fold_slices
-from .fuse_epilogues import fuse_append_attention, fuse_append_pair, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
+from .fuse_epilogues import fuse_append_attention, fuse_append_pair, fuse_linear_swiglu, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 from .fuse_projections import fuse_projections
 from .insert_kv_cache import insert_kv_cache, last_token_logits, specialize
 from .insert_rotary import insert_rotary
@@ -16,6 +16,6 @@ from .static_decode import static_decode
 
 __all__ = ["NamedPass", "PassError", "cache_passes", "cpu_passes", "cuda_passes", "decode_passes", "default_passes",
            "drop_image_inputs", "fold_slices",
-           "fuse_append_attention", "fuse_append_pair", "fuse_norm_append", "fuse_norm_attention", "fuse_norm_linear", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu", "fuse_swiglu_linear",
+           "fuse_append_attention", "fuse_append_pair", "fuse_linear_swiglu", "fuse_norm_append", "fuse_norm_attention", "fuse_norm_linear", "fuse_norm_rotary", "fuse_projections", "fuse_residual", "fuse_swiglu", "fuse_swiglu_linear",
            "insert_kv_cache", "insert_rotary", "insert_sampler", "last_token_logits", "matmul_precision", "pack_weights", "quantize_weights", "rewrite_attention",
            "route_experts", "run", "specialize", "static_decode"]

@@ -17,6 +17,13 @@ fuse_swiglu_linear (CUDA decode; a prologue fusion)
     up while loading x, so the (T, F) product is never stored and one launch per layer goes.
     Only where one block computes it once for all its rows (the CUDA GEMV, `decode_passes`):
     a GEMM or the CPU's GEMV would recompute it for every block of output columns.
+fuse_linear_swiglu (CUDA decode; before fuse_swiglu_linear)
+    Matches ``swiglu(linear(x, w, ...))`` where the linear (no residual) has no other user (the
+    MLP's gate+up projection). Produces ``linear(x, w, ..., out_act="swiglu")`` (..., F): each
+    GEMV thread sums a gate row and its up row and writes silu(gate) * up, so the (T, 2F)
+    product is never stored and the down projection reads a plain x. Its alternative, swiglu
+    in the down projection's GEMV (fuse_swiglu_linear), has every block compute it from 2F
+    floats first, before its weights stream (Qwen3-4B: 78 KB from L2 per block, 50 MB in all).
 fuse_norm_linear (CUDA decode; a prologue fusion)
     Matches ``linear(rms_norm(x, g), w, ...)`` where the norm (fp32, no offset) has no other
     user. Produces ``linear(x, w, g, ..., norm_eps=eps)``: the GEMV's lanes sum x^2 over the
@@ -122,6 +129,20 @@ def fuse_swiglu_linear(graph: Graph) -> Graph:
         if n.op != "linear" or n.attr("act") or n.inputs[0].op != "swiglu" or len(readers[id(old.inputs[0])]) != 1:
             return None
         return op_node("linear", [n.inputs[0].inputs[0], *n.inputs[1:]], **{**n.attr_dict, "act": "swiglu"})
+
+    return rewrite(graph, fn)
+
+
+def fuse_linear_swiglu(graph: Graph) -> Graph:
+    readers = _readers(graph)
+
+    def fn(n: Node, old: Node) -> Node | None:
+        if n.op != "swiglu" or n.inputs[0].op != "linear" or len(readers[id(old.inputs[0])]) != 1:
+            return None
+        lin = n.inputs[0]
+        if lin.attr("residual") or lin.attr("out_act") or n.ndim != 2:
+            return None
+        return op_node("linear", list(lin.inputs), **{**lin.attr_dict, "out_act": "swiglu"})
 
     return rewrite(graph, fn)
 

@@ -78,14 +78,18 @@ def cache_passes(target_kind: str) -> list[NamedPass]:
 def decode_passes(target_kind: str) -> list[NamedPass]:
     """Passes for the one-token decode graph only (after `insert_kv_cache.specialize`)."""
     from .drop_image_inputs import drop_image_inputs
-    from .fuse_epilogues import fuse_append_attention, fuse_norm_attention, fuse_norm_linear, fuse_swiglu_linear
+    from .fuse_epilogues import (fuse_append_attention, fuse_linear_swiglu, fuse_norm_attention, fuse_norm_linear,
+                                 fuse_swiglu_linear)
 
     common = [NamedPass("drop_image_inputs", drop_image_inputs)]  # a generated token is never an image's
     if target_kind == "cuda":
-        # swiglu in the down projection's GEMV: computed once per block. Not in prefill's GEMMs,
-        # which recompute it for every tile of output columns: on an H200 (2026-12-04) that made
-        # Qwen3-4B's down projection at 128 rows 828 us against 104 for q+k+v (bf16 products)
-        return common + [NamedPass("fuse_swiglu_linear", fuse_swiglu_linear),
+        # swiglu in the gate+up GEMV's epilogue (each thread has a gate row and its up row), else
+        # (a gate+up that cannot take it) in the down projection's GEMV, once per block. Not in
+        # prefill's GEMMs, which would recompute it for every tile of output columns: on an H200
+        # (2026-12-04) that made Qwen3-4B's down projection at 128 rows 828 us against 104 for
+        # q+k+v (bf16 products)
+        return common + [NamedPass("fuse_linear_swiglu", fuse_linear_swiglu),
+                         NamedPass("fuse_swiglu_linear", fuse_swiglu_linear),
                          NamedPass("fuse_norm_linear", fuse_norm_linear),
                          NamedPass("fuse_norm_attention", fuse_norm_attention),
                          NamedPass("fuse_append_attention", fuse_append_attention)]

@@ -74,8 +74,7 @@ def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, res
 
 def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
     """swiglu(x)[*lead, c] = silu(x[*lead, c]) * x[*lead, c + f], in x's dtype."""
-    g = _f32(x, *lead, c)
-    return (g * tirx.sigmoid(g) * _f32(x, *lead, c + f)).astype(x.dtype)
+    return _swiglu_of(x[(*lead, c)], x[(*lead, c + f)], x.dtype)
 
 
 def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
@@ -90,12 +89,16 @@ def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
 
 
 def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, residual: bool = False,
-           out_dtype: str = F32, act: str | None = None, norm_eps: float | None = None) -> te.Tensor:
+           out_dtype: str = F32, act: str | None = None, norm_eps: float | None = None,
+           out_act: str | None = None) -> te.Tensor:
     """x (T, K) @ w (N, K)^T [+ bias] [+ residual] -> (T, N); act="swiglu": swiglu(x) (T, 2K) @ w^T;
     norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra``, computed as
     ((x * g) @ w^T) * rsqrt(mean(x^2) + eps): the norm's one number per row ("sumsq", `rms_norm`'s
     block) scales the finished sums in the epilogue, so the products wait for no reduction over
-    x (the CUDA GEMV streams its weights from its first instruction)."""
+    x (the CUDA GEMV streams its weights from its first instruction). out_act="swiglu": the
+    result y (T, N) becomes swiglu(y) (T, N/2), `_swiglu_out`."""
+    if out_act == "swiglu":
+        return _swiglu_out(x, w, *extra, bias=bias, out_dtype=out_dtype, act=act, norm_eps=norm_eps)
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
@@ -108,6 +111,39 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
         row_scale = lambda i: _inv_rms(ss[i], kk, norm_eps)  # noqa: E731
     acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
     return _with_epilogue(acc, extra, bias, residual, out_dtype, scale, row_scale)
+
+
+def _swiglu_out(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool, out_dtype: str, act: str | None,
+                norm_eps: float | None) -> te.Tensor:
+    """`linear` with out_act="swiglu": y = x @ w^T [+ bias] (cast to out_dtype, as the linear's own
+    output would be), then swiglu(y) (T, N/2) as the `swiglu` kernel computes it. The products
+    are a block "matmul" (T, N) in pairs: [i, 2c] the gate row c, [i, 2c + 1] the up row c + N/2,
+    so a schedule that gives a thread consecutive rows has each output's two sums in one thread
+    (the CUDA GEMV, `schedules/cuda/gemv.py`); then a block "epilogue" (T, N/2)."""
+    t, n, kk = x.shape[0], w.shape[0], w.shape[1]
+    f = n // 2
+    k = te.reduce_axis((0, kk), "k")
+    xf = _x_of(x, act, kk)
+    scale, extra = weight_scale(w, extra)
+    row_scale = None
+    if norm_eps is not None:
+        g, extra = extra[0], extra[1:]
+        ss = _sum_squares(x)
+        xf = lambda i, c: _f32(x, i, c) * _f32(g, c)  # noqa: E731
+        row_scale = lambda i: _inv_rms(ss[i], kk, norm_eps)  # noqa: E731
+    acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, tirx.floormod(j, 2) * f + tirx.floordiv(j, 2), k),
+                                                  axis=k), name="matmul")
+
+    def y(i, c, p):  # the linear's output at column p * f + c
+        return _epilogue(lambda *_: acc[i, 2 * c + p], extra, bias, False, out_dtype, scale, row_scale)(i, p * f + c)
+
+    return te.compute((t, f), lambda i, c: _swiglu_of(y(i, c, 0), y(i, c, 1), out_dtype), name="epilogue")
+
+
+def _swiglu_of(gate: tirx.PrimExpr, up: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
+    """silu(gate) * up in fp32, cast to ``dtype`` (gate and up of that dtype): `_swiglu_at`'s math."""
+    g = gate.astype(F32)
+    return (g * tirx.sigmoid(g) * up.astype(F32)).astype(dtype)
 
 
 def bf16_bits(v: tirx.PrimExpr) -> tirx.PrimExpr:

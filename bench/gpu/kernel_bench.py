@@ -6,9 +6,11 @@ dlight's rules.
     build    here, by bench/gpu/stage.py (needs TVM's compiler): kernels/<device>/kernels.so + kernels.json
     measure  on the GPU machine, by `remote.py --sections kernels` (runtime-only TVM)
 
-Rows are (preset, projection, T). T = 1 is decode's GEMV, with the rms_norm or swiglu that
-decode fuses into it; T > 1 is the prefill GEMM (swiglu is its own kernel before the down
-projection there since 2026-12-04: fused, the GEMM recomputed it for every column tile).
+Rows are (preset, projection, T). T = 1 is decode's GEMV, with the rms_norm and swiglu that
+decode fuses into it (since 2026-12-05 swiglu in the gate+up GEMV's epilogue; the down GEMV
+computing it from 2F floats per block, the form before, is a variant of the down row); T > 1 is
+the prefill GEMM (swiglu is its own kernel before the down projection there since 2026-12-04:
+fused, the GEMM recomputed it for every column tile).
 dlight's variants get the plain linear (with the residual, without a fused prologue): with one
 it falls to slow generic rules, which is why the models do not fuse it there either. For decode
 attention, T is the number of keys in a bf16 cache of 4096 rows; prefill attention takes T new
@@ -34,7 +36,7 @@ MOE_DRY = {"dry-moe": dict(hidden=64, inter=32, experts=8, top_k=2, ts=(1, 16))}
 GATE_COPIES = 16  # routings a sparse MLP's timing cycles through, so that its experts come from HBM
 CONTEXTS = (128, 1024, 2048, 4000)  # decode attention: keys in the cache
 CACHE_ROWS = 4096
-ROTATE_BYTES = 256 << 20  # > 2x the L2 of an H100 (50 MB) or H200 (60 MB)
+ROTATE_BYTES = 256 << 20  # > 2x the L2 of an H100 or H200 (50 MB each)
 MAX_COPIES = 16
 BF16 = "bfloat16"
 DIFF_TOL = 1e-3  # a variant's output against ours' (relative to its largest value) beyond this is flagged
@@ -42,7 +44,16 @@ DIFF_TOL = 1e-3  # a variant's output against ours' (relative to its largest val
 # "medium", what the models run for bf16 weights, against "high" or dlight's fp32 products)
 MEDIUM_TOL = 2e-2
 VARIANT_TOL = {"medium, serial": MEDIUM_TOL}  # (the dry run's: ours there is the plain kernel)
-PREFILL_TOL = {"high": MEDIUM_TOL, "dlight": MEDIUM_TOL}  # (T > 1: ours is the GEMM at "medium")
+PREFILL_TOL = {"dlight": MEDIUM_TOL}  # (T > 1: ours is the GEMM at "medium")
+
+
+# the block tile of matmul.BIG (128 x 128; 16 warps of 32 x 32, 2 x 2 fragments) cut into fewer,
+# bigger warp tiles: fewer fragment loads per product (ldmatrix : mma 3 : 8 and 1 : 4 against
+# BIG's 1 : 2, from cuobjdump at Qwen3-4B's gate+up), fewer warps. ptxas (sm_90a): 160 and 255
+# registers, no spills (BIG: 98); 32 of K per stage at 4 warps spills, so 64 there (matmul.Tiles'
+# fields; the compiler library is imported only to build)
+WARP_TILES = {"128x128, 8 warps of 64x32": dict(warps_m=2, warps_n=4, frags_m=4, frags_n=2, chunk_k=2),
+              "128x128, 4 warps of 64x64": dict(warps_m=2, warps_n=2, frags_m=4, frags_n=4, chunk_k=4)}
 
 
 def tolerance(row: dict) -> float:
@@ -58,17 +69,17 @@ def projections(cfg: dict) -> list[tuple[str, int, int, dict | None, dict]]:
     q, kv = cfg["num_attention_heads"] * d, cfg["num_key_value_heads"] * d
     return [("q+k+v", q + 2 * kv, h, {}, {"norm": True}),
             ("o", h, q, {"residual": True}, {"residual": True}),
-            ("gate+up", 2 * f, h, {}, {"norm": True}),
-            ("down", h, f, {"residual": True}, {"act": "swiglu", "residual": True}),
+            ("gate+up", 2 * f, h, {}, {"norm": True, "out_act": "swiglu"}),
+            ("down", h, f, {"residual": True}, {"residual": True}),
             ("lm_head", cfg["vocab_size"], h, None, {"norm": True})]
 
 
-def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -> list[tuple[str, Any, tuple]]:
-    """(variant, PrimFunc, Ts) of one projection."""
+def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target, name: str = "") -> list[tuple[str, Any, tuple]]:
+    """(variant, PrimFunc, Ts) of projection ``name`` (`projections`)."""
     from tvm import tirx
 
     from inference_pio.schedules.cuda import dlight_baseline
-    from inference_pio.schedules.cuda.matmul import BIG, SMALL, tensor_core_linear, tiles_for
+    from inference_pio.schedules.cuda.matmul import BIG, SMALL, Tiles, tensor_core_linear, tiles_for
     from test_cuda_matmul import _linear_func
 
     from inference_pio.schedules.cuda import gemv as gemv_mod
@@ -80,10 +91,11 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
         tiles = tiles_for(n)
         out.append(("ours", tensor_core_linear(f, target), PREFILL_T))
         out.append(("no split-K", tensor_core_linear(f, target, max_slices=1), PREFILL_T))
-        out.append(("high", tensor_core_linear(f.with_attr("precision", "high"), target), PREFILL_T))
         other = BIG if tiles == SMALL else SMALL
         out.append((f"{other.rows}x{other.cols}, no split", tensor_core_linear(f, target, tiles=other, max_slices=1),
                     PREFILL_T))
+        for label, tl in WARP_TILES.items():  # 128 x 128 in fewer, bigger warp tiles
+            out.append((label, tensor_core_linear(f, target, tiles=Tiles(**tl), max_slices=1), PREFILL_T))
         plain = _linear_func(n, k, BF16, residual=prefill.get("residual", False))
         out.append(("dlight", dlight_baseline(plain, target).mod["main"], PREFILL_T))
     one = tirx.IntImm("int64", 1)
@@ -98,10 +110,13 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target) -
     if other is not None:
         out.append(("1 warp/row" if few else "2 warps/row", other.mod["main"], (1,)))
     plain = _linear_func(n, k, BF16, t=one, residual=decode.get("residual", False))
-    if decode.get("act") or decode.get("norm"):
-        # the same GEMV without its fused prologue (rms_norm, or swiglu over x twice as long): what
-        # the prologue costs per call, each block computing it (not compared: other operands)
+    if decode.get("act") or decode.get("norm") or decode.get("out_act"):
+        # the same GEMV without its fused norm or swiglu: what they cost per call (not compared:
+        # other operands)
         out.append(("ours, no prologue", gemv_mod.gemv(plain, target).mod["main"], (1,)))
+    if name == "down":  # its swiglu computed per block, as before 2026-12-05 (not compared: x twice as long)
+        fused = _linear_func(n, k, BF16, t=one, residual=True, act="swiglu")
+        out.append(("swiglu per block", gemv_mod.gemv(fused, target).mod["main"], (1,)))
     out.append(("dlight", dlight_baseline(plain, target).mod["main"], (1,)))
     # e.g. more loads ahead than a lane has chunks, or no split-K where ours has none: the same
     # kernel as ours
@@ -258,7 +273,7 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
     entries, funcs = [], {}
     for preset, cfg in presets.items():
         # (op, N, K, parameters rotated through copies (the weights; the cache), variants)
-        made = [(op, n, k, [1], _variants_cuda(n, k, prefill, decode, desc) if cuda else
+        made = [(op, n, k, [1], _variants_cuda(n, k, prefill, decode, desc, op) if cuda else
                  _variants_cpu(n, k, prefill, decode)) for op, n, k, prefill, decode in projections(cfg)]
         heads = (cfg["num_attention_heads"], cfg["head_dim"])
         if cuda:

@@ -19,12 +19,20 @@ chunks of x and g in registers take a thread with 4 rows past 48 registers at 8 
 (54: 9 blocks of 128 threads per SM, and Qwen3-4B's gate+up, 1216 blocks, past one wave of
 1188), so such a thread loads 4 ahead (44 registers; run 3 timed 4 and 8 ahead equal there).
 
-A fused swiglu(x) (the down projection, `passes.fuse_swiglu_linear`) is computed once per block
-into shared memory, from which every row reads its chunks (`_x_into_shared`): one sigmoid per
-element and block, not per element and row. Where K does not split over the block's threads,
-each row's lanes compute it for their own chunks. Where all of a lane's chunks fit in one group
-(Qwen3-0.6B's K = 3072), they are loaded before the prologue, so that the weights are in flight
-while it runs.
+swiglu of the output (decode's gate+up projection, `passes.fuse_linear_swiglu`, out_act):
+the kernel's row j is weight row (j % 2) * N/2 + j // 2, a gate row and then its up row, and a
+thread takes an even number of rows, so each output's two sums meet in one thread's epilogue,
+which writes silu(gate) * up (N/2 floats; the down projection then reads a plain x). Same
+registers as without it at Qwen3-4B's shapes (44), half the stores.
+
+A fused swiglu(x) (the down projection, `passes.fuse_swiglu_linear`, now only where the gate+up
+linear could not take it) is computed once per block into shared memory, from which every row
+reads its chunks (`_x_into_shared`): one sigmoid per element and block, not per element and
+row. At Qwen3-4B's shapes that is 78 KB read from L2 by each of 640 blocks, with a barrier,
+before the weights stream (39 KB of shared memory per block). Where K does not split over the
+block's threads, each row's lanes compute it for their own chunks. Where all of a lane's
+chunks fit in one group (Qwen3-0.6B's K = 3072), they are loaded before the prologue, so that
+the weights are in flight while it runs.
 
 On an H200 (2026-12-04, bench/gpu/kernel_bench.py, alone, launch included) at Qwen3-4B's
 shapes: q+k+v 11.1 us, o 8.6, gate+up 27.9, down 17.6, LM head 179.6 (4.3 TB/s), against
@@ -122,6 +130,8 @@ def plan(func: tirx.PrimFunc, rows: int | None = None, ahead: int | None = None,
         if vec is None:
             return None
     rows = rows or rows_per_thread(n)
+    if _paired(func):  # a thread's rows come in (gate, up) pairs
+        rows += rows % 2
     if ahead is None:  # (x's and g's chunks sit in registers beside the weights': module docstring)
         ahead = AHEAD // 2 if func.attrs.get("norm", False) and rows == 4 else AHEAD
     return Plan(n, k, itemsize, lanes, vec, rows, loads_ahead(k // (lanes * vec), rows, ahead))
@@ -224,6 +234,12 @@ def _schedule(func: tirx.PrimFunc, p: Plan) -> s_tir.Schedule | None:
     return sch
 
 
+def _paired(func: tirx.PrimFunc) -> bool:
+    """Whether ``func`` is a linear with out_act="swiglu" (`kernels.linear`): its rows of products
+    come in pairs, a gate row and its up row, and its epilogue writes silu(gate) * up."""
+    return str(func.attrs.get("out_act", "")) == "swiglu"
+
+
 def cuda_gemv(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     """The registered rule: `gemv`'s kernel, marked with what each block loads first, the first
     group of each of its weight rows (`pdl.l2_prefetch`: where the kernel is launched with PDL,
@@ -232,8 +248,8 @@ def cuda_gemv(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | None:
     sch = None if p is None else _schedule(func, p)
     if sch is None:
         return None
-    prefetch = l2_prefetch(linear_operands(func)[1], p.rows_per_block, p.k * p.itemsize, p.first_bytes, p.n) \
-        if p.rows_per_block <= p.lanes else {}  # (a lane per row prefetches)
+    prefetch = l2_prefetch(linear_operands(func)[1], p.rows_per_block, p.k * p.itemsize, p.first_bytes, p.n,
+                           paired=_paired(func)) if p.rows_per_block <= p.lanes else {}  # (a lane per row prefetches)
     return sch.mod["main"].with_attrs(prefetch)
 
 

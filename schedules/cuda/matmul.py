@@ -198,8 +198,8 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     attrs = func.attrs
     bias, residual = bool(attrs.get("bias", False)), bool(attrs.get("residual", False))
     act = str(attrs.get("act", "")) or None
-    if len(extra) != bias + residual or attrs.get("norm", False):  # (a fused rms_norm: decode's GEMV only)
-        return None
+    if len(extra) != bias + residual or attrs.get("norm", False) or attrs.get("out_act", ""):
+        return None  # (a fused rms_norm or swiglu of the output: decode's GEMV only)
     n, k = _i64(w.shape[0]), _i64(w.shape[1])
     tx = te.placeholder((t, _i64(x.shape[1])), F32, name="x")
     tw = te.placeholder((n, k), w.dtype, name="w")

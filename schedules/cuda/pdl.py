@@ -35,22 +35,26 @@ from tvm.script import tirx as T
 PDL_TAG = "tirx.use_programtic_dependent_launch"  # (sic) TVM's launch tag for PDL
 DYN_SMEM_TAG = "tirx.use_dyn_shared_memory"  # must stay the last launch tag
 LAUNCH_PARAMS = "tirx.kernel_launch_params"
-L2_PREFETCH_ATTR = "l2_prefetch"  # (weight parameter name, rows per block, row bytes, first bytes, rows)
+L2_PREFETCH_ATTR = "l2_prefetch"  # (weight parameter name, rows per block, row bytes, first bytes, rows, paired)
 MODES = ("launch", "prefetch")  # engine.compile's cuda_pdl: "launch", or True = "prefetch"
 MIN_ARCH = 90
 
 
-def l2_prefetch(buffer: tirx.Var, rows_per_block: int, row_bytes: int, first_bytes: int, rows: int) -> dict:
+def l2_prefetch(buffer: tirx.Var, rows_per_block: int, row_bytes: int, first_bytes: int, rows: int,
+                paired: bool = False) -> dict:
     """The attr by which a kernel whose block b reads rows [b * rows_per_block, ...) of
     ``buffer`` (``rows`` rows of ``row_bytes``; nothing a kernel writes), the first
     ``first_bytes`` of each row first, asks for those to be prefetched (none where the sizes are
     not multiples of 16 bytes, as the bulk prefetch needs). Only what each row's lanes load
     first: the rows whole would overflow the L2 cache (Qwen3-4B's gate+up is 100 MB, its LM
-    head 778 MB, an H200's L2 60 MB) and evict each other before they are read."""
+    head 778 MB; the L2 of an H100 or H200 is 50 MB, of the GH100 die's 60) and evict each other before they are read. ``paired``: the
+    kernel's row j is the buffer's row (j % 2) * rows / 2 + j // 2 (a gate row, then its up row:
+    the GEMV of a linear with out_act="swiglu")."""
     first_bytes = min(first_bytes, row_bytes)
     if row_bytes % 16 or first_bytes % 16:
         return {}
-    return {L2_PREFETCH_ATTR: [buffer.name, int(rows_per_block), int(row_bytes), int(first_bytes), int(rows)]}
+    return {L2_PREFETCH_ATTR: [buffer.name, int(rows_per_block), int(row_bytes), int(first_bytes), int(rows),
+                               int(paired)]}
 
 
 def _insert_head(stmt: tirx.Stmt, head, threads: dict[str, tirx.Var] | None = None,
@@ -78,7 +82,7 @@ def _prefetch(spec, threads: dict[str, tirx.Var], buffers: list[tirx.Buffer]) ->
     row (``spec``: a kernel's `L2_PREFETCH_ATTR`, naming one of the declared ``buffers``)."""
     if spec is None or "blockIdx.x" not in threads or "threadIdx.x" not in threads:
         return None
-    name, per_block, row_bytes, first, rows = str(spec[0]), *(int(v) for v in spec[1:])
+    name, per_block, row_bytes, first, rows, paired = str(spec[0]), *(int(v) for v in spec[1:])
     bufs = [b for b in buffers if b.name == name]
     if len(bufs) != 1:  # not found, or ambiguous: no prefetch (the wait alone is still right)
         return None
@@ -86,8 +90,9 @@ def _prefetch(spec, threads: dict[str, tirx.Var], buffers: list[tirx.Buffer]) ->
     size = tvm.DataType(str(buf.dtype)).bits // 8  # (divides the sizes: `l2_prefetch` made them multiples of 16)
     lane = threads["threadIdx.x"]
     row = tirx.Cast("int64", threads["blockIdx.x"]) * per_block + tirx.Cast("int64", lane)
+    at = row if not paired else tirx.floormod(row, 2) * (rows // 2) + tirx.floordiv(row, 2)
     call = T.ptx.cp.async_.bulk.prefetch.L2.global_(
-        tirx.address_of(tirx.BufferLoad(buf, [row * (row_bytes // size)])), tirx.IntImm("uint32", first))
+        tirx.address_of(tirx.BufferLoad(buf, [at * (row_bytes // size)])), tirx.IntImm("uint32", first))
     cond = tirx.And(tirx.LT(lane, per_block), tirx.LT(row, tirx.IntImm("int64", rows)))
     for t in ("threadIdx.y", "threadIdx.z"):
         if t in threads:

@@ -30,6 +30,9 @@ def inp(shape, dtype="float32", name="x"):
     ("linear", [(2, 4), (3, 4), (4,)], {"bias": True}, r"bias shape \(4,\) != \(3,\)"),
     ("linear", [(2, 4), (3, 4)], {"bias": True}, "extra operands must match"),
     ("linear", [(2, 4), (3, 4), (2, 4)], {"residual": True}, r"residual f32\[2, 4\] must equal the output type f32\[2, 3\]"),
+    ("linear", [(2, 4), (3, 4)], {"out_act": "swiglu"}, "out_act='swiglu' needs an even number of weight rows"),
+    ("linear", [(2, 4), (6, 4), (2, 3)], {"out_act": "swiglu", "residual": True}, "takes no residual"),
+    ("linear", [(2, 4), (6, 4)], {"out_act": "gelu"}, "unknown linear out_act 'gelu'"),
     ("matmul", [(2, 3, 4), (3, 4, 5)], {}, "batch dims must match"),
 ])
 def test_type_rules_reject_with_reasons(op, shapes, attrs, match):

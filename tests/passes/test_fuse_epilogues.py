@@ -6,7 +6,7 @@ import pytest
 
 from graph_helpers import assert_same_numerics, op_counts, random_weights
 from inference_pio.ir import GraphBuilder
-from inference_pio.passes import fuse_append_attention, fuse_append_pair, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
+from inference_pio.passes import fuse_append_attention, fuse_append_pair, fuse_linear_swiglu, fuse_norm_append, fuse_norm_attention, fuse_norm_linear, fuse_norm_rotary, fuse_residual, fuse_swiglu, fuse_swiglu_linear
 
 
 def swiglu_graph(swap: bool = False, f: int = 5, stops=None):
@@ -61,6 +61,32 @@ def test_swiglu_folded_into_the_down_projection():
 def test_swiglu_kept_when_read_elsewhere():
     g = mlp_graph(extra_user=True)
     assert str(fuse_swiglu_linear(g)) == str(g)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_swiglu_folded_into_the_gate_up_projection(bias):
+    """The swiglu becomes the gate+up linear's epilogue (out_act); the down projection then
+    reads a plain x, and fuse_swiglu_linear finds nothing left to fold."""
+    b = GraphBuilder("mlp")
+    x, r = b.input("x", ("T", 6), "float32"), b.input("r", ("T", 6), "float32")
+    extra = [b.param("gate_up.bias", (10,), "float32")] if bias else []
+    h = b.swiglu(b.linear(x, b.param("gate_up", (10, 6), "bfloat16"), *extra, bias=bias))
+    g = b.build({"o": b.linear(h, b.param("down", (6, 5), "bfloat16"), r, residual=True)})
+    g2 = fuse_linear_swiglu(g)
+    assert op_counts(g2) == {"linear": 2}
+    gate_up = g2.output("o").inputs[0]
+    assert gate_up.op == "linear" and gate_up.attr("out_act") == "swiglu" and gate_up.shape == ("T", 5)
+    assert str(fuse_swiglu_linear(g2)) == str(g2)
+    rng = np.random.default_rng(3)
+    feeds = {k: rng.standard_normal((3, 6)).astype(np.float32) for k in ("x", "r")}
+    assert_same_numerics(g, g2, feeds, random_weights(g, rng))
+
+
+def test_swiglu_kept_apart_from_a_linear_read_elsewhere():
+    b = GraphBuilder("mlp")
+    y = b.linear(b.input("x", ("T", 6), "float32"), b.param("gate_up", (10, 6), "bfloat16"))
+    g = b.build({"o": b.swiglu(y), "y": y})
+    assert str(fuse_linear_swiglu(g)) == str(g)
 
 
 def norm_linear_graph(extra_user: bool = False, bias: bool = False, offset: float = 0.0):

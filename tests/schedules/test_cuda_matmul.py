@@ -24,7 +24,8 @@ BF16, F16 = "bfloat16", "float16"
 
 
 def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
-                 out_dtype: str = "float32", t=None, act: str | None = None, norm: bool = False) -> tirx.PrimFunc:
+                 out_dtype: str = "float32", t=None, act: str | None = None, norm: bool = False,
+                 out_act: str | None = None) -> tirx.PrimFunc:
     """The lowered form of a linear: T symbolic (int64), tagged like engine/lower.py does."""
     t = tirx.Var("t", "int64") if t is None else t
     x = te.placeholder((t, 2 * k if act else k), "float32", name="x")
@@ -33,9 +34,10 @@ def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residua
             ([te.placeholder((n,), "float32", name="b")] if bias else []) + \
             ([te.placeholder((t, n), "float32", name="r")] if residual else [])
     y = kernels.linear(x, w, *extra, bias=bias, residual=residual, out_dtype=out_dtype, act=act,
-                       norm_eps=NORM_EPS if norm else None)
+                       norm_eps=NORM_EPS if norm else None, out_act=out_act)
     return te.create_prim_func([x, w, *extra, y]).with_attrs(
-        {"op_kind": "linear", "bias": bias, "residual": residual, "act": act or "", "norm": norm})
+        {"op_kind": "linear", "bias": bias, "residual": residual, "act": act or "", "norm": norm,
+         "out_act": out_act or ""})
 
 
 NORM_EPS = 1e-5
@@ -73,6 +75,23 @@ def test_tensor_core_linear_matches_fp32(rng, t, n, k, bias, residual, out_dtype
 
 
 SPLIT_TOL = 1e-5
+
+
+@pytest.mark.parametrize("label", ["128x128, 8 warps of 64x32", "128x128, 4 warps of 64x64"])
+def test_kernel_bench_warp_tiles_are_right(rng, label, monkeypatch):
+    """bench/gpu/kernel_bench.py's warp-tile variants of the GEMM (a row tile and a column tile
+    partly past the end)."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "bench" / "gpu"))
+    from kernel_bench import WARP_TILES
+
+    from inference_pio.schedules.cuda.matmul import Tiles
+
+    with untensorized():
+        f = tensor_core_linear(_linear_func(136, 80, BF16, residual=True).with_attr("precision", "medium"), CUDA,
+                               tiles=Tiles(**WARP_TILES[label]), max_slices=1)
+    assert _emulated_error(rng, f, 130, 136, 80, False, True, "float32", None, BF16) <= 1e-2
 
 
 def _emulated_error(rng, f, t, n, k, bias, residual, out_dtype, act, wdtype) -> float:
@@ -250,11 +269,11 @@ def test_bf16_model_compiles_to_tensor_core_kernels(models, name, precision, spl
     src = "".join(cuda_sources(art.executable.mod))
     assert "nvcuda::wmma::mma_sync" in src and "wmma::matrix_a, 16, 16, 16, nv_bfloat16" in src
     assert ("slice_sum" in src) == split
-    # swiglu fused into the down projection in decode only (`decode_passes`), its own kernel before
-    # prefill's GEMM, which would recompute it for every tile of output columns
+    # swiglu fused into the gate+up projection's GEMV in decode only (`decode_passes`), its own
+    # kernel before prefill's GEMM, which would recompute it for every tile of output columns
     ops = {name: {n.op for n in g.ops()} for name, g in art.graphs.items()}
     assert "swiglu" in ops["prefill"] and "swiglu" in ops["forward"] and "swiglu" not in ops["decode"]
-    assert any(n.op == "linear" and n.attr("act") == "swiglu" for n in art.graphs["decode"].ops())
+    assert any(n.op == "linear" and n.attr("out_act") == "swiglu" for n in art.graphs["decode"].ops())
 
 
 @pytest.mark.parametrize("n,k,wdtype,bias,residual,out_dtype,act,norm", [
@@ -285,6 +304,17 @@ def test_gemv_rows_per_thread(rng, n, k, wdtype, bias, residual, out_dtype, act,
     _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows=rows)
 
 
+@pytest.mark.parametrize("n,k,wdtype,bias,norm,rows", [
+    (38, 512, BF16, False, True, None),    # the gate+up form: norm fused, 2 rows (a pair) per thread
+    (64, 96, BF16, True, False, None),     # bias before the swiglu; one element per lane and step
+    (22, 320, "float32", False, False, 4),  # two pairs per thread, a block's last rows past the end
+    (4104, 1024, BF16, False, True, None),  # one warp per row, 2 pairs per thread
+])
+def test_gemv_with_swiglu_of_its_output(rng, n, k, wdtype, bias, norm, rows):
+    """out_act="swiglu": each thread sums a gate row and its up row and writes silu(gate) * up."""
+    _check_gemv(rng, n, k, wdtype, bias, False, "float32", None, norm, rows=rows, out_act="swiglu")
+
+
 def test_gemv_rows_and_loads_ahead():
     from inference_pio.schedules.cuda.gemv import loads_ahead, rows_per_thread
 
@@ -293,11 +323,11 @@ def test_gemv_rows_and_loads_ahead():
     assert loads_ahead(19, 1) == 7 and loads_ahead(19, 1, ahead=16) == 10 and loads_ahead(4, 4) == 2
 
 
-def _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows):
+def _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows, out_act=None):
     import ml_dtypes
 
     f = _linear_func(n, k, wdtype=wdtype, bias=bias, residual=residual, out_dtype=out_dtype,
-                     t=tirx.IntImm("int64", 1), act=act, norm=norm)
+                     t=tirx.IntImm("int64", 1), act=act, norm=norm, out_act=out_act)
     sch = gemv(f, CUDA, rows=rows)
     assert sch is not None
     f = sch.mod["main"]
@@ -306,10 +336,13 @@ def _check_gemv(rng, n, k, wdtype, bias, residual, out_dtype, act, norm, rows):
     w = rng.standard_normal((n, k)).astype(wnp)
     g = (1 + 0.3 * rng.standard_normal(k)).astype(wnp)
     b, r = rng.standard_normal(n).astype(np.float32), rng.standard_normal((1, n)).astype(np.float32)
-    out = np.zeros((1, n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
+    out = np.zeros((1, n // 2 if out_act else n), ml_dtypes.bfloat16 if out_dtype == BF16 else np.float32)
     args = [x, w] + ([g] if norm else []) + ([b] if bias else []) + ([r] if residual else []) + [out]
     got = cuda_emulation.run(f, *args)[-1].astype(np.float64)
     ref = _reference(x, w, b if bias else None, r if residual else None, act, g if norm else None)
+    if out_act:
+        gate, up = np.split(ref, 2, axis=1)
+        ref = gate / (1 + np.exp(-gate)) * up
     assert np.abs(got - ref).max() <= (1e-2 if out_dtype == BF16 else 1e-5) * np.abs(ref).max()
 
 

@@ -59,9 +59,9 @@ def test_gemv_prefetches_its_rows_then_waits(tmp_path, mode):
     f = cuda_gemv(_linear_func(n, k, residual=True, t=tirx.IntImm("int64", 1)), CUDA)
     # 2 warps per row (300 < FEW_ROWS), 8 bf16 per load: 2 chunks per lane, both in its first
     # group, so the whole row; at Qwen3-4B's gate+up only the first of 10 (512 of 5120 bytes)
-    assert list(f.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 4, k * 2, k * 2, n]
+    assert list(f.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 4, k * 2, k * 2, n, 0]
     big = cuda_gemv(_linear_func(19456, 2560, norm=True, t=tirx.IntImm("int64", 1)), CUDA)
-    assert list(big.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 16, 5120, 512, 19456]
+    assert list(big.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 16, 5120, 512, 19456, 0]
     lib = _build(f, mode)
     (body,) = _kernels(_cuda_module(lib).inspect_source("")).values()
     code = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith(("alignas", "__shared__"))]
@@ -74,6 +74,20 @@ def test_gemv_prefetches_its_rows_then_waits(tmp_path, mode):
         assert code[:2] == [WAIT, TRIGGER] and PREFETCH not in body
     lib.export_library(str(tmp_path / "k.so"))
     assert pdl.PDL_TAG.encode() in (tmp_path / "k.so").read_bytes()
+
+
+@needs_nvcc
+def test_gemv_with_swiglu_of_its_output_prefetches_gate_and_up_rows():
+    """The gate+up GEMV with out_act="swiglu": the block's rows alternate between the gate half
+    and the up half of the weight (row j is weight row (j % 2) * N / 2 + j // 2), and so do
+    the rows its lanes prefetch."""
+    f = cuda_gemv(_linear_func(19456, 2560, norm=True, out_act="swiglu", t=tirx.IntImm("int64", 1)), CUDA)
+    assert list(f.attrs[pdl.L2_PREFETCH_ATTR]) == ["w", 16, 5120, 512, 19456, 1]
+    (body,) = _kernels(_cuda_module(_build(f, "prefetch")).inspect_source("")).values()
+    line = next(ln for ln in body.splitlines() if ln.strip().startswith(PREFETCH))
+    # lane r: (r & 1) * 9728 rows + block b's 8 rows of each half + (r >> 1) rows, 2560 elements each
+    assert "& (int64_t)1) * (int64_t)24903680)" in line and "blockIdx.x)) * (int64_t)20480)" in line, line
+    assert ">> (int64_t)1) * (int64_t)2560)" in line, line
 
 
 def test_kernel_without_prefetch_attr_only_waits():

@@ -75,6 +75,22 @@ def test_linear_with_rms_norm_fused(t, k, n, wdt, residual):
     check(b.build({"y": y}), feeds, weights, rtol=5e-5)
 
 
+@pytest.mark.parametrize("t,k,f,wdt,bias,norm,out", [(1, 24, 7, "bfloat16", True, True, "float32"),
+                                                     (5, 37, 4, "float32", False, False, "bfloat16")])
+def test_linear_with_swiglu_of_its_output(t, k, f, wdt, bias, norm, out):
+    """linear(x, w, out_act="swiglu") = swiglu(linear(x, w)) (`passes.fuse_linear_swiglu`)."""
+    rng = np.random.default_rng(k)
+    b = GraphBuilder("linear_swiglu")
+    x = b.input("x", (t, k), "float32")
+    g = [b.param("g", (k,), wdt)] if norm else []
+    extra = [b.param("b", (2 * f,), "float32")] if bias else []
+    y = b.linear(x, b.param("w", (2 * f, k), wdt), *g, *extra, bias=bias, out_dtype=out, out_act="swiglu",
+                 norm_eps=1e-5 if norm else None)
+    weights = {"w": rand(rng, (2 * f, k), wdt, 1 / np.sqrt(k)), **({"g": 1 + 0.3 * rand(rng, (k,), wdt)} if norm else {}),
+               **({"b": rand(rng, (2 * f,))} if bias else {})}
+    check(b.build({"y": y}), {"x": 3 * rand(rng, (t, k))}, weights, out, rtol=5e-5)
+
+
 @SETTINGS
 @given(t=st.sampled_from([1, 1, 2, 5, 9]), k=st.sampled_from([4, 8, 12, 40, 64]) | st.integers(1, 50),
        n=st.integers(1, 40), block=st.sampled_from([4, 16]), wdt=st.sampled_from(["float32", "bfloat16"]),
