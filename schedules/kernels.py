@@ -95,10 +95,13 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
     norm_eps: rms_norm(x, g, norm_eps) @ w^T, g (K,) the first of ``extra``, computed as
     ((x * g) @ w^T) * rsqrt(mean(x^2) + eps): the norm's one number per row ("sumsq", `rms_norm`'s
     block) scales the finished sums in the epilogue, so the products wait for no reduction over
-    x (the CUDA GEMV streams its weights from its first instruction). out_act="swiglu": the
-    result y (T, N) becomes swiglu(y) (T, N/2), `_swiglu_out`."""
-    if out_act == "swiglu":
-        return _swiglu_out(x, w, *extra, bias=bias, out_dtype=out_dtype, act=act, norm_eps=norm_eps)
+    x (the CUDA GEMV streams its weights from its first instruction).
+
+    out_act="swiglu": y = x @ w^T [+ bias] (cast to out_dtype, as the linear's own output would
+    be) becomes swiglu(y) (T, N/2), as the `swiglu` kernel computes it. The block "matmul" (T, N)
+    then holds the products in pairs: [i, 2c] of gate row c, [i, 2c + 1] of up row c + N/2, so a
+    schedule that gives a thread consecutive rows has each output's two sums in one thread (the
+    CUDA GEMV, `schedules/cuda/gemv.py`); then a block "epilogue" (T, N/2)."""
     t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     k = te.reduce_axis((0, kk), "k")
     xf = _x_of(x, act, kk)
@@ -109,32 +112,13 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
         ss = _sum_squares(x)
         xf = lambda i, c: _f32(x, i, c) * _f32(g, c)  # noqa: E731
         row_scale = lambda i: _inv_rms(ss[i], kk, norm_eps)  # noqa: E731
-    acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, j, k), axis=k), name="matmul")
-    return _with_epilogue(acc, extra, bias, residual, out_dtype, scale, row_scale)
-
-
-def _swiglu_out(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool, out_dtype: str, act: str | None,
-                norm_eps: float | None) -> te.Tensor:
-    """`linear` with out_act="swiglu": y = x @ w^T [+ bias] (cast to out_dtype, as the linear's own
-    output would be), then swiglu(y) (T, N/2) as the `swiglu` kernel computes it. The products
-    are a block "matmul" (T, N) in pairs: [i, 2c] the gate row c, [i, 2c + 1] the up row c + N/2,
-    so a schedule that gives a thread consecutive rows has each output's two sums in one thread
-    (the CUDA GEMV, `schedules/cuda/gemv.py`); then a block "epilogue" (T, N/2)."""
-    t, n, kk = x.shape[0], w.shape[0], w.shape[1]
     f = n // 2
-    k = te.reduce_axis((0, kk), "k")
-    xf = _x_of(x, act, kk)
-    scale, extra = weight_scale(w, extra)
-    row_scale = None
-    if norm_eps is not None:
-        g, extra = extra[0], extra[1:]
-        ss = _sum_squares(x)
-        xf = lambda i, c: _f32(x, i, c) * _f32(g, c)  # noqa: E731
-        row_scale = lambda i: _inv_rms(ss[i], kk, norm_eps)  # noqa: E731
-    acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, tirx.floormod(j, 2) * f + tirx.floordiv(j, 2), k),
-                                                  axis=k), name="matmul")
+    row = (lambda j: tirx.floormod(j, 2) * f + tirx.floordiv(j, 2)) if out_act == "swiglu" else (lambda j: j)
+    acc = te.compute((t, n), lambda i, j: te.sum(xf(i, k) * _f32(w, row(j), k), axis=k), name="matmul")
+    if out_act != "swiglu":
+        return _with_epilogue(acc, extra, bias, residual, out_dtype, scale, row_scale)
 
-    def y(i, c, p):  # the linear's output at column p * f + c
+    def y(i, c, p):  # the linear's output at column p * f + c (gate p = 0, up p = 1), in out_dtype
         return _epilogue(lambda *_: acc[i, 2 * c + p], extra, bias, False, out_dtype, scale, row_scale)(i, p * f + c)
 
     return te.compute((t, f), lambda i, c: _swiglu_of(y(i, c, 0), y(i, c, 1), out_dtype), name="epilogue")
