@@ -142,6 +142,16 @@ def slice_count(t: tirx.PrimExpr, n: int, tiles: Tiles, most: int) -> tirx.PrimE
     return count
 
 
+def b_vector(k: int, tiles: Tiles) -> int:
+    """Weights a thread copies per step into shared memory: 8 (16-byte loads and stores) where
+    K needs no padding (no guard, rows 16-byte aligned) and a stage splits evenly, else 4. x
+    stays at 4: its fp32 values are converted on the way, and 8 of them would be 32 bytes. At
+    Qwen3-4B's gate+up (SASS, sm_90a) B's 4 LDG.64 + 4 STS.64 per stage become 2 LDG.128 + 2
+    STS.128."""
+    stage = tiles.cols * 16 * tiles.chunk_k
+    return 8 if k % 16 == 0 and stage % (tiles.warps_m * tiles.warps_n * 32 * 8) == 0 else 4
+
+
 _TENSORIZE = True
 
 
@@ -217,7 +227,8 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
         y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
                          slices=slices, bit_round=not _TENSORIZE, precision=prec)  # (bit_round: emulated on a CPU)
         try:
-            sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE)
+            sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE,
+                           b_vector=b_vector(int(k), tiles))
             break
         except s_tir.ScheduleError:
             # TVM 0.27's cache_read fails the split-K form (region cover) where the column tiles
@@ -229,10 +240,11 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 
 
-def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir.Schedule:
+def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True, b_vector: int = 4) -> s_tir.Schedule:
     """Tensor-core schedule of a PrimFunc with one C[i, j] += A[i, r] * B[j, r] block (16-bit A
     and B produced by spatial blocks that get inlined into the shared-memory loads) and
-    optional spatial consumers (inlined into the store)."""
+    optional spatial consumers (inlined into the store). Each thread copies 4 elements of A
+    and ``b_vector`` (4 or 8, `b_vector`) of B per step into shared memory."""
     from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_consumers,
                                             auto_inline_producers, get_index_map)
 
@@ -271,10 +283,11 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True) -> s_tir
     sch.bind(warp, "threadIdx.y")
     warps = tl.warps_m * tl.warps_n
 
-    for idx in (0, 1):  # A and B chunks to shared memory, 4 elements per thread per step
+    for idx in (0, 1):  # A and B chunks to shared memory, 4 or 8 elements per thread per step
         stage = sch.cache_read(tile, idx, "shared.dyn")
         sch.compute_at(stage, k0)
-        _, ty, tx, vec = sch.split(sch.fuse(*sch.get_loops(stage)[-2:]), [None, warps, 32, 4])
+        each = b_vector if idx == 1 else 4
+        _, ty, tx, vec = sch.split(sch.fuse(*sch.get_loops(stage)[-2:]), [None, warps, 32, each])
         sch.bind(tx, "threadIdx.x")
         sch.bind(ty, "threadIdx.y")
         sch.vectorize(vec)

@@ -148,6 +148,14 @@ def _at(e, t: int) -> int:
     return int(ops[type(e)](_at(e.a, t), _at(e.b, t)))
 
 
+def test_weights_are_staged_16_bytes_a_copy_where_k_needs_no_padding():
+    from inference_pio.schedules.cuda.matmul import BIG, SMALL, b_vector
+
+    assert [b_vector(k, BIG) for k in (2560, 9728, 1024)] == [8, 8, 8]
+    assert b_vector(1024, SMALL) == 8  # 64 x 32 per stage over 128 threads: 16 each
+    assert [b_vector(k, BIG) for k in (37, 72)] == [4, 4]  # padded to 48 / 80: guarded loads
+
+
 def test_split_k_policy_at_qwen3_shapes():
     """Split-K only where a 128-token prompt gets too few blocks from T and N, and as many
     slices as fill one wave (132 blocks) at the prompt's length."""
@@ -227,8 +235,8 @@ def test_tensorized_form_uses_bf16_wmma(wdtype):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
 def test_fp16_weights_compile_to_a_cubin_with_16_byte_loads(tmp_path):
-    """fp16 weights are split into bf16 parts while staged: the loads stay vectors (half4 and
-    float4) and nvcc accepts the conversions."""
+    """fp16 weights are split into bf16 parts while staged: the loads stay vectors (8 halves in
+    16 bytes, `matmul.b_vector`, and float4) and nvcc accepts the conversions."""
     import tvm
 
     from inference_pio.targets.cuda_host import enable_cuda_codegen
@@ -238,7 +246,7 @@ def test_fp16_weights_compile_to_a_cubin_with_16_byte_loads(tmp_path):
     with CUDA.to_tvm() as tgt:
         ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
     src = ex.mod.imports[0].inspect_source("")
-    assert "*(half4*)(w_ptr" in src and "*(float4*)(x_ptr" in src and "mma_sync" in src
+    assert "*(uint4*)(w_ptr" in src and "*(float4*)(x_ptr" in src and "mma_sync" in src
     ex.export_library(tmp_path / "k.so")
     assert b".nv.info" in (tmp_path / "k.so").read_bytes()  # a cubin, not source
 
