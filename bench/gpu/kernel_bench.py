@@ -96,6 +96,11 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target, n
                     PREFILL_T))
         for label, tl in WARP_TILES.items():  # 128 x 128 in fewer, bigger warp tiles
             out.append((label, tensor_core_linear(f, target, tiles=Tiles(**tl), max_slices=1), PREFILL_T))
+        # x already in bf16 (as a producer rounding its output for the GEMM would give it, the
+        # same numbers): half of x's bytes from L2, 16-byte copies, no conversion (not compared:
+        # other operands)
+        xb = _linear_func(n, k, BF16, x_dtype=BF16, **prefill).with_attr("precision", "medium")
+        out.append(("bf16 x", tensor_core_linear(xb, target), PREFILL_T))
         plain = _linear_func(n, k, BF16, residual=prefill.get("residual", False))
         out.append(("dlight", dlight_baseline(plain, target).mod["main"], PREFILL_T))
     one = tirx.IntImm("int64", 1)

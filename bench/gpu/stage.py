@@ -426,17 +426,18 @@ def print_invocation(out: Path, dry: bool) -> None:
     r = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", rel], capture_output=True)
     if r.returncode != 0:
         print(f"\nWARNING: {rel} is not git-ignored; carry takes ignored paths only (add /{rel}/ to .gitignore)")
-    print("\nOn a session with a GPU (15 minutes of device time, machine start included; docs/gpu.md), a short")
-    print("first call (correctness + one preset), give_back, then a full one; what a deadline cuts is recorded as")
-    print("skipped (4B weights are generated there, about 8 GB in /tmp, while correctness runs):")
+    print("\nOn a session with a GPU (15 minutes of device time, machine start included; docs/gpu.md): the main")
+    print("call, then at once (the machine stays warm for seconds) the kernel table; what a deadline cuts is")
+    print("recorded as skipped (4B weights are generated there, about 8 GB in /tmp, while correctness runs):")
     tail = "; cd $OUT && tar czf logs.tgz logs && rm -rf logs"  # (at most 8 files come back)
-    first = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections correctness,bench "
-             f"--presets qwen3-0.6b --deadline-s 290{tail}")
-    second = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections "
-              f"correctness,bench,profile,kernels --presets qwen3-0.6b,qwen3-4b --decode-tokens 32 --reps 2 "
-              f"--kernels-budget-s 40 --deadline-s 490{tail}")
-    print(f"  run(command={first!r}, carry={[rel]!r}, timeout_s=350)")
-    print(f"  run(command={second!r}, carry={[rel]!r}, timeout_s=530)")
+    first = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections "
+             f"correctness,bench,profile --presets qwen3-0.6b,qwen3-4b --decode-tokens 32 --reps 2 "
+             f"--deadline-s 430{tail}")
+    second = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections kernels "
+              f"--presets qwen3-0.6b,qwen3-4b --kernels-budget-s 100 --deadline-s 150{tail}")
+    print(f"  run(command={first!r}, carry={[rel]!r}, timeout_s=470)")
+    print(f"  run(command={second!r}, carry={[rel]!r}, timeout_s=190)")
+    print("  give_back()")
     print("Results: $OUT/gpu_results.json, gpu_results.md and logs.tgz come back; see docs/gpu.md.")
     if dry:
         here = f"{sys.version_info.major}.{sys.version_info.minor}"

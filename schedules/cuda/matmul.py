@@ -142,14 +142,19 @@ def slice_count(t: tirx.PrimExpr, n: int, tiles: Tiles, most: int) -> tirx.PrimE
     return count
 
 
-def b_vector(k: int, tiles: Tiles) -> int:
-    """Weights a thread copies per step into shared memory: 8 (16-byte loads and stores) where
-    K needs no padding (no guard, rows 16-byte aligned) and a stage splits evenly, else 4. x
-    stays at 4: its fp32 values are converted on the way, and 8 of them would be 32 bytes. At
-    Qwen3-4B's gate+up (SASS, sm_90a) B's 4 LDG.64 + 4 STS.64 per stage become 2 LDG.128 + 2
-    STS.128."""
-    stage = tiles.cols * 16 * tiles.chunk_k
-    return 8 if k % 16 == 0 and stage % (tiles.warps_m * tiles.warps_n * 32 * 8) == 0 else 4
+def stage_vectors(k: int, tiles: Tiles, x_dtype: str = F32) -> tuple[int, int]:
+    """Elements of x and of the weights a thread copies per step into shared memory: 8 (16-byte
+    loads and stores) for a 16-bit operand where K needs no padding (no guard, rows 16-byte
+    aligned) and its stage splits evenly over the threads, else 4. fp32 x stays at 4: it is
+    converted on the way, and 8 of its values would be 32 bytes. At Qwen3-4B's gate+up (SASS,
+    sm_90a) the weights' 4 LDG.64 + 4 STS.64 per stage became 2 LDG.128 + 2 STS.128."""
+    threads = tiles.warps_m * tiles.warps_n * 32
+
+    def each(rows: int, dtype: str) -> int:
+        wide = dtype != F32 and k % 16 == 0 and rows * 16 * tiles.chunk_k % (threads * 8) == 0
+        return 8 if wide else 4
+
+    return each(tiles.rows, x_dtype), each(tiles.cols, BF16)
 
 
 _TENSORIZE = True
@@ -201,7 +206,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
         return None
     x, w, extra, out = ops
     t = x.shape[0]
-    if x.dtype != F32 or w.dtype not in (BF16, F16) or len(x.shape) != 2 or len(w.shape) != 2:
+    if x.dtype not in (F32, BF16) or w.dtype not in (BF16, F16) or len(x.shape) != 2 or len(w.shape) != 2:
         return None
     if isinstance(t, tirx.IntImm) and int(t) < MIN_ROWS:
         return None
@@ -211,7 +216,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     if len(extra) != bias + residual or attrs.get("norm", False) or attrs.get("out_act", ""):
         return None  # (a fused rms_norm or swiglu of the output: decode's GEMV only)
     n, k = _i64(w.shape[0]), _i64(w.shape[1])
-    tx = te.placeholder((t, _i64(x.shape[1])), F32, name="x")
+    tx = te.placeholder((t, _i64(x.shape[1])), x.dtype, name="x")
     tw = te.placeholder((n, k), w.dtype, name="w")
     te_extra = []
     if bias:
@@ -219,7 +224,8 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     if residual:
         te_extra.append(te.placeholder((t, n), extra[-1].dtype, name="residual"))
     tiles = tiles or tiles_for(int(n))
-    prec = precision(func)  # "medium": x rounded to bf16, not split (half the products)
+    # "medium": x rounded to bf16, not split (half the products); a bf16 x is its own rounding
+    prec = "medium" if x.dtype == BF16 else precision(func)
     parts, kp = split_reduction(int(k), w.dtype, precision=prec)
     most = slices_for(int(n), parts * kp, tiles, max_slices)
     while True:
@@ -228,7 +234,7 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
                          slices=slices, bit_round=not _TENSORIZE, precision=prec)  # (bit_round: emulated on a CPU)
         try:
             sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE,
-                           b_vector=b_vector(int(k), tiles))
+                           vectors=stage_vectors(int(k), tiles, x.dtype))
             break
         except s_tir.ScheduleError:
             # TVM 0.27's cache_read fails the split-K form (region cover) where the column tiles
@@ -240,11 +246,12 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     return same_params(sch.mod["main"].without_attr("global_symbol"), func)
 
 
-def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True, b_vector: int = 4) -> s_tir.Schedule:
+def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
+             vectors: tuple[int, int] = (4, 4)) -> s_tir.Schedule:
     """Tensor-core schedule of a PrimFunc with one C[i, j] += A[i, r] * B[j, r] block (16-bit A
     and B produced by spatial blocks that get inlined into the shared-memory loads) and
-    optional spatial consumers (inlined into the store). Each thread copies 4 elements of A
-    and ``b_vector`` (4 or 8, `b_vector`) of B per step into shared memory."""
+    optional spatial consumers (inlined into the store). Each thread copies ``vectors`` (of A,
+    of B; 4 or 8: `stage_vectors`) elements per step into shared memory."""
     from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_consumers,
                                             auto_inline_producers, get_index_map)
 
@@ -286,7 +293,7 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True, b_vector
     for idx in (0, 1):  # A and B chunks to shared memory, 4 or 8 elements per thread per step
         stage = sch.cache_read(tile, idx, "shared.dyn")
         sch.compute_at(stage, k0)
-        each = b_vector if idx == 1 else 4
+        each = vectors[idx]
         _, ty, tx, vec = sch.split(sch.fuse(*sch.get_loops(stage)[-2:]), [None, warps, 32, each])
         sch.bind(tx, "threadIdx.x")
         sch.bind(ty, "threadIdx.y")

@@ -25,10 +25,10 @@ BF16, F16 = "bfloat16", "float16"
 
 def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
                  out_dtype: str = "float32", t=None, act: str | None = None, norm: bool = False,
-                 out_act: str | None = None) -> tirx.PrimFunc:
+                 out_act: str | None = None, x_dtype: str = "float32") -> tirx.PrimFunc:
     """The lowered form of a linear: T symbolic (int64), tagged like engine/lower.py does."""
     t = tirx.Var("t", "int64") if t is None else t
-    x = te.placeholder((t, 2 * k if act else k), "float32", name="x")
+    x = te.placeholder((t, 2 * k if act else k), x_dtype, name="x")
     w = te.placeholder((n, k), wdtype, name="w")
     extra = ([te.placeholder((k,), wdtype, name="g")] if norm else []) + \
             ([te.placeholder((n,), "float32", name="b")] if bias else []) + \
@@ -109,6 +109,24 @@ def _emulated_error(rng, f, t, n, k, bias, residual, out_dtype, act, wdtype) -> 
     return float(np.abs(got - ref).max() / np.abs(ref).max())
 
 
+@pytest.mark.parametrize("t,n,k,residual", [(130, 136, 80, True), (17, 40, 37, False)])
+def test_tensor_core_linear_of_bf16_x(rng, t, n, k, residual):
+    """x in bf16 (what a producer rounding its output for a "medium" GEMM would give): one
+    product per weight, staged 16 bytes a copy where K needs no padding, and exact but for
+    the fp32 sums."""
+    import ml_dtypes
+
+    with untensorized():
+        f = tensor_core_linear(_linear_func(n, k, BF16, residual=residual, x_dtype=BF16), CUDA)
+    bf = ml_dtypes.bfloat16
+    x = (rng.standard_normal((t, k)) * 3).astype(bf)
+    w = rng.standard_normal((n, k)).astype(bf)
+    r = rng.standard_normal((t, n)).astype(np.float32)
+    got = cuda_emulation.run(f, x, w, *([r] if residual else []), np.zeros((t, n), np.float32))[-1]
+    ref = _reference(x.astype(np.float32), w, None, r if residual else None, None)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 def test_emulated_split_rounds_like_the_gpu(rng):
     """On LLVM, TVM's bf16 legalization computes in fp32 and drops an fp32 -> bf16 -> fp32 round
     trip, so x's bf16 parts would be hi = x, lo = 0 and the emulation would test plain fp32 math.
@@ -149,11 +167,11 @@ def _at(e, t: int) -> int:
 
 
 def test_weights_are_staged_16_bytes_a_copy_where_k_needs_no_padding():
-    from inference_pio.schedules.cuda.matmul import BIG, SMALL, b_vector
+    from inference_pio.schedules.cuda.matmul import BIG, SMALL, stage_vectors
 
-    assert [b_vector(k, BIG) for k in (2560, 9728, 1024)] == [8, 8, 8]
-    assert b_vector(1024, SMALL) == 8  # 64 x 32 per stage over 128 threads: 16 each
-    assert [b_vector(k, BIG) for k in (37, 72)] == [4, 4]  # padded to 48 / 80: guarded loads
+    assert [stage_vectors(k, BIG) for k in (2560, 9728, 1024)] == [(4, 8)] * 3  # (fp32 x: converted, 4)
+    assert stage_vectors(1024, SMALL, BF16) == (8, 8)  # 64 x 32 per stage over 128 threads: 16 each
+    assert [stage_vectors(k, BIG, BF16) for k in (37, 72)] == [(4, 4)] * 2  # padded to 48 / 80: guarded loads
 
 
 def test_split_k_policy_at_qwen3_shapes():
@@ -236,7 +254,7 @@ def test_tensorized_form_uses_bf16_wmma(wdtype):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
 def test_fp16_weights_compile_to_a_cubin_with_16_byte_loads(tmp_path):
     """fp16 weights are split into bf16 parts while staged: the loads stay vectors (8 halves in
-    16 bytes, `matmul.b_vector`, and float4) and nvcc accepts the conversions."""
+    16 bytes, `matmul.stage_vectors`, and float4) and nvcc accepts the conversions."""
     import tvm
 
     from inference_pio.targets.cuda_host import enable_cuda_codegen
