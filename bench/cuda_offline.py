@@ -8,9 +8,10 @@ as on the GPU).
 Prints, for the tensor-core linear with bf16 and fp16 weights at Qwen3-0.6B shapes (64x64
 tiles: N=1024, K=2048, split-K as the model compiles it and unsliced; 128x128: the LM head,
 N=151936, K=1024), for prefill attention at Qwen3-0.6B's heads (ours on CUDA cores, and on
-tensor cores), for `top_candidates` (151,936 logits) and the decode GEMV with its fused
-prologues: registers, spills and static shared memory per kernel; with cuobjdump on PATH
-(docs/gpu.md), the memory and tensor-core instructions of Qwen3-4B's gate+up GEMM. Then the emulated relative
+tensor cores), for `top_candidates` (151,936 logits) and the decode GEMVs with their fusions
+(norm, swiglu of the output, swiglu of x): registers, spills and static shared memory per
+kernel; with cuobjdump on PATH (docs/gpu.md), the memory and tensor-core instructions of
+Qwen3-4B's gate+up GEMM over fp32 and over bf16 x. Then the emulated relative
 error against float64 math of the GEMM at K=72, N=200, T=1/7/130, beside rounding x and w to
 bf16 once (what one bf16 product would give), of its split-K form, of the tensor-core
 attention (4 and 8 warps), and of whole tiny 16-bit models against transformers.
@@ -99,10 +100,12 @@ def main() -> None:
             form = " (unsliced)" if cap == 1 else " (split-K: GEMM, sum)" if n == 1024 else ""
             print(f"  linear {wd} N={n} K={k}{form}: " + "; ".join(ptxas(f)))
     print("  top_candidates V=151936: " + "; ".join(ptxas(top_candidates(151936))))
-    gemm = tensor_core_linear(_linear_func(19456, 2560, "bfloat16").with_attr("precision", "medium"), cuda)
-    counts = sass_counts(gemm)
-    print("  SASS of the Qwen3-4B gate+up GEMM at \"medium\" (memory and tensor-core instructions): "
-          + (str(counts) if counts is not None else "no cuobjdump on PATH (docs/gpu.md)"))
+    for xd in ("float32", "bfloat16"):
+        gemm = tensor_core_linear(_linear_func(19456, 2560, "bfloat16", x_dtype=xd).with_attr("precision", "medium"),
+                                  cuda)
+        counts = sass_counts(gemm)
+        print(f"  SASS of the Qwen3-4B gate+up GEMM at \"medium\", {xd} x (memory and tensor-core instructions): "
+              + (str(counts) if counts is not None else "no cuobjdump on PATH (docs/gpu.md)"))
     from inference_pio.schedules.cuda.attention import _flash_kernel
     from inference_pio.schedules.cuda.flash_tc import flash_tc_kernel
 
@@ -112,8 +115,10 @@ def main() -> None:
     print("  the same, 8 warps: " + "; ".join(ptxas(flash_tc_kernel(*dims, warps=8))))
     one = tirx.IntImm("int64", 1)
     for label, n, k, kw in (("q+k+v, rms_norm fused, 0.6B", 4096, 1024, dict(norm=True)),
-                            ("down, swiglu fused, 0.6B", 1024, 3072, dict(act="swiglu", residual=True)),
-                            ("down, swiglu fused, 4B", 2560, 9728, dict(act="swiglu", residual=True))):
+                            ("gate+up, rms_norm and swiglu fused, 4B", 19456, 2560, dict(norm=True, out_act="swiglu")),
+                            ("down, 4B", 2560, 9728, dict(residual=True)),
+                            ("down, swiglu fused (where gate+up cannot take it), 4B", 2560, 9728,
+                             dict(act="swiglu", residual=True))):
         sch = gemv(_linear_func(n, k, "bfloat16", t=one, **kw), cuda)
         print(f"  GEMV {label} N={n} K={k}: " + "; ".join(ptxas(sch.mod["main"])))
     print("emulated relative error, K=72 N=200")
