@@ -94,6 +94,10 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target, n
         other = BIG if tiles == SMALL else SMALL
         out.append((f"{other.rows}x{other.cols}, no split", tensor_core_linear(f, target, tiles=other, max_slices=1),
                     PREFILL_T))
+        if tiles == BIG:  # split-K for the big tiles, as many slices (up to 4) as the waves want at
+            # run time (`matmul._by_waves`). Up to 4: the partial sums take slices x T x N floats of
+            # workspace (Qwen3-4B's gate+up at 2048 rows: 640 MB)
+            out.append(("split-K by waves", tensor_core_linear(f, target, max_slices=4), PREFILL_T))
         for label, tl in WARP_TILES.items():  # 128 x 128 in fewer, bigger warp tiles
             out.append((label, tensor_core_linear(f, target, tiles=Tiles(**tl), max_slices=1), PREFILL_T))
         # x already in bf16 (as a producer rounding its output for the GEMM would give it, the

@@ -39,6 +39,7 @@ for TVM's wmma intrinsics.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 from tvm import s_tir, te, tirx
@@ -103,6 +104,12 @@ def _half_a_wave(n: int, tiles: Tiles) -> bool:
     return 2 * _blocks(WAVE_PROMPT, n, tiles) <= WAVE_BLOCKS
 
 
+def _one_block_per_sm(tiles: Tiles) -> bool:
+    """Whether an SM holds one block of ``tiles`` at a time (the 128 x 128 tiles: 16 warps of
+    about 100 registers, or the 64 KB C tile with fewer, bigger warps)."""
+    return tiles.rows * tiles.cols >= 128 * 128
+
+
 def _big_c(tiles: Tiles) -> bool:
     """Whether the fp32 C tile outgrows static shared memory (the 128 x 128 tiles)."""
     return tiles.rows * tiles.cols * 4 > 32 * 1024
@@ -114,32 +121,66 @@ MIN_SLICE = 256  # ...each at least this long (in bf16 products: 4 stages of 64)
 
 def slices_for(n: int, reduction: int, tiles: Tiles, cap: int | None = None) -> int:
     """The most slices the reduction (parts x K, `kernels.linear_split`) may be cut into: 1
-    where a 128-token prompt already gets half a wave of blocks from T and N, else the largest
-    power of two up to MAX_SLICES (or ``cap``, which skips that test) that cuts it into whole
-    stages of MIN_SLICE or more. At Qwen3-0.6B's o and down projections (N = 1024: 32 blocks at
-    128 tokens) that is 8."""
-    if cap is None and not _half_a_wave(n, tiles):
-        return 1
-    if _big_c(tiles):  # (cut, their schedule fails in TVM: cache_read's region cover; never needed)
-        return 1
+    where a 128-token prompt already gets half a wave of blocks from T and N, and for the big
+    tiles; else the largest power of two up to MAX_SLICES (or ``cap``, which skips those tests)
+    that cuts it into whole stages of MIN_SLICE or more. At Qwen3-0.6B's o and down projections
+    (N = 1024: 32 blocks at 128 tokens) that is 8. The big tiles split only where a caller
+    asks (kernel_bench's "split-K by waves", not yet timed): the partial sums take slices x T x
+    N floats of TVM workspace whether or not the run-time count uses them."""
+    if cap is None and (not _half_a_wave(n, tiles) or _one_block_per_sm(tiles)):
+        return 1  # (the big tiles split only where asked, `_by_waves`: kernel_bench's "split-K by waves")
     most = cap or MAX_SLICES
     while most > 1 and (reduction % (most * 16 * tiles.chunk_k) or reduction // most < MIN_SLICE):
         most //= 2
     return most
 
 
+SLICE_COST = 16  # a slice's fixed work (pipeline fill, the C tile's store), in 1/SLICE_COST of a whole reduction
+
+
 def slice_count(t: tirx.PrimExpr, n: int, tiles: Tiles, most: int) -> tirx.PrimExpr:
-    """Slices used at run time, for T rows: the largest power of two up to ``most`` that keeps
-    the blocks within one wave (e.g. N = 1024 on 64 x 64 tiles: 8 up to 64 rows, 4 up to 128,
-    2 up to 256, then 1; a long prompt has blocks enough, and only pays the partial sums'
-    round trip through memory, T x N x 4 bytes each way)."""
+    """Slices used at run time, for T rows, a power of two up to ``most``. Small tiles: the
+    largest that keeps the blocks within one wave (e.g. N = 1024 on 64 x 64 tiles: 8 up to 64
+    rows, 4 up to 128, 2 up to 256, then 1; a long prompt has blocks enough, and only pays the
+    partial sums' round trip through memory, T x N x 4 bytes each way). Big tiles, one block
+    per SM (512 threads of about 100 registers): `_by_waves`."""
     blocks = _blocks(t, n, tiles)
+    if _one_block_per_sm(tiles):
+        return _by_waves(blocks, most)
     count = tirx.IntImm("int64", 1)
     s = 2
     while s <= most:
         count = tirx.Select(blocks * s <= WAVE_BLOCKS, tirx.IntImm("int64", s), count)
         s *= 2
     return count
+
+
+def _by_waves(blocks: tirx.PrimExpr, most: int) -> tirx.PrimExpr:
+    """The most slices s (a power of two up to ``most``) of ``blocks`` tiles (one block per SM)
+    whose cost beats that of every fewer slices by a fifth (the partial sums' round trip):
+    waves(s) x (1/s + 1/SLICE_COST) in whole reductions, waves(s) = ceil(s x blocks /
+    WAVE_BLOCKS). E.g. Qwen3-4B's o and down projections (N = 2560: 20 column tiles): 160 blocks
+    at 1024 rows take 2 waves of which the second keeps 28 of 132 SMs busy; 2 slices take 3
+    waves of half the reduction (cost 2 x 1.06 against 3 x 0.56). At 128 rows 4 slices (80
+    blocks), at 2048 none. (Each condition compares fixed candidates: a running best inside
+    the comparisons would nest Selects that TVM's simplifier takes minutes over.)"""
+    def waves(s: int) -> tirx.PrimExpr:
+        return tirx.floordiv(blocks * s + (WAVE_BLOCKS - 1), WAVE_BLOCKS)
+
+    def beats(s: int, fewer: int) -> tirx.PrimExpr:  # cost(s) * 6/5 < cost(fewer), times s * fewer * SLICE_COST
+        return waves(s) * ((SLICE_COST + s) * fewer * 6) < waves(fewer) * ((SLICE_COST + fewer) * s * 5)
+
+    count = tirx.IntImm("int64", 1)
+    s = 2
+    while s <= most:
+        cond = functools.reduce(tirx.And, [beats(s, f) for f in _powers_below(s)])
+        count = tirx.Select(cond, tirx.IntImm("int64", s), count)
+        s *= 2
+    return count
+
+
+def _powers_below(s: int) -> list[int]:
+    return [1 << i for i in range(s.bit_length() - 1)]
 
 
 def stage_vectors(k: int, tiles: Tiles, x_dtype: str = F32) -> tuple[int, int]:

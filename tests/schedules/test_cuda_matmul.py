@@ -153,7 +153,7 @@ def test_emulated_split_rounds_like_the_gpu(rng):
 
 
 def _at(e, t: int) -> int:
-    """An int64 expression of the kernel's T (IntImm, Select, + * // <=), evaluated at T = t."""
+    """An int64 expression of the kernel's T (IntImm, Select, + * // <= < and), evaluated at T = t."""
     import operator
 
     if isinstance(e, tirx.IntImm):
@@ -162,7 +162,8 @@ def _at(e, t: int) -> int:
         return t
     if isinstance(e, tirx.Select):
         return _at(e.true_value if _at(e.condition, t) else e.false_value, t)
-    ops = {tirx.Add: operator.add, tirx.Mul: operator.mul, tirx.FloorDiv: operator.floordiv, tirx.LE: operator.le}
+    ops = {tirx.Add: operator.add, tirx.Mul: operator.mul, tirx.FloorDiv: operator.floordiv, tirx.LE: operator.le,
+           tirx.LT: operator.lt, tirx.And: operator.and_}
     return int(ops[type(e)](_at(e.a, t), _at(e.b, t)))
 
 
@@ -172,6 +173,32 @@ def test_weights_are_staged_16_bytes_a_copy_where_k_needs_no_padding():
     assert [stage_vectors(k, BIG) for k in (2560, 9728, 1024)] == [(4, 8)] * 3  # (fp32 x: converted, 4)
     assert stage_vectors(1024, SMALL, BF16) == (8, 8)  # 64 x 32 per stage over 128 threads: 16 each
     assert [stage_vectors(k, BIG, BF16) for k in (37, 72)] == [(4, 4)] * 2  # padded to 48 / 80: guarded loads
+
+
+def test_big_tiles_split_by_waves():
+    """The 128 x 128 tiles (one block per SM) take the slices whose waves cost least, where that
+    beats fewer slices by a fifth (`matmul._by_waves`): Qwen3-4B's o and down (N = 2560, 20
+    column tiles, up to 4 slices) and q+k+v (N = 6144, 48 column tiles, up to 2)."""
+    from inference_pio.schedules.cuda.matmul import BIG, slice_count
+
+    t = tirx.Var("t", "int64")
+    o = slice_count(t, 2560, BIG, 4)
+    assert [_at(o, rows) for rows in (16, 128, 512, 1024, 2048)] == [4, 4, 1, 2, 1]
+    qkv = slice_count(t, 6144, BIG, 2)
+    assert [_at(qkv, rows) for rows in (16, 128, 512, 1024, 2048)] == [2, 2, 2, 1, 1]
+
+
+@pytest.mark.parametrize("t", [5, 130, 300])
+def test_big_tiles_split_k_is_right(rng, t):
+    """The split-K form of the 128 x 128 tiles (kernel_bench's "split-K by waves"): 2 row tiles
+    x 2 column tiles at 130 rows, 2 slices of a 512-long reduction; 1 slice at 300 rows."""
+    from inference_pio.schedules.cuda.matmul import BIG
+
+    with untensorized():
+        f = tensor_core_linear(_linear_func(136, 512, BF16, residual=True).with_attr("precision", "medium"), CUDA,
+                               tiles=BIG, max_slices=2)
+    assert "slice_sum" in f.script()
+    assert _emulated_error(rng, f, t, 136, 512, False, True, "float32", None, BF16) <= 1e-2
 
 
 def test_split_k_policy_at_qwen3_shapes():
