@@ -113,6 +113,14 @@ def main() -> None:
     print("  prefill attention, CUDA cores (ours), 0.6B heads: " + "; ".join(ptxas(_flash_kernel(*dims, causal=True))))
     print("  prefill attention, tensor cores (flash_tc), 0.6B heads: " + "; ".join(ptxas(flash_tc_kernel(*dims))))
     print("  the same, 8 warps: " + "; ".join(ptxas(flash_tc_kernel(*dims, warps=8))))
+    from inference_pio.schedules.cuda.attention import KVAppend, QNorm, _decode_kernel
+
+    for label, hq, sync in (("0.6B", 16, 0), ("0.6B", 16, 8), ("4B", 32, 0), ("4B", 32, 8)):
+        f = _decode_kernel(hq, 8, 128, 128, 4096, ("float32", "bfloat16", "bfloat16", "float32"), 128 ** -0.5,
+                           kv_len_tensor=True, q_norm=QNorm(0, (hq + 16) * 128, 128, 1e-6, "bfloat16"),
+                           append=KVAppend(hq * 128, (hq + 8) * 128, "bfloat16"), sync=sync)
+        form = "merged in its last blocks (graphed decode)" if sync else "then the merge kernel"
+        print(f"  decode attention with its appends, {label} heads, {form}: " + "; ".join(ptxas(f)))
     one = tirx.IntImm("int64", 1)
     for label, n, k, kw in (("q+k+v, rms_norm fused, 0.6B", 4096, 1024, dict(norm=True)),
                             ("gate+up, rms_norm and swiglu fused, 4B", 19456, 2560, dict(norm=True, out_act="swiglu")),

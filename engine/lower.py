@@ -84,14 +84,15 @@ class _Lowerer:
         return out
 
     def emit_append_attention(self, n: Node, args: list[relax.Expr]) -> relax.Expr:
-        x, kc, vc, _, w, table, kw = n.inputs
+        x, kc, vc, _, w, table, kw = n.inputs[:7]
+        sync = n.inputs[7] if len(n.inputs) == 8 else None  # `passes.static_decode`'s counters
         if x.shape[0] != 1:
             raise NotImplementedError(f"append_attention lowers for one decode row, not {x.shape[0]}")
         a, static = n.attr_dict, bool(n.attr("kv_len_tensor"))
         op = kernels.AppendAttention(int(x.shape[1]), x.dtype, int(n.shape[1]), a["start"], a["k_start"], a["v_start"],
                                      w.dtype, kw.dtype, int(table.shape[1]), float(a["eps"]), float(a["scale"]),
                                      n.dtype)
-        func = kernels.append_attention(op, kc.shape, kc.dtype, static)
+        func = kernels.append_attention(op, kc.shape, kc.dtype, static, sync=sync.shape[0] if sync is not None else 0)
         gv = self.bb.add_func(func.with_attrs({OP_KIND_ATTR: n.op, **_op_hints(n)}), n.op)
         new = [self.ty(n)] + ([relax.TensorType(kernels.decode_scratch_shape(op.hq, kc.shape[2], kc.shape[0]),
                                                 "float32")] if static else [])

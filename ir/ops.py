@@ -919,21 +919,26 @@ def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=No
     return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
 
 
-@_op("append_attention", 7, "kv_append_pair then cache_attention of one step, in one kernel: operands (x, kc, vc, "
-     "kv_len, w, table, kw). x (T, N) holds the step's q, k and v heads (attrs start, k_start, v_start); the keys "
-     "(normed by kw, rotated) and values are written into kc / vc in place, then q (normed by w, rotated) attends "
-     "over cache rows [0, kv_len). One eps for both norms. Qwen3's whole decode attention")
+@_op("append_attention", (7, 8), "kv_append_pair then cache_attention of one step, in one kernel: operands (x, kc, "
+     "vc, kv_len, w, table, kw[, sync]). x (T, N) holds the step's q, k and v heads (attrs start, k_start, v_start); "
+     "the keys (normed by kw, rotated) and values are written into kc / vc in place, then q (normed by w, rotated) "
+     "attends over cache rows [0, kv_len). One eps for both norms. Qwen3's whole decode attention. sync (S,) int32, "
+     "S >= Hkv, all zeros (`passes.static_decode`): counters a split-key kernel may use to find the last of its "
+     "blocks, zeros again when it ends")
 def _append_attention_t(ts, a):
-    x, kc, vc, n, w, table, kw = ts
+    x, kc, vc, n, w, table, kw = ts[:7]
     _check(a.get("k_start") is not None and a.get("v_start") is not None, "append_attention needs attrs k_start, "
            "v_start")
+    if len(ts) == 8:
+        _check(ts[7].dtype == "int32" and len(ts[7].shape) == 1 and ts[7].shape[0] >= kc.shape[1],
+               f"append_attention's sync must be int32 (S,) with S >= {kc.shape[1]}, got {ts[7]}")
     OPS["kv_append_pair"].infer([kc, x, n, vc, x, kw, table], {**a, "start": a["k_start"]})
     return OPS["cache_attention"].infer([x, kc, vc, n, w, table], a)
 
 
 @_append_attention_t
-def append_attention(x, kc, vc, kv_len, w, table, kw, scale, eps, start, heads, k_start, v_start,
-                     kv_len_tensor=False):
+def append_attention(x, kc, vc, kv_len, w, table, kw, sync=None, *, scale, eps, start, heads, k_start, v_start,
+                     kv_len_tensor=False):  # (sync: zeros, left so)
     kv_append_pair(kc, x, kv_len, vc, x, kw, table, kv_len_tensor=kv_len_tensor, start=k_start, v_start=v_start,
                    eps=eps)
     return cache_attention(x, kc, vc, kv_len, w, table, scale=scale, kv_len_tensor=kv_len_tensor, eps=eps,

@@ -924,11 +924,13 @@ class AppendAttention(NamedTuple):
 
 
 def append_attention(op: AppendAttention, cache_shape: tuple[int, int, int], cache_dtype: str,
-                     kv_len_tensor: bool) -> tirx.PrimFunc:
-    """In-place PrimFunc ``(x, kc, vc, kv_len, w, table, kw, out[, scratch])``: writes the step's
-    key (normed by kw, rotated) and value into row kv_len - 1 of kc / vc, then
+                     kv_len_tensor: bool, sync: int = 0) -> tirx.PrimFunc:
+    """In-place PrimFunc ``(x, kc, vc, kv_len, w, table, kw, [sync,] out[, scratch])``: writes the
+    step's key (normed by kw, rotated) and value into row kv_len - 1 of kc / vc, then
     out = attention of q (normed by w, rotated) over rows [0, kv_len). ``kv_len_tensor``: kv_len
     is a (1,) int32 buffer and a scratch output follows (as `cache_attention`'s static form).
+    ``sync`` > 0 (static form): a (sync,) int32 parameter of zeros, the CUDA kernel's counters
+    (`ir.ops.append_attention`); unused here.
 
     The plain loops here are the op's meaning (a CPU reference); the CUDA rule replaces the
     whole body with the split-key decode kernel (`schedules.cuda.attention`)."""
@@ -1011,6 +1013,20 @@ def append_attention(op: AppendAttention, cache_shape: tuple[int, int, int], cac
 
     def n32(kv_len):
         return T.Cast("int32", kv_value(kv_len))
+
+    if sync:
+        if not kv_len_tensor:
+            raise ValueError("append_attention takes sync counters in its static form (kv_len_tensor) only")
+
+        @T.prim_func(private=True, s_tir=True)
+        def append_attention_synced(x: T.Buffer((1, cols), xdt), kc: T.Buffer((c, h, d), cdt),
+                                    vc: T.Buffer((c, h, d), cdt), kv_len: kv_ann, w: T.Buffer((d,), wdt),
+                                    table: T.Buffer((1, rot), F32), kw: T.Buffer((d,), kwdt),
+                                    counters: T.Buffer((sync,), "int32"), out: T.Buffer((1, hq, d), odt),
+                                    scratch: T.Buffer(part, F32)):
+            body(x, kc, vc, n32(kv_len), w, table, kw, out, scratch)
+
+        return append_attention_synced
 
     if kv_len_tensor:
         @T.prim_func(private=True, s_tir=True)

@@ -5,7 +5,8 @@ after another: every phase between two barriers is a sibling loop over the threa
 running each such loop to completion before the next is what the barriers guarantee. So
 `serialize` turns every ``T.thread_binding`` into ``T.serial`` and GPU memory scopes into
 "global", and the result compiles for llvm. Cross-thread reductions become plain
-reductions. What this cannot check: tensor-core intrinsics (the tensor-core GEMM is
+reductions; memory fences and explicit barriers vanish, and an atomic add is a load and a
+store. What this cannot check: tensor-core intrinsics (the tensor-core GEMM is
 emulated with its 16x16 tiles left as loops, `schedules.cuda.matmul.untensorized`),
 warp-level primitives written by hand, and timing. Nor does a cast to bf16 round on llvm when
 its result is computed with in fp32 (TVM's bf16 legalization drops the round trip): kernels
@@ -22,6 +23,9 @@ import numpy as np
 _BIND = re.compile(r'T\.thread_binding\((.*), thread="[^"]+"(?:, annotations=(\{.*\}))?\):$', re.M)
 _SCOPE = re.compile(r'scope="(shared|shared\.dyn|warp|local|wmma\.\w+)"')
 # GPU-only stage/pipeline hints that need shared memory (or do nothing useful serially)
+# a fence or barrier means nothing serially; an atomic add returns the old value and adds
+_FENCES = re.compile(r'T\.(cuda\.thread_fence\(\)|tvm_storage_sync\("shared".*\))$', re.M)
+_ATOMIC_ADD = re.compile(r'^(\s*)(\S+) = T\.cuda\.atomic_add\(T\.address_of\((.+)\), (.+)\)$', re.M)
 _GPU_HINTS = re.compile(r'"(tirx\.manifest_shared_memory_local_stage|double_buffer_scope)": \d+(, )?'
                         r'|, annotations=\{"software_pipeline_order": \[[\d, ]*\], "software_pipeline_stage": \[[\d, ]*\]\}')
 
@@ -34,6 +38,8 @@ def serialize(func):
     src = _BIND.sub(lambda m: f"T.serial({m.group(1)}" + (f", annotations={m.group(2)}):" if m.group(2) else "):"), src)
     src = _SCOPE.sub('scope="global"', src)
     src = _GPU_HINTS.sub("", src)
+    src = _FENCES.sub("T.evaluate(0)", src)
+    src = _ATOMIC_ADD.sub(lambda m: f"{m[1]}{m[2]} = {m[3]}\n{m[1]}{m[3]} = {m[3]} + {m[4]}", src)
     out = tvm.script.from_source(src)
     return out["main"] if isinstance(out, tvm.IRModule) else out
 

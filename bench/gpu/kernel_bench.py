@@ -157,9 +157,16 @@ def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=
         out.append((f"{nt} threads", wrap(f), ts))
     hq, hkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     q_norm = attn.QNorm(0, (hq + 2 * hkv) * d, d, 1e-6, BF16)
-    for variant, append in (("q norm fused", None), ("q norm + appends fused", attn.KVAppend(hq * d, (hq + hkv) * d, BF16))):
+    append = attn.KVAppend(hq * d, (hq + hkv) * d, BF16)
+    for variant, kv in (("q norm fused", None), ("q norm + appends fused", append)):
         f = attn._decode_kernel(hq, hkv, d, d, CACHE_ROWS, ("float32", BF16, BF16, "float32"), d ** -0.5,
-                                q_norm=q_norm, append=append)
+                                q_norm=q_norm, append=kv)
+        out.append((variant, wrap(f), ts))
+    # the static form that graphed decode runs (a grid over the whole cache, kv_len a buffer):
+    # its chunks merged by a second kernel, and by the last block of each kv head (the default)
+    for variant, sync in (("graphed, merge kernel", 0), ("graphed, merged in its last blocks", hkv)):
+        f = attn._decode_kernel(hq, hkv, d, d, CACHE_ROWS, ("float32", BF16, BF16, "float32"), d ** -0.5,
+                                kv_len_tensor=True, q_norm=q_norm, append=append, sync=sync)
         out.append((variant, wrap(f), ts))
     return out
 
@@ -260,12 +267,22 @@ def _moe_params(shape: dict) -> list[dict]:
 
 
 def _params(func) -> list[dict]:
+    """Each parameter of ``func``: a buffer's shape (a dim that is T as "T") and dtype, or
+    {"scalar": "T"} (kv_len); the static decode attention's kv_len buffer as {"kv_len": 1}, its
+    counters marked "zeros" (they must start at zero, `ir.ops.append_attention`)."""
     from tvm import tirx
 
     from tvm.tirx.buffer import is_buffer_var
 
-    return [{"shape": [int(d) if isinstance(d, tirx.IntImm) else "T" for d in p.shape], "dtype": str(p.dtype)}
-            if is_buffer_var(p) else {"scalar": "T"} for p in func.params]
+    def one(p):
+        if not is_buffer_var(p):
+            return {"scalar": "T"}
+        if p.name == "kv_len":
+            return {"kv_len": 1}
+        d = {"shape": [int(d) if isinstance(d, tirx.IntImm) else "T" for d in p.shape], "dtype": str(p.dtype)}
+        return d | {"zeros": 1} if p.name == "counters" else d
+
+    return [one(p) for p in func.params]
 
 
 def build(presets: dict[str, dict], out: Path, target) -> dict:
@@ -297,8 +314,11 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
             for variant, func, ts in variants:
                 name = f"k{len(entries):03d}"
                 funcs[name] = func.with_attr("global_symbol", name)
+                names = [p.name for p in func.params]
                 entries.append({"name": name, "preset": preset, "op": op, "n": n, "k": k, "variant": variant,
-                                "ts": list(ts), "params": _params(func), "rotate": rotate})
+                                "ts": list(ts), "params": _params(func), "rotate": rotate}
+                               # the static decode attention's output comes before its scratch
+                               | ({"output": names.index("out")} if "scratch" in names else {}))
     for preset, shape in (MOE_SHAPES if cuda else MOE_DRY).items():
         # x, gates, w_in, w_out -> out, then scratch: the gates a top_k routing, rotated (`measure`)
         for variant, func, ts in _moe_variants(shape, cuda):
@@ -377,6 +397,12 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                     if "scalar" in p:  # decode attention's kv_len
                         args.append([t])
                         continue
+                    if "kv_len" in p:  # the static form's: a (1,) int32 buffer
+                        args.append([rt.tensor(np.array([t], np.int32), dev)])
+                        continue
+                    if "zeros" in p:  # counters, which the kernel leaves at zero
+                        args.append([rt.tensor(np.zeros(p["shape"], p["dtype"]), dev)])
+                        continue
                     if i in fixed:
                         args.append(fixed[i])
                         continue
@@ -418,7 +444,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                     row["kv_bytes"] = 2 * t * kv[1] * kv[2] * 2
                 # the output (the last buffer) against ours' on the same inputs: every variant must agree
                 f(*calls[0])  # (the inputs of the first call: the rotated ones differ between copies)
-                got = args[e.get("output", max(i for i, p in enumerate(e["params"]) if "scalar" not in p))][0].numpy()
+                got = args[e.get("output", max(i for i, p in enumerate(e["params"]) if "shape" in p))][0].numpy()
                 got = got.astype(np.float32)
                 key = (e["preset"], e["op"], t)
                 if e["variant"] == "ours":

@@ -42,6 +42,18 @@ memory latencies one after another became one; 62 registers a thread at Qwen3-4B
 and 40 did not), decode's appends moved inside (one kernel fewer), and the merge took its
 present form.
 
+Where decode is static (`passes.static_decode`, under a CUDA graph), the merge is no kernel of
+its own: `append_attention` gets counters, a persistent (Hkv,) int32 input of zeros. A block
+writes its chunk's (o, m, l), fences them (`__threadfence`), and one thread adds 1 to its kv
+head's counter; the block that reads Hkv's chunk count - 1 back is the last of that head, and
+merges it (`merge_last`: thread (r, head, column) folds every rl-th chunk into a running max and
+sums, FOLD chunks' loads at a time; rl = 1 at Qwen3-4B's 4 heads of 128 per kv head), then
+resets the counter. That saves a launch and the gap after it per layer: in run 3's profile the
+merge kernel took 2.97 us per Qwen3-4B layer, plus about 1.75 us of gap. The merge's extra
+registers made ptxas take 125 a thread, so the kernel tells ptxas it wants BLOCKS_PER_SM (2)
+blocks resident (launch bounds): 64 registers, no spills at FOLD = 4 (20 bytes at 8). Not yet
+timed on a GPU.
+
 Prefill (T > 1), flash attention: one block per (query head, tile of BQ query rows); key
 tiles of BK rows stream through shared memory with an online softmax. Each thread owns a
 (TR x TC) register tile of the (BQ, BK) scores and a (TR x Dv/TC...) slice of the output;
@@ -68,6 +80,8 @@ THREADS = 128
 KC = DECODE_CHUNK  # decode: keys per block (the static form's scratch is laid out by chunks of this many)
 DECODE_THREADS = 512  # decode: threads per block (8 per key in the scores, 4 per column in p @ V)
 MAX_GROUP = 8  # decode: the chunk's max per head is taken over groups of this many keys first
+FOLD = 4  # decode's merge in the last block (``sync``): chunks whose (o, m, l) a thread loads together (8 spill)
+BLOCKS_PER_SM = 2  # decode: blocks of DECODE_THREADS resident per SM, as ptxas is told (launch bounds)
 MERGE_UNROLL = 8  # decode's merge: chunks whose partial outputs a thread loads together
 NEG = -3.0e38  # a masked score: finite, so exp(NEG - m) is 0 and never NaN
 FLASH_TC_WARPS = 8  # prefill over a bf16 cache: flash_tc.py's kernel with this many warps
@@ -149,19 +163,22 @@ def cuda_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc | N
 
 def cuda_append_attention(func: tirx.PrimFunc, target: TargetDesc) -> tirx.PrimFunc:
     """The decode kernel for append_attention (`kernels.append_attention`): its parameters
-    (x, kc, vc, kv_len, w, table, kw, out[, scratch]), the caches written in place."""
+    (x, kc, vc, kv_len, w, table, kw, [sync,] out[, scratch]), the caches written in place; with
+    the sync counters, the last block of each kv head merges its chunks (no merge kernel)."""
     attrs = func.attrs
     static = bool(attrs.get("kv_len_tensor"))
     buffers = [p for p in func.params if is_buffer_var(p)]
     x, kc, vc = buffers[:3]
-    w, table, kw, out = buffers[4:8] if static else buffers[3:7]
+    sync = int(buffers[7].shape[0]) if static and len(buffers) == 10 else 0
+    w, table, kw = buffers[4:7] if static else buffers[3:6]
+    out = buffers[-2] if static else buffers[-1]
     if kc.shape != vc.shape or len(x.shape) != 2:
         raise ValueError(f"append_attention: caches {kc.shape} / {vc.shape} and x {x.shape} do not fit")
     q_norm = QNorm(int(attrs["q_start"]), int(x.shape[1]), int(table.shape[1]), float(attrs["q_norm_eps"]), str(w.dtype))
     append = KVAppend(int(attrs["k_start"]), int(attrs["v_start"]), str(kw.dtype))
     return _decode_kernel(hq=int(out.shape[1]), hkv=int(kc.shape[1]), d=int(kc.shape[2]), dv=int(vc.shape[2]),
                           cache_rows=int(kc.shape[0]), dtypes=(x.dtype, kc.dtype, vc.dtype, out.dtype),
-                          scale=float(attrs["scale"]), kv_len_tensor=static, q_norm=q_norm, append=append)
+                          scale=float(attrs["scale"]), kv_len_tensor=static, q_norm=q_norm, append=append, sync=sync)
 
 
 def _vector(row: int, dtype: str) -> int:
@@ -172,7 +189,8 @@ def _vector(row: int, dtype: str) -> int:
 
 def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: tuple[str, ...],
                    scale: float, kv_len_tensor: bool = False, q_norm: QNorm | None = None,
-                   threads: int | None = None, append: KVAppend | None = None, chunk: int = KC) -> tirx.PrimFunc:
+                   threads: int | None = None, append: KVAppend | None = None, chunk: int = KC,
+                   sync: int = 0) -> tirx.PrimFunc:
     """cache_attention(q, kc, vc, out, kv_len) for one query row; ``kv_len_tensor``: the
     static-decode form (q, kc, vc, kv_len (1,) int32, out), launched over the whole cache.
     ``q_norm``: q is norm_rotary of a head window of x (1, cols), staged in the block (the
@@ -181,7 +199,11 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     static form's scratch is laid out by KC's chunks). ``append`` (with ``q_norm``): the kernel of
     `kernels.append_attention`, (x, kc, vc, kv_len, w, table, kw, out[, scratch]): the step's key
     head is staged and normed with the query heads (one more row), and the block whose chunk
-    holds row kv_len - 1 writes that row's key and value before its scores read it."""
+    holds row kv_len - 1 writes that row's key and value before its scores read it. ``sync`` > 0
+    (the static form with ``append``): no merge kernel; the last block of each kv head to finish
+    merges that head's chunks, found through a counter per kv head in parameter ``counters``
+    ((sync,) int32, sync >= Hkv, after kw), which must hold zeros and holds zeros again when the
+    kernel ends."""
     from tvm.script import tirx as T
 
     qdt, kdt, vdt, odt = dtypes
@@ -198,6 +220,10 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     rm = max(1, nt // dv)  # merge: threads per output column, each over every rm-th chunk
     if nt < dv:  # (the merge gives each output column rm >= 1 threads)
         raise ValueError(f"a decode attention block of {nt} threads is narrower than the head ({dv})")
+    if sync and (not kv_len_tensor or append is None):
+        raise ValueError("a decode kernel merges in its last blocks (sync) only in the static form with append")
+    if 0 < sync < hkv:
+        raise ValueError(f"a decode kernel's sync needs a counter per kv head: {sync} for {hkv}")
     if append is not None and (q_norm is None or dv != d):
         raise ValueError("a decode kernel's fused append needs the fused query norm and D == Dv")
     appends = append is not None
@@ -207,6 +233,11 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     # slices of the heads, or with a fused norm the nh raw heads
     nqe = nh * d if q_norm else g * sl * ds
     nqi = _ceil(nqe, nt)
+    # ``sync``: the last block of a kv head merges its g heads' chunks, rl threads per column
+    # of the (g, dv) outputs, each folding every rl-th chunk into a running (max, sum o, sum l)
+    synced = sync > 0
+    rl = max(1, nt // (g * dv))
+    merge_shape = ((rl, g, dv), (rl, g)) if synced else ((1, 1, 1), (1, 1))
 
     if q_norm is None:
         @T.macro
@@ -295,11 +326,151 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                         vn[it * nt + tx] = T.Cast(vdt, q[0, v_start + h * d + it * nt + tx])
                         vc[n - 1, h, it * nt + tx] = vn[it * nt + tx]
 
+    @T.macro
+    def merge_last(part, out, h, nch, counters, flag, fl, mnum, mden, mmax):
+        """``sync``: count this block's chunk done (its outputs made visible device-wide first),
+        and if it was the last of kv head h's nch chunks, merge them for the head's g query
+        heads and set the counter back to zero. Thread (r, gi, e) folds chunks r, r + rl, ...
+        of column e of head gi, FOLD chunks' loads at a time, into a running max M and
+        sums exp(m_c - M) o_c and exp(m_c - M) l_c; the rl partial folds meet in shared memory."""
+        T.tvm_storage_sync("shared")  # every thread's writes to part fenced (`combine`), before thread 0 counts
+        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+            if tx == 0:
+                flag[0] = T.cuda.atomic_add(T.address_of(counters[h]), 1)
+        for tx in T.thread_binding(nt, thread="threadIdx.x"):
+            fl[0] = flag[0]  # (a loop's extent may not read shared memory)
+        for _last in range(T.Select(fl[0] == nch - 1, 1, 0)):
+            for it in range(_ceil(rl * g * dv, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if it * nt + tx < rl * g * dv:
+                        with T.sblock("merge_fold"):
+                            T.reads()
+                            T.writes()
+                            st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, sum o, sum l
+                            ld = T.sblock_alloc_buffer((FOLD, 3), F32, scope="local")  # o, m, l
+                            r = (it * nt + tx) // (g * dv)
+                            hd = h * g + (it * nt + tx) % (g * dv) // dv
+                            e = (it * nt + tx) % dv
+                            if tx == 0 and it == 0:
+                                counters[h] = 0  # every block of this head has counted
+                            T.cuda.thread_fence()  # the other blocks' part, after their count
+                            st[0] = T.float32(NEG)
+                            st[1] = T.float32(0)
+                            st[2] = T.float32(0)
+                            for k in range((nch + rl * FOLD - 1) // (rl * FOLD)):
+                                for u in T.unroll(FOLD):
+                                    if r + rl * (k * FOLD + u) < nch:
+                                        ld[u, 0] = part[hd, r + rl * (k * FOLD + u), e]
+                                        ld[u, 1] = part[hd, r + rl * (k * FOLD + u), dv]
+                                        ld[u, 2] = part[hd, r + rl * (k * FOLD + u), dv + 1]
+                                for u in T.unroll(FOLD):
+                                    if r + rl * (k * FOLD + u) < nch:
+                                        # rescale by exp(M - M'), M' = max(M, m_c): exp(NEG - M') is 0
+                                        st[1] = st[1] * T.exp(st[0] - T.max(st[0], ld[u, 1])) + \
+                                            ld[u, 0] * T.exp(ld[u, 1] - T.max(st[0], ld[u, 1]))
+                                        st[2] = st[2] * T.exp(st[0] - T.max(st[0], ld[u, 1])) + \
+                                            ld[u, 2] * T.exp(ld[u, 1] - T.max(st[0], ld[u, 1]))
+                                        st[0] = T.max(st[0], ld[u, 1])
+                            mnum[r, hd - h * g, e] = st[1]
+                            if e == 0:
+                                mden[r, hd - h * g] = st[2]
+                                mmax[r, hd - h * g] = st[0]
+            for it in range(_ceil(g * dv, nt)):
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if it * nt + tx < g * dv:
+                        with T.sblock("merge_out"):
+                            T.reads()
+                            T.writes()
+                            st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
+                            gi = (it * nt + tx) // dv
+                            e = (it * nt + tx) % dv
+                            st[0] = T.float32(NEG)
+                            for r in T.unroll(rl):
+                                st[0] = T.max(st[0], mmax[r, gi])
+                            st[1] = T.float32(0)
+                            st[2] = T.float32(0)
+                            for r in T.unroll(rl):
+                                st[1] = st[1] + T.exp(mmax[r, gi] - st[0]) * mnum[r, gi, e]
+                                st[2] = st[2] + T.exp(mmax[r, gi] - st[0]) * mden[r, gi]
+                            out[0, h * g + gi, e] = T.Cast(odt, st[1] / st[2])
+
+    @T.macro
+    def merge_chunks(part, out, n):
+        """Without ``sync``: a second kernel merges the chunks of each query head (see above)."""
+        for bx in T.thread_binding(hq, thread="blockIdx.x"):  # merge the chunks of each head
+            with T.sblock("merge"):
+                T.reads()
+                T.writes()
+                # each chunk's m and l (indexed mod max_chunks, which chunk indices never reach:
+                # else compaction would size these by kv_len, which shared memory cannot be)
+                mc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
+                lc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
+                num = T.sblock_alloc_buffer((rm, dv), F32, scope="shared")  # per group of chunks
+                den = T.sblock_alloc_buffer((rm,), F32, scope="shared")
+                pr = T.sblock_alloc_buffer((nt, MERGE_UNROLL), F32, scope="local")  # registers, per thread
+                nch = (n + chunk - 1) // chunk  # chunks
+                # thread (r, e) sums column e over chunks r, r + rm, r + 2 rm, ...; its first
+                # MERGE_UNROLL of them load with every chunk's (m, l), before the one barrier
+                for it in range(_ceil(max_chunks, nt)):
+                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                        if it * nt + tx < nch:
+                            mc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv]
+                            lc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv + 1]
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if tx < rm * dv:
+                        for u in T.unroll(MERGE_UNROLL):
+                            if tx // dv + rm * u < nch:
+                                pr[tx, u] = part[bx, tx // dv + rm * u, tx % dv]
+                for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                    if tx < rm * dv:
+                        with T.sblock("merge_part"):
+                            T.reads()
+                            T.writes()
+                            st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
+                            r = tx // dv
+                            st[0] = T.float32(NEG)
+                            for c in range(nch):
+                                st[0] = T.max(st[0], mc[c % max_chunks])
+                            st[1] = T.float32(0)
+                            st[2] = T.float32(0)
+                            for u in T.unroll(MERGE_UNROLL):
+                                if r + rm * u < nch:
+                                    st[1] = st[1] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * pr[tx, u]
+                                    st[2] = st[2] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * \
+                                        lc[(r + rm * u) % max_chunks]
+                            # more than rm * MERGE_UNROLL chunks (long contexts): the rest in rounds
+                            for k in range((n + chunk * rm * MERGE_UNROLL - 1) // (chunk * rm * MERGE_UNROLL) - 1):
+                                for u in T.unroll(MERGE_UNROLL):
+                                    if r + rm * ((k + 1) * MERGE_UNROLL + u) < nch:
+                                        st[1] = st[1] + T.exp(
+                                            mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
+                                            part[bx, r + rm * ((k + 1) * MERGE_UNROLL + u), tx % dv]
+                                        st[2] = st[2] + T.exp(
+                                            mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
+                                            lc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks]
+                            num[r, tx % dv] = st[1]
+                            if tx % dv == 0:
+                                den[r] = st[2]
+                for it in range(_ceil(dv, nt)):
+                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
+                        if it * nt + tx < dv:
+                            with T.sblock("merge_col"):
+                                T.reads()
+                                T.writes()
+                                st = T.sblock_alloc_buffer((2,), F32, scope="local")
+                                st[0] = T.float32(0)
+                                st[1] = T.float32(0)
+                                for r in T.unroll(rm):
+                                    st[0] = st[0] + num[r, it * nt + tx]
+                                    st[1] = st[1] + den[r]
+                                out[0, bx, it * nt + tx] = T.Cast(odt, st[0] / st[1])
+
     norm_shape = ((nh, d), (nh, 32), (1, nh)) if q_norm else ((1,), (1,), (1,))
 
     @T.macro
-    def body(q, kc, vc, out, n, grid, w, table, part, kw):  # n keys (int32), in a grid of `grid` chunk slots per kv
-        # head; part (hq, max_chunks, dv + 2): each chunk's unnormalized output, then its max m and sum l
+    def body(q, kc, vc, out, n, grid, w, table, part, kw, counters):  # n keys (int32), in a grid of `grid` chunk
+        # slots per kv head; part (hq, max_chunks, dv + 2): each chunk's unnormalized output, then its max m and
+        # sum l; counters (Hkv,): ``sync``'s
         with T.sblock("root"):
             T.reads()
             T.writes()
@@ -326,6 +497,13 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                     kreg = T.sblock_alloc_buffer((nd, nt, ds), kdt, scope="local")
                     vreg = T.sblock_alloc_buffer((npv, nt, kq), vdt, scope="local")
                     xreg = T.sblock_alloc_buffer((nqi, nt), F32, scope="local")  # its elements of q (x)
+                    flag = T.sblock_alloc_buffer((1,), "int32", scope="shared")  # ``sync``: the count before ours
+                    # two blocks per SM: at most 64 registers a thread (ptxas takes up to 125 else)
+                    T.attr(0, "tirx.launch_bounds_min_blocks_per_sm", BLOCKS_PER_SM)
+                    fl = T.sblock_alloc_buffer((1,), "int32", scope="local")
+                    mnum = T.sblock_alloc_buffer(merge_shape[0], F32, scope="shared")  # ``sync``'s partial folds
+                    mden = T.sblock_alloc_buffer(merge_shape[1], F32, scope="shared")
+                    mmax = T.sblock_alloc_buffer(merge_shape[1], F32, scope="shared")
                     # chunk-major: the blocks of every kv head's live chunks come first, so in the
                     # static grid (graph) they are all dispatched before the idle slots past kv_len
                     h = bx % hkv
@@ -466,84 +644,25 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                                 acc[0] = acc[0] + lp[r, gi]
                                             part[h * g + gi, slot, dv + 1] = acc[0]
                                             part[h * g + gi, slot, dv] = ms[gi]
-            for bx in T.thread_binding(hq, thread="blockIdx.x"):  # merge the chunks of each head
-                with T.sblock("merge"):
-                    T.reads()
-                    T.writes()
-                    # each chunk's m and l (indexed mod max_chunks, which chunk indices never reach:
-                    # else compaction would size these by kv_len, which shared memory cannot be)
-                    mc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
-                    lc = T.sblock_alloc_buffer((max_chunks,), F32, scope="shared")
-                    num = T.sblock_alloc_buffer((rm, dv), F32, scope="shared")  # per group of chunks
-                    den = T.sblock_alloc_buffer((rm,), F32, scope="shared")
-                    pr = T.sblock_alloc_buffer((nt, MERGE_UNROLL), F32, scope="local")  # registers, per thread
-                    nch = (n + chunk - 1) // chunk  # chunks
-                    # thread (r, e) sums column e over chunks r, r + rm, r + 2 rm, ...; its first
-                    # MERGE_UNROLL of them load with every chunk's (m, l), before the one barrier
-                    for it in range(_ceil(max_chunks, nt)):
-                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                            if it * nt + tx < nch:
-                                mc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv]
-                                lc[(it * nt + tx) % max_chunks] = part[bx, it * nt + tx, dv + 1]
-                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                        if tx < rm * dv:
-                            for u in T.unroll(MERGE_UNROLL):
-                                if tx // dv + rm * u < nch:
-                                    pr[tx, u] = part[bx, tx // dv + rm * u, tx % dv]
-                    for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                        if tx < rm * dv:
-                            with T.sblock("merge_part"):
-                                T.reads()
-                                T.writes()
-                                st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, numerator, denominator
-                                r = tx // dv
-                                st[0] = T.float32(NEG)
-                                for c in range(nch):
-                                    st[0] = T.max(st[0], mc[c % max_chunks])
-                                st[1] = T.float32(0)
-                                st[2] = T.float32(0)
-                                for u in T.unroll(MERGE_UNROLL):
-                                    if r + rm * u < nch:
-                                        st[1] = st[1] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * pr[tx, u]
-                                        st[2] = st[2] + T.exp(mc[(r + rm * u) % max_chunks] - st[0]) * \
-                                            lc[(r + rm * u) % max_chunks]
-                                # more than rm * MERGE_UNROLL chunks (long contexts): the rest in rounds
-                                for k in range((n + chunk * rm * MERGE_UNROLL - 1) // (chunk * rm * MERGE_UNROLL) - 1):
-                                    for u in T.unroll(MERGE_UNROLL):
-                                        if r + rm * ((k + 1) * MERGE_UNROLL + u) < nch:
-                                            st[1] = st[1] + T.exp(
-                                                mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
-                                                part[bx, r + rm * ((k + 1) * MERGE_UNROLL + u), tx % dv]
-                                            st[2] = st[2] + T.exp(
-                                                mc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks] - st[0]) * \
-                                                lc[(r + rm * ((k + 1) * MERGE_UNROLL + u)) % max_chunks]
-                                num[r, tx % dv] = st[1]
-                                if tx % dv == 0:
-                                    den[r] = st[2]
-                    for it in range(_ceil(dv, nt)):
-                        for tx in T.thread_binding(nt, thread="threadIdx.x"):
-                            if it * nt + tx < dv:
-                                with T.sblock("merge_col"):
-                                    T.reads()
-                                    T.writes()
-                                    st = T.sblock_alloc_buffer((2,), F32, scope="local")
-                                    st[0] = T.float32(0)
-                                    st[1] = T.float32(0)
-                                    for r in T.unroll(rm):
-                                        st[0] = st[0] + num[r, it * nt + tx]
-                                        st[1] = st[1] + den[r]
-                                    out[0, bx, it * nt + tx] = T.Cast(odt, st[0] / st[1])
+                                        if synced:
+                                            T.cuda.thread_fence()  # visible device-wide before the count
+                        if synced:
+                            merge_last(part, out, h, (n + chunk - 1) // chunk, counters, flag, fl, mnum, mden, mmax)
+            if not synced:  # a second kernel merges the chunks of each head
+                merge_chunks(part, out, n)
 
     q_shape = (1, hq, d) if q_norm is None else (1, q_norm.cols)
     fused = q_norm is not None
 
     @T.macro
-    def run(var_q, var_kc, var_vc, var_out, n, grid, w, table, part, kw=None):  # (w, table: q's stand-ins without
-        q = T.match_buffer(var_q, q_shape, qdt)                               # q_norm; kw: without append)
+    def run(var_q, var_kc, var_vc, var_out, n, grid, w, table, part, kw=None, counters=None):
+        # (w, table: q's stand-ins without q_norm; kw without append; counters without sync)
+        q = T.match_buffer(var_q, q_shape, qdt)
         kc = T.match_buffer(var_kc, (cache_rows, hkv, d), kdt)
         vc = T.match_buffer(var_vc, (cache_rows, hkv, dv), vdt)
         out = T.match_buffer(var_out, (1, hq, dv), odt)
-        body(q, kc, vc, out, n, grid, w if fused else q, table if fused else q, part, kw if appends else q)
+        body(q, kc, vc, out, n, grid, w if fused else q, table if fused else q, part, kw if appends else q,
+             counters if synced else q)
 
     part_shape = (hq, max_chunks, dv + 2)
     if kv_len_tensor and part_shape != decode_scratch_shape(hq, dv, cache_rows):
@@ -553,6 +672,17 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
     # by a CUDA graph); the other's to a global allocation (TVM's workspace, per launch)
     if append is not None:  # `kernels.append_attention`'s parameters
         wdt, rot, kwdt = q_norm.w_dtype, q_norm.rot, append.kw_dtype
+        if sync:
+            @T.prim_func(private=True, s_tir=True)
+            def append_attention_synced(var_q: T.handle, var_kc: T.handle, var_vc: T.handle,
+                                        kv_len: T.Buffer((1,), "int32"), w: T.Buffer((d,), wdt),
+                                        table: T.Buffer((1, rot), F32), kw: T.Buffer((d,), kwdt),
+                                        counters: T.Buffer((sync,), "int32"), var_out: T.handle,
+                                        scratch: T.Buffer(part_shape, F32)):
+                run(var_q, var_kc, var_vc, var_out, kv_len[0], max_chunks, w, table, scratch, kw, counters)
+
+            return append_attention_synced
+
         if kv_len_tensor:
             @T.prim_func(private=True, s_tir=True)
             def append_attention_at(var_q: T.handle, var_kc: T.handle, var_vc: T.handle,

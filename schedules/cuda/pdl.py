@@ -47,9 +47,10 @@ def l2_prefetch(buffer: tirx.Var, rows_per_block: int, row_bytes: int, first_byt
     ``first_bytes`` of each row first, asks for those to be prefetched (none where the sizes are
     not multiples of 16 bytes, as the bulk prefetch needs). Only what each row's lanes load
     first: the rows whole would overflow the L2 cache (Qwen3-4B's gate+up is 100 MB, its LM
-    head 778 MB; the L2 of an H100 or H200 is 50 MB, of the GH100 die's 60) and evict each other before they are read. ``paired``: the
-    kernel's row j is the buffer's row (j % 2) * rows / 2 + j // 2 (a gate row, then its up row:
-    the GEMV of a linear with out_act="swiglu")."""
+    head 778 MB; the L2 of an H100 or H200 is 50 MB, of the GH100 die's 60) and evict each
+    other before they are read. ``paired``: the kernel's row j is the buffer's row
+    (j % 2) * rows / 2 + j // 2 (a gate row, then its up row: the GEMV of a linear with
+    out_act="swiglu")."""
     first_bytes = min(first_bytes, row_bytes)
     if row_bytes % 16 or first_bytes % 16:
         return {}

@@ -20,14 +20,18 @@ def test_build_measure_table(tmp_path, monkeypatch):
     info = kernel_bench.build({"tiny": TINY}, tmp_path / "k", "llvm")
     # 4 projections x (prefill, decode) x (plain, CUDA schedule serialized), prefill's CUDA
     # schedule at matmul precision "medium" too, the LM head's decode twice, decode attention with
-    # 64 and 32 keys per block, with the query norm fused and with the appends too; a sparse MLP
+    # 64 and 32 keys per block, with the query norm fused and with the appends too, and graphed
+    # decode's form of the latter with a merge kernel and merged in its last blocks; a sparse MLP
     # (the dense op, our routed kernels serialized: the general form and decode's)
-    assert info["entries"] == 4 * 2 * 2 + 4 + 2 + 4 + 3
+    assert info["entries"] == 4 * 2 * 2 + 4 + 2 + 4 + 2 + 3
     res = kernel_bench.measure(tmp_path / "k", "cpu", budget_s=60)
     assert res["skipped"] == 0 and not [r for r in res["rows"] if "error" in r]
     ops = {(r["op"], r["variant"]) for r in res["rows"]}
     assert ("down", "cuda, serial") in ops and ("attention", "32 keys/block") in ops
     assert ("attention", "q norm + appends fused") in ops
+    # (their kv_len a buffer, their counters zeros, their output before the scratch)
+    graphed = {r["variant"]: r for r in res["rows"] if r["variant"].startswith("graphed") and r["t"] == 100}
+    assert set(graphed) == {"graphed, merge kernel", "graphed, merged in its last blocks"}
     moe = [r for r in res["rows"] if r["op"].startswith("experts") and r["variant"] == "cuda, serial"]
     assert [r["t"] for r in moe] == [1, 16] and all("diff" in r for r in moe)  # routed = dense, on a top-k routing
     assert [r["t"] for r in res["rows"] if r["variant"] == "cuda decode, serial" and "diff" in r] == [1]

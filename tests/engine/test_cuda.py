@@ -86,6 +86,18 @@ def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_pa
     layers = md.config.num_hidden_layers
     ops = {name: [n.op for n in art.graphs[name].ops() if "append" in n.op] for name in ("prefill", "decode")}
     assert ops == {"prefill": ["kv_append_pair"] * layers, "decode": ["append_attention"] * layers}, ops
+    # decode's attention merges its key chunks in the last block of each kv head, found through
+    # counters in a persistent input (`passes.static_decode`): no merge kernel
+    assert "cache.sync" in [i["name"] for i in art.manifest["functions"]["decode"]["inputs"]]
+    def find_cuda(m):
+        return m if m.kind == "cuda" else next(filter(None, map(find_cuda, m.imports)), None)
+
+    cuda = find_cuda(art.executable.mod)
+    bounds = {name: b for b, name in re.findall(r'extern "C" __global__ void __launch_bounds__\(([\d, ]+)\) (\w+)\(',
+                                                 cuda.inspect_source(""))}
+    assert bounds.get("append_attention_kernel") == "512, 2", bounds  # (two blocks per SM: ptxas is told)
+    assert not any(n.startswith("append_attention_kernel_") for n in bounds)
+    assert "tvm_builtin_cuda_atomic_add(" in cuda.inspect_source("")
     lib = (art.save(tmp_path / "graph") / "model.so").read_bytes()
     assert b"vm.builtin.cuda_graph.run_or_capture" in lib and b".nv.info" in lib
     # at gqa5x1's odd shapes dlight schedules decode's linears (K is not a multiple of 32); since

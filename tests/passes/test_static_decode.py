@@ -53,3 +53,19 @@ def test_same_step_as_the_shape_form():
 def test_needs_static_dims_apart_from_kv_len():
     with pytest.raises(ValueError, match=r"symbolic dims \['seq_len'\] remain"):
         static_decode(_prefill())
+
+
+def test_append_attention_gets_the_sync_counters():
+    """CUDA's decode fusions (`passes.decode_passes`) make each layer's attention an
+    append_attention; static_decode hands each one the same (Hkv,) int32 counters, a new input."""
+    from inference_pio.passes import cache_passes, decode_passes, fold_slices
+    from inference_pio.passes.static_decode import SYNC
+
+    # (fold_slices: q, k and v as column windows of one q+k+v row, which the fusions read)
+    decode = specialize(run(fold_slices(_prefill()), cache_passes("cuda")), "decode", seq_len=1)
+    g = static_decode(run(decode, decode_passes("cuda")))
+    (sync,) = [n for n in g.inputs if n.name == SYNC]
+    assert sync.shape == (1,) and sync.dtype == "int32"
+    attn = [n for n in g.nodes() if n.op == "append_attention"]
+    assert len(attn) == 2 and all(n.inputs[7] is sync for n in attn)
+    assert SYNC not in {n.name for n in static_decode(specialize(_prefill(), "decode", seq_len=1)).inputs}

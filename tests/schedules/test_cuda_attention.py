@@ -131,6 +131,44 @@ def test_decode_kernel_with_the_append_fused(rng, kv_len_tensor, rot, kv_len):
     np.testing.assert_array_equal(got[2], vr)
 
 
+@pytest.mark.parametrize("hq,hkv,d,chunks", [(HQ, HKV, 36, 2), (8, 2, 128, 37), (4, 1, 128, 3)])
+def test_decode_kernel_merges_in_its_last_block(rng, hq, hkv, d, chunks):
+    """append_attention's static form with sync counters: no merge kernel, the last block of
+    each kv head to count itself done merges the head's chunks and sets its counter back to
+    zero. Run serially, that is the head's last chunk. Shapes: 4 threads per output column of
+    the merge (HQ/HKV heads of 36), 1 thread (4 heads of 128) over 37 chunks (several rounds of
+    FOLD loads), 2 threads; a spare counter past Hkv stays as it was."""
+    from inference_pio.ir.ops import append_attention, rope_table
+
+    cache, start, k_start = chunks * KC + 3, 5, 5 + hq * d + 4
+    v_start = k_start + hkv * d
+    cols = v_start + hkv * d + 3
+    f = _decode_kernel(hq, hkv, d, d, cache, ("float32",) * 4, 0.3, kv_len_tensor=True,
+                       q_norm=QNorm(start, cols, 20, 1e-6, "float32"), append=KVAppend(k_start, v_start, "float32"),
+                       sync=hkv + 1)
+    for kv_len in (1, KC, KC + 1, cache):
+        x, w, kw = 3 * _randn(rng, 1, cols), 1 + 0.3 * _randn(rng, d), 1 + 0.3 * _randn(rng, d)
+        table = rope_table(np.array([kv_len - 1], np.int32), theta=1e4, rotary_dim=20)
+        kc, vc = _randn(rng, cache, hkv, d), _randn(rng, cache, hkv, d)
+        kc[kv_len:], vc[kv_len:] = np.nan, np.nan
+        n, counters = np.array([kv_len], np.int32), np.array([0] * hkv + [7], np.int32)
+        scratch = np.full(decode_scratch_shape(hq, d, cache), np.nan, np.float32)
+        got = cuda_emulation.run(f, x, kc.copy(), vc.copy(), n, w, table, kw, counters,
+                                 np.zeros((1, hq, d), np.float32), scratch)
+        ref = append_attention(x, kc.copy(), vc.copy(), n, w, table, kw, scale=0.3, eps=1e-6, start=start, heads=hq,
+                               k_start=k_start, v_start=v_start, kv_len_tensor=True)
+        assert np.abs(got[-2] - ref).max() <= 1e-5 * np.abs(ref).max(), kv_len
+        np.testing.assert_array_equal(got[-3], [0] * hkv + [7])
+
+
+def test_decode_kernel_merges_in_its_last_block_only_when_static():
+    kw = dict(q_norm=QNorm(0, 9 * 36, 36, 1e-6, "float32"), append=KVAppend(6 * 36, 7 * 36, "float32"))
+    with pytest.raises(ValueError, match="only in the static form"):
+        _decode_kernel(6, 1, 36, 36, KC, ("float32",) * 4, 0.3, sync=1, **kw)
+    with pytest.raises(ValueError, match="a counter per kv head: 1 for 2"):
+        _decode_kernel(6, 2, 36, 36, KC, ("float32",) * 4, 0.3, kv_len_tensor=True, sync=1, **kw)
+
+
 def test_flash_kernel_without_cache(rng):
     f = _flash_kernel(HQ, HKV, D, DV, None, ("float32",) * 4, 0.3, causal=True)
     for t in (1, 5, BQ + 6):  # the last query tile partial, key tiles past the causal limit skipped

@@ -34,7 +34,7 @@ def _cuda_module(m):
 def _kernels(src: str) -> dict[str, str]:
     """Each __global__ kernel's body in the CUDA source, by name."""
     out = {}
-    for m in re.finditer(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\([^)]*\) \{\n', src):
+    for m in re.finditer(r'extern "C" __global__ void (?:__launch_bounds__\([\d, ]+\) )?(\w+)\([^)]*\) \{\n', src):
         out[m.group(1)] = src[m.end():src.find('\n}\n', m.end())]
     return out
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from inference_pio.ir import OPS, GraphBuilder, interpret, np_dtype
+from inference_pio.ir.ops import TypeError_
 from inference_pio.schedules import KERNELS
 from kernel_harness import check, rand, run_graph
 
@@ -648,11 +649,13 @@ def test_kv_append_pair_writes_keys_and_values(dt, kv_len_tensor):
               "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
 
 
-@pytest.mark.parametrize("dt,kv_len_tensor", [("float32", False), ("bfloat16", True)])
-def test_append_attention_reference(dt, kv_len_tensor):
+@pytest.mark.parametrize("dt,kv_len_tensor,sync", [("float32", False, False), ("bfloat16", True, False),
+                                                    ("float32", True, True)])
+def test_append_attention_reference(dt, kv_len_tensor, sync):
     """append_attention's own TIR (`kernels.append_attention`, built by engine.lower; the CUDA
     rule replaces its body) against the op: the step's key and value written at row kv_len - 1
-    and attended to with the rows before."""
+    and attended to with the rows before. ``sync``: with `passes.static_decode`'s counters
+    (unused here)."""
     from inference_pio.ir import Graph, TensorType, input_node, op_node
 
     rng = np.random.default_rng(9)
@@ -664,13 +667,17 @@ def test_append_attention_reference(dt, kv_len_tensor):
     n = input_node("kv_len", TensorType((1,), "int32") if kv_len_tensor else TensorType(("kv_len",), "int64"),
                    **({} if kv_len_tensor else {"shape_only": True}))
     table = op_node("rope_table", [pos], rotary_dim=6, theta=100.0)
-    o = op_node("append_attention", [x, kc, vc, n, w, table, kw], scale=0.3, eps=1e-6, start=3, heads=hkv * group,
-                k_start=36, v_start=53, kv_len_tensor=kv_len_tensor)
-    g = Graph("append_attention", (x, w, kw, pos, kc, vc, n), (("o", o),))
+    counters = [input_node("sync", TensorType((hkv + 1,), "int32"))] if sync else []
+    o = op_node("append_attention", [x, kc, vc, n, w, table, kw, *counters], scale=0.3, eps=1e-6, start=3,
+                heads=hkv * group, k_start=36, v_start=53, kv_len_tensor=kv_len_tensor)
+    g = Graph("append_attention", (x, w, kw, pos, kc, vc, n, *counters), (("o", o),))
     check(g, {"x": rand(rng, (1, 70)), "w": rand(rng, (d,), dt), "kw": rand(rng, (d,), dt),
               "pos": np.array([kv_len - 1], np.int32), "kc": rand(rng, (cap, hkv, d), dt),
-              "vc": rand(rng, (cap, hkv, d), dt),
+              "vc": rand(rng, (cap, hkv, d), dt), **({"sync": np.zeros(hkv + 1, np.int32)} if sync else {}),
               "kv_len": np.array([kv_len], np.int32) if kv_len_tensor else np.zeros(kv_len)}, dtype=dt, rtol=5e-5)
+    with pytest.raises(TypeError_, match=r"sync must be int32 \(S,\) with S >= 2"):
+        op_node("append_attention", [x, kc, vc, n, w, table, kw, input_node("s", TensorType((1,), "int32"))],
+                scale=0.3, eps=1e-6, start=3, heads=hkv * group, k_start=36, v_start=53, kv_len_tensor=kv_len_tensor)
 
 
 def test_cache_attention_with_query_norm_and_rotary():
