@@ -164,10 +164,11 @@ def _decode_attention_variants(cfg: dict, kcs: tuple[int, ...], ts: tuple, wrap=
         out.append((variant, wrap(f), ts))
     # the static form that graphed decode runs (a grid over the whole cache, kv_len a buffer):
     # its chunks merged by a second kernel, and by the last block of each kv head (the default)
+    # (the second checked against the first: their parameters differ by the counters)
     for variant, sync in (("graphed, merge kernel", 0), ("graphed, merged in its last blocks", hkv)):
         f = attn._decode_kernel(hq, hkv, d, d, CACHE_ROWS, ("float32", BF16, BF16, "float32"), d ** -0.5,
                                 kv_len_tensor=True, q_norm=q_norm, append=append, sync=sync)
-        out.append((variant, wrap(f), ts))
+        out.append((variant, wrap(f), ts) + (("graphed, merge kernel",) if sync else ()))
     return out
 
 
@@ -311,14 +312,15 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
             made.append(("attention", *heads, [1, 2],
                          _decode_attention_variants(cfg, (KC, KC // 2), (16, 100), cuda_emulation.serialize)))
         for op, n, k, rotate, variants in made:
-            for variant, func, ts in variants:
+            for variant, func, ts, *ref in variants:  # (ref: the variant whose output this one's must match)
                 name = f"k{len(entries):03d}"
                 funcs[name] = func.with_attr("global_symbol", name)
                 names = [p.name for p in func.params]
                 entries.append({"name": name, "preset": preset, "op": op, "n": n, "k": k, "variant": variant,
                                 "ts": list(ts), "params": _params(func), "rotate": rotate}
                                # the static decode attention's output comes before its scratch
-                               | ({"output": names.index("out")} if "scratch" in names else {}))
+                               | ({"output": names.index("out")} if "scratch" in names else {})
+                               | ({"ref": ref[0]} if ref else {}))
     for preset, shape in (MOE_SHAPES if cuda else MOE_DRY).items():
         # x, gates, w_in, w_out -> out, then scratch: the gates a top_k routing, rotated (`measure`)
         for variant, func, ts in _moe_variants(shape, cuda):
@@ -382,7 +384,7 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
     res: dict[str, Any] = {"rows": [], "skipped": 0}
     host: dict[tuple, Any] = {}  # numpy inputs by (shape, dtype), shared between entries
     routings: dict[tuple, list] = {}  # a sparse MLP's gates by (T, E, top_k), likewise
-    refs: dict[tuple, tuple] = {}  # (preset, op, T) -> ours' parameters and output
+    refs: dict[tuple, tuple] = {}  # (preset, op, T, variant) -> its parameters and output
     for e in entries:
         if time.monotonic() - t0 > budget_s:
             res["skipped"] += 1
@@ -446,12 +448,12 @@ def measure(kdir: Path, device: str, budget_s: float, save=None) -> dict:
                 f(*calls[0])  # (the inputs of the first call: the rotated ones differ between copies)
                 got = args[e.get("output", max(i for i, p in enumerate(e["params"]) if "shape" in p))][0].numpy()
                 got = got.astype(np.float32)
+                # (an entry with "ref": against that variant's output, its parameters differing)
                 key = (e["preset"], e["op"], t)
-                if e["variant"] == "ours":
-                    refs[key] = (e["params"], got)
-                elif key in refs and refs[key][0] == e["params"]:
-                    ref = refs[key][1]
-                    row["diff"] = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-30))
+                refs[key + (e["variant"],)] = (e["params"], got)
+                ref = refs.get(key + (e.get("ref", "ours"),))
+                if e["variant"] != "ours" and ref is not None and ("ref" in e or ref[0] == e["params"]):
+                    row["diff"] = float(np.abs(got - ref[1]).max() / max(float(np.abs(ref[1]).max()), 1e-30))
             except Exception as ex:  # noqa: BLE001  (one failing kernel is a cell, not the end)
                 row["error"] = f"{type(ex).__name__}: {ex}"[:300]
             res["rows"].append(row)

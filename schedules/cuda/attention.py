@@ -45,8 +45,8 @@ present form.
 Where decode is static (`passes.static_decode`, under a CUDA graph), the merge is no kernel of
 its own: `append_attention` gets counters, a persistent (Hkv,) int32 input of zeros. A block
 writes its chunk's (o, m, l), fences them (`__threadfence`), and one thread adds 1 to its kv
-head's counter; the block that reads Hkv's chunk count - 1 back is the last of that head, and
-merges it (`merge_last`: thread (r, head, column) folds every rl-th chunk into a running max and
+head's counter; the block that gets back the head's chunk count - 1 is the last of that head,
+and merges it (`merge_last`: thread (r, head, column) folds every rl-th chunk into a running max and
 sums, FOLD chunks' loads at a time; rl = 1 at Qwen3-4B's 4 heads of 128 per kv head), then
 resets the counter. That saves a launch and the gap after it per layer: in run 3's profile the
 merge kernel took 2.97 us per Qwen3-4B layer, plus about 1.75 us of gap. The merge's extra

@@ -32,6 +32,7 @@ def test_build_measure_table(tmp_path, monkeypatch):
     # (their kv_len a buffer, their counters zeros, their output before the scratch)
     graphed = {r["variant"]: r for r in res["rows"] if r["variant"].startswith("graphed") and r["t"] == 100}
     assert set(graphed) == {"graphed, merge kernel", "graphed, merged in its last blocks"}
+    assert graphed["graphed, merged in its last blocks"]["diff"] < kernel_bench.DIFF_TOL  # (against the first)
     moe = [r for r in res["rows"] if r["op"].startswith("experts") and r["variant"] == "cuda, serial"]
     assert [r["t"] for r in moe] == [1, 16] and all("diff" in r for r in moe)  # routed = dense, on a top-k routing
     assert [r["t"] for r in res["rows"] if r["variant"] == "cuda decode, serial" and "diff" in r] == [1]
