@@ -212,7 +212,7 @@ def kernel_signature(inputs: list[TensorSpec], output: TensorSpec) -> dict[str, 
 def graph_signature(graph: Graph) -> dict[str, Any]:
     """The manifest entry for one compiled function: its inputs, params (by index) and outputs."""
     def t(n: Node) -> dict[str, Any]:
-        return _entry(n.name, n.shape, n.dtype)
+        return {**_entry(n.name, n.shape, n.dtype), **({"zeroed": True} if n.attr("zeroed") else {})}
 
     sig = {"inputs": [t(n) for n in graph.inputs], "params": [p.name for p in graph.params()],
            "outputs": [{**t(v), "name": k} for k, v in graph.outputs]}

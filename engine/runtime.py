@@ -14,7 +14,6 @@ import numpy as np
 
 from ..frontends.huggingface import load_weights
 from ..ir import TensorType, param_node
-from ..passes.static_decode import SYNC
 from ..targets import amx_usable, enable_amx, host_cores, host_cpu_flags
 from . import manifest as mf
 from . import vision
@@ -192,12 +191,12 @@ class Runtime:
         return plan(feeds)
 
     def _caches(self) -> dict[str, Any]:
-        """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read); the
-        attention kernels' counters (``cache.sync``, `passes.static_decode`) start at zero, and
-        the kernels leave them so."""
+        """The KV-cache tensors, allocated once per runtime (kv_len bounds what is read); an
+        input the manifest marks "zeroed" (the attention kernels' counters, ``cache.sync``:
+        `passes.static_decode`) starts at zero, and the kernels leave it so."""
         if self._cache is None:
             self._cache = {i["name"]: self._rt.tensor(np.zeros(i["shape"], i["dtype"]), self.device)
-                           if i["name"] == SYNC else self._rt.empty(tuple(i["shape"]), i["dtype"], self.device)
+                           if i.get("zeroed") else self._rt.empty(tuple(i["shape"]), i["dtype"], self.device)
                            for i in self.manifest["functions"]["decode"]["inputs"] if i["name"].startswith("cache.")}
         return self._cache
 

@@ -112,10 +112,13 @@ def make_attrs(attrs: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((k, _freeze(v)) for k, v in attrs.items() if v is not None))
 
 
-def input_node(name: str, type: TensorType, *, shape_only: bool = False) -> Node:
+def input_node(name: str, type: TensorType, *, shape_only: bool = False, zeroed: bool = False) -> Node:
     """A graph input. A ``shape_only`` input carries no data: it binds its (symbolic) dims,
-    e.g. ``kv_len`` for the number of valid KV-cache rows."""
-    return Node("input", (), type, make_attrs({"shape_only": True} if shape_only else {}), name=name)
+    e.g. ``kv_len`` for the number of valid KV-cache rows. A ``zeroed`` one is state that the
+    caller allocates once, holding zeros, and passes on every call (`passes.static_decode`'s
+    counters): the manifest says so."""
+    attrs = {"shape_only": True} if shape_only else {}
+    return Node("input", (), type, make_attrs({**attrs, "zeroed": True} if zeroed else attrs), name=name)
 
 
 def param_node(name: str, type: TensorType, **attrs: Any) -> Node:

@@ -79,7 +79,8 @@ def specialize(graph: Graph, name: str, **dims: int) -> Graph:
     def sub(shape: tuple) -> tuple:
         return tuple(dims.get(d, d) if isinstance(d, str) else d for d in shape)
 
-    inputs = {id(n): input_node(n.name, n.type.with_shape(sub(n.shape)), shape_only=bool(n.attr("shape_only")))
+    inputs = {id(n): input_node(n.name, n.type.with_shape(sub(n.shape)), shape_only=bool(n.attr("shape_only")),
+                                zeroed=bool(n.attr("zeroed")))
               for n in graph.inputs}
 
     def attrs(n: Node) -> dict:

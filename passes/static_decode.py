@@ -22,7 +22,7 @@ from ..ir import Graph, Node, TensorType, input_node, op_node, rewrite
 
 
 # where each op takes kv_len (the recurrences: their cached forms, `passes.insert_kv_cache`)
-SYNC = "cache.sync"  # the attention kernels' counters (a cache input: allocated once, zeroed, by the runtime)
+SYNC = "cache.sync"  # the attention kernels' counters (a zeroed input: the runtime allocates it once, with zeros)
 KV_LEN_OPERAND = {"kv_append": 2, "kv_append_pair": 2, "cache_attention": 3, "append_attention": 3, "causal_conv1d": 3, "gated_delta_rule": 8}
 
 
@@ -36,7 +36,7 @@ def static_decode(graph: Graph) -> Graph:
         raise ValueError(f"static_decode: symbolic dims {sorted(set(dynamic))} remain (specialize seq_len first)")
 
     heads = [int(n.inputs[1].shape[1]) for n in graph.nodes() if n.op == "append_attention"]
-    sync = input_node(SYNC, TensorType((max(heads),), "int32")) if heads else None
+    sync = input_node(SYNC, TensorType((max(heads),), "int32"), zeroed=True) if heads else None
 
     def fn(n: Node, _old: Node) -> Node | None:
         at = KV_LEN_OPERAND.get(n.op)

@@ -88,7 +88,8 @@ def test_cuda_graph_captures_the_whole_decode_step(models, cuda_artifact, tmp_pa
     assert ops == {"prefill": ["kv_append_pair"] * layers, "decode": ["append_attention"] * layers}, ops
     # decode's attention merges its key chunks in the last block of each kv head, found through
     # counters in a persistent input (`passes.static_decode`): no merge kernel
-    assert "cache.sync" in [i["name"] for i in art.manifest["functions"]["decode"]["inputs"]]
+    sync = [i for i in art.manifest["functions"]["decode"]["inputs"] if i["name"] == "cache.sync"]
+    assert sync == [{"name": "cache.sync", "shape": [2], "dtype": "int32", "zeroed": True}], sync  # (runtime: zeros)
     def find_cuda(m):
         return m if m.kind == "cuda" else next(filter(None, map(find_cuda, m.imports)), None)
 

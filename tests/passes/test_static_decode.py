@@ -65,7 +65,7 @@ def test_append_attention_gets_the_sync_counters():
     decode = specialize(run(fold_slices(_prefill()), cache_passes("cuda")), "decode", seq_len=1)
     g = static_decode(run(decode, decode_passes("cuda")))
     (sync,) = [n for n in g.inputs if n.name == SYNC]
-    assert sync.shape == (1,) and sync.dtype == "int32"
+    assert sync.shape == (1,) and sync.dtype == "int32" and sync.attr("zeroed")  # (the runtime's zeros)
     attn = [n for n in g.nodes() if n.op == "append_attention"]
     assert len(attn) == 2 and all(n.inputs[7] is sync for n in attn)
     assert SYNC not in {n.name for n in static_decode(specialize(_prefill(), "decode", seq_len=1)).inputs}
