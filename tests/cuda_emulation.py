@@ -27,7 +27,8 @@ _SCOPE = re.compile(r'scope="(shared|shared\.dyn|warp|local|wmma\.\w+)"')
 _FENCES = re.compile(r'T\.(cuda\.thread_fence\(\)|tvm_storage_sync\("shared".*\))$', re.M)
 _ATOMIC_ADD = re.compile(r'^(\s*)(\S+) = T\.cuda\.atomic_add\(T\.address_of\((.+)\), (.+)\)$', re.M)
 _GPU_HINTS = re.compile(r'"(tirx\.manifest_shared_memory_local_stage|double_buffer_scope)": \d+(, )?'
-                        r'|, annotations=\{"software_pipeline_order": \[[\d, ]*\], "software_pipeline_stage": \[[\d, ]*\]\}')
+                        r'|, annotations=\{(?:"software_pipeline_async_stages": \[[\d, ]*\], )?'
+                        r'"software_pipeline_order": \[[\d, ]*\], "software_pipeline_stage": \[[\d, ]*\]\}')
 
 
 def serialize(func):

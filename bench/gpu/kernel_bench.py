@@ -105,6 +105,11 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target, n
         # other operands)
         xb = _linear_func(n, k, BF16, x_dtype=BF16, **prefill).with_attr("precision", "medium")
         out.append(("bf16 x", tensor_core_linear(xb, target), PREFILL_T))
+        # the weights straight into shared memory by cp.async (no registers), 2 and 3 stages
+        # (`matmul.schedule`'s async_stages; compiled under matmul.ASYNC_COPY, as `build` does)
+        for stages in (2, 3):
+            out.append((f"weights by cp.async, {stages} stages", tensor_core_linear(f, target, async_stages=stages),
+                        PREFILL_T))
         plain = _linear_func(n, k, BF16, residual=prefill.get("residual", False))
         out.append(("dlight", dlight_baseline(plain, target).mod["main"], PREFILL_T))
     one = tirx.IntImm("int64", 1)
@@ -335,7 +340,10 @@ def build(presets: dict[str, dict], out: Path, target) -> dict:
 
         enable_cuda_codegen()
     out.mkdir(parents=True, exist_ok=True)
-    with desc.to_tvm() as tgt:
+    from inference_pio.schedules.cuda.matmul import ASYNC_COPY
+
+    # (the cp.async variants' copies; no other kernel has an async pipeline stage)
+    with tvm.transform.PassContext(config=ASYNC_COPY if cuda else {}), desc.to_tvm() as tgt:
         ex = tvm.compile(tvm.IRModule(funcs), target=tgt)
     ex.export_library(str(out / "kernels.so"))
     if cuda and b".nv.info" not in (out / "kernels.so").read_bytes():

@@ -115,6 +115,10 @@ def _big_c(tiles: Tiles) -> bool:
     return tiles.rows * tiles.cols * 4 > 32 * 1024
 
 
+# the pass option under which a kernel with ``async_stages`` must be compiled: without it TVM
+# builds the pipeline's commit groups and waits but leaves the copies plain loads and stores
+ASYNC_COPY = {"tirx.use_async_copy": True}
+
 MAX_SLICES = 8   # split-K: at most this many slices of the reduction...
 MIN_SLICE = 256  # ...each at least this long (in bf16 products: 4 stages of 64)
 
@@ -238,10 +242,12 @@ def _i64(v) -> tirx.PrimExpr:
 
 
 def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | None = None,
-                       max_slices: int | None = None) -> tirx.PrimFunc | None:
+                       max_slices: int | None = None, async_stages: int = 0) -> tirx.PrimFunc | None:
     """The split-bf16 tensor-core kernel for a linear with fp32 x (T rows) and bf16 weights.
-    ``tiles`` and ``max_slices`` override `tiles_for` and `slices_for` (bench/gpu/kernel_bench.py
-    times the alternatives)."""
+    ``tiles`` and ``max_slices`` override `tiles_for` and `slices_for`, ``async_stages`` (2 or 3)
+    copies bf16 weights with cp.async through that many stages where their copies are 16 bytes
+    (`schedule`; fp16 weights are split on their way: registers). bench/gpu/kernel_bench.py
+    times the alternatives."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -274,8 +280,9 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
         y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
                          slices=slices, bit_round=not _TENSORIZE, precision=prec)  # (bit_round: emulated on a CPU)
         try:
-            sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE,
-                           vectors=stage_vectors(int(k), tiles, x.dtype))
+            vectors = stage_vectors(int(k), tiles, x.dtype)
+            sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE, vectors=vectors,
+                           async_stages=async_stages if vectors[1] == 8 and w.dtype == BF16 else 0)
             break
         except s_tir.ScheduleError:
             # TVM 0.27's cache_read fails the split-K form (region cover) where the column tiles
@@ -288,11 +295,22 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
 
 
 def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
-             vectors: tuple[int, int] = (4, 4)) -> s_tir.Schedule:
+             vectors: tuple[int, int] = (4, 4), async_stages: int = 0) -> s_tir.Schedule:
     """Tensor-core schedule of a PrimFunc with one C[i, j] += A[i, r] * B[j, r] block (16-bit A
     and B produced by spatial blocks that get inlined into the shared-memory loads) and
     optional spatial consumers (inlined into the store). Each thread copies ``vectors`` (of A,
-    of B; 4 or 8: `stage_vectors`) elements per step into shared memory."""
+    of B; 4 or 8: `stage_vectors`) elements per step into shared memory.
+
+    By default both copies go through registers (global -> local -> shared), two stages
+    software pipelined. ``async_stages`` (2 or 3; not yet timed, a kernel-table variant): B, the
+    weights, is copied straight into shared memory with cp.async (no registers, no wait before
+    the next copy is issued), through that many stages: a stage's weights are requested
+    async_stages - 1 chunks of K before their products. TVM's software pipeline builds the
+    commit groups and waits, and under the pass option `ASYNC_COPY` the copies (16 bytes,
+    zero-filled where guarded); 4 stages fail in its shared-memory planning (the fp32 C
+    tile's alias)."""
+    if async_stages not in (0, 2, 3):
+        raise ValueError(f"async_stages must be 0, 2 or 3, not {async_stages}")
     from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_consumers,
                                             auto_inline_producers, get_index_map)
 
@@ -320,8 +338,15 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     j0, j1, j2, j3 = sch.split(j, [1, None, tl.warps_n, tl.frags_n])
     k0, k1 = sch.split(k, [None, tl.chunk_k])
     sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
-    sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
-    sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
+    # the body of k0 once k1's pipeline is in: x to registers, x to shared, the weights [to
+    # registers, to shared], then k1's prologue, body and epilogue (fragment loads, products)
+    if async_stages:  # the weights' one statement async, in stage 0; the products in the last
+        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 2, 5])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, async_stages - 2, async_stages - 1, async_stages - 1])
+        sch.annotate(k0, "software_pipeline_async_stages", [0])
+    else:
+        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
     sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
     sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
     sch.bind(batch, "blockIdx.z")
@@ -340,7 +365,8 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
         sch.bind(ty, "threadIdx.y")
         sch.vectorize(vec)
         sch.storage_align(stage, 0, axis=-2, factor=16, offset=8)  # rows 8 elements apart: no bank conflicts
-        sch.annotate(stage, "tirx.manifest_shared_memory_local_stage", 1)
+        if not (async_stages and idx == 1):  # (cp.async copies straight to shared memory)
+            sch.annotate(stage, "tirx.manifest_shared_memory_local_stage", 1)
         sch.annotate(stage, "double_buffer_scope", 0)
         auto_inline_producers(sch, stage)  # the hi/lo split (A) and the weight copy (B)
 

@@ -127,6 +127,27 @@ def test_tensor_core_linear_of_bf16_x(rng, t, n, k, residual):
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("t,n,k,stages,prec", [(130, 136, 128, 3, "medium"), (17, 40, 64, 2, "high"),
+                                               (300, 256, 256, 3, "high")])
+def test_tensor_core_linear_with_weights_by_cp_async(rng, t, n, k, stages, prec):
+    """``async_stages``: the weights straight into shared memory (cp.async on the GPU), 2 or 3
+    stages; the same loop nest otherwise. Partly filled row and column tiles; the 128 x 128
+    tiles (N = 256); "high" splits x, "medium" rounds it."""
+    import ml_dtypes
+
+    with untensorized():
+        f = tensor_core_linear(_linear_func(n, k, BF16, residual=True).with_attr("precision", prec), CUDA,
+                               async_stages=stages)
+    assert '"software_pipeline_async_stages": [0]' in f.script()
+    x = (rng.standard_normal((t, k)) * 3).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
+    r = rng.standard_normal((t, n)).astype(np.float32)
+    got = cuda_emulation.run(f, x, w, r, np.zeros((t, n), np.float32))[-1]
+    xr = x.astype(ml_dtypes.bfloat16).astype(np.float32) if prec == "medium" else x
+    ref = _reference(xr, w, None, r, None)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
 def test_emulated_split_rounds_like_the_gpu(rng):
     """On LLVM, TVM's bf16 legalization computes in fp32 and drops an fp32 -> bf16 -> fp32 round
     trip, so x's bf16 parts would be hi = x, lo = 0 and the emulation would test plain fp32 math.
@@ -265,6 +286,29 @@ def test_split_k_compiles_to_two_kernels_in_a_cubin(tmp_path):
     src = ex.mod.imports[0].inspect_source("")
     assert src.count("__global__ void") == 2 * 2 and "mma_sync" in src  # (declared, then defined)
     assert "TVMBackendAllocWorkspace" in ex.mod.inspect_source("ll")
+    ex.export_library(tmp_path / "k.so")
+    assert b".nv.info" in (tmp_path / "k.so").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
+@pytest.mark.parametrize("n,stages", [(2560, 3), (136, 2)])
+def test_weights_by_cp_async_compile_to_a_cubin(tmp_path, n, stages):
+    """The cp.async form at Qwen3-4B's o projection (K = 4096, 128 x 128 tiles) and at a column
+    count the tiles only partly fill (guarded copies, zero-filled): compiled under
+    `matmul.ASYNC_COPY`, 16-byte cp.async in the source, and nvcc accepts it."""
+    import tvm
+
+    from inference_pio.schedules.cuda.matmul import ASYNC_COPY
+    from inference_pio.targets.cuda_host import enable_cuda_codegen
+
+    enable_cuda_codegen()
+    f = tensor_core_linear(_linear_func(n, 4096, BF16, residual=True).with_attr("precision", "medium"), CUDA,
+                           async_stages=stages)
+    with tvm.transform.PassContext(config=ASYNC_COPY), CUDA.to_tvm() as tgt:
+        ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
+    src = ex.mod.imports[0].inspect_source("")
+    assert "cp.async.cg.shared.global" in src and "mma_sync" in src
+    assert ("ptx_cp_async_legacy_pred_cg_16" in src) == (n == 136)  # (a guard: zeros where it fails)
     ex.export_library(tmp_path / "k.so")
     assert b".nv.info" in (tmp_path / "k.so").read_bytes()
 
