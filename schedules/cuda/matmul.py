@@ -305,7 +305,10 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     software pipelined. ``async_stages`` (2 or 3; not yet timed, a kernel-table variant): B, the
     weights, is copied straight into shared memory with cp.async (no registers, no wait before
     the next copy is issued), through that many stages: a stage's weights are requested
-    async_stages - 1 chunks of K before their products. TVM's software pipeline builds the
+    async_stages - 1 chunks of K before their products. x keeps its registers: it is converted
+    on the way, and a bf16 x's copy, guarded by T, TVM leaves a plain load and store (no
+    cp.async), which without the register stage would wait on memory. TVM's software pipeline
+    builds the
     commit groups and waits, and under the pass option `ASYNC_COPY` the copies (16 bytes,
     zero-filled where guarded); 4 stages fail in its shared-memory planning (the fp32 C
     tile's alias)."""
@@ -338,15 +341,20 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     j0, j1, j2, j3 = sch.split(j, [1, None, tl.warps_n, tl.frags_n])
     k0, k1 = sch.split(k, [None, tl.chunk_k])
     sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
-    # the body of k0 once k1's pipeline is in: x to registers, x to shared, the weights [to
-    # registers, to shared], then k1's prologue, body and epilogue (fragment loads, products)
-    if async_stages:  # the weights' one statement async, in stage 0; the products in the last
-        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 2, 5])
-        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, async_stages - 2, async_stages - 1, async_stages - 1])
+    # the body of k0 once k1's pipeline is in: A's copy (to registers, then to shared), B's
+    # likewise (or one async statement), then k1's prologue, body and epilogue (fragment loads,
+    # products). Run in the order: the loads (and async copies) of the next chunk, k1's body on
+    # this one, the stores to shared memory, k1's prologue and epilogue
+    copies = [("l", "s"), ("a",) if async_stages else ("l", "s")]
+    stmts = [kind for c in copies for kind in c] + ["pro", "body", "epi"]
+    run = [i for i, s in enumerate(stmts) if s in ("l", "a")] + [stmts.index("body")] + \
+        [i for i, s in enumerate(stmts) if s == "s"] + [stmts.index("pro"), stmts.index("epi")]
+    last = max(async_stages, 2) - 1
+    sch.annotate(k0, "software_pipeline_order", [run.index(i) for i in range(len(stmts))])
+    sch.annotate(k0, "software_pipeline_stage", [last - 1 if s == "pro" else last if s in ("body", "epi") else 0
+                                                 for s in stmts])
+    if async_stages:
         sch.annotate(k0, "software_pipeline_async_stages", [0])
-    else:
-        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
-        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
     sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
     sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
     sch.bind(batch, "blockIdx.z")

@@ -20,7 +20,7 @@ from inference_pio.schedules.cuda.matmul import tensor_core_linear, untensorized
 from inference_pio.targets import resolve
 
 CUDA = resolve({"kind": "cuda", "arch": "sm_90a"})
-BF16, F16 = "bfloat16", "float16"
+F32, BF16, F16 = "float32", "bfloat16", "float16"
 
 
 def _linear_func(n: int, k: int, wdtype: str = BF16, bias: bool = False, residual: bool = False,
@@ -127,19 +127,20 @@ def test_tensor_core_linear_of_bf16_x(rng, t, n, k, residual):
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("t,n,k,stages,prec", [(130, 136, 128, 3, "medium"), (17, 40, 64, 2, "high"),
-                                               (300, 256, 256, 3, "high")])
-def test_tensor_core_linear_with_weights_by_cp_async(rng, t, n, k, stages, prec):
+@pytest.mark.parametrize("t,n,k,stages,prec,xdt", [(130, 136, 128, 3, "medium", F32), (17, 40, 64, 2, "high", F32),
+                                                   (300, 256, 256, 3, "high", F32), (130, 136, 128, 3, "medium", BF16),
+                                                   (300, 256, 256, 2, "medium", BF16)])
+def test_tensor_core_linear_with_weights_by_cp_async(rng, t, n, k, stages, prec, xdt):
     """``async_stages``: the weights straight into shared memory (cp.async on the GPU), 2 or 3
-    stages; the same loop nest otherwise. Partly filled row and column tiles; the 128 x 128
-    tiles (N = 256); "high" splits x, "medium" rounds it."""
+    stages, over an fp32 or a bf16 x; the same loop nest otherwise. Partly filled row and column
+    tiles; the 128 x 128 tiles (N = 256); "high" splits x, "medium" rounds it."""
     import ml_dtypes
 
     with untensorized():
-        f = tensor_core_linear(_linear_func(n, k, BF16, residual=True).with_attr("precision", prec), CUDA,
-                               async_stages=stages)
+        f = tensor_core_linear(_linear_func(n, k, BF16, residual=True, x_dtype=xdt).with_attr("precision", prec),
+                               CUDA, async_stages=stages)
     assert '"software_pipeline_async_stages": [0]' in f.script()
-    x = (rng.standard_normal((t, k)) * 3).astype(np.float32)
+    x = (rng.standard_normal((t, k)) * 3).astype(np.float32 if xdt == F32 else ml_dtypes.bfloat16)
     w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
     r = rng.standard_normal((t, n)).astype(np.float32)
     got = cuda_emulation.run(f, x, w, r, np.zeros((t, n), np.float32))[-1]
@@ -291,8 +292,8 @@ def test_split_k_compiles_to_two_kernels_in_a_cubin(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc (the CUDA toolkit)")
-@pytest.mark.parametrize("n,stages", [(2560, 3), (136, 2)])
-def test_weights_by_cp_async_compile_to_a_cubin(tmp_path, n, stages):
+@pytest.mark.parametrize("n,stages,xdt", [(2560, 3, F32), (136, 2, F32), (2560, 3, BF16)])
+def test_weights_by_cp_async_compile_to_a_cubin(tmp_path, n, stages, xdt):
     """The cp.async form at Qwen3-4B's o projection (K = 4096, 128 x 128 tiles) and at a column
     count the tiles only partly fill (guarded copies, zero-filled): compiled under
     `matmul.ASYNC_COPY`, 16-byte cp.async in the source, and nvcc accepts it."""
@@ -302,8 +303,8 @@ def test_weights_by_cp_async_compile_to_a_cubin(tmp_path, n, stages):
     from inference_pio.targets.cuda_host import enable_cuda_codegen
 
     enable_cuda_codegen()
-    f = tensor_core_linear(_linear_func(n, 4096, BF16, residual=True).with_attr("precision", "medium"), CUDA,
-                           async_stages=stages)
+    f = tensor_core_linear(_linear_func(n, 4096, BF16, residual=True, x_dtype=xdt).with_attr("precision", "medium"),
+                           CUDA, async_stages=stages)
     with tvm.transform.PassContext(config=ASYNC_COPY), CUDA.to_tvm() as tgt:
         ex = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=tgt)
     src = ex.mod.imports[0].inspect_source("")
