@@ -597,7 +597,8 @@ def w_kernels(job: dict, res: Result) -> None:
         res.update(partial)
         res.save()
 
-    save(kernel_bench.measure(Path(job["bundle"]) / job["path"], job["device"], job["budget_s"], save))
+    save(kernel_bench.measure(Path(job["bundle"]) / job["path"], job["device"], job["budget_s"], save,
+                              first=tuple(job.get("presets", ()))))
     tvm_provenance(res["env"])
 
 
@@ -1153,7 +1154,9 @@ def orchestrate(a: argparse.Namespace) -> int:
                 results["kernels"] = {"error": f"the bundle has no kernels for {a.device} (restage it)"}
             else:
                 budget = min(a.kernels_budget_s, r.remaining() - 40)
-                results["kernels"] = r.worker("kernels", {"path": kern["path"], "budget_s": budget}, "kernels")
+                # (timed in the order of --presets: the first one's rows first)
+                results["kernels"] = r.worker("kernels", {"path": kern["path"], "budget_s": budget,
+                                                          "presets": presets}, "kernels")
             save()
         if "bench" not in a.sections:
             continue

@@ -434,7 +434,7 @@ def print_invocation(out: Path, dry: bool) -> None:
              f"correctness,bench,profile --presets qwen3-0.6b,qwen3-4b --decode-tokens 32 --reps 2 "
              f"--deadline-s 430{tail}")
     second = (f"export PYTHONUNBUFFERED=1; python3 bench/gpu/remote.py --bundle {rel} --sections kernels "
-              f"--presets qwen3-0.6b,qwen3-4b --kernels-budget-s 100 --deadline-s 150{tail}")
+              f"--presets qwen3-4b,qwen3-0.6b --kernels-budget-s 100 --deadline-s 150{tail}")
     print(f"  run(command={first!r}, carry={[rel]!r}, timeout_s=470)")
     print(f"  run(command={second!r}, carry={[rel]!r}, timeout_s=190)")
     print("  give_back()")

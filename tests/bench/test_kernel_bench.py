@@ -24,8 +24,10 @@ def test_build_measure_table(tmp_path, monkeypatch):
     # decode's form of the latter with a merge kernel and merged in its last blocks; a sparse MLP
     # (the dense op, our routed kernels serialized: the general form and decode's)
     assert info["entries"] == 4 * 2 * 2 + 4 + 2 + 4 + 2 + 3
-    res = kernel_bench.measure(tmp_path / "k", "cpu", budget_s=60)
+    # (the sparse MLP's preset first, as `remote.py --presets` would ask)
+    res = kernel_bench.measure(tmp_path / "k", "cpu", budget_s=60, first=("dry-moe",))
     assert res["skipped"] == 0 and not [r for r in res["rows"] if "error" in r]
+    assert [r["preset"] for r in res["rows"]][:4] == ["dry-moe"] * 4 and res["rows"][-1]["preset"] == "tiny"
     ops = {(r["op"], r["variant"]) for r in res["rows"]}
     assert ("down", "cuda, serial") in ops and ("attention", "32 keys/block") in ops
     assert ("attention", "q norm + appends fused") in ops
