@@ -346,7 +346,7 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                         with T.sblock("merge_fold"):
                             T.reads()
                             T.writes()
-                            st = T.sblock_alloc_buffer((3,), F32, scope="local")  # M, sum o, sum l
+                            st = T.sblock_alloc_buffer((4,), F32, scope="local")  # M, sum o, sum l, next M
                             ld = T.sblock_alloc_buffer((FOLD, 3), F32, scope="local")  # o, m, l
                             r = (it * nt + tx) // (g * dv)
                             hd = h * g + (it * nt + tx) % (g * dv) // dv
@@ -366,11 +366,10 @@ def _decode_kernel(hq: int, hkv: int, d: int, dv: int, cache_rows: int, dtypes: 
                                 for u in T.unroll(FOLD):
                                     if r + rl * (k * FOLD + u) < nch:
                                         # rescale by exp(M - M'), M' = max(M, m_c): exp(NEG - M') is 0
-                                        st[1] = st[1] * T.exp(st[0] - T.max(st[0], ld[u, 1])) + \
-                                            ld[u, 0] * T.exp(ld[u, 1] - T.max(st[0], ld[u, 1]))
-                                        st[2] = st[2] * T.exp(st[0] - T.max(st[0], ld[u, 1])) + \
-                                            ld[u, 2] * T.exp(ld[u, 1] - T.max(st[0], ld[u, 1]))
-                                        st[0] = T.max(st[0], ld[u, 1])
+                                        st[3] = T.max(st[0], ld[u, 1])
+                                        st[1] = st[1] * T.exp(st[0] - st[3]) + ld[u, 0] * T.exp(ld[u, 1] - st[3])
+                                        st[2] = st[2] * T.exp(st[0] - st[3]) + ld[u, 2] * T.exp(ld[u, 1] - st[3])
+                                        st[0] = st[3]
                             mnum[r, hd - h * g, e] = st[1]
                             if e == 0:
                                 mden[r, hd - h * g] = st[2]

@@ -132,7 +132,7 @@ def slices_for(n: int, reduction: int, tiles: Tiles, cap: int | None = None) -> 
     asks (kernel_bench's "split-K by waves", not yet timed): the partial sums take slices x T x
     N floats of TVM workspace whether or not the run-time count uses them."""
     if cap is None and (not _half_a_wave(n, tiles) or _one_block_per_sm(tiles)):
-        return 1  # (the big tiles split only where asked, `_by_waves`: kernel_bench's "split-K by waves")
+        return 1
     most = cap or MAX_SLICES
     while most > 1 and (reduction % (most * 16 * tiles.chunk_k) or reduction // most < MIN_SLICE):
         most //= 2
@@ -308,9 +308,8 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     async_stages - 1 chunks of K before their products. x keeps its registers: it is converted
     on the way, and a bf16 x's copy, guarded by T, TVM leaves a plain load and store (no
     cp.async), which without the register stage would wait on memory. TVM's software pipeline
-    builds the
-    commit groups and waits, and under the pass option `ASYNC_COPY` the copies (16 bytes,
-    zero-filled where guarded); 4 stages fail in its shared-memory planning (the fp32 C
+    builds the commit groups and waits, and under the pass option `ASYNC_COPY` the copies (16
+    bytes, zero-filled where guarded); 4 stages fail in its shared-memory planning (the fp32 C
     tile's alias)."""
     if async_stages not in (0, 2, 3):
         raise ValueError(f"async_stages must be 0, 2 or 3, not {async_stages}")
@@ -341,20 +340,18 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     j0, j1, j2, j3 = sch.split(j, [1, None, tl.warps_n, tl.frags_n])
     k0, k1 = sch.split(k, [None, tl.chunk_k])
     sch.reorder(i0, j0, i1, j1, j2, i2, k0, k1, i3, j3)
-    # the body of k0 once k1's pipeline is in: A's copy (to registers, then to shared), B's
-    # likewise (or one async statement), then k1's prologue, body and epilogue (fragment loads,
-    # products). Run in the order: the loads (and async copies) of the next chunk, k1's body on
-    # this one, the stores to shared memory, k1's prologue and epilogue
-    copies = [("l", "s"), ("a",) if async_stages else ("l", "s")]
-    stmts = [kind for c in copies for kind in c] + ["pro", "body", "epi"]
-    run = [i for i, s in enumerate(stmts) if s in ("l", "a")] + [stmts.index("body")] + \
-        [i for i, s in enumerate(stmts) if s == "s"] + [stmts.index("pro"), stmts.index("epi")]
-    last = max(async_stages, 2) - 1
-    sch.annotate(k0, "software_pipeline_order", [run.index(i) for i in range(len(stmts))])
-    sch.annotate(k0, "software_pipeline_stage", [last - 1 if s == "pro" else last if s in ("body", "epi") else 0
-                                                 for s in stmts])
+    # the body of k0 once k1's pipeline is in: A to registers, A to shared, B to registers, B to
+    # shared (with async_stages one async statement), then k1's prologue, body and epilogue
+    # (fragment loads, products). Run in the order: the loads (and the async copy) of the next
+    # chunk, k1's body on this one, the stores to shared memory, k1's prologue and epilogue
     if async_stages:
+        s = async_stages
+        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 2, 5])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, s - 2, s - 1, s - 1])
         sch.annotate(k0, "software_pipeline_async_stages", [0])
+    else:
+        sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 5, 2, 6])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, 0, 0, 1, 1])
     sch.annotate(k1, "software_pipeline_order", [0, 1, 2])
     sch.annotate(k1, "software_pipeline_stage", [0, 0, 1])
     sch.bind(batch, "blockIdx.z")
