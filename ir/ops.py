@@ -84,6 +84,15 @@ def _float(t: TensorType) -> None:
     _check(t.dtype in FLOAT_DTYPES, f"expected a float tensor, got {t.dtype}")
 
 
+def _out(t: TensorType, a: dict[str, Any]) -> TensorType:
+    """``t`` in attr ``out_dtype`` where a node has one (a float dtype), else as is."""
+    dtype = a.get("out_dtype")
+    if dtype is None:
+        return t
+    _check(dtype in FLOAT_DTYPES, f"out_dtype must be a float dtype, got {dtype!r}")
+    return t.with_dtype(dtype)
+
+
 def f32(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(np.float32)
 
@@ -489,20 +498,20 @@ def moe_experts(*ops, pack=None, inter=None, pairs=False, precision="high", slot
 # **** normalization, elementwise ****
 
 
-@_op("rms_norm", 2, "x (..., D) * rsqrt(mean(x^2) + eps) * (offset + w (D))")
+@_op("rms_norm", 2, "x (..., D) * rsqrt(mean(x^2) + eps) * (offset + w (D)), in out_dtype (default x's)")
 def _rms_norm_t(ts, a):
     x, w = ts
     _float(x), _float(w)
     _check(w.shape == x.shape[-1:], f"weight shape {w.shape} must equal x's last dim {x.shape[-1:]}")
     _check(isinstance(a.get("eps"), float), "needs a float eps")
-    return x
+    return _out(x, a)
 
 
 @_rms_norm_t
-def rms_norm(x, w, eps, offset=0.0):
+def rms_norm(x, w, eps, offset=0.0, out_dtype=None):
     x32 = f32(x)
     y = x32 / np.sqrt(np.mean(x32 * x32, axis=-1, keepdims=True) + np.float32(eps))
-    return (y * (np.float32(offset) + f32(w))).astype(x.dtype)
+    return _cast_like(y * (np.float32(offset) + f32(w)), out_dtype or x.dtype)
 
 
 @_op("layer_norm", 3, "(x (..., D) - mean) * rsqrt(var + eps) * w (D) + b (D), statistics in fp32")
@@ -557,18 +566,18 @@ def scale(x, factor):
     return (f32(x) * np.float32(factor)).astype(x.dtype)
 
 
-@_op("swiglu", 1, "x (..., 2F) -> silu(x[..., :F]) * x[..., F:]")
+@_op("swiglu", 1, "x (..., 2F) -> silu(x[..., :F]) * x[..., F:], in out_dtype (default x's)")
 def _swiglu_t(ts, a):
     (x,) = ts
     _float(x)
     _check(isinstance(x.shape[-1], int) and x.shape[-1] % 2 == 0, "last dim must be even")
-    return x.with_shape(x.shape[:-1] + (x.shape[-1] // 2,))
+    return _out(x.with_shape(x.shape[:-1] + (x.shape[-1] // 2,)), a)
 
 
 @_swiglu_t
-def swiglu(x):
+def swiglu(x, out_dtype=None):
     g, u = np.split(f32(x), 2, axis=-1)
-    return (g / (1 + np.exp(-g)) * u).astype(x.dtype)
+    return _cast_like(g / (1 + np.exp(-g)) * u, out_dtype or x.dtype)
 
 
 @_op("cast", 1, "convert to dtype")
@@ -817,17 +826,17 @@ def _attention_t(ts, a):
            f"query heads {q.shape[1]} must be a multiple of kv heads {k.shape[1]}")
     _check(isinstance(a.get("scale"), float), "needs a float scale")
     _check_precision(a)
-    return TensorType((q.shape[0], q.shape[1], v.shape[2]), q.dtype)
+    return _out(TensorType((q.shape[0], q.shape[1], v.shape[2]), q.dtype), a)
 
 
 @_attention_t
-def attention(q, k, v, scale, causal=True, precision="high"):
+def attention(q, k, v, scale, causal=True, precision="high", out_dtype=None):
     g = q.shape[1] // k.shape[1]
     kk, vv = np.repeat(f32(k), g, axis=1), np.repeat(f32(v), g, axis=1)
     s = np.einsum("thd,shd->hts", f32(q), kk) * np.float32(scale)
     if causal:
         s = causal_mask(s)
-    return np.einsum("hts,shd->thd", softmax(s), vv).astype(q.dtype)
+    return _cast_like(np.einsum("hts,shd->thd", softmax(s), vv), out_dtype or q.dtype)
 
 
 # **** KV cache ****
@@ -912,11 +921,11 @@ def _cache_attention_t(ts, a):
 
 @_cache_attention_t
 def cache_attention(q, kc, vc, kv_len, *norm, scale, kv_len_tensor=False, eps=None, start=None, heads=None,
-                    precision="high"):
+                    precision="high", out_dtype=None):
     if norm:
         q = norm_rotary(q, *norm, eps=eps, start=start, heads=heads)
     n = _kv_len_value(kv_len, kv_len_tensor)
-    return attention(q, kc[:n], vc[:n], scale=scale, causal=True)
+    return attention(q, kc[:n], vc[:n], scale=scale, causal=True, out_dtype=out_dtype)
 
 
 @_op("append_attention", (7, 8), "kv_append_pair then cache_attention of one step, in one kernel: operands (x, kc, "

@@ -96,6 +96,16 @@ def decode_passes(target_kind: str) -> list[NamedPass]:
     return common
 
 
+def gemm_passes(target_kind: str) -> list[NamedPass]:
+    """Passes for the graphs whose linears take T rows (forward, prefill, encoders; not decode),
+    after `matmul_precision`."""
+    from .round_activations import round_activations
+
+    if target_kind == "cuda":
+        return [NamedPass("round_activations", round_activations)]
+    return []
+
+
 def run(graph: Graph, passes: list[NamedPass], *, dump_dir: str | Path | None = None,
         verify_each: bool = True) -> Graph:
     """Apply ``passes`` in order. ``dump_dir`` (or $INFERENCE_PIO_DUMP) writes ``NN_<pass>.txt``."""

@@ -72,9 +72,10 @@ def _with_epilogue(acc: te.Tensor, extra: tuple[te.Tensor, ...], bias: bool, res
                                            row_scale), name="epilogue")
 
 
-def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr) -> tirx.PrimExpr:
-    """swiglu(x)[*lead, c] = silu(x[*lead, c]) * x[*lead, c + f], in x's dtype."""
-    return _swiglu_of(x[(*lead, c)], x[(*lead, c + f)], x.dtype)
+def _swiglu_at(x: te.Tensor, lead: tuple, c: tirx.PrimExpr, f: tirx.PrimExpr,
+               dtype: str | None = None) -> tirx.PrimExpr:
+    """swiglu(x)[*lead, c] = silu(x[*lead, c]) * x[*lead, c + f], in ``dtype`` (default x's)."""
+    return _swiglu_of(x[(*lead, c)], x[(*lead, c + f)], dtype or x.dtype)
 
 
 def _x_of(x: te.Tensor, act: str | None, k: tirx.PrimExpr) -> Callable:
@@ -125,7 +126,7 @@ def linear(x: te.Tensor, w: te.Tensor, *extra: te.Tensor, bias: bool = False, re
 
 
 def _swiglu_of(gate: tirx.PrimExpr, up: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:
-    """silu(gate) * up in fp32, cast to ``dtype`` (gate and up of that dtype): `_swiglu_at`'s math."""
+    """silu(gate) * up in fp32, cast to ``dtype``: `_swiglu_at`'s math."""
     g = gate.astype(F32)
     return (g * tirx.sigmoid(g) * up.astype(F32)).astype(dtype)
 
@@ -524,9 +525,9 @@ def cast(x: te.Tensor, dtype: str) -> te.Tensor:
     return te.compute(x.shape, lambda *i: x[i].astype(dtype), name="cast")
 
 
-def swiglu(x: te.Tensor) -> te.Tensor:
+def swiglu(x: te.Tensor, out_dtype: str | None = None) -> te.Tensor:
     f = x.shape[-1] // 2
-    return te.compute((*x.shape[:-1], f), lambda *i: _swiglu_at(x, i[:-1], i[-1], f), name="swiglu")
+    return te.compute((*x.shape[:-1], f), lambda *i: _swiglu_at(x, i[:-1], i[-1], f, out_dtype), name="swiglu")
 
 
 def softmax(x: te.Tensor) -> te.Tensor:
@@ -615,8 +616,9 @@ def rotary(x: te.Tensor, table: te.Tensor) -> te.Tensor:
 
 
 def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale: float,
-               causal: bool, rows: tirx.PrimExpr | None = None) -> te.Tensor:
-    """softmax(q k^T * scale) v over key rows [0, s); query row i sits at position i + s - T.
+               causal: bool, rows: tirx.PrimExpr | None = None, out_dtype: str | None = None) -> te.Tensor:
+    """softmax(q k^T * scale) v over key rows [0, s); query row i sits at position i + s - T;
+    in ``out_dtype`` (default q's).
 
     ``rows`` (default s) is the number of key rows the loops cover: where s is data (read from
     a tensor), the loops cover the whole cache and the causal mask hides rows >= s.
@@ -643,7 +645,8 @@ def _attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, s: tirx.PrimExpr, scale
         pv = lambda i, h, e: tirx.if_then_else(rs < s, p[h, i, rs] * _f32(v, rs, h // g, e), 0.0)  # noqa: E731
     acc = te.compute((t, hq, v.shape[2]), lambda i, h, e: te.sum(pv(i, h, e), axis=rs), name="attn_out")
     out = te.compute(acc.shape, lambda i, h, e: acc[i, h, e] / den[h, i], name="attn_norm")
-    return out if q.dtype == F32 else cast(out, q.dtype)
+    dtype = out_dtype or q.dtype
+    return out if dtype == F32 else cast(out, dtype)
 
 
 def norm_rotated(xv: Callable, ss, w, table, eps: float, d: int) -> Callable:
@@ -682,12 +685,13 @@ def norm_rotary(x: te.Tensor, w: te.Tensor, table: te.Tensor, eps: float, start:
     return te.compute(shape, lambda t, h, e: fn(t, h, e).astype(x.dtype), name="norm")
 
 
-def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True) -> te.Tensor:
+def attention(q: te.Tensor, k: te.Tensor, v: te.Tensor, scale: float, causal: bool = True,
+              out_dtype: str | None = None) -> te.Tensor:
     """GQA attention: q (T, Hq, D), k (S, Hkv, D), v (S, Hkv, Dv) -> (T, Hq, Dv).
 
     Materializes the (Hq, T, S) scores: fine for the cache-less forward at moderate T.
     """
-    return _attention(q, k, v, k.shape[0], scale, causal)
+    return _attention(q, k, v, k.shape[0], scale, causal, out_dtype=out_dtype)
 
 
 DECODE_CHUNK = 64  # keys per chunk of a split-key decode attention (schedules/cuda/attention.py)
@@ -701,7 +705,7 @@ def decode_scratch_shape(hq: int, dv: int, cache_rows: int) -> tuple[int, int, i
 
 def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var | te.Tensor, *norm: te.Tensor,
                     scale: float, kv_len_tensor: bool = False, eps: float | None = None, start: int | None = None,
-                    heads: int | None = None) -> te.Tensor | list[te.Tensor]:
+                    heads: int | None = None, out_dtype: str | None = None) -> te.Tensor | list[te.Tensor]:
     """Causal attention of q (T, Hq, D) over cache rows [0, kv_len) of kc/vc (C, Hkv, D);
     ``kv_len_tensor``: kv_len is a (1,) int32 tensor, so the loops cover all C rows. With
     ``norm`` = (w, table), q is `norm_rotary` (q, w, table, eps, start, heads).
@@ -715,10 +719,10 @@ def cache_attention(q: te.Tensor, kc: te.Tensor, vc: te.Tensor, kv_len: tirx.Var
     if norm:
         q = norm_rotary(q, *norm, eps=eps, start=start, heads=heads)
     if kv_len_tensor:
-        out = _attention(q, kc, vc, kv_len[0].astype("int64"), scale, True, rows=kc.shape[0])
+        out = _attention(q, kc, vc, kv_len[0].astype("int64"), scale, True, rows=kc.shape[0], out_dtype=out_dtype)
         shape = decode_scratch_shape(int(q.shape[1]), int(vc.shape[2]), int(kc.shape[0]))
         return [out, te.compute(shape, lambda *i: tirx.const(0, F32), name="scratch")]
-    return _attention(q, kc, vc, kv_len, scale, True)
+    return _attention(q, kc, vc, kv_len, scale, True, out_dtype=out_dtype)
 
 
 def attention_tir(body, hq: int, hkv: int, d: int, dv: int, cache_rows: int | None, dtypes: tuple[str, ...],

@@ -78,13 +78,15 @@ def compile_emulated(md, cuda_target: dict, **kwargs):
                 mod.update_func(gv, serialize(func).with_attrs(dict(func.attrs)))
         return mod
 
-    saved = compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes, compiler.device_top_k
+    saved = (compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes,
+             passes.gemm_passes, compiler.device_top_k)
     compiler.schedule_module, passes.cpu_passes = schedule_serialized, lambda block, quantize=None, pairs=False: passes.cuda_passes()
     passes.cache_passes = lambda kind, f=saved[2]: f("cuda")
     passes.decode_passes = lambda kind, f=saved[3]: f("cuda")
+    passes.gemm_passes = lambda kind, f=saved[4]: f("cuda")
     compiler.device_top_k = lambda tdesc: True
     try:
         return compiler.compile(md, target="llvm", **{"matmul_precision": "high", **kwargs})
     finally:
-        (compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes,
+        (compiler.schedule_module, passes.cpu_passes, passes.cache_passes, passes.decode_passes, passes.gemm_passes,
          compiler.device_top_k) = saved

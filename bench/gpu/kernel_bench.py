@@ -86,25 +86,21 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target, n
     out = []
     if prefill is not None:
         # at matmul precision "medium", what the models compile bf16 weights with (since 2026-12-05,
-        # session 19; before, ours was at "high" and "medium" a variant)
-        f = _linear_func(n, k, BF16, **prefill).with_attr("precision", "medium")
+        # session 19; before, ours was at "high" and "medium" a variant), over x in bf16: the
+        # producer of x rounds it so (`passes.round_activations`, since session 22)
+        f = _linear_func(n, k, BF16, x_dtype=BF16, **prefill).with_attr("precision", "medium")
         tiles = tiles_for(n)
         out.append(("ours", tensor_core_linear(f, target), PREFILL_T))
         out.append(("no split-K", tensor_core_linear(f, target, max_slices=1), PREFILL_T))
         other = BIG if tiles == SMALL else SMALL
         out.append((f"{other.rows}x{other.cols}, no split", tensor_core_linear(f, target, tiles=other, max_slices=1),
                     PREFILL_T))
-        if tiles == BIG:  # split-K for the big tiles, as many slices (up to 4) as the waves want at
-            # run time (`matmul._by_waves`). Up to 4: the partial sums take slices x T x N floats of
-            # workspace (Qwen3-4B's gate+up at 2048 rows: 640 MB)
-            out.append(("split-K by waves", tensor_core_linear(f, target, max_slices=4), PREFILL_T))
         for label, tl in WARP_TILES.items():  # 128 x 128 in fewer, bigger warp tiles
             out.append((label, tensor_core_linear(f, target, tiles=Tiles(**tl), max_slices=1), PREFILL_T))
-        # x already in bf16 (as a producer rounding its output for the GEMM would give it, the
-        # same numbers): half of x's bytes from L2, 16-byte copies, no conversion (not compared:
-        # other operands)
-        xb = _linear_func(n, k, BF16, x_dtype=BF16, **prefill).with_attr("precision", "medium")
-        out.append(("bf16 x", tensor_core_linear(xb, target), PREFILL_T))
+        # x in fp32, rounded as the GEMM stages it (before session 22): twice x's bytes from L2,
+        # 8-byte copies (not compared: other operands)
+        x32 = _linear_func(n, k, BF16, **prefill).with_attr("precision", "medium")
+        out.append(("fp32 x", tensor_core_linear(x32, target), PREFILL_T))
         # the weights straight into shared memory by cp.async (no registers), 2 and 3 stages
         # (`matmul.schedule`'s async_stages; compiled under matmul.ASYNC_COPY, as `build` does)
         for stages in (2, 3):

@@ -23,11 +23,12 @@ T is padded to BM inside the kernel (predicated loads and stores), so any prompt
 the same binary.
 
 Split-K: where T and N alone give a short prompt few blocks (Qwen3-0.6B's o and down
-projections, N = 1024: 32 blocks of 64 x 64 at 128 tokens, for 132 SMs), the reduction is cut
-into slices, a third grid dimension: each block accumulates one slice of one tile into a
-workspace of partial sums, and a second kernel adds them up with the epilogue. How many slices
-is decided at run time from T (`slice_count`: 8 up to 64 rows, 4 up to 128, ..., 1 from 257 on
-at N = 1024), so a long prompt keeps one slice and pays only the partial sums' round trip.
+projections, N = 1024: 32 blocks of 64 x 64 at 128 tokens, for 132 SMs; Qwen3-4B's o and down,
+N = 2560: 20 blocks of 128 x 128), the reduction is cut into slices, a third grid dimension:
+each block accumulates one slice of one tile into a workspace of partial sums, and a second
+kernel adds them up with the epilogue. How many slices is decided at run time from T
+(`slice_count`: at N = 1024, 8 up to 64 rows, 4 up to 128, ..., 1 from 257 on), so a long
+prompt keeps one slice and pays only the partial sums' round trip.
 
 One query row (decode) is our GEMV's, and fp32 weights stay with dlight's rules: they need fp32
 multiplies.
@@ -119,21 +120,27 @@ def _big_c(tiles: Tiles) -> bool:
 # builds the pipeline's commit groups and waits but leaves the copies plain loads and stores
 ASYNC_COPY = {"tirx.use_async_copy": True}
 
-MAX_SLICES = 8   # split-K: at most this many slices of the reduction...
+MAX_SLICES = 8   # split-K: at most this many slices of the reduction (the big tiles: BIG_SLICES)...
 MIN_SLICE = 256  # ...each at least this long (in bf16 products: 4 stages of 64)
+BIG_SLICES = 4   # (their partial sums are slices x T x N floats of workspace at the run-time count)
 
 
 def slices_for(n: int, reduction: int, tiles: Tiles, cap: int | None = None) -> int:
     """The most slices the reduction (parts x K, `kernels.linear_split`) may be cut into: 1
-    where a 128-token prompt already gets half a wave of blocks from T and N, and for the big
-    tiles; else the largest power of two up to MAX_SLICES (or ``cap``, which skips those tests)
-    that cuts it into whole stages of MIN_SLICE or more. At Qwen3-0.6B's o and down projections
-    (N = 1024: 32 blocks at 128 tokens) that is 8. The big tiles split only where a caller
-    asks (kernel_bench's "split-K by waves", not yet timed): the partial sums take slices x T x
-    N floats of TVM workspace whether or not the run-time count uses them."""
-    if cap is None and (not _half_a_wave(n, tiles) or _one_block_per_sm(tiles)):
+    where a 128-token prompt already gets half a wave of blocks from T and N; else the largest
+    power of two up to MAX_SLICES, BIG_SLICES for the big tiles (or ``cap``, which skips those
+    tests), that cuts it into whole stages of MIN_SLICE or more. At Qwen3-0.6B's o and down
+    projections (N = 1024: 32 blocks of 64 x 64 at 128 tokens) that is 8, at Qwen3-4B's
+    (N = 2560: 20 blocks of 128 x 128) 4.
+
+    The big tiles split since 2026-12-05 (session 22), by `_by_waves`, which fits run 3's kernel
+    table (H200, 2026-12-04): there each of Qwen3-4B's GEMMs took about the same time at 16, 128
+    and 512 rows (its o 128-167 us, its down 314-441 at "medium"), i.e. one wave of 20 to 80
+    blocks, each as slow as its reduction is long. Not yet timed; kernel_bench's "no split-K" is
+    the form before."""
+    if cap is None and not _half_a_wave(n, tiles):
         return 1
-    most = cap or MAX_SLICES
+    most = cap or (BIG_SLICES if _one_block_per_sm(tiles) else MAX_SLICES)
     while most > 1 and (reduction % (most * 16 * tiles.chunk_k) or reduction // most < MIN_SLICE):
         most //= 2
     return most

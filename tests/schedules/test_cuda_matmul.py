@@ -212,7 +212,7 @@ def test_big_tiles_split_by_waves():
 
 @pytest.mark.parametrize("t", [5, 130, 300])
 def test_big_tiles_split_k_is_right(rng, t):
-    """The split-K form of the 128 x 128 tiles (kernel_bench's "split-K by waves"): 2 row tiles
+    """The split-K form of the 128 x 128 tiles (by `matmul._by_waves` at run time): 2 row tiles
     x 2 column tiles at 130 rows, 2 slices of a 512-long reduction; 1 slice at 300 rows."""
     from inference_pio.schedules.cuda.matmul import BIG
 
@@ -228,10 +228,13 @@ def test_split_k_policy_at_qwen3_shapes():
     slices as fill one wave (132 blocks) at the prompt's length."""
     from inference_pio.schedules.cuda.matmul import SMALL, slice_count, slices_for, tiles_for
 
-    # Qwen3-0.6B: o (K=2048) and down (K=3072) are 1024 wide; q+k+v 4096, gate+up 6144
+    # Qwen3-0.6B: o (K=2048) and down (K=3072) are 1024 wide (small tiles); q+k+v 4096, gate+up
+    # 6144 (big tiles: 32 and 48 blocks at 128 tokens)
     assert [slices_for(n, 2 * k, tiles_for(n)) for n, k in ((1024, 2048), (1024, 3072), (4096, 1024),
-                                                          (6144, 1024))] == [8, 8, 1, 1]
-    assert slices_for(2560, 2 * 4096, tiles_for(2560)) == 1  # Qwen3-4B's o: big tiles, unsliced
+                                                          (6144, 1024))] == [8, 8, 4, 4]
+    # Qwen3-4B: o and down (N = 2560, 20 big tiles), q+k+v (48); gate+up (N = 19456, 152) unsliced
+    assert [slices_for(n, k, tiles_for(n)) for n, k in ((2560, 4096), (2560, 9728), (6144, 2560),
+                                                       (19456, 2560))] == [4, 4, 4, 1]
     assert [tiles_for(n) == SMALL for n in (1024, 2048, 2112, 2176, 2560, 4096)] == [True] * 3 + [False] * 3
     assert slices_for(200, 2 * 72, SMALL) == 1  # 144 products: no whole stages to cut
     count = slice_count(tirx.Var("t", "int64"), 1024, SMALL, 8)
