@@ -101,11 +101,11 @@ def _variants_cuda(n: int, k: int, prefill: dict | None, decode: dict, target, n
         # 8-byte copies (not compared: other operands)
         x32 = _linear_func(n, k, BF16, **prefill).with_attr("precision", "medium")
         out.append(("fp32 x", tensor_core_linear(x32, target), PREFILL_T))
-        # the weights straight into shared memory by cp.async (no registers), 2 and 3 stages
-        # (`matmul.schedule`'s async_stages; compiled under matmul.ASYNC_COPY, as `build` does)
+        # x and the weights straight into shared memory by cp.async (no registers), 2 and 3 stages
+        # (`matmul.schedule`'s async_stages, x's rows clamped to T - 1; compiled under
+        # matmul.ASYNC_COPY, as `build` does)
         for stages in (2, 3):
-            out.append((f"weights by cp.async, {stages} stages", tensor_core_linear(f, target, async_stages=stages),
-                        PREFILL_T))
+            out.append((f"cp.async, {stages} stages", tensor_core_linear(f, target, async_stages=stages), PREFILL_T))
         plain = _linear_func(n, k, BF16, residual=prefill.get("residual", False))
         out.append(("dlight", dlight_baseline(plain, target).mod["main"], PREFILL_T))
     one = tirx.IntImm("int64", 1)

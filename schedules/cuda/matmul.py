@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from dataclasses import dataclass
 
+import tvm
 from tvm import s_tir, te, tirx
 
 from ...targets import TargetDesc
@@ -250,11 +252,12 @@ def _i64(v) -> tirx.PrimExpr:
 
 def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | None = None,
                        max_slices: int | None = None, async_stages: int = 0) -> tirx.PrimFunc | None:
-    """The split-bf16 tensor-core kernel for a linear with fp32 x (T rows) and bf16 weights.
-    ``tiles`` and ``max_slices`` override `tiles_for` and `slices_for`, ``async_stages`` (2 or 3)
-    copies bf16 weights with cp.async through that many stages where their copies are 16 bytes
-    (`schedule`; fp16 weights are split on their way: registers). bench/gpu/kernel_bench.py
-    times the alternatives."""
+    """The split-bf16 tensor-core kernel for a linear with fp32 or bf16 x (T rows) and bf16 or
+    fp16 weights. ``tiles`` and ``max_slices`` override `tiles_for` and `slices_for`,
+    ``async_stages`` (2 or 3) copies bf16 weights with cp.async through that many stages where
+    their copies are 16 bytes, and a bf16 x too where K needs no padding (`schedule`; fp16
+    weights and fp32 x are converted on their way: registers). bench/gpu/kernel_bench.py times
+    the alternatives."""
     ops = linear_operands(func)
     if ops is None:
         return None
@@ -288,8 +291,10 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
                          slices=slices, bit_round=not _TENSORIZE, precision=prec)  # (bit_round: emulated on a CPU)
         try:
             vectors = stage_vectors(int(k), tiles, x.dtype)
+            stages = async_stages if vectors[1] == 8 and w.dtype == BF16 else 0
+            async_x = bool(stages) and vectors[0] == 8 and int(k) % (16 * tiles.chunk_k) == 0
             sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE, vectors=vectors,
-                           async_stages=async_stages if vectors[1] == 8 and w.dtype == BF16 else 0)
+                           async_stages=stages, async_x=async_x)
             break
         except s_tir.ScheduleError:
             # TVM 0.27's cache_read fails the split-K form (region cover) where the column tiles
@@ -298,11 +303,29 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
             if most == 1:
                 raise
             most //= 2
-    return same_params(sch.mod["main"].without_attr("global_symbol"), func)
+    scheduled = _clamped_rows(sch.mod["main"]) if async_x else sch.mod["main"]
+    return same_params(scheduled.without_attr("global_symbol"), func)
+
+
+# the copy of a bf16 x into shared memory as pad_einsum leaves it: row v of the padded tile, zero
+# past T (the column: an index expression without brackets)
+_GUARDED_X = re.compile(r'T\.if_then_else\((v\d+) < t, x\[\1, ([^\[\]]+)\], T\.bfloat16\(0\.0\)\)')
+
+
+def _clamped_rows(func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``func`` with x's copy into shared memory reading row min(v, T - 1) instead of zeros past
+    T: an unguarded 16-byte load, which TVM turns into cp.async (its InjectPTXAsyncCopy takes a
+    guarded copy only element by element). The tile's rows past T then multiply a copy of row
+    T - 1, and their results are never stored. TVM 0.27's Python API has no IR mutator, so the
+    rewrite goes through the printed TVMScript; it must find the copy exactly once."""
+    src, found = _GUARDED_X.subn(lambda m: f"x[T.min({m[1]}, t - T.int64(1)), {m[2]}]", func.script())
+    if found != 1:
+        raise ValueError(f"matmul: expected one guarded copy of x to clamp, found {found}")
+    return tvm.script.from_source(src)
 
 
 def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
-             vectors: tuple[int, int] = (4, 4), async_stages: int = 0) -> s_tir.Schedule:
+             vectors: tuple[int, int] = (4, 4), async_stages: int = 0, async_x: bool = False) -> s_tir.Schedule:
     """Tensor-core schedule of a PrimFunc with one C[i, j] += A[i, r] * B[j, r] block (16-bit A
     and B produced by spatial blocks that get inlined into the shared-memory loads) and
     optional spatial consumers (inlined into the store). Each thread copies ``vectors`` (of A,
@@ -312,12 +335,13 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     software pipelined. ``async_stages`` (2 or 3; not yet timed, a kernel-table variant): B, the
     weights, is copied straight into shared memory with cp.async (no registers, no wait before
     the next copy is issued), through that many stages: a stage's weights are requested
-    async_stages - 1 chunks of K before their products. x keeps its registers: it is converted
-    on the way, and a bf16 x's copy, guarded by T, TVM leaves a plain load and store (no
-    cp.async), which without the register stage would wait on memory. TVM's software pipeline
-    builds the commit groups and waits, and under the pass option `ASYNC_COPY` the copies (16
-    bytes, zero-filled where guarded); 4 stages fail in its shared-memory planning (the fp32 C
-    tile's alias)."""
+    async_stages - 1 chunks of K before their products. x keeps its registers (it is converted
+    on the way, or its copy is guarded by T, which TVM leaves a plain load and store) unless
+    ``async_x``: a bf16 x whose copy `tensor_core_linear` then clamps to row T - 1
+    (`_clamped_rows`) goes by cp.async too, every stage's copies one commit group, and the
+    products of a chunk wait for its group. TVM's software pipeline builds the commit groups
+    and waits, and under the pass option `ASYNC_COPY` the copies (16 bytes, zero-filled where
+    guarded); 4 stages fail in its shared-memory planning (the fp32 C tile's alias)."""
     if async_stages not in (0, 2, 3):
         raise ValueError(f"async_stages must be 0, 2 or 3, not {async_stages}")
     from tvm.s_tir.dlight.gpu.matmul import (auto_inline_consumer_chain, auto_inline_consumers,
@@ -351,7 +375,14 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
     # shared (with async_stages one async statement), then k1's prologue, body and epilogue
     # (fragment loads, products). Run in the order: the loads (and the async copy) of the next
     # chunk, k1's body on this one, the stores to shared memory, k1's prologue and epilogue
-    if async_stages:
+    if async_x:  # A, B to shared (both async), then k1's prologue, body and epilogue on a chunk
+        # copied async_stages - 1 chunks before (its fragments double-buffered across chunks
+        # instead, at stage s - 2, TVM's pipeline fails: no wmma fragment info)
+        s = async_stages
+        sch.annotate(k0, "software_pipeline_order", [0, 1, 2, 3, 4])
+        sch.annotate(k0, "software_pipeline_stage", [0, 0, s - 1, s - 1, s - 1])
+        sch.annotate(k0, "software_pipeline_async_stages", [0])
+    elif async_stages:
         s = async_stages
         sch.annotate(k0, "software_pipeline_order", [0, 3, 1, 4, 2, 5])
         sch.annotate(k0, "software_pipeline_stage", [0, 0, 0, s - 2, s - 1, s - 1])
@@ -377,7 +408,7 @@ def schedule(func: tirx.PrimFunc, tiles: Tiles, tensorize: bool = True,
         sch.bind(ty, "threadIdx.y")
         sch.vectorize(vec)
         sch.storage_align(stage, 0, axis=-2, factor=16, offset=8)  # rows 8 elements apart: no bank conflicts
-        if not (async_stages and idx == 1):  # (cp.async copies straight to shared memory)
+        if not (async_stages and idx == 1 or async_x and idx == 0):  # (cp.async copies straight to shared memory)
             sch.annotate(stage, "tirx.manifest_shared_memory_local_stage", 1)
         sch.annotate(stage, "double_buffer_scope", 0)
         auto_inline_producers(sch, stage)  # the hi/lo split (A) and the weight copy (B)

@@ -132,14 +132,16 @@ def test_tensor_core_linear_of_bf16_x(rng, t, n, k, residual):
                                                    (300, 256, 256, 2, "medium", BF16)])
 def test_tensor_core_linear_with_weights_by_cp_async(rng, t, n, k, stages, prec, xdt):
     """``async_stages``: the weights straight into shared memory (cp.async on the GPU), 2 or 3
-    stages, over an fp32 or a bf16 x; the same loop nest otherwise. Partly filled row and column
-    tiles; the 128 x 128 tiles (N = 256); "high" splits x, "medium" rounds it."""
+    stages, over an fp32 or a bf16 x (a bf16 x by cp.async too, its copy reading row T - 1 for
+    the tile's rows past T: `matmul._clamped_rows`); the same loop nest otherwise. Partly filled
+    row and column tiles; the 128 x 128 tiles (N = 256); "high" splits x, "medium" rounds it."""
     import ml_dtypes
 
     with untensorized():
         f = tensor_core_linear(_linear_func(n, k, BF16, residual=True, x_dtype=xdt).with_attr("precision", prec),
                                CUDA, async_stages=stages)
     assert '"software_pipeline_async_stages": [0]' in f.script()
+    assert ("x[T.min(" in f.script()) == (xdt == BF16)
     x = (rng.standard_normal((t, k)) * 3).astype(np.float32 if xdt == F32 else ml_dtypes.bfloat16)
     w = rng.standard_normal((n, k)).astype(ml_dtypes.bfloat16)
     r = rng.standard_normal((t, n)).astype(np.float32)
@@ -299,7 +301,8 @@ def test_split_k_compiles_to_two_kernels_in_a_cubin(tmp_path):
 def test_weights_by_cp_async_compile_to_a_cubin(tmp_path, n, stages, xdt):
     """The cp.async form at Qwen3-4B's o projection (K = 4096, 128 x 128 tiles) and at a column
     count the tiles only partly fill (guarded copies, zero-filled): compiled under
-    `matmul.ASYNC_COPY`, 16-byte cp.async in the source, and nvcc accepts it."""
+    `matmul.ASYNC_COPY`, 16-byte cp.async in the source (for a bf16 x's copies too: one per
+    operand per stage), and nvcc accepts it."""
     import tvm
 
     from inference_pio.schedules.cuda.matmul import ASYNC_COPY
@@ -313,6 +316,8 @@ def test_weights_by_cp_async_compile_to_a_cubin(tmp_path, n, stages, xdt):
     src = ex.mod.imports[0].inspect_source("")
     assert "cp.async.cg.shared.global" in src and "mma_sync" in src
     assert ("ptx_cp_async_legacy_pred_cg_16" in src) == (n == 136)  # (a guard: zeros where it fails)
+    if n == 2560:  # the prologue's stages - 1 chunks and the loop's one, per operand (and the helper)
+        assert src.count("ptx_cp_async_legacy_cg_16_2_2(") == 1 + stages * (2 if xdt == BF16 else 1)
     ex.export_library(tmp_path / "k.so")
     assert b".nv.info" in (tmp_path / "k.so").read_bytes()
 
