@@ -6,9 +6,10 @@ carries x to within 2^-16 of |x| per product instead of bf16's 2^-8 (fp32's is 2
 the multiplies, still far cheaper than fp32 FMAs. fp16 weights are split the same way while they
 are staged (w = w_hi + w_lo in bf16, exactly), for three products instead of two: x stays in
 bf16 parts because fp16's range cannot hold every fp32 activation. At matmul precision "medium"
-(`passes.matmul_precision`) x is rounded to bf16 instead of split: half the products. The schedule is WMMA
-16x16x16 (bf16 x bf16 -> fp32), in the shape of TVM dlight's fp16 MatmulTensorization, which
-has no bf16 path:
+(`passes.matmul_precision`) x is rounded to bf16 instead of split: half the products, and on
+CUDA x then arrives in bf16, rounded by the op that produced it (`passes.round_activations`),
+so it is copied as is. The schedule is WMMA 16x16x16 (bf16 x bf16 -> fp32), in the shape of
+TVM dlight's fp16 MatmulTensorization, which has no bf16 path:
 
     C[t, n] tiles of BM x BN per block (64 x 64 where N is narrow enough for split-K, else
     128 x 128: `tiles_for`),
