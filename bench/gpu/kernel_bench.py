@@ -63,6 +63,9 @@ def tolerance(row: dict) -> float:
     return VARIANT_TOL.get(row["variant"], DIFF_TOL)
 
 
+LINEARS = ("q+k+v", "o", "gate+up", "down", "lm_head")  # `projections`' names
+
+
 def projections(cfg: dict) -> list[tuple[str, int, int, dict | None, dict]]:
     """(name, N, K, prefill fusions or None, decode fusions) of a layer's linears and the LM head."""
     h, d, f = cfg["hidden_size"], cfg["head_dim"], cfg["intermediate_size"]
@@ -471,6 +474,34 @@ def measure(kdir: Path, device: str, budget_s: float, save=None, first: tuple[st
             save(res)
     res["wall_s"] = round(time.monotonic() - t0, 1)
     return res
+
+
+def against_ours(res: dict) -> str:
+    """Each variant's time over ours', the geometric mean per kind of kernel and T over the
+    rows where both ran: below 1 the variant was faster. Which defaults to flip, without reading
+    across the wide table (the GEMMs are the projections at T > 1, the GEMVs at T = 1; for
+    attention T is the keys)."""
+    import math
+
+    cells: dict[tuple, dict[str, float]] = {}
+    for r in res.get("rows", []):
+        if "us" in r:
+            cells.setdefault((r["preset"], r["op"], r["n"], r["k"], r["t"]), {})[r["variant"]] = r["us"]
+    ratios: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for (_, op, _, _, t), times in cells.items():
+        ours = times.get("ours")
+        kind = ("GEMM" if t > 1 else "GEMV") if op in LINEARS else op
+        for variant, us in times.items():
+            if ours and variant != "ours":
+                ratios.setdefault((kind, variant), {}).setdefault(t, []).append(us / ours)
+    if not ratios:
+        return ""
+    lines = ["time over ours' (geometric mean over the projections or presets that ran; < 1: faster than ours):"]
+    width = max(len(v) for _, v in ratios)
+    for (kind, variant), by_t in ratios.items():
+        means = "  ".join(f"T={t} {math.exp(sum(map(math.log, x)) / len(x)):.2f}" for t, x in sorted(by_t.items()))
+        lines.append(f"  {kind:<18} {variant:<{width}}  {means}")
+    return "\n".join(lines)
 
 
 def table(res: dict) -> str:

@@ -1172,6 +1172,9 @@ def orchestrate(a: argparse.Namespace) -> int:
         import kernel_bench
 
         text += "\n\nkernels, one at a time:\n```\n" + kernel_bench.table(results["kernels"]) + "\n```"
+        summary = kernel_bench.against_ours(results["kernels"])
+        if summary:
+            text += "\n```\n" + summary + "\n```"
     if results["bundle"]["stale"]:
         text = ("WARNING: engine/ir/passes/schedules/... changed since the bundle was staged "
                 f"({info.get('created')}); the artifacts may not match this tree: rerun bench/gpu/stage.py\n" + text)

@@ -45,3 +45,6 @@ def test_build_measure_table(tmp_path, monkeypatch):
     assert len(medium) == 8 and max(medium) < kernel_bench.MEDIUM_TOL
     text = kernel_bench.table(res)
     assert "q+k+v" in text and "attention" in text and "DIFFERS" not in text
+    summary = kernel_bench.against_ours(res).splitlines()  # one line per (kind, variant): its T and ratio
+    assert any(ln.split()[:2] == ["GEMM", "cuda,"] and "T=16" in ln for ln in summary), summary
+    assert any(ln.split()[0] == "attention" and "32 keys/block" in ln for ln in summary), summary
