@@ -59,6 +59,10 @@ def test_only_cuda_gets_it():
     assert [p.name for p in gemm_passes("cuda")] == ["round_activations"] and gemm_passes("llvm") == []
 
 
+class _Stop(Exception):
+    """Raised in place of lowering, once the compiler has built its graphs."""
+
+
 def test_qwen3_prefill_and_forward_on_cuda(models, monkeypatch):
     """A tiny bf16 Qwen3 compiled for cuda at "medium": in prefill and forward both norms, the
     attention and the swiglu of every layer store bf16, and in forward the final norm too (in
@@ -84,10 +88,6 @@ def test_qwen3_prefill_and_forward_on_cuda(models, monkeypatch):
         assert sorted(bf16) == sorted(["rms_norm"] * (2 * layers + (name == "forward")) + ["swiglu"] * layers
                                       + ["attention" if name == "forward" else "cache_attention"] * layers), name
     assert not any(n.dtype == "bfloat16" and n.op in ("rms_norm", "swiglu") for n in graphs["decode"].ops())
-
-
-class _Stop(Exception):
-    pass
 
 
 def test_emulated_cuda_model_gives_the_same_logits(models, tmp_path):
