@@ -26,9 +26,11 @@ PRODUCERS = ("rms_norm", "swiglu", "attention", "cache_attention")
 
 def _rounds_x(reader: Node, x: Node) -> bool:
     """Whether ``reader`` is a linear that multiplies bf16(x): x its first operand (only), its
-    weights bf16, its precision "medium"."""
+    weights bf16, its precision "medium", and x multiplied as it is (no fused swiglu or norm of
+    x, which would compute on x in fp32 first)."""
     return (reader.op == "linear" and reader.inputs[0] is x and all(i is not x for i in reader.inputs[1:])
-            and reader.inputs[1].dtype == BF16 and reader.attr("precision") == "medium")
+            and reader.inputs[1].dtype == BF16 and reader.attr("precision") == "medium"
+            and reader.attr("act") is None and reader.attr("norm_eps") is None)
 
 
 def round_activations(graph: Graph) -> Graph:

@@ -55,6 +55,17 @@ def test_leaves_x_in_fp32_where_not_rounded_anyway(case):
         assert set(out.values()) == {"float32"}
 
 
+def test_leaves_x_of_a_linear_that_computes_on_it_first():
+    """A linear with a fused swiglu of x (act) multiplies silu(gate) * up, computed in fp32 from
+    its x: a rounded x would change that, so the producer keeps fp32."""
+    b = GraphBuilder("g")
+    x = b.input("x", ("T", 8), "float32")
+    n = b.rms_norm(x, b.param("norm.weight", (8,), "float32"), eps=1e-6)
+    y = b.linear(n, b.param("down", (5, 4), "bfloat16"), act="swiglu")
+    g = round_activations(matmul_precision(b.build({"y": y}), "medium"))
+    assert _dtypes(g) == {"rms_norm": "float32"}
+
+
 def test_only_cuda_gets_it():
     assert [p.name for p in gemm_passes("cuda")] == ["round_activations"] and gemm_passes("llvm") == []
 
