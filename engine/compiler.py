@@ -156,8 +156,11 @@ def compile(md: ModelDef, target: str | dict | TargetDesc = "llvm", *, dtype: st
                 for name, g in md.encoders.items()}
     graphs = {name: passes.matmul_precision(g, matmul_precision)
               for name, g in {"forward": forward, "prefill": prefill, "decode": decode, **encoders}.items()}
-    graphs = {name: g if name == "decode" else passes.run(g, passes.gemm_passes(tdesc.kind))
-              for name, g in graphs.items()}
+    gemm = passes.gemm_passes(tdesc.kind)  # (none for the CPU)
+    if gemm:
+        graphs = {name: g if name == "decode" else
+                  passes.run(g, gemm, dump_dir=Path(dump_dir) / name / "gemm" if dump_dir else None)
+                  for name, g in graphs.items()}
     for g in graphs.values():
         g.verify()
     t1 = time.perf_counter()

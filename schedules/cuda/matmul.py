@@ -286,14 +286,14 @@ def tensor_core_linear(func: tirx.PrimFunc, target: TargetDesc, tiles: Tiles | N
     prec = "medium" if x.dtype == BF16 else precision(func)
     parts, kp = split_reduction(int(k), w.dtype, precision=prec)
     most = slices_for(int(n), parts * kp, tiles, max_slices)
+    vectors = stage_vectors(int(k), tiles, x.dtype)
+    stages = async_stages if vectors[1] == 8 and w.dtype == BF16 else 0
+    async_x = bool(stages) and vectors[0] == 8 and int(k) % (16 * tiles.chunk_k) == 0
     while True:
         slices = (slice_count(_i64(t), int(n), tiles, most), most) if most > 1 else None
         y = linear_split(tx, tw, *te_extra, bias=bias, residual=residual, out_dtype=out.dtype, act=act, dt=BF16,
                          slices=slices, bit_round=not _TENSORIZE, precision=prec)  # (bit_round: emulated on a CPU)
         try:
-            vectors = stage_vectors(int(k), tiles, x.dtype)
-            stages = async_stages if vectors[1] == 8 and w.dtype == BF16 else 0
-            async_x = bool(stages) and vectors[0] == 8 and int(k) % (16 * tiles.chunk_k) == 0
             sch = schedule(te.create_prim_func([tx, tw, *te_extra, y]), tiles, tensorize=_TENSORIZE, vectors=vectors,
                            async_stages=stages, async_x=async_x)
             break
